@@ -1,0 +1,43 @@
+"""Flask API: ``create_app(settings=None, services=None)`` (flaskr-style factory)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from api.services import ApiServices
+from core.settings import Settings
+
+__all__ = ["ApiServices", "create_app"]
+
+
+def create_app(
+    settings: Settings | dict[str, Any] | None = None,
+    services: ApiServices | None = None,
+) -> Flask:
+    """Build the app. Tests pass ``services`` made of fakes; production lets
+    bootstrap build them from ``settings`` (or the environment)."""
+    from api import events, health, recommendations
+    from api.errors import register_error_handlers
+
+    if not isinstance(settings, Settings):
+        settings = Settings(**(settings or {}))
+    if services is None:
+        from infra.bootstrap import build_api_services
+
+        services = build_api_services(settings)
+
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=settings.secret_key or None,
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        JSON_SORT_KEYS=False,
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["streamrec"] = services
+    register_error_handlers(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(recommendations.bp)
+    app.register_blueprint(events.bp)
+    return app

@@ -1,0 +1,156 @@
+"""The recommender behind the API: candidates -> score -> blend -> filter -> explain.
+
+Two sources in this first version:
+
+* ``content`` -- cosine between the user's content profile and each item's
+  embedding (candidates from the FAISS index);
+* ``popularity`` -- decayed popularity, log-scaled to [0, 1] against the most
+  popular item (candidates from the state store).
+
+An item's blended score is the weighted sum of the sources that could score it;
+a source that cannot score an item is left out of its ``sources`` (never a 0).
+A user with no profile (a new user) gets popular items.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from core.ports import StateStore, VectorIndex
+from core.types import Item, ScoredItems
+
+__all__ = ["Recommendation", "Recommender", "ScoredRecommendation"]
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredRecommendation:
+    item: Item
+    score: float
+    sources: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "item_id": self.item.item_id,
+            "name": self.item.name,
+            "category": self.item.category,
+            "price": self.item.price,
+            "score": round(self.score, 6),
+            "sources": {k: round(v, 6) for k, v in self.sources.items()},
+        }
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    user_id: str | None
+    items: list[ScoredRecommendation]
+    rec_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"rec_id": self.rec_id, "items": [i.to_dict() for i in self.items]}
+        if self.user_id is not None:
+            body = {"user_id": self.user_id, **body}
+        return body
+
+
+class Recommender:
+    """Merges content and popularity scores into ranked recommendations.
+
+    Parameters
+    ----------
+    state
+        Online state (profiles, recent items, popularity).
+    index
+        Item embeddings.
+    catalog
+        item id -> item; items not in the catalog are never recommended.
+    weights
+        Blend weight per source (``content``, ``popularity``).
+    recent_max
+        How many recent items count as "seen" and are excluded.
+    """
+
+    def __init__(
+        self,
+        state: StateStore,
+        index: VectorIndex,
+        catalog: Mapping[str, Item],
+        weights: Mapping[str, float],
+        recent_max: int = 50,
+    ) -> None:
+        self.state = state
+        self.index = index
+        self.catalog = catalog
+        self.weights = dict(weights)
+        self.recent_max = recent_max
+
+    def _popularity_scale(self, popular: ScoredItems) -> float:
+        return math.log1p(float(popular.scores.max())) if len(popular) else 0.0
+
+    def _popularity_scores(self, ids: list[str], scale: float) -> dict[str, float]:
+        if not ids or scale <= 0:
+            return {}
+        raw = self.state.popularity(ids).as_dict()
+        return {i: min(1.0, math.log1p(max(v, 0.0)) / scale) for i, v in raw.items()}
+
+    def _content_scores(self, profile: np.ndarray, ids: list[str]) -> dict[str, float]:
+        vectors = self.index.get(ids)
+        return {i: max(0.0, float(np.dot(profile, v))) for i, v in vectors.items()}
+
+    def recommend(self, user_id: str, k: int) -> Recommendation:
+        """Top-``k`` items for ``user_id``, excluding the items they touched recently."""
+        seen = self.state.recent_items(user_id, self.recent_max)
+        profile = self.state.get_profiles([user_id]).get(user_id)
+        n_candidates = max(3 * k, 50)
+        popular = self.state.top_popular(n_candidates + len(seen))
+        scale = self._popularity_scale(popular)
+
+        candidates: list[str] = []
+        content: dict[str, float] = {}
+        if profile is not None:
+            hits = self.index.search(profile, n_candidates, exclude=seen)
+            content = {i: max(0.0, s) for i, s in hits.as_dict().items()}
+            candidates.extend(hits.ids)
+        excluded = set(seen)
+        candidates.extend(popular.ids)
+        candidates = [
+            i for i in dict.fromkeys(candidates) if i not in excluded and i in self.catalog
+        ]
+        if not candidates and profile is None:
+            # Nothing popular yet (an empty store): fall back to catalog order.
+            candidates = [i for i in list(self.catalog)[: n_candidates] if i not in excluded]
+
+        pop = self._popularity_scores(candidates, scale)
+        if profile is not None:
+            missing = [i for i in candidates if i not in content]
+            content.update(self._content_scores(profile, missing))
+
+        scored: list[ScoredRecommendation] = []
+        for item_id in candidates:
+            sources: dict[str, float] = {}
+            if item_id in content:
+                sources["content"] = content[item_id]
+            if item_id in pop:
+                sources["popularity"] = pop[item_id]
+            score = sum(self.weights.get(name, 0.0) * value for name, value in sources.items())
+            scored.append(ScoredRecommendation(self.catalog[item_id], score, sources))
+        scored.sort(key=lambda r: (-r.score, r.item.item_id))
+        return Recommendation(user_id, scored[:k])
+
+    def similar(self, item_id: str, k: int) -> Recommendation | None:
+        """Items whose content is closest to ``item_id``; None for an unknown item."""
+        vector = self.index.get([item_id]).get(item_id)
+        if vector is None:
+            return None
+        hits = self.index.search(vector, k + 1, exclude=[item_id])
+        items = [
+            ScoredRecommendation(self.catalog[i], s, {"content": s})
+            for i, s in zip(hits.ids, hits.scores.tolist(), strict=True)
+            if i in self.catalog
+        ]
+        return Recommendation(None, items[:k])

@@ -1,0 +1,1 @@
+"""FastStream consumers: thin handlers that validate, learn and update state."""

@@ -1,0 +1,115 @@
+"""The FastStream application of the consumers: routers, ack policy, dead letters.
+
+Delivery: at-least-once. Offsets are committed only after a batch is applied
+(``AckPolicy.NACK_ON_ERROR``: success commits, an exception rewinds the batch's
+partitions so it is read again). Invalid records go to the dead-letter topic and
+never stop the consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import TopicPartition
+from faststream import AckPolicy, FastStream
+from faststream.kafka import KafkaBroker, KafkaMessage, KafkaRouter
+
+from consumers.handlers import DeadLetter, InteractionBatchHandler, Record
+from consumers.metrics import ConsumerMetrics
+from core.errors import TemporaryFailure
+from core.settings import Settings
+
+__all__ = ["build_consumer_app", "records_of"]
+
+log = logging.getLogger(__name__)
+
+#: Pause before a failed batch is redelivered, so an outage is not a busy loop.
+RETRY_PAUSE_S = 1.0
+
+
+def records_of(message: KafkaMessage) -> list[Record]:
+    raw = message.raw_message
+    batch: Sequence[Any] = raw if isinstance(raw, tuple | list) else (raw,)
+    return [
+        Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp) for r in batch
+    ]
+
+
+async def _raw_values(message: Any) -> list[bytes | None]:
+    # Keep the bytes: each record is validated on its own so one bad record can be
+    # dead-lettered without failing the batch.
+    return [r.value for r in message.raw_message]
+
+
+def build_consumer_app(
+    settings: Settings,
+    handler_factory: Any,
+    metrics: ConsumerMetrics | None = None,
+) -> tuple[FastStream, KafkaBroker]:
+    """The consumers' FastStream app.
+
+    ``handler_factory(dead_letter_sink, observe)`` returns the
+    :class:`InteractionBatchHandler`; bootstrap provides it with the state store,
+    index and models already built.
+    """
+    metrics = metrics or ConsumerMetrics()
+    broker = KafkaBroker(settings.kafka_bootstrap, enable_idempotence=settings.kafka_idempotence)
+    router = KafkaRouter()
+
+    async def send_dead_letters(letters: Sequence[DeadLetter]) -> None:
+        for letter in letters:
+            await broker.publish(
+                letter.record.value or b"",
+                settings.dead_letter_topic,
+                key=letter.record.key,
+                headers=letter.headers(),
+            )
+
+    handler: InteractionBatchHandler = handler_factory(send_dead_letters, metrics.observe_batch)
+
+    @router.subscriber(
+        settings.interactions_topic,
+        batch=True,
+        group_id=settings.consumer_group,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        max_records=settings.consumer_max_records,
+        batch_timeout_ms=settings.fetch_max_wait_ms,
+        decoder=_raw_values,
+        title="interactions",
+        description="Shopper interactions: validate, learn, update state.",
+    )
+    async def on_interactions(body: list[bytes | None], message: KafkaMessage) -> None:
+        records = records_of(message)
+        try:
+            await handler.handle(records)
+        except TemporaryFailure as exc:
+            log.error("batch of %d records will be retried: %s", len(records), exc)
+            await asyncio.sleep(RETRY_PAUSE_S)
+            raise
+        _observe_lag(message, records, metrics)
+
+    broker.include_router(router)
+    app = FastStream(broker, logger=log)
+    return app, broker
+
+
+def _observe_lag(
+    message: KafkaMessage, records: Sequence[Record], metrics: ConsumerMetrics
+) -> None:
+    # The high-water mark rides on every fetch response (Tansu's ListOffsets is not
+    # reliable), so lag = highwater - (last offset read + 1), per partition.
+    consumer = getattr(message, "consumer", None)
+    if consumer is None:
+        return
+    last: dict[tuple[str, int], int] = {}
+    for r in records:
+        last[(r.topic, r.partition)] = max(r.offset, last.get((r.topic, r.partition), -1))
+    for (topic, partition), offset in last.items():
+        highwater = consumer.highwater(TopicPartition(topic, partition))
+        if highwater is not None:
+            metrics.observe_lag(topic, partition, max(0, highwater - offset - 1))

@@ -1,0 +1,243 @@
+"""The one place that turns settings into wired objects.
+
+Entry points (the CLI, gunicorn, tests) call these builders; nothing else
+constructs Redis clients, Kafka producers or SQL engines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+from aiokafka import AIOKafkaClient
+
+from core.errors import ServiceUnavailable
+from core.ports import StateStore
+from core.settings import Settings
+from core.types import Item
+from index.faiss_index import FaissIndex
+from infra.embedded import EmbeddedKafka, EmbeddedRedis, run_sync
+from infra.kafka import KafkaEventPublisher, ensure_topics
+from infra.redis_store import RedisStateStore
+from infra.sql import SqlStore
+from offline.catalog import load_catalog
+from offline.content import ContentEmbedder
+from online_models.processor import StreamProcessor
+from online_models.profile import ContentProfile
+
+__all__ = [
+    "EmbeddedStack",
+    "build_api_services",
+    "build_consumer_app",
+    "build_index",
+    "build_state_store",
+    "ensure_catalog",
+    "ensure_kafka_topics",
+    "start_embedded",
+]
+
+log = logging.getLogger(__name__)
+
+
+# --- embedded services ---------------------------------------------------------------------
+@dataclass
+class EmbeddedStack:
+    """Embedded services started for settings that name none; stop() ends them all."""
+
+    settings: Settings
+    servers: list[Any] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for server in reversed(self.servers):
+            server.stop()
+        self.servers.clear()
+
+
+def start_embedded(settings: Settings, log_dir: Path | None = None) -> EmbeddedStack:
+    """Start Tansu and/or Redis where settings name no service; fill in SQLite.
+
+    Returns the stack, whose ``settings`` carry the real addresses.
+    """
+    log_dir = log_dir or settings.state_dir / "logs"
+    stack = EmbeddedStack(settings)
+    try:
+        kafka = redis_url = None
+        if settings.uses_embedded_kafka:
+            server = EmbeddedKafka(log_dir=log_dir).start()
+            stack.servers.append(server)
+            kafka = server.bootstrap
+            log.info("embedded Kafka (Tansu) at %s", kafka)
+        if settings.uses_embedded_redis:
+            rserver = EmbeddedRedis(log_dir=log_dir).start()
+            stack.servers.append(rserver)
+            redis_url = rserver.url
+            log.info("embedded Redis at %s", redis_url)
+        database_url = settings.database_url or settings.sqlite_url
+        stack.settings = settings.with_services(
+            kafka_bootstrap=kafka, redis_url=redis_url, database_url=database_url
+        )
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+def ensure_kafka_topics(settings: Settings) -> None:
+    """Create the topics with their partitions (existing ones are left as they are)."""
+    ensure_topics(settings.kafka_bootstrap, {
+        settings.interactions_topic: settings.topic_partitions,
+        settings.catalog_topic: settings.topic_partitions,
+        settings.dead_letter_topic: 1,
+    })
+
+
+def kafka_reachable(bootstrap: str, timeout_s: float = 2.0) -> bool:
+    """True when a broker answers a metadata request."""
+
+    async def metadata() -> None:
+        client = AIOKafkaClient(
+            bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
+        )
+        try:
+            await asyncio.wait_for(client.bootstrap(), timeout_s)
+        finally:
+            await client.close()
+
+    try:
+        run_sync(metadata())
+    except Exception:
+        return False
+    return True
+
+
+# --- catalog and index --------------------------------------------------------------------
+def _database_url(settings: Settings) -> str:
+    if not settings.database_url:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+    return settings.database_url or settings.sqlite_url
+
+
+def ensure_catalog(settings: Settings) -> dict[str, Item]:
+    """The catalog from the SQL store, loading the shipped catalog the first time."""
+    store = SqlStore(_database_url(settings))
+    try:
+        store.create_schema()
+        items = store.products()
+        if not items:
+            items = load_catalog(settings.data_dir)
+            store.upsert_products(items)
+            log.info("loaded %d products from %s", len(items), settings.data_dir)
+        return {item.item_id: item for item in items}
+    finally:
+        store.close()
+
+
+def _catalog_key(catalog: dict[str, Item], dim: int) -> str:
+    digest = hashlib.sha256(str(dim).encode())
+    for item_id in sorted(catalog):
+        digest.update(f"{item_id}\t{catalog[item_id].text}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def build_index(settings: Settings, catalog: dict[str, Item]) -> tuple[FaissIndex, ContentEmbedder]:
+    """The item index and embedder for this catalog: loaded if built before, else built."""
+    folder = settings.state_dir / "index" / _catalog_key(catalog, settings.embedding_dim)
+    index_path, embedder_path = folder / "items.faiss", folder / "embedder.pkl"
+    if index_path.exists() and embedder_path.exists():
+        return FaissIndex.load(index_path), ContentEmbedder.load(embedder_path)
+    items = list(catalog.values())
+    embedder = ContentEmbedder(dim=settings.embedding_dim)
+    vectors = embedder.fit_transform(items)
+    index = FaissIndex(vectors.shape[1])
+    index.upsert([i.item_id for i in items], vectors)
+    folder.mkdir(parents=True, exist_ok=True)
+    index.save(index_path)
+    embedder.save(embedder_path)
+    log.info("built the item index: %d items, dim %d", len(index), index.dim)
+    return index, embedder
+
+
+# --- state ---------------------------------------------------------------------------------
+def build_state_store(settings: Settings) -> RedisStateStore:
+    if not settings.redis_url:
+        raise ServiceUnavailable("no Redis URL: start the embedded one first (start_embedded)")
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    return RedisStateStore(
+        client,
+        recent_max=settings.recent_items_max,
+        dedupe_ttl_s=settings.dedupe_ttl_s,
+        half_life_s=settings.popularity_half_life_s,
+    )
+
+
+def build_processor(
+    settings: Settings, store: StateStore, index: FaissIndex, catalog: dict[str, Item]
+) -> StreamProcessor:
+    return StreamProcessor(
+        store,
+        index,
+        {item_id: item.category for item_id, item in catalog.items()},
+        half_life_s=settings.popularity_half_life_s,
+        profile=ContentProfile(settings.profile_learning_rate),
+    )
+
+
+# --- the two processes -------------------------------------------------------------------
+def build_api_services(settings: Settings) -> Any:
+    """Everything the Flask app needs (see ``api.services.ApiServices``)."""
+    from api.recommender import Recommender
+    from api.services import ApiServices
+
+    catalog = ensure_catalog(settings)
+    index, _ = build_index(settings, catalog)
+    state = build_state_store(settings)
+    publisher = KafkaEventPublisher.from_settings(settings)
+    services = ApiServices(
+        settings=settings,
+        state=state,
+        index=index,
+        catalog=catalog,
+        publisher=publisher,
+        recommender=Recommender(
+            state, index, catalog, settings.blend_weights, settings.recent_items_max
+        ),
+        health_checks={
+            "redis": state.ping,
+            "kafka": lambda: kafka_reachable(settings.kafka_bootstrap),
+        },
+    )
+    services.closers.append(publisher.close)
+    return services
+
+
+def build_consumer_app(settings: Settings) -> Any:
+    """The consumers' FastStream app with its state store, index and models."""
+    from consumers.app import build_consumer_app as build_app
+    from consumers.handlers import InteractionBatchHandler
+
+    catalog = ensure_catalog(settings)
+    index, _ = build_index(settings, catalog)
+    store = build_state_store(settings)
+    processor = build_processor(settings, store, index, catalog)
+    app, _broker = build_app(
+        settings, lambda sink, observe: InteractionBatchHandler(processor, sink, observe)
+    )
+    return app
+
+
+@contextlib.contextmanager
+def embedded_services(settings: Settings) -> Iterator[Settings]:
+    """``with embedded_services(settings) as live:`` -- services up, topics made."""
+    stack = start_embedded(settings)
+    try:
+        ensure_kafka_topics(stack.settings)
+        yield stack.settings
+    finally:
+        stack.stop()

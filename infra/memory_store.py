@@ -1,0 +1,206 @@
+"""In-memory StateStore: the fake for unit tests, with the Redis store's exact behaviour.
+
+Both stores keep decayed popularity the same way (see :class:`DecayedScores`):
+every increment is stored as ``w * 2**((t - ref) / half_life)`` relative to a
+reference time ``ref``, so adding weight never rewrites older entries and the
+ranking is the stored order. Reads scale by ``2**((ref - now) / half_life)``
+where ``now`` is the newest event time seen, which makes a replay of old data
+decay by event time, not wall time. When the exponent would pass
+``max_exponent`` every score is rescaled once and ``ref`` moves to ``t``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from core.ports import ALL_ITEMS, StateUpdate, Vector
+from core.types import ScoredItems
+
+__all__ = ["DecayedScores", "InMemoryStateStore", "decay_scale", "unique_newest_first"]
+
+#: A rebase keeps stored scores below ``w * 2**64``: far from float overflow, and
+#: the relative precision of a double does not depend on magnitude.
+DEFAULT_MAX_EXPONENT = 64.0
+
+
+def decay_scale(t: float, ref: float, half_life_s: float) -> float:
+    """``2 ** ((t - ref) / half_life_s)``: the weight of time ``t`` relative to ``ref``.
+
+    >>> decay_scale(20.0, 10.0, 10.0), decay_scale(0.0, 10.0, 10.0)
+    (2.0, 0.5)
+    """
+    return math.pow(2.0, (t - ref) / half_life_s)
+
+
+def unique_newest_first(items_oldest_first: Sequence[str]) -> list[str]:
+    """Distinct items, the most recently touched first.
+
+    >>> unique_newest_first(["a", "b", "a", "c"])
+    ['c', 'a', 'b']
+    """
+    return list(dict.fromkeys(reversed(items_oldest_first)))
+
+
+class DecayedScores:
+    """Exponentially decayed sums per scope and item, as the Redis store keeps them.
+
+    >>> s = DecayedScores(half_life_s=10.0)
+    >>> s.add({"all": {"a": 1.0}}, at=0.0)
+    >>> s.add({"all": {"b": 1.0}}, at=10.0)
+    >>> s.value("all", "a"), s.value("all", "b")
+    (0.5, 1.0)
+    """
+
+    def __init__(self, half_life_s: float, max_exponent: float = DEFAULT_MAX_EXPONENT) -> None:
+        self.half_life_s = half_life_s
+        self.max_exponent = max_exponent
+        self.ref: float | None = None
+        self.now: float | None = None
+        self.scores: dict[str, dict[str, float]] = {}
+
+    def add(self, increments: dict[str, dict[str, float]], at: float) -> None:
+        if not increments:
+            return
+        if self.ref is None:
+            self.ref = at
+        elif (at - self.ref) / self.half_life_s > self.max_exponent:
+            factor = decay_scale(self.ref, at, self.half_life_s)
+            for scores in self.scores.values():
+                for item in scores:
+                    scores[item] *= factor
+            self.ref = at
+        self.now = at if self.now is None else max(self.now, at)
+        scale = decay_scale(at, self.ref, self.half_life_s)
+        for scope, weights in increments.items():
+            scores = self.scores.setdefault(scope, {})
+            for item, weight in weights.items():
+                scores[item] = scores.get(item, 0.0) + weight * scale
+
+    def _read_scale(self) -> float:
+        if self.ref is None or self.now is None:
+            return 1.0
+        return decay_scale(self.ref, self.now, self.half_life_s)
+
+    def value(self, scope: str, item: str) -> float | None:
+        stored = self.scores.get(scope, {}).get(item)
+        return None if stored is None else stored * self._read_scale()
+
+    def top(self, scope: str, n: int) -> list[tuple[str, float]]:
+        # Ties: reverse lexicographic order, as Redis' ZREVRANGE returns them.
+        ranked = sorted(self.scores.get(scope, {}).items(), key=lambda kv: (kv[1], kv[0]),
+                        reverse=True)[: max(0, n)]
+        scale = self._read_scale()
+        return [(item, score * scale) for item, score in ranked]
+
+
+class InMemoryStateStore:
+    """A :class:`core.ports.StateStore` in process memory (thread-safe).
+
+    Parameters
+    ----------
+    recent_max
+        Recent items kept per user.
+    dedupe_ttl_s
+        How long applied event ids are remembered.
+    half_life_s
+        Half-life of popularity weights, in event time.
+    clock
+        Wall clock for the dedupe window (tests move it).
+
+    Examples
+    --------
+    >>> from core.ports import StateUpdate
+    >>> store = InMemoryStateStore()
+    >>> store.apply(StateUpdate(event_ids=["e1"], recent={"u1": ["a", "b", "a"]}))
+    >>> store.recent_items("u1"), store.seen_events(["e1", "e2"])
+    (['a', 'b'], {'e1'})
+    """
+
+    def __init__(
+        self,
+        *,
+        recent_max: int = 50,
+        dedupe_ttl_s: float = 7 * 24 * 3600,
+        half_life_s: float = 7 * 24 * 3600,
+        max_exponent: float = DEFAULT_MAX_EXPONENT,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.recent_max = recent_max
+        self.dedupe_ttl_s = dedupe_ttl_s
+        self.half_life_s = half_life_s
+        self.max_exponent = max_exponent
+        self.clock = clock
+        self._lock = threading.Lock()
+        self.clear()
+
+    def ping(self) -> bool:
+        return True
+
+    def seen_events(self, event_ids: Sequence[str]) -> set[str]:
+        now = self.clock()
+        with self._lock:
+            return {e for e in event_ids if self._seen.get(e, -math.inf) > now}
+
+    def apply(self, update: StateUpdate) -> None:
+        now = self.clock()
+        with self._lock:
+            if update.event_ids:
+                expires = now + self.dedupe_ttl_s
+                if len(self._seen) > self._purge_at:  # amortised: O(1) per id
+                    self._seen = {e: t for e, t in self._seen.items() if t > now}
+                    self._purge_at = max(1024, 2 * len(self._seen))
+                self._seen.update(dict.fromkeys(update.event_ids, expires))
+            for user, items in update.recent.items():
+                newest = unique_newest_first(items)
+                fresh = set(newest)
+                old = [i for i in self._recent.get(user, []) if i not in fresh]
+                self._recent[user] = (newest + old)[: self.recent_max]
+            self._popularity.add(update.popularity, update.popularity_at)
+            for user, vector in update.profiles.items():
+                self._profiles[user] = np.array(vector, dtype=np.float32)
+            for name, delta in update.counters.items():
+                self._counters[name] = self._counters.get(name, 0) + int(delta)
+            if update.last_event_ts is not None and (
+                self._last_ts is None or update.last_event_ts > self._last_ts
+            ):
+                self._last_ts = float(update.last_event_ts)
+
+    def recent_items(self, user_id: str, n: int = 50) -> list[str]:
+        with self._lock:
+            return list(self._recent.get(user_id, [])[: max(0, n)])
+
+    def top_popular(self, n: int, scope: str = ALL_ITEMS) -> ScoredItems:
+        with self._lock:
+            return ScoredItems.from_pairs(self._popularity.top(scope, n))
+
+    def popularity(self, item_ids: Sequence[str], scope: str = ALL_ITEMS) -> ScoredItems:
+        with self._lock:
+            pairs = [(i, self._popularity.value(scope, i)) for i in dict.fromkeys(item_ids)]
+        return ScoredItems.from_pairs([(i, v) for i, v in pairs if v is not None])
+
+    def get_profiles(self, user_ids: Sequence[str]) -> dict[str, Vector]:
+        with self._lock:
+            return {u: self._profiles[u].copy() for u in user_ids if u in self._profiles}
+
+    def counters(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counters)
+
+    def last_event_ts(self) -> float | None:
+        with self._lock:
+            return self._last_ts
+
+    def clear(self) -> None:
+        with self._lock:
+            self._seen: dict[str, float] = {}
+            self._purge_at = 1024
+            self._recent: dict[str, list[str]] = {}
+            self._popularity = DecayedScores(self.half_life_s, self.max_exponent)
+            self._profiles: dict[str, Vector] = {}
+            self._counters: dict[str, int] = {}
+            self._last_ts: float | None = None

@@ -1,0 +1,346 @@
+"""Redis StateStore: online state shared by consumers (writers) and the API (reader).
+
+One :meth:`RedisStateStore.apply` is one MULTI/EXEC transaction sent in one
+round trip, so a batch is applied whole or not at all and a consumer restarted
+from its last commit double-counts nothing (its event ids are in the same
+transaction). Keys, all under ``prefix``:
+
+============================  =========  ==============================================
+key                           type       content
+============================  =========  ==============================================
+``recent:<user>``             list       items, newest first, distinct, ``recent_max``
+``pop:<scope>``               zset       item -> ``w * 2**((t - ref) / half_life)``
+``meta``                      hash       ``pop_ref``, ``pop_now``, ``last_event_ts``
+``meta:scopes``               set        popularity scopes (for the rebase)
+``profiles``                  hash       user -> float32 bytes
+``counters``                  hash       name -> integer
+``seen:<bucket>``             set        event ids applied in a time bucket, expiring
+============================  =========  ==============================================
+
+Popularity is decayed lazily (see :mod:`infra.memory_store`); the rebase, which
+must read the stored reference time and rescale every scope atomically, runs
+server side in a small Lua script queued inside the transaction. Keys are
+computed inside the script, so this store needs a single Redis (not Cluster).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import redis
+from redis.exceptions import BusyLoadingError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from core.errors import ConfigurationError, TemporaryFailure
+from core.ports import ALL_ITEMS, StateUpdate, Vector
+from core.types import ScoredItems
+from infra.memory_store import DEFAULT_MAX_EXPONENT, decay_scale, unique_newest_first
+
+if TYPE_CHECKING:
+    from core.settings import Settings
+
+__all__ = ["RedisStateStore", "redis_client"]
+
+#: Dedupe buckets per TTL: ``seen_events`` checks this many sets (plus one).
+_DEDUPE_BUCKETS = 8
+
+# KEYS: meta hash, scopes set. ARGV: t, half_life, max_exponent, pop key prefix,
+# last_event_ts ("" = none), then per scope: name, n, item1, w1, ..., itemN, wN.
+_APPLY_TIME_LUA = """
+local meta, scopes = KEYS[1], KEYS[2]
+local t, hl, max_exp = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local prefix = ARGV[4]
+if ARGV[5] ~= '' then
+  local old = redis.call('HGET', meta, 'last_event_ts')
+  if (not old) or tonumber(old) < tonumber(ARGV[5]) then
+    redis.call('HSET', meta, 'last_event_ts', ARGV[5])
+  end
+end
+if #ARGV < 6 then return 0 end
+local ref = tonumber(redis.call('HGET', meta, 'pop_ref') or ARGV[1])
+local rebased = 0
+if (t - ref) / hl > max_exp then
+  local factor = string.format('%.17g', 2 ^ ((ref - t) / hl))
+  for _, scope in ipairs(redis.call('SMEMBERS', scopes)) do
+    local key = prefix .. scope
+    redis.call('ZUNIONSTORE', key, 1, key, 'WEIGHTS', factor)
+  end
+  ref = t
+  rebased = 1
+end
+redis.call('HSET', meta, 'pop_ref', string.format('%.17g', ref))
+local now = redis.call('HGET', meta, 'pop_now')
+if (not now) or tonumber(now) < t then redis.call('HSET', meta, 'pop_now', ARGV[1]) end
+local scale = 2 ^ ((t - ref) / hl)
+local i = 6
+while i <= #ARGV do
+  local key = prefix .. ARGV[i]
+  local n = tonumber(ARGV[i + 1])
+  redis.call('SADD', scopes, ARGV[i])
+  i = i + 2
+  for j = 0, n - 1 do
+    local w = tonumber(ARGV[i + 2 * j + 1]) * scale
+    redis.call('ZINCRBY', key, string.format('%.17g', w), ARGV[i + 2 * j])
+  end
+  i = i + 2 * n
+end
+return rebased
+"""
+
+
+def redis_client(url: str, *, timeout_s: float = 2.0) -> redis.Redis:
+    """A Redis client for ``url`` with bounded timeouts (built in ``infra.bootstrap``)."""
+    return redis.Redis.from_url(
+        url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+        health_check_interval=30,
+    )
+
+
+@contextmanager
+def _temporary_failures(what: str) -> Iterator[None]:
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, BusyLoadingError) as exc:
+        raise TemporaryFailure(f"Redis {what} failed: {exc}") from exc
+
+
+def _num(value: float) -> str:
+    return repr(float(value))
+
+
+class RedisStateStore:
+    """A :class:`core.ports.StateStore` on Redis (see the module doc for the key layout).
+
+    Parameters
+    ----------
+    client
+        A ``redis.Redis`` client returning bytes (``infra.redis_store.redis_client``).
+    prefix
+        Prefix of every key; :meth:`clear` deletes only these.
+    recent_max
+        Recent items kept per user.
+    dedupe_ttl_s
+        Applied event ids are remembered at least this long (at most an eighth more).
+    half_life_s
+        Half-life of popularity weights, in event time.
+    max_exponent
+        Rebase the popularity scores when ``(t - ref) / half_life_s`` passes this.
+    clock
+        Wall clock for the dedupe buckets.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "sr:",
+        recent_max: int = 50,
+        dedupe_ttl_s: float = 7 * 24 * 3600,
+        half_life_s: float = 7 * 24 * 3600,
+        max_exponent: float = DEFAULT_MAX_EXPONENT,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if half_life_s <= 0 or dedupe_ttl_s <= 0 or recent_max < 1:
+            raise ValueError("half_life_s and dedupe_ttl_s must be > 0, recent_max >= 1")
+        if client.get_connection_kwargs().get("decode_responses"):
+            # Profiles are raw float32 bytes; a decoding client would mangle them.
+            raise ConfigurationError("RedisStateStore needs a client with decode_responses=False")
+        self.client = client
+        self.prefix = prefix
+        self.recent_max = recent_max
+        self.dedupe_ttl_s = dedupe_ttl_s
+        self.half_life_s = half_life_s
+        self.max_exponent = max_exponent
+        self.clock = clock
+        self._bucket_s = max(1.0, dedupe_ttl_s / _DEDUPE_BUCKETS)
+        self._meta = f"{prefix}meta"
+        self._scopes = f"{prefix}meta:scopes"
+        self._profiles = f"{prefix}profiles"
+        self._counters = f"{prefix}counters"
+
+    @classmethod
+    def from_settings(
+        cls, client: redis.Redis, settings: Settings, *, prefix: str = "sr:"
+    ) -> RedisStateStore:
+        return cls(
+            client,
+            prefix=prefix,
+            recent_max=settings.recent_items_max,
+            dedupe_ttl_s=settings.dedupe_ttl_s,
+            half_life_s=settings.popularity_half_life_s,
+        )
+
+    def __repr__(self) -> str:
+        return (f"RedisStateStore(prefix={self.prefix!r}, recent_max={self.recent_max}, "
+                f"dedupe_ttl_s={self.dedupe_ttl_s}, half_life_s={self.half_life_s})")
+
+    # --- keys ----------------------------------------------------------------------------------
+    def _recent_key(self, user_id: str) -> str:
+        return f"{self.prefix}recent:{user_id}"
+
+    def _pop_key(self, scope: str) -> str:
+        return f"{self.prefix}pop:{scope}"
+
+    def _seen_key(self, bucket: int) -> str:
+        return f"{self.prefix}seen:{bucket}"
+
+    def _live_buckets(self, now: float) -> range:
+        first = math.floor((now - self.dedupe_ttl_s) / self._bucket_s)
+        return range(first, math.floor(now / self._bucket_s) + 1)
+
+    # --- StateStore ----------------------------------------------------------------------------
+    def ping(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except redis.RedisError:
+            return False
+
+    def seen_events(self, event_ids: Sequence[str]) -> set[str]:
+        ids = list(dict.fromkeys(event_ids))
+        if not ids:
+            return set()
+        buckets = self._live_buckets(self.clock())
+        with _temporary_failures("seen_events"):
+            pipe = self.client.pipeline(transaction=False)
+            for bucket in buckets:
+                pipe.smismember(self._seen_key(bucket), ids)
+            answers: list[list[int]] = pipe.execute()
+        seen: set[str] = set()
+        for flags in answers:
+            seen.update(i for i, flag in zip(ids, flags, strict=True) if flag)
+        return seen
+
+    def apply(self, update: StateUpdate) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        queued = False
+        if update.event_ids:
+            now = self.clock()
+            bucket = math.floor(now / self._bucket_s)
+            key = self._seen_key(bucket)
+            pipe.sadd(key, *update.event_ids)
+            # The bucket lives until its last member is older than the TTL.
+            pipe.expire(key, math.ceil((bucket + 1) * self._bucket_s + self.dedupe_ttl_s - now))
+            queued = True
+        for user, items in update.recent.items():
+            newest = unique_newest_first(items)
+            if not newest:
+                continue
+            key = self._recent_key(user)
+            for item in newest:
+                pipe.lrem(key, 0, item)
+            pipe.lpush(key, *reversed(newest))
+            pipe.ltrim(key, 0, self.recent_max - 1)
+            queued = True
+        args = self._time_args(update)
+        if args is not None:
+            pipe.eval(_APPLY_TIME_LUA, 2, self._meta, self._scopes, *args)
+            queued = True
+        if update.profiles:
+            pipe.hset(self._profiles, mapping={
+                user: np.asarray(vector, dtype=np.float32).tobytes()
+                for user, vector in update.profiles.items()
+            })
+            queued = True
+        for name, delta in update.counters.items():
+            pipe.hincrby(self._counters, name, int(delta))
+            queued = True
+        if queued:
+            with _temporary_failures("apply"):
+                pipe.execute()
+
+    def _time_args(self, update: StateUpdate) -> list[str] | None:
+        pop_args: list[str] = []
+        for scope, weights in update.popularity.items():
+            if not weights:
+                continue
+            pop_args += [scope, str(len(weights))]
+            for item, weight in weights.items():
+                pop_args += [item, _num(weight)]
+        if not pop_args and update.last_event_ts is None:
+            return None
+        last = "" if update.last_event_ts is None else _num(update.last_event_ts)
+        return [_num(update.popularity_at), _num(self.half_life_s), _num(self.max_exponent),
+                self._pop_key(""), last, *pop_args]
+
+    def recent_items(self, user_id: str, n: int = 50) -> list[str]:
+        if n <= 0:
+            return []
+        with _temporary_failures("recent_items"):
+            raw: list[bytes] = self.client.lrange(self._recent_key(user_id), 0, n - 1)
+        return [item.decode() for item in raw]
+
+    def _read_scale(self, pipe_result: list[Any]) -> float:
+        ref, now = pipe_result
+        if ref is None or now is None:
+            return 1.0
+        return decay_scale(float(ref), float(now), self.half_life_s)
+
+    def top_popular(self, n: int, scope: str = ALL_ITEMS) -> ScoredItems:
+        if n <= 0:
+            return ScoredItems.empty()
+        with _temporary_failures("top_popular"):
+            pipe = self.client.pipeline(transaction=True)  # no rebase between the reads
+            pipe.zrevrange(self._pop_key(scope), 0, n - 1, withscores=True)
+            pipe.hmget(self._meta, ["pop_ref", "pop_now"])
+            ranked, meta = pipe.execute()
+        scale = self._read_scale(meta)
+        return ScoredItems.from_pairs([(item.decode(), score * scale) for item, score in ranked])
+
+    def popularity(self, item_ids: Sequence[str], scope: str = ALL_ITEMS) -> ScoredItems:
+        ids = list(dict.fromkeys(item_ids))
+        if not ids:
+            return ScoredItems.empty()
+        with _temporary_failures("popularity"):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.zmscore(self._pop_key(scope), ids)
+            pipe.hmget(self._meta, ["pop_ref", "pop_now"])
+            scores, meta = pipe.execute()
+        scale = self._read_scale(meta)
+        return ScoredItems.from_pairs(
+            [(i, s * scale) for i, s in zip(ids, scores, strict=True) if s is not None]
+        )
+
+    def get_profiles(self, user_ids: Sequence[str]) -> dict[str, Vector]:
+        ids = list(dict.fromkeys(user_ids))
+        if not ids:
+            return {}
+        with _temporary_failures("get_profiles"):
+            raw: list[bytes | None] = self.client.hmget(self._profiles, ids)
+        return {
+            user: np.frombuffer(blob, dtype=np.float32).copy()
+            for user, blob in zip(ids, raw, strict=True)
+            if blob is not None
+        }
+
+    def counters(self) -> dict[str, int]:
+        with _temporary_failures("counters"):
+            raw: dict[bytes, bytes] = self.client.hgetall(self._counters)
+        return {name.decode(): int(value) for name, value in raw.items()}
+
+    def last_event_ts(self) -> float | None:
+        with _temporary_failures("last_event_ts"):
+            raw = self.client.hget(self._meta, "last_event_ts")
+        return None if raw is None else float(raw)
+
+    def clear(self) -> None:
+        """Delete every key under this store's prefix (SCAN + UNLINK; never FLUSHDB)."""
+        pattern = _glob_escape(self.prefix) + "*"
+        with _temporary_failures("clear"):
+            batch: list[bytes] = []
+            for key in self.client.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    self.client.unlink(*batch)
+                    batch.clear()
+            if batch:
+                self.client.unlink(*batch)
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

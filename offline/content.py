@@ -1,0 +1,184 @@
+"""Content embeddings of catalog items: TF-IDF over their text, reduced by truncated SVD.
+
+The vectors feed the item index (content candidates, "more like this") and the
+user content profiles. A fitted embedder also embeds items it has never seen,
+which is how a new product gets a vector the moment it is listed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+from sklearn.decomposition import TruncatedSVD
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.preprocessing import normalize
+
+from core.errors import DataNotFound, InvalidRequest
+from core.types import Item
+
+__all__ = ["ContentEmbedder"]
+
+_FORMAT = "streamrec.content-embedder/1"
+#: Character n-grams weigh half as much as words: they catch plurals, typos and
+#: compounds ("t-light" / "tlight") in new names without drowning the words.
+_CHAR_WEIGHT = 0.5
+
+
+class ContentEmbedder:
+    """Embed items from their name, category and description.
+
+    Word unigrams and bigrams plus character 3-5-grams (within words) are weighted
+    by TF-IDF with sublinear term frequency, stacked, reduced by truncated SVD
+    (LSA) and L2-normalised, so the inner product of two vectors is their cosine.
+
+    Parameters
+    ----------
+    dim
+        Width of the vectors. An SVD cannot have more components than the catalog
+        has items or the vocabulary has terms, so a tiny catalog gets narrower
+        vectors: the width actually used is ``dim_`` after :meth:`fit`
+        (``min(dim, n_items, n_terms)``). Size the vector index from ``dim_``.
+    random_state
+        Seed of the randomised SVD; the same items and seed give the same vectors.
+
+    Attributes
+    ----------
+    dim_
+        The vector width after fitting.
+
+    Notes
+    -----
+    Text that shares no word and no character n-gram with the fitted catalog
+    embeds to the zero vector (nothing is known about it); callers check with
+    ``np.linalg.norm`` and leave such items out of the index, which rejects zero
+    vectors. Saved files are pickles: load only files this project wrote.
+
+    Examples
+    --------
+    >>> from core.types import Item
+    >>> items = [
+    ...     Item("m1", "Red Coffee Mug", "Kitchen"),
+    ...     Item("m2", "Blue Tea Mug", "Kitchen"),
+    ...     Item("s1", "Wool Winter Scarf", "Clothing"),
+    ...     Item("s2", "Silk Summer Scarf", "Clothing"),
+    ... ]
+    >>> embedder = ContentEmbedder(dim=64)
+    >>> vectors = embedder.fit_transform(items)
+    >>> vectors.shape, vectors.dtype, embedder.dim_  # 64 capped by a 4-item catalog
+    ((4, 4), dtype('float32'), 4)
+    >>> new = embedder.transform([Item("m3", "Green Mug", "Kitchen")])
+    >>> [items[i].item_id for i in np.argsort(-(vectors @ new[0]))[:2]]
+    ['m2', 'm1']
+    """
+
+    def __init__(self, dim: int = 64, random_state: int = 0) -> None:
+        if dim < 1:
+            raise InvalidRequest(f"dim must be at least 1, got {dim}")
+        self.dim = dim
+        self.random_state = random_state
+        self._words: TfidfVectorizer | None = None
+        self._chars: TfidfVectorizer | None = None
+        self._svd: TruncatedSVD | None = None
+
+    def __repr__(self) -> str:
+        return f"ContentEmbedder(dim={self.dim}, random_state={self.random_state})"
+
+    @property
+    def dim_(self) -> int:
+        """The width of the vectors :meth:`transform` returns (after :meth:`fit`)."""
+        return int(self._fitted()[2].n_components)
+
+    @property
+    def is_fitted(self) -> bool:
+        return self._svd is not None
+
+    def fit(self, items: Sequence[Item]) -> None:
+        """Learn the vocabulary, the IDF weights and the SVD from a catalog."""
+        texts = _texts(items)
+        if not texts:
+            raise InvalidRequest("cannot fit a content embedder on an empty catalog")
+        words = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True,
+                                token_pattern=r"(?u)\b\w+\b")
+        chars = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True)
+        try:
+            x = sp.hstack([words.fit_transform(texts),
+                           _CHAR_WEIGHT * chars.fit_transform(texts)]).tocsr()
+        except ValueError as exc:  # every text empty: no vocabulary at all
+            raise InvalidRequest(f"items have no text to embed: {exc}") from exc
+        n_components = min(self.dim, x.shape[0], x.shape[1])
+        svd = TruncatedSVD(n_components=n_components, algorithm="randomized",
+                           n_iter=7, random_state=self.random_state)
+        svd.fit(x)
+        self._words, self._chars, self._svd = words, chars, svd
+
+    def transform(self, items: Sequence[Item]) -> npt.NDArray[np.float32]:
+        """Unit vectors of ``items`` (seen or new), one row each, shape ``(n, dim_)``."""
+        words, chars, svd = self._fitted()
+        texts = _texts(items)
+        if not texts:
+            return np.zeros((0, self.dim_), dtype=np.float32)
+        x = sp.hstack([words.transform(texts), _CHAR_WEIGHT * chars.transform(texts)]).tocsr()
+        return np.asarray(normalize(svd.transform(x)), dtype=np.float32)
+
+    def fit_transform(self, items: Sequence[Item]) -> npt.NDArray[np.float32]:
+        """:meth:`fit` on ``items``, then :meth:`transform` them."""
+        self.fit(items)
+        return self.transform(items)
+
+    def save(self, path: Path) -> None:
+        """Write the fitted embedder to ``path`` (atomically: write, then rename)."""
+        words, chars, svd = self._fitted()
+        state: dict[str, Any] = {
+            "format": _FORMAT,
+            "dim": self.dim,
+            "random_state": self.random_state,
+            "words": words,
+            "chars": chars,
+            "svd": svd,
+        }
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("wb") as fh:
+            pickle.dump(state, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> ContentEmbedder:
+        """Read an embedder written by :meth:`save`.
+
+        Raises
+        ------
+        core.errors.DataNotFound
+            When ``path`` does not exist or holds no saved embedder.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise DataNotFound(f"no content embedder at {path}", details={"path": str(path)})
+        with path.open("rb") as fh:
+            try:
+                state = pickle.load(fh)
+            except (pickle.UnpicklingError, EOFError) as exc:
+                raise DataNotFound(f"{path} is not a saved content embedder: {exc}") from exc
+        if not isinstance(state, dict) or state.get("format") != _FORMAT:
+            raise DataNotFound(f"{path} is not a saved content embedder ({_FORMAT})")
+        embedder = cls(dim=state["dim"], random_state=state["random_state"])
+        embedder._words, embedder._chars, embedder._svd = (
+            state["words"], state["chars"], state["svd"])
+        return embedder
+
+    def _fitted(self) -> tuple[TfidfVectorizer, TfidfVectorizer, TruncatedSVD]:
+        if self._words is None or self._chars is None or self._svd is None:
+            raise InvalidRequest("the content embedder is not fitted: call fit(items) first")
+        return self._words, self._chars, self._svd
+
+
+def _texts(items: Sequence[Item]) -> list[str]:
+    return [item.text for item in items]

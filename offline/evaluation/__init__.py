@@ -1,0 +1,1 @@
+"""Offline evaluation: metrics, split protocols, the harness, plots and reports."""

@@ -1,0 +1,154 @@
+"""Hybrid: a weighted blend of per-user normalised content and collaborative scores."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from core.scoring import BatchScorer, Interactions
+from core.types import Item, ScoredItems
+from offline.evaluation.ranking import validation_ndcg
+from offline.models.base import FloatMatrix
+from offline.models.tuning import make_validation_slice
+
+__all__ = ["HybridScorer", "zscore_rows"]
+
+
+def zscore_rows(scores: FloatMatrix) -> FloatMatrix:
+    """Per-row z-score over the scorable (non-NaN) entries; NaN stays NaN.
+
+    >>> zscore_rows(np.array([[1.0, 3.0, np.nan]])).tolist()
+    [[-1.0, 1.0, nan]]
+    """
+    with np.errstate(invalid="ignore"):
+        count = np.sum(~np.isnan(scores), axis=1, keepdims=True)
+        safe = np.where(np.isnan(scores), 0.0, scores)
+        mean = safe.sum(axis=1, keepdims=True) / np.maximum(count, 1)
+        var = (np.where(np.isnan(scores), 0.0, (scores - mean) ** 2)).sum(
+            axis=1, keepdims=True) / np.maximum(count, 1)
+        std = np.sqrt(var)
+        return (scores - mean) / np.where(std > 0, std, 1.0)
+
+
+def _blend(parts: list[FloatMatrix], weights: Sequence[float]) -> FloatMatrix:
+    """Weighted sum where a NaN part counts as absent; NaN only where all parts are."""
+    total = np.zeros_like(parts[0])
+    known = np.zeros(parts[0].shape, dtype=bool)
+    for part, w in zip(parts, weights, strict=True):
+        ok = ~np.isnan(part)
+        total[ok] += w * part[ok]
+        known |= ok
+    total[~known] = np.nan
+    return total
+
+
+class HybridScorer:
+    """Blend of normalised scores of several scorers (content + collaborative).
+
+    Parameters
+    ----------
+    components
+        Factories of the blended scorers (called in ``fit``), by name.
+    weights
+        One weight per component; None tunes them on a validation slice carved
+        from the training log (grid over the simplex, step ``grid_step``).
+    protocol
+        How the validation slice is carved (``temporal`` or ``leave-one-out``).
+
+    >>> from offline.models.content import ContentScorer
+    >>> from offline.models.popularity import PopularityScorer
+    >>> items = [Item("a", "red tea cup"), Item("b", "red tea pot"), Item("c", "garden hose")]
+    >>> log = Interactions.from_records([("u", "a", 1, 0), ("v", "c", 1, 1)])
+    >>> model = HybridScorer({"content": ContentScorer, "popularity": PopularityScorer},
+    ...                      weights=(0.8, 0.2))
+    >>> model.fit(log, items)
+    >>> model.score("u", ["b", "c"]).top(1).ids
+    ['b']
+    """
+
+    name = "hybrid"
+
+    def __init__(self, components: dict[str, Callable[[], BatchScorer]],
+                 weights: Sequence[float] | None = None, protocol: str = "leave-one-out",
+                 grid_step: float = 0.1, max_validation_users: int = 3000,
+                 random_state: int = 0) -> None:
+        self.components = components
+        self.weights = weights
+        self.protocol = protocol
+        self.grid_step = grid_step
+        self.max_validation_users = max_validation_users
+        self.random_state = random_state
+        self.models_: dict[str, BatchScorer] = {}
+        self.weights_: tuple[float, ...] = ()
+        self.validation_ndcg_: float | None = None
+
+    def _fit_components(self, train: Interactions, items: Sequence[Item]) -> dict[
+            str, BatchScorer]:
+        models = {}
+        for name, factory in self.components.items():
+            model = factory()
+            model.fit(train, items)
+            models[name] = model
+        return models
+
+    def _grid(self) -> list[tuple[float, ...]]:
+        steps = round(1 / self.grid_step)
+        n = len(self.components)
+        return [tuple(c / steps for c in combo)
+                for combo in itertools.product(range(steps + 1), repeat=n)
+                if sum(combo) == steps]
+
+    def fit(self, train: Interactions, items: Sequence[Item] = ()) -> None:
+        if self.weights is not None:
+            self.weights_ = tuple(float(w) for w in self.weights)
+        else:
+            self.weights_ = self._tune(train, items)
+        self.models_ = self._fit_components(train, items)
+
+    def _tune(self, train: Interactions, items: Sequence[Item]) -> tuple[float, ...]:
+        even = tuple(1 / len(self.components) for _ in self.components)
+        val = make_validation_slice(train, self.protocol, self.max_validation_users,
+                                    self.random_state)
+        if val is None:
+            return even
+        models = self._fit_components(val.train, items)
+        parts = [zscore_rows(m.score_many(val.users, val.item_ids)) for m in models.values()]
+        best, best_w = -1.0, even
+        for w in self._grid():
+            ndcg = validation_ndcg(_blend(parts, w), val.seen, val.relevant)
+            if ndcg > best:
+                best, best_w = ndcg, w
+        self.validation_ndcg_ = best
+        return best_w
+
+    def score_many(self, user_ids: Sequence[str], item_ids: Sequence[str]) -> FloatMatrix:
+        parts = [zscore_rows(m.score_many(user_ids, item_ids)) for m in self.models_.values()]
+        return _blend(parts, self.weights_)
+
+    def score(self, user_id: str, item_ids: Sequence[str] | None = None) -> ScoredItems:
+        if item_ids is None:
+            known: set[str] = set()
+            for m in self.models_.values():
+                known.update(m.score(user_id).ids)
+            ids = sorted(known)
+        else:
+            ids = list(item_ids)
+        # normalise against all items, so a short item list scores like the full ranking
+        universe = sorted(set(ids) | set(self._all_items()))
+        row = self.score_many([user_id], universe)[0]
+        pos = {it: i for i, it in enumerate(universe)}
+        vals: npt.NDArray[np.float64] = np.array([row[pos[i]] for i in ids], dtype=np.float64)
+        ok = ~np.isnan(vals)
+        return ScoredItems([i for i, keep in zip(ids, ok, strict=True) if keep], vals[ok])
+
+    def _all_items(self) -> list[str]:
+        out: set[str] = set()
+        for m in self.models_.values():
+            out.update(getattr(m, "item_ids_", []))
+        return sorted(out)
+
+    def __repr__(self) -> str:
+        return f"HybridScorer(components={list(self.components)}, weights={self.weights_})"

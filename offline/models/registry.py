@@ -1,0 +1,90 @@
+"""Model names -> factories (adding a scorer = one class and one line here).
+
+Factories take keyword context from the harness: ``protocol`` (how self-tuning
+models carve their validation slice) and ``random_state``.
+
+>>> sorted(MODELS)[:3]
+['als', 'biased_als', 'content']
+>>> make_model("ease").name
+'ease'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from core.errors import ConfigurationError
+from core.scoring import BatchScorer, Scorer
+from offline.models.als import ALSScorer
+from offline.models.content import ContentScorer
+from offline.models.ease import EASEScorer
+from offline.models.hybrid import HybridScorer
+from offline.models.item_knn import ItemKNNScorer
+from offline.models.popularity import PopularityScorer
+from offline.models.ranker import LearnedRanker
+
+__all__ = ["BASELINES", "MODELS", "make_model"]
+
+#: The collaborative baselines the hybrid and the ranker must beat.
+BASELINES = ("popularity", "item_knn", "als", "ease")
+
+
+def _hybrid(protocol: str = "leave-one-out", random_state: int = 0) -> HybridScorer:
+    return HybridScorer(
+        {"ease": EASEScorer, "item_knn": ItemKNNScorer, "content": ContentScorer},
+        protocol=protocol, random_state=random_state,
+    )
+
+
+def _ranker(protocol: str = "leave-one-out", random_state: int = 0) -> LearnedRanker:
+    return LearnedRanker(
+        {
+            "popularity": PopularityScorer,
+            "item_knn": ItemKNNScorer,
+            "als": lambda: ALSScorer(random_state=random_state),
+            "ease": EASEScorer,
+            "content": ContentScorer,
+        },
+        protocol=protocol, random_state=random_state,
+    )
+
+
+def _rating(cls_name: str) -> Callable[..., Scorer]:
+    def factory(protocol: str = "", random_state: int = 0) -> Scorer:
+        from offline.models import rating
+
+        cls = getattr(rating, cls_name)
+        model: Scorer = cls(seed=random_state) if "seed" in _params(cls) else cls()
+        return model
+
+    return factory
+
+
+def _params(cls: type) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(cls.__init__).parameters)
+
+
+MODELS: dict[str, Callable[..., Scorer | BatchScorer]] = {
+    "popularity": lambda **_: PopularityScorer(),
+    "item_knn": lambda **_: ItemKNNScorer(),
+    "als": lambda random_state=0, **_: ALSScorer(random_state=random_state),
+    "ease": lambda **_: EASEScorer(),
+    "content": lambda **_: ContentScorer(),
+    "hybrid": _hybrid,
+    "ranker": _ranker,
+    "rating_mf": _rating("RiverBiasedMF"),
+    "svd": _rating("SVDRegressor"),
+    "biased_als": _rating("BiasedALS"),
+    "item_knn_baseline": _rating("ItemKNNBaseline"),
+    "rating_blend": _rating("RatingBlend"),
+}
+
+
+def make_model(name: str, **context: Any) -> Scorer:
+    """A fresh, unfitted model by registry name."""
+    if name not in MODELS:
+        raise ConfigurationError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
+    return MODELS[name](**context)

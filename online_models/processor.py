@@ -1,0 +1,133 @@
+"""Turns a batch of interaction events into one atomic state update.
+
+The processor is the "learn" half of the consumers: it reads what it needs
+(already-applied event ids, current profiles), folds every new event into the
+online models in event-time order, and hands a :class:`core.ports.StateUpdate`
+to the store, which applies it in one transaction. Replaying a batch therefore
+changes nothing twice: applied event ids are skipped.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from core.events import InteractionEvent, Rated
+from core.ports import ALL_ITEMS, StateStore, StateUpdate, Vector, VectorIndex
+from online_models.profile import ContentProfile
+
+__all__ = ["StreamProcessor"]
+
+
+def implicit_weight(event: InteractionEvent) -> float:
+    """Implicit-feedback strength of an event (view < click < cart < purchase)."""
+    return event.implicit_weight if isinstance(event, Rated) else event.weight
+
+
+class StreamProcessor:
+    """Builds state updates from interaction events.
+
+    Parameters
+    ----------
+    store
+        Where state lives (read for dedupe and profiles, written by the caller).
+    index
+        Item embeddings; an item missing from it updates recency and popularity
+        but not the profile (its embedding arrives with its catalog upsert).
+    categories
+        item id -> category, for per-category popularity.
+    half_life_s
+        Half-life of decayed popularity, in seconds of event time.
+    profile
+        The content-profile model.
+    """
+
+    def __init__(
+        self,
+        store: StateStore,
+        index: VectorIndex,
+        categories: Mapping[str, str],
+        *,
+        half_life_s: float,
+        profile: ContentProfile,
+    ) -> None:
+        self.store = store
+        self.index = index
+        self.categories = categories
+        self.half_life_s = half_life_s
+        self.profile = profile
+
+    def build_update(
+        self, events: Sequence[InteractionEvent], counters: Mapping[str, int] | None = None
+    ) -> StateUpdate:
+        """The state change of ``events``, skipping ones already applied.
+
+        ``counters`` are extra increments to write in the same transaction
+        (dead letters of the batch, for instance).
+        """
+        update = StateUpdate(counters=dict(counters or {}))
+        if not events:
+            return update
+        seen = self.store.seen_events([e.event_id for e in events])
+        fresh: list[InteractionEvent] = []
+        for event in sorted(events, key=lambda e: e.ts):
+            if event.event_id in seen:
+                continue
+            seen.add(event.event_id)  # a duplicate inside the batch counts once too
+            fresh.append(event)
+        duplicates = len(events) - len(fresh)
+        if duplicates:
+            update.counters["events.duplicate"] = duplicates
+        if not fresh:
+            return update
+
+        batch_ts = fresh[-1].ts
+        update.popularity_at = batch_ts
+        update.last_event_ts = batch_ts
+        vectors = self.index.get(list({e.item_id for e in fresh}))
+        profiles: dict[str, Vector | None] = dict(
+            self.store.get_profiles(list({e.user_id for e in fresh if e.item_id in vectors}))
+        )
+        tally: dict[str, int] = defaultdict(int, update.counters)
+        popularity: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        recent: dict[str, list[str]] = defaultdict(list)
+
+        for event in fresh:
+            update.event_ids.append(event.event_id)
+            tally[f"events.{event.event_type}"] += 1
+            recent[event.user_id].append(event.item_id)
+            weight = implicit_weight(event)
+            # Increments are all written at the batch's time: pre-decay each one so the
+            # result equals applying it at its own event time.
+            decayed = weight * float(np.exp2((event.ts - batch_ts) / self.half_life_s))
+            popularity[ALL_ITEMS][event.item_id] += decayed
+            category = self.categories.get(event.item_id)
+            if category:
+                popularity[f"cat:{category}"][event.item_id] += decayed
+            vector = vectors.get(event.item_id)
+            if vector is None:
+                tally["events.unknown_item"] += 1
+                continue
+            if weight <= 0:  # a 1-star rating says "not this", not "more like this"
+                continue
+            profiles[event.user_id] = self.profile.updated(
+                profiles.get(event.user_id), vector, weight
+            )
+            update.profiles[event.user_id] = profiles[event.user_id]  # type: ignore[assignment]
+
+        tally["events.total"] += len(fresh)
+        update.counters = dict(tally)
+        update.popularity = {scope: dict(items) for scope, items in popularity.items()}
+        update.recent = dict(recent)
+        return update
+
+    def apply(
+        self, events: Sequence[InteractionEvent], counters: Mapping[str, int] | None = None
+    ) -> StateUpdate:
+        """Build the update of ``events`` and write it to the store atomically."""
+        update = self.build_update(events, counters)
+        if not update.is_empty():
+            self.store.apply(update)
+        return update
