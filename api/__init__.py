@@ -24,9 +24,9 @@ def create_app(
     if not isinstance(settings, Settings):
         settings = Settings(**(settings or {}))
     if services is None:
-        from infra.bootstrap import build_api_services
+        from api.services import build_services
 
-        services = build_api_services(settings)
+        services = build_services(settings)
 
     app = Flask(__name__)
     app.config.update(

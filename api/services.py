@@ -12,7 +12,7 @@ from core.ports import EventPublisher, StateStore, VectorIndex
 from core.settings import Settings
 from core.types import Item
 
-__all__ = ["ApiServices", "services"]
+__all__ = ["ApiServices", "build_services", "services"]
 
 
 @dataclass
@@ -36,3 +36,29 @@ def services() -> ApiServices:
     """The services of the current app."""
     found: ApiServices = current_app.extensions["streamrec"]
     return found
+
+
+def build_services(settings: Settings) -> ApiServices:
+    """Everything the API needs, wired from ``settings`` by infra's builders."""
+    from infra import bootstrap
+
+    catalog = bootstrap.ensure_catalog(settings)
+    index, _ = bootstrap.build_index(settings, catalog)
+    state = bootstrap.build_state_store(settings)
+    publisher = bootstrap.build_publisher(settings)
+    built = ApiServices(
+        settings=settings,
+        state=state,
+        index=index,
+        catalog=catalog,
+        publisher=publisher,
+        recommender=Recommender(
+            state, index, catalog, settings.blend_weights, settings.recent_items_max
+        ),
+        health_checks={
+            "redis": state.ping,
+            "kafka": lambda: bootstrap.kafka_reachable(settings.kafka_bootstrap),
+        },
+    )
+    built.closers.append(publisher.close)
+    return built

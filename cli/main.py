@@ -71,9 +71,9 @@ def serve(host: str | None, port: int | None, workers: int, threads: int) -> Non
 @cli.command()
 def consume() -> None:
     """Run the consumers: interactions -> online models -> Redis state."""
-    from infra.bootstrap import build_consumer_app
+    from consumers.app import create_consumer_app
 
-    app = build_consumer_app(Settings())
+    app = create_consumer_app(Settings())
     asyncio.run(app.run())
 
 

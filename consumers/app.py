@@ -22,7 +22,7 @@ from consumers.metrics import ConsumerMetrics
 from core.errors import TemporaryFailure
 from core.settings import Settings
 
-__all__ = ["build_consumer_app", "records_of"]
+__all__ = ["build_consumer_app", "create_consumer_app", "records_of"]
 
 log = logging.getLogger(__name__)
 
@@ -113,3 +113,17 @@ def _observe_lag(
         highwater = consumer.highwater(TopicPartition(topic, partition))
         if highwater is not None:
             metrics.observe_lag(topic, partition, max(0, highwater - offset - 1))
+
+
+def create_consumer_app(settings: Settings) -> FastStream:
+    """The consumers' app with its state store, index and models wired by infra."""
+    from infra import bootstrap
+
+    catalog = bootstrap.ensure_catalog(settings)
+    index, _ = bootstrap.build_index(settings, catalog)
+    store = bootstrap.build_state_store(settings)
+    processor = bootstrap.build_processor(settings, store, index, catalog)
+    app, _broker = build_consumer_app(
+        settings, lambda sink, observe: InteractionBatchHandler(processor, sink, observe)
+    )
+    return app

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     redis_url: str = Field("", validation_alias=_env("REDIS_URL", "REDIS_URL"))
     database_url: str = Field("", validation_alias=_env("DATABASE_URL", "DATABASE_URL"))
 
+    #: Every Redis key starts with this (several deployments can share one Redis).
+    redis_prefix: str = "sr:"
+
     # --- Kafka ------------------------------------------------------------------------
     interactions_topic: str = "interactions"
     catalog_topic: str = "catalog"

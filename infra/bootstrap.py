@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
 from aiokafka import AIOKafkaClient
 
 from core.errors import ServiceUnavailable
@@ -25,7 +24,7 @@ from core.types import Item
 from index.faiss_index import FaissIndex
 from infra.embedded import EmbeddedKafka, EmbeddedRedis, run_sync
 from infra.kafka import KafkaEventPublisher, ensure_topics
-from infra.redis_store import RedisStateStore
+from infra.redis_store import RedisStateStore, redis_client
 from infra.sql import SqlStore
 from offline.catalog import load_catalog
 from offline.content import ContentEmbedder
@@ -34,12 +33,13 @@ from online_models.profile import ContentProfile
 
 __all__ = [
     "EmbeddedStack",
-    "build_api_services",
-    "build_consumer_app",
     "build_index",
+    "build_processor",
+    "build_publisher",
     "build_state_store",
     "ensure_catalog",
     "ensure_kafka_topics",
+    "kafka_reachable",
     "start_embedded",
 ]
 
@@ -168,9 +168,10 @@ def build_index(settings: Settings, catalog: dict[str, Item]) -> tuple[FaissInde
 def build_state_store(settings: Settings) -> RedisStateStore:
     if not settings.redis_url:
         raise ServiceUnavailable("no Redis URL: start the embedded one first (start_embedded)")
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    client = redis_client(settings.redis_url)
     return RedisStateStore(
         client,
+        prefix=settings.redis_prefix,
         recent_max=settings.recent_items_max,
         dedupe_ttl_s=settings.dedupe_ttl_s,
         half_life_s=settings.popularity_half_life_s,
@@ -189,47 +190,9 @@ def build_processor(
     )
 
 
-# --- the two processes -------------------------------------------------------------------
-def build_api_services(settings: Settings) -> Any:
-    """Everything the Flask app needs (see ``api.services.ApiServices``)."""
-    from api.recommender import Recommender
-    from api.services import ApiServices
-
-    catalog = ensure_catalog(settings)
-    index, _ = build_index(settings, catalog)
-    state = build_state_store(settings)
-    publisher = KafkaEventPublisher.from_settings(settings)
-    services = ApiServices(
-        settings=settings,
-        state=state,
-        index=index,
-        catalog=catalog,
-        publisher=publisher,
-        recommender=Recommender(
-            state, index, catalog, settings.blend_weights, settings.recent_items_max
-        ),
-        health_checks={
-            "redis": state.ping,
-            "kafka": lambda: kafka_reachable(settings.kafka_bootstrap),
-        },
-    )
-    services.closers.append(publisher.close)
-    return services
-
-
-def build_consumer_app(settings: Settings) -> Any:
-    """The consumers' FastStream app with its state store, index and models."""
-    from consumers.app import build_consumer_app as build_app
-    from consumers.handlers import InteractionBatchHandler
-
-    catalog = ensure_catalog(settings)
-    index, _ = build_index(settings, catalog)
-    store = build_state_store(settings)
-    processor = build_processor(settings, store, index, catalog)
-    app, _broker = build_app(
-        settings, lambda sink, observe: InteractionBatchHandler(processor, sink, observe)
-    )
-    return app
+# --- the publisher ------------------------------------------------------------------------
+def build_publisher(settings: Settings) -> KafkaEventPublisher:
+    return KafkaEventPublisher.from_settings(settings)
 
 
 @contextlib.contextmanager

@@ -36,7 +36,7 @@ class ContentEmbedder:
 
     Word unigrams and bigrams plus character 3-5-grams (within words) are weighted
     by TF-IDF with sublinear term frequency, stacked, reduced by truncated SVD
-    (LSA) and L2-normalised, so the inner product of two vectors is their cosine.
+    (LSA, exact ARPACK solver) and L2-normalised, so the inner product of two vectors is their cosine.
 
     Parameters
     ----------
@@ -113,8 +113,11 @@ class ContentEmbedder:
         except ValueError as exc:  # every text empty: no vocabulary at all
             raise InvalidRequest(f"items have no text to embed: {exc}") from exc
         n_components = min(self.dim, x.shape[0], x.shape[1])
-        svd = TruncatedSVD(n_components=n_components, algorithm="randomized",
-                           n_iter=7, random_state=self.random_state)
+        # ARPACK is exact and, at catalog sizes, faster than the randomised solver,
+        # but needs n_components < min(x.shape); tiny catalogs fall back.
+        algorithm = "arpack" if n_components < min(x.shape) else "randomized"
+        svd = TruncatedSVD(n_components=n_components, algorithm=algorithm,
+                           random_state=self.random_state)
         svd.fit(x)
         self._words, self._chars, self._svd = words, chars, svd
 
@@ -165,7 +168,8 @@ class ContentEmbedder:
         with path.open("rb") as fh:
             try:
                 state = pickle.load(fh)
-            except (pickle.UnpicklingError, EOFError) as exc:
+            except (pickle.UnpicklingError, EOFError, AttributeError, ImportError,
+                    IndexError, TypeError, ValueError) as exc:
                 raise DataNotFound(f"{path} is not a saved content embedder: {exc}") from exc
         if not isinstance(state, dict) or state.get("format") != _FORMAT:
             raise DataNotFound(f"{path} is not a saved content embedder ({_FORMAT})")

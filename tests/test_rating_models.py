@@ -7,8 +7,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from core.errors import ConfigurationError
-from core.scoring import Interactions, Scorer
+from core.errors import ConfigurationError, NotFound
+from core.scoring import BatchScorer, Interactions, Scorer
 from offline.models.rating import (
     BiasedALS,
     ItemKNNBaseline,
@@ -86,8 +86,26 @@ def test_model_beats_global_mean_rmse_on_low_rank_ratings(
 
 
 @pytest.mark.parametrize("name", FACTORIES)
-def test_model_implements_the_scorer_protocol(name: str, fitted: dict[str, RatingModel]) -> None:
-    assert isinstance(fitted[name], Scorer)
+def test_model_implements_the_batch_scorer_protocol(
+    name: str, fitted: dict[str, RatingModel]
+) -> None:
+    assert isinstance(fitted[name], Scorer) and isinstance(fitted[name], BatchScorer)
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_score_many_agrees_with_predict_and_holds_nan_for_unknowns(
+    name: str, fitted: dict[str, RatingModel]
+) -> None:
+    model = fitted[name]
+    users, items = ["u2", "nobody", "u9"], ["i4", "i1", "no-such-item", "i30"]
+    block = model.score_many(users, items)
+    assert block.shape == (3, 4)
+    assert np.isnan(block[1]).all() and np.isnan(block[:, 2]).all()
+    known = np.array(
+        [[model.predict(np.array([u]), np.array([i]))[0] for i in items] for u in users]
+    )
+    for r in (0, 2):
+        np.testing.assert_allclose(block[r, [0, 1, 3]], known[r, [0, 1, 3]])
 
 
 @pytest.mark.parametrize("name", SEEDED)
@@ -196,6 +214,6 @@ def test_fit_rejects_implicit_feedback(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", FACTORIES)
-def test_score_before_fit_raises_a_configuration_error(name: str) -> None:
-    with pytest.raises(ConfigurationError, match="not fitted"):
+def test_score_before_fit_raises_not_found(name: str) -> None:
+    with pytest.raises(NotFound, match="not fitted"):
         FACTORIES[name]().score("u1")

@@ -39,15 +39,15 @@ import numpy.typing as npt
 import scipy.sparse as sp
 from river import optim, reco
 
-from core.errors import ConfigurationError
+from core.errors import ConfigurationError, NotFound
 from core.scoring import Interactions
 from core.types import Item, ScoredItems
 
 __all__ = [
     "BiasedALS",
-    "RatingModel",
     "ItemKNNBaseline",
     "RatingBlend",
+    "RatingModel",
     "RiverBiasedMF",
     "SVDRegressor",
 ]
@@ -122,7 +122,27 @@ class RatingModel(abc.ABC):
             raise ValueError("users and items must have one length")
         return self._clip(self._predict_codes(u, i))
 
+    def score_many(self, user_ids: Sequence[str], item_ids: Sequence[str]) -> FloatArray:
+        """Predicted ratings of shape ``(len(user_ids), len(item_ids))``.
+
+        As in :meth:`score`, a pair with an unknown user or item cannot be
+        scored: it holds NaN.
+        """
+        self._check_fitted()
+        users = self._codes(np.asarray(user_ids, dtype=str), self._user_codes)
+        items = self._codes(np.asarray(item_ids, dtype=str), self._item_codes)
+        out = np.full((len(users), len(items)), np.nan)
+        rows, cols = np.flatnonzero(users >= 0), np.flatnonzero(items >= 0)
+        if rows.size and cols.size:
+            out[np.ix_(rows, cols)] = self._clip(self._predict_block(users[rows], items[cols]))
+        return out
+
     # -- for subclasses -------------------------------------------------------
+
+    def _predict_block(self, users: IntArray, items: IntArray) -> FloatArray:
+        """Unclipped predictions for every (user, item) of two code arrays."""
+        pairs_u, pairs_i = np.repeat(users, len(items)), np.tile(items, len(users))
+        return self._predict_codes(pairs_u, pairs_i).reshape(len(users), len(items))
 
     @abc.abstractmethod
     def _fit(self, users: IntArray, items: IntArray, ratings: FloatArray) -> None: ...
@@ -143,7 +163,7 @@ class RatingModel(abc.ABC):
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "global_mean_"):
-            raise ConfigurationError(f"{type(self).__name__} is not fitted: call fit first")
+            raise NotFound(f"{type(self).__name__} is not fitted: call fit first")
 
     @staticmethod
     def _codes(ids: npt.ArrayLike, codes: dict[str, int]) -> IntArray:
@@ -176,6 +196,16 @@ class _FactorModel(RatingModel):
         both = known_u & known_i
         dot = np.einsum("ij,ij->i", self.user_factors_[u], self.item_factors_[i])
         return np.asarray(pred + np.where(both, dot, 0.0), dtype=np.float64)
+
+    def _predict_block(self, users: IntArray, items: IntArray) -> FloatArray:
+        # Known codes only (see score_many): one matrix product.
+        return np.asarray(
+            self.global_mean_
+            + self.user_bias_[users][:, None]
+            + self.item_bias_[items][None, :]
+            + self.user_factors_[users] @ self.item_factors_[items].T,
+            dtype=np.float64,
+        )
 
 
 class RiverBiasedMF(_FactorModel):
@@ -662,9 +692,17 @@ class RatingBlend(RatingModel):
             model.fit(full)
             self.models_.append(model)
 
+    # Components were fitted on the same ratings, so they share the codes.
     def _predict_codes(self, users: IntArray, items: IntArray) -> FloatArray:
-        # Components were fitted on the same ratings, so they share the codes.
-        pred = np.full(len(users), self.weights_[0])
-        for weight, model in zip(self.weights_[1:], self.models_, strict=True):
-            pred += weight * model._clip(model._predict_codes(users, items))
+        parts = [m._clip(m._predict_codes(users, items)) for m in self.models_]
+        return self._combine(parts)
+
+    def _predict_block(self, users: IntArray, items: IntArray) -> FloatArray:
+        parts = [m._clip(m._predict_block(users, items)) for m in self.models_]
+        return self._combine(parts)
+
+    def _combine(self, parts: list[FloatArray]) -> FloatArray:
+        pred = np.full(parts[0].shape, self.weights_[0])
+        for weight, part in zip(self.weights_[1:], parts, strict=True):
+            pred += weight * part
         return pred

@@ -1,0 +1,250 @@
+"""SQL store (SQLAlchemy 2 Core): the events archive and the product catalog.
+
+Runs on SQLite (the embedded default: a file under ``state_dir``) and on
+PostgreSQL. Archiving is idempotent by ``event_id`` (INSERT ... ON CONFLICT DO
+NOTHING), so a consumer that replays a batch after a crash archives nothing twice.
+
+>>> store = SqlStore("sqlite://")
+>>> store.create_schema()
+>>> from core.events import ItemViewed
+>>> e = ItemViewed(user_id="u1", item_id="85123A", timestamp=1_300_000_000)
+>>> store.archive_events([e, e]), store.count_events()
+(1, 1)
+>>> store.close()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from core.errors import ConfigurationError, TemporaryFailure
+from core.events import InteractionEvent, ItemUpserted
+from core.types import Item
+
+__all__ = ["SqlStore", "events_table", "metadata", "products_table"]
+
+metadata = sa.MetaData()
+
+events_table = sa.Table(
+    "events",
+    metadata,
+    sa.Column("event_id", sa.String(128), primary_key=True),
+    sa.Column("event_type", sa.String(32), nullable=False),
+    sa.Column("user_id", sa.String(128), nullable=True),  # None for catalog events
+    sa.Column("item_id", sa.String(128), nullable=False),
+    sa.Column("ts", sa.Double, nullable=False),  # event time, Unix seconds
+    sa.Column("payload", sa.JSON, nullable=False),  # the whole event, as on the wire
+    sa.Index("ix_events_ts", "ts"),
+    sa.Index("ix_events_user_ts", "user_id", "ts"),
+)
+
+products_table = sa.Table(
+    "products",
+    metadata,
+    sa.Column("item_id", sa.String(128), primary_key=True),
+    sa.Column("name", sa.String(500), nullable=False),
+    sa.Column("category", sa.String(200), nullable=False, default=""),
+    sa.Column("price", sa.Double, nullable=False, default=0.0),
+    sa.Column("description", sa.Text, nullable=False, default=""),
+    sa.Column("in_stock", sa.Boolean, nullable=False, default=True),
+)
+
+_CHUNK = 5_000
+
+
+def _chunks(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    for start in range(0, len(rows), _CHUNK):
+        yield rows[start:start + _CHUNK]
+
+
+class SqlStore:
+    """Events archive and products on one SQLAlchemy engine.
+
+    Parameters
+    ----------
+    url
+        SQLAlchemy URL: ``sqlite:///path.db`` or ``postgresql+psycopg://...``.
+    schema
+        PostgreSQL schema for the tables (created by :meth:`create_schema`); None:
+        the default search path. Tests use one schema each.
+    """
+
+    def __init__(self, url: str, *, schema: str | None = None, echo: bool = False) -> None:
+        try:
+            parsed = sa.engine.make_url(url)
+        except sa.exc.ArgumentError as exc:
+            raise ConfigurationError(f"invalid database URL {url!r}: {exc}") from exc
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise ConfigurationError(f"unsupported database {self.dialect!r}: "
+                                     "use SQLite or PostgreSQL")
+        if schema is not None and self.dialect != "postgresql":
+            raise ConfigurationError("a schema is only supported on PostgreSQL")
+        kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        if self.dialect == "sqlite":
+            database = parsed.database
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 30}
+        else:
+            kwargs.update(pool_pre_ping=True, pool_size=5, max_overflow=5)
+        self.schema = schema
+        self.url = parsed
+        engine = sa.create_engine(parsed, **kwargs)
+        if self.dialect == "sqlite":
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        self.engine: Engine = engine.execution_options(
+            schema_translate_map={None: schema}) if schema else engine
+
+    def __repr__(self) -> str:
+        return f"SqlStore({self.url.render_as_string(hide_password=True)!r})"
+
+    @contextmanager
+    def _begin(self, what: str) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise TemporaryFailure(f"database {what} failed: {exc.orig!r}") from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise TemporaryFailure(f"database {what} failed: {exc.orig!r}") from exc
+            raise
+
+    def create_schema(self) -> None:
+        """Create the schema (PostgreSQL) and the tables when missing."""
+        with self._begin("create_schema") as conn:
+            if self.schema:
+                conn.execute(sa.schema.CreateSchema(self.schema, if_not_exists=True))
+            metadata.create_all(conn)
+
+    def drop_schema(self) -> None:
+        """Drop the tables (and the schema, when one was given): tests and resets."""
+        with self._begin("drop_schema") as conn:
+            metadata.drop_all(conn)
+            if self.schema:
+                conn.execute(sa.schema.DropSchema(self.schema, cascade=True, if_exists=True))
+
+    def _insert(self, table: sa.Table) -> Any:
+        dialect = postgresql if self.dialect == "postgresql" else sqlite
+        return dialect.insert(table)
+
+    # --- events archive ------------------------------------------------------------------------
+    def archive_events(self, events: Iterable[InteractionEvent | ItemUpserted]) -> int:
+        """Archive events, ignoring ids already there; return how many were new."""
+        rows = list({row["event_id"]: row for row in map(_event_row, events)}.values())
+        if not rows:
+            return 0
+        stmt = self._insert(events_table).on_conflict_do_nothing(index_elements=["event_id"])
+        inserted = 0
+        with self._begin("archive_events") as conn:
+            for chunk in _chunks(rows):
+                result = conn.execute(stmt.returning(events_table.c.event_id), chunk)
+                inserted += len(result.all())
+        return inserted
+
+    def count_events(self) -> int:
+        with self._begin("count_events") as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(events_table))
+                       .scalar_one())
+
+    def events(
+        self, *, since_ts: float | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Archived events as their wire dicts, oldest first (for retraining)."""
+        query = sa.select(events_table.c.payload).order_by(events_table.c.ts,
+                                                           events_table.c.event_id)
+        if since_ts is not None:
+            query = query.where(events_table.c.ts >= since_ts)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._begin("events") as conn:
+            return [dict(payload) for payload in conn.execute(query).scalars()]
+
+    # --- products ------------------------------------------------------------------------------
+    def upsert_products(self, items: Iterable[Item | ItemUpserted]) -> int:
+        """Insert or replace products by ``item_id``; return how many rows were written."""
+        rows = list({row["item_id"]: row for row in map(_product_row, items)}.values())
+        if not rows:
+            return 0
+        insert = self._insert(products_table)
+        stmt = insert.on_conflict_do_update(
+            index_elements=["item_id"],
+            set_={c: insert.excluded[c] for c in
+                  ("name", "category", "price", "description", "in_stock")},
+        )
+        with self._begin("upsert_products") as conn:
+            for chunk in _chunks(rows):
+                conn.execute(stmt, chunk)
+        return len(rows)
+
+    def products(self) -> list[Item]:
+        """Every product, by item id."""
+        with self._begin("products") as conn:
+            rows = conn.execute(sa.select(products_table).order_by(products_table.c.item_id))
+            return [_item(row) for row in rows.mappings()]
+
+    def get_product(self, item_id: str) -> Item | None:
+        with self._begin("get_product") as conn:
+            row = conn.execute(
+                sa.select(products_table).where(products_table.c.item_id == item_id)
+            ).mappings().first()
+        return None if row is None else _item(row)
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            return True
+        except DBAPIError:
+            return False
+
+    def close(self) -> None:
+        """Release pooled connections (the store can be used again afterwards)."""
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL: the API reads while a consumer archives.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _event_row(event: InteractionEvent | ItemUpserted) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "event_type": event.event_type,
+        "user_id": getattr(event, "user_id", None),
+        "item_id": event.item_id,
+        "ts": event.ts,
+        "payload": event.model_dump(mode="json"),
+    }
+
+
+def _product_row(item: Item | ItemUpserted) -> dict[str, Any]:
+    return {
+        "item_id": item.item_id,
+        "name": item.name,
+        "category": item.category,
+        "price": float(item.price),
+        "description": item.description,
+        "in_stock": bool(item.in_stock),
+    }
+
+
+def _item(row: Any) -> Item:
+    return Item(
+        item_id=row["item_id"], name=row["name"], category=row["category"],
+        price=float(row["price"]), description=row["description"],
+        in_stock=bool(row["in_stock"]),
+    )

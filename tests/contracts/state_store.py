@@ -1,0 +1,221 @@
+"""The contract every :class:`core.ports.StateStore` passes.
+
+Use it as a mixin::
+
+    class TestMyStore(StateStoreContract):
+        def make_store(self, **options):
+            return MyStore(**options)
+
+``make_store`` receives keyword options the store must honour: ``recent_max``,
+``dedupe_ttl_s``, ``half_life_s``, ``max_exponent`` and ``clock`` (the wall clock
+of the dedupe window, a zero-argument callable returning Unix seconds).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from core.ports import ALL_ITEMS, StateStore, StateUpdate
+
+HOUR = 3600.0
+#: 2011-06-01, in the Online Retail data set's period.
+T0 = 1_306_886_400.0
+
+
+class FakeClock:
+    """A wall clock the test moves by hand."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class StateStoreContract:
+    """Behaviour shared by every StateStore; subclasses implement :meth:`make_store`."""
+
+    def make_store(self, **options: Any) -> StateStore:
+        raise NotImplementedError
+
+    def store(self, **options: Any) -> StateStore:
+        store = self.make_store(**options)
+        store.clear()
+        return store
+
+    # --- basics ---------------------------------------------------------------------------
+    def test_store_satisfies_the_port_and_answers_ping(self) -> None:
+        store = self.store()
+        assert isinstance(store, StateStore)
+        assert store.ping() is True
+
+    def test_new_store_is_empty(self) -> None:
+        store = self.store()
+        assert store.seen_events(["e1"]) == set()
+        assert store.recent_items("u1") == []
+        assert len(store.top_popular(10)) == 0
+        assert len(store.popularity(["a"])) == 0
+        assert store.get_profiles(["u1"]) == {}
+        assert store.counters() == {}
+        assert store.last_event_ts() is None
+
+    def test_empty_update_changes_nothing(self) -> None:
+        store = self.store()
+        store.apply(StateUpdate())
+        assert store.counters() == {} and store.last_event_ts() is None
+
+    # --- dedupe ---------------------------------------------------------------------------
+    def test_applied_event_ids_are_seen_and_others_are_not(self) -> None:
+        store = self.store()
+        store.apply(StateUpdate(event_ids=["e1", "e2"]))
+        store.apply(StateUpdate(event_ids=["e3"]))
+        assert store.seen_events(["e1", "e3", "e4", "e1"]) == {"e1", "e3"}
+        assert store.seen_events([]) == set()
+
+    def test_event_ids_are_remembered_for_the_dedupe_window_then_forgotten(self) -> None:
+        clock = FakeClock()
+        ttl = 800.0
+        store = self.store(dedupe_ttl_s=ttl, clock=clock)
+        store.apply(StateUpdate(event_ids=["e1"]))
+        clock.advance(ttl - 1)
+        assert store.seen_events(["e1"]) == {"e1"}
+        # Stores may round the window up to a time bucket, by at most a quarter of it.
+        clock.advance(ttl * 0.25 + 2)
+        assert store.seen_events(["e1"]) == set()
+
+    # --- recent items ---------------------------------------------------------------------
+    def test_recent_items_are_newest_first_without_repeats(self) -> None:
+        store = self.store()
+        store.apply(StateUpdate(recent={"u1": ["a", "b", "a", "c"]}))
+        assert store.recent_items("u1") == ["c", "a", "b"]
+        store.apply(StateUpdate(recent={"u1": ["b"], "u2": ["z"]}))
+        assert store.recent_items("u1") == ["b", "c", "a"]
+        assert store.recent_items("u1", n=2) == ["b", "c"]
+        assert store.recent_items("u2") == ["z"]
+        assert store.recent_items("nobody") == []
+
+    def test_recent_items_keep_only_the_newest_recent_max(self) -> None:
+        store = self.store(recent_max=3)
+        store.apply(StateUpdate(recent={"u1": ["a", "b", "c", "d"]}))
+        store.apply(StateUpdate(recent={"u1": ["e"]}))
+        assert store.recent_items("u1", n=10) == ["e", "d", "c"]
+
+    # --- popularity -----------------------------------------------------------------------
+    def test_top_popular_ranks_by_weight_best_first(self) -> None:
+        store = self.store(half_life_s=HOUR)
+        store.apply(StateUpdate(popularity={ALL_ITEMS: {"a": 1.0, "b": 3.0, "c": 2.0}},
+                                popularity_at=T0))
+        top = store.top_popular(2)
+        assert top.ids == ["b", "c"]
+        np.testing.assert_allclose(top.scores, [3.0, 2.0])
+
+    def test_popularity_halves_per_half_life_of_event_time(self) -> None:
+        store = self.store(half_life_s=HOUR)
+        store.apply(StateUpdate(popularity={ALL_ITEMS: {"old": 4.0}}, popularity_at=T0))
+        store.apply(StateUpdate(popularity={ALL_ITEMS: {"new": 1.5}},
+                                popularity_at=T0 + 2 * HOUR))
+        got = store.popularity(["old", "new"]).as_dict()
+        assert got == pytest.approx({"old": 1.0, "new": 1.5})
+        assert store.top_popular(5).ids == ["new", "old"]
+
+    def test_popularity_accumulates_weights_of_one_item(self) -> None:
+        store = self.store(half_life_s=HOUR)
+        store.apply(StateUpdate(popularity={ALL_ITEMS: {"a": 1.0}}, popularity_at=T0))
+        store.apply(StateUpdate(popularity={ALL_ITEMS: {"a": 1.0}}, popularity_at=T0 + HOUR))
+        assert store.popularity(["a"]).as_dict() == pytest.approx({"a": 1.5})
+
+    def test_late_events_decay_from_their_own_time(self) -> None:
+        store = self.store(half_life_s=HOUR)
+        store.apply(StateUpdate(popularity={ALL_ITEMS: {"a": 1.0}}, popularity_at=T0 + HOUR))
+        store.apply(StateUpdate(popularity={ALL_ITEMS: {"b": 1.0}}, popularity_at=T0))
+        assert store.popularity(["a", "b"]).as_dict() == pytest.approx({"a": 1.0, "b": 0.5})
+
+    def test_popularity_leaves_out_unknown_items_and_keeps_scopes_apart(self) -> None:
+        store = self.store(half_life_s=HOUR)
+        store.apply(StateUpdate(
+            popularity={ALL_ITEMS: {"a": 1.0, "b": 1.0}, "cat:toys": {"b": 5.0}},
+            popularity_at=T0,
+        ))
+        assert store.popularity(["a", "zzz"]).ids == ["a"]
+        assert store.popularity(["a", "b"], scope="cat:toys").as_dict() == pytest.approx(
+            {"b": 5.0})
+        assert store.top_popular(10, scope="cat:toys").ids == ["b"]
+        assert len(store.top_popular(10, scope="cat:none")) == 0
+        assert len(store.top_popular(0)) == 0
+
+    def test_popularity_survives_a_rebase_of_the_reference_time(self) -> None:
+        # max_exponent=4: the 2nd and 3rd batches are 10 and 20 half-lives later -> rebases.
+        hl = 10.0
+        store = self.store(half_life_s=hl, max_exponent=4.0)
+        batches = [(0.0, {"a": 512.0, "b": 2048.0}), (100.0, {"c": 1.0, "a": 1.0}),
+                   (200.0, {"d": 3.0}), (205.0, {"c": 1.0})]
+        for at, weights in batches:
+            store.apply(StateUpdate(popularity={ALL_ITEMS: weights}, popularity_at=T0 + at))
+        now = 205.0
+        expected: dict[str, float] = {}
+        for at, weights in batches:
+            for item, w in weights.items():
+                expected[item] = expected.get(item, 0.0) + w * 2 ** ((at - now) / hl)
+        got = store.popularity(list(expected)).as_dict()
+        assert got == pytest.approx(expected, rel=1e-9)
+        assert store.top_popular(4).ids == sorted(expected, key=lambda i: -expected[i])
+
+    def test_popularity_of_a_replay_far_in_the_past_decays_correctly(self) -> None:
+        store = self.store(half_life_s=7 * 24 * HOUR)
+        dec_2010, week = 1_291_161_600.0, 7 * 24 * HOUR
+        for i in range(30):  # 30 weekly batches: several rebases at the default exponent
+            store.apply(StateUpdate(popularity={ALL_ITEMS: {f"w{i}": 1.0}},
+                                    popularity_at=dec_2010 + i * week))
+        got = store.popularity(["w0", "w29"]).as_dict()
+        assert got["w29"] == pytest.approx(1.0)
+        assert got["w0"] == pytest.approx(2.0**-29)
+
+    # --- profiles, counters, freshness ----------------------------------------------------
+    def test_profiles_round_trip_as_float32_and_replace_old_ones(self) -> None:
+        store = self.store()
+        store.apply(StateUpdate(profiles={"u1": np.array([0.5, -1.25, 3.0]),
+                                          "u2": np.ones(2, dtype=np.float32)}))
+        store.apply(StateUpdate(profiles={"u2": np.array([2.0, 0.0], dtype=np.float32)}))
+        got = store.get_profiles(["u1", "u2", "nobody"])
+        assert set(got) == {"u1", "u2"}
+        assert got["u1"].dtype == np.float32
+        np.testing.assert_array_equal(got["u1"], np.array([0.5, -1.25, 3.0], np.float32))
+        np.testing.assert_array_equal(got["u2"], np.array([2.0, 0.0], np.float32))
+
+    def test_counters_add_up_across_updates(self) -> None:
+        store = self.store()
+        store.apply(StateUpdate(counters={"events.view": 3, "dead_letters": 1}))
+        store.apply(StateUpdate(counters={"events.view": 2}))
+        assert store.counters() == {"events.view": 5, "dead_letters": 1}
+
+    def test_last_event_ts_is_the_newest_applied_event_time(self) -> None:
+        store = self.store()
+        store.apply(StateUpdate(counters={"x": 1}, last_event_ts=T0 + 10))
+        store.apply(StateUpdate(counters={"x": 1}, last_event_ts=T0))
+        assert store.last_event_ts() == pytest.approx(T0 + 10)
+
+    def test_clear_forgets_everything(self) -> None:
+        store = self.store(half_life_s=HOUR)
+        store.apply(StateUpdate(
+            event_ids=["e1"], recent={"u1": ["a"]}, popularity={ALL_ITEMS: {"a": 1.0}},
+            popularity_at=T0, profiles={"u1": np.ones(3)}, counters={"c": 1},
+            last_event_ts=T0,
+        ))
+        store.clear()
+        assert store.seen_events(["e1"]) == set()
+        assert store.recent_items("u1") == []
+        assert len(store.top_popular(5)) == 0
+        assert store.get_profiles(["u1"]) == {}
+        assert store.counters() == {}
+        assert store.last_event_ts() is None
+        # Still usable, with a fresh reference time.
+        store.apply(StateUpdate(popularity={ALL_ITEMS: {"b": 2.0}}, popularity_at=T0 + 1))
+        assert store.popularity(["b"]).as_dict() == pytest.approx({"b": 2.0})
+        assert math.isfinite(store.top_popular(1).scores[0])

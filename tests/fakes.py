@@ -1,0 +1,80 @@
+"""Fakes and toy data for unit tests (the real adapters are tested against real services)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from api.recommender import Recommender
+from api.services import ApiServices
+from core.errors import TemporaryFailure
+from core.events import InteractionEvent, ItemUpserted
+from core.settings import Settings
+from core.types import Item
+from index.faiss_index import ExactIndex
+from infra.memory_store import InMemoryStateStore
+
+CATEGORIES = ("Candles", "Bags", "Mugs")
+DIM = 8
+
+
+class RecordingPublisher:
+    """An EventPublisher that keeps what it was given (and can be told to fail)."""
+
+    def __init__(self) -> None:
+        self.events: list[InteractionEvent] = []
+        self.catalog: list[ItemUpserted] = []
+        self.raw: list[tuple[str, bytes | None, bytes]] = []
+        self.fail = False
+
+    def publish(self, events: Sequence[InteractionEvent]) -> None:
+        if self.fail:
+            raise TemporaryFailure("broker down (fake)")
+        self.events.extend(events)
+
+    def publish_catalog(self, events: Sequence[ItemUpserted]) -> None:
+        self.catalog.extend(events)
+
+    def publish_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self.raw.append((topic, key, value))
+
+    def close(self) -> None:
+        pass
+
+
+def toy_catalog(per_category: int = 10) -> dict[str, Item]:
+    """Items ``<cat>-<n>`` in three categories."""
+    return {
+        f"{cat.lower()}-{n}": Item(f"{cat.lower()}-{n}", f"{cat} item {n}", cat, 1.0 + n)
+        for cat in CATEGORIES
+        for n in range(per_category)
+    }
+
+
+def toy_index(catalog: dict[str, Item], seed: int = 0) -> ExactIndex:
+    """Embeddings where each category sits around its own axis."""
+    rng = np.random.default_rng(seed)
+    index = ExactIndex(DIM)
+    ids = list(catalog)
+    vectors = np.zeros((len(ids), DIM), dtype=np.float32)
+    for row, item_id in enumerate(ids):
+        vectors[row, CATEGORIES.index(catalog[item_id].category)] = 1.0
+        vectors[row] += rng.normal(0, 0.15, DIM).astype(np.float32)
+    index.upsert(ids, vectors)
+    return index
+
+
+def toy_services(settings: Settings | None = None) -> ApiServices:
+    settings = settings or Settings(redis_url="redis://fake", kafka_bootstrap="fake:9092")
+    catalog = toy_catalog()
+    index = toy_index(catalog)
+    state = InMemoryStateStore(recent_max=settings.recent_items_max,
+                               half_life_s=settings.popularity_half_life_s)
+    publisher = RecordingPublisher()
+    return ApiServices(
+        settings=settings, state=state, index=index, catalog=catalog, publisher=publisher,
+        recommender=Recommender(state, index, catalog, settings.blend_weights,
+                                settings.recent_items_max),
+        health_checks={"redis": state.ping, "kafka": lambda: not publisher.fail},
+    )

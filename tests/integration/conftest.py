@@ -1,0 +1,71 @@
+"""Fixtures for the end-to-end tests: unique topics, keys and group per test."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from consumers.app import create_consumer_app
+from core.settings import Settings
+from infra.bootstrap import ensure_kafka_topics
+
+
+@pytest.fixture(scope="session")
+def index_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A state dir shared by the session, so the item index is built once."""
+    return tmp_path_factory.mktemp("state")
+
+
+@pytest.fixture
+def live_settings(
+    kafka_bootstrap: str, redis_url: str, index_state_dir: Path, tmp_path: Path,
+    redis_prefix: str,
+) -> Settings:
+    """Settings on the real services, with topics, group and Redis keys of this test alone."""
+    tag = uuid.uuid4().hex[:10]
+    settings = Settings(
+        kafka_bootstrap=kafka_bootstrap,
+        redis_url=redis_url,
+        database_url=f"sqlite:///{tmp_path / 'streamrec.db'}",
+        state_dir=index_state_dir,
+        interactions_topic=f"interactions-{tag}",
+        catalog_topic=f"catalog-{tag}",
+        dead_letter_topic=f"interactions-{tag}.dlq",
+        consumer_group=f"group-{tag}",
+        redis_prefix=redis_prefix,
+        topic_partitions=2,
+    )
+    ensure_kafka_topics(settings)
+    return settings
+
+
+class ConsumerThread:
+    """The consumers' FastStream broker running on its own loop in a thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.app = create_consumer_app(settings)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def start(self) -> ConsumerThread:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.app.broker.start(), self.loop).result(30)
+        return self
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.app.broker.stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture
+def running_consumer(live_settings: Settings) -> Iterator[ConsumerThread]:
+    consumer = ConsumerThread(live_settings).start()
+    yield consumer
+    consumer.stop()

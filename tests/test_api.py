@@ -1,0 +1,163 @@
+"""The JSON API on fake services: shapes, recommendations, events and errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from api import create_app
+from api.services import ApiServices
+from core.events import ItemViewed
+from tests.fakes import RecordingPublisher, toy_services
+
+
+@pytest.fixture
+def services() -> ApiServices:
+    return toy_services()
+
+
+@pytest.fixture
+def app(services: ApiServices) -> Iterator[Flask]:
+    app = create_app(services.settings, services=services)
+    app.config["TESTING"] = True
+    yield app
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def learn_views(services: ApiServices, user: str, items: list[str]) -> None:
+    from online_models.processor import StreamProcessor
+    from online_models.profile import ContentProfile
+
+    processor = StreamProcessor(
+        services.state, services.index,
+        {i: it.category for i, it in services.catalog.items()},
+        half_life_s=3600.0, profile=ContentProfile(0.3),
+    )
+    processor.apply([ItemViewed(user_id=user, item_id=i, timestamp=1000.0 + n)  # type: ignore[arg-type]
+                     for n, i in enumerate(items)])
+
+
+def test_an_unknown_user_gets_popular_items(client, services) -> None:
+    learn_views(services, "someone", ["mugs-3", "mugs-3", "mugs-3", "bags-1"])
+    body = client.get("/api/recommendations?user_id=newcomer&k=2").get_json()
+    assert body["user_id"] == "newcomer"
+    assert body["rec_id"]
+    assert [i["item_id"] for i in body["items"]] == ["mugs-3", "bags-1"]
+    assert set(body["items"][0]) == {"item_id", "name", "category", "price", "score", "sources"}
+    assert list(body["items"][0]["sources"]) == ["popularity"]
+
+
+def test_recommendations_follow_the_category_a_user_viewed(client, services) -> None:
+    learn_views(services, "u1", ["candles-1", "candles-2", "candles-3"])
+    body = client.get("/api/recommendations", query_string={"user_id": "u1", "k": 5}).get_json()
+    items = body["items"]
+    assert len(items) == 5
+    assert all(i["category"] == "Candles" for i in items)
+    assert {"candles-1", "candles-2", "candles-3"}.isdisjoint(i["item_id"] for i in items)
+    assert all("content" in i["sources"] for i in items)
+    assert [i["score"] for i in items] == sorted((i["score"] for i in items), reverse=True)
+
+
+def test_similar_items_share_the_category(client) -> None:
+    body = client.get("/api/items/bags-2/similar?k=3").get_json()
+    assert body["item_id"] == "bags-2"
+    assert len(body["items"]) == 3
+    assert all(i["category"] == "Bags" and i["item_id"] != "bags-2" for i in body["items"])
+
+
+def test_posting_an_event_publishes_it_and_answers_202(client, services) -> None:
+    response = client.post("/api/events", json={"event_type": "view", "user_id": "u1",
+                                                 "item_id": "bags-1"})
+    assert response.status_code == 202
+    publisher = services.publisher
+    assert isinstance(publisher, RecordingPublisher)
+    assert publisher.events[0].event_id == response.get_json()["event_id"]
+
+
+def test_posting_a_batch_publishes_every_event(client, services) -> None:
+    batch = [{"event_type": "click", "user_id": "u1", "item_id": f"bags-{n}"} for n in range(3)]
+    response = client.post("/api/events", json=batch)
+    assert response.status_code == 202
+    assert response.get_json()["accepted"] == 3
+    assert len(services.publisher.events) == 3  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "kwargs", "status", "code"),
+    [
+        ("get", "/api/recommendations", {}, 400, "invalid_request"),
+        ("get", "/api/recommendations?user_id=u1&k=zero", {}, 400, "invalid_request"),
+        ("get", "/api/recommendations?user_id=u1&k=0", {}, 400, "invalid_request"),
+        ("get", "/api/recommendations?user_id=u1&k=100000", {}, 400, "invalid_request"),
+        ("get", "/api/recommendations?user_id=" + "x" * 500, {}, 400, "invalid_request"),
+        ("get", "/api/items/nope/similar", {}, 404, "not_found"),
+        ("get", "/api/items/nope", {}, 404, "not_found"),
+        ("get", "/api/items/bags-1/similar?k=-1", {}, 400, "invalid_request"),
+        ("post", "/api/events", {"data": "not json", "content_type": "application/json"},
+         400, "invalid_request"),
+        ("post", "/api/events", {"data": "x=1"}, 400, "invalid_request"),
+        ("post", "/api/events", {"json": 42}, 400, "invalid_request"),
+        ("post", "/api/events", {"json": []}, 400, "invalid_request"),
+        ("post", "/api/events", {"json": [1, 2]}, 400, "invalid_request"),
+        ("post", "/api/events", {"json": {"event_type": "view"}}, 422, "invalid_event"),
+        ("post", "/api/events", {"json": {"event_type": "teleport", "user_id": "u",
+                                          "item_id": "i"}}, 422, "invalid_event"),
+        ("post", "/api/events", {"json": {"event_type": "rating", "user_id": "u",
+                                          "item_id": "i", "rating": "five"}}, 422,
+         "invalid_event"),
+        ("post", "/api/events", {"json": {"event_type": "view", "user_id": "u",
+                                          "item_id": "i", "extra": 1}}, 422, "invalid_event"),
+        ("post", "/api/events", {"json": {"event_type": "view", "user_id": "u",
+                                          "item_id": "i", "timestamp": "yesterday"}}, 422,
+         "invalid_event"),
+        ("post", "/api/events", {"data": b"{" * 2_000_000, "content_type": "application/json"},
+         413, "request_entity_too_large"),
+        ("get", "/api/nowhere", {}, 404, "not_found"),
+        ("delete", "/api/events", {}, 405, "method_not_allowed"),
+    ],
+)
+def test_bad_requests_get_4xx_json_errors(client, method, url, kwargs, status, code) -> None:
+    response = getattr(client, method)(url, **kwargs)
+    assert response.status_code == status
+    body = response.get_json()
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+
+
+def test_invalid_events_report_each_field_error(client) -> None:
+    body = client.post("/api/events", json={"event_type": "rating", "user_id": "u",
+                                            "item_id": "i", "rating": 7}).get_json()
+    assert body["error"]["details"][0]["field"] == "rating"
+
+
+def test_an_invalid_event_in_a_batch_publishes_nothing(client, services) -> None:
+    batch = [{"event_type": "view", "user_id": "u", "item_id": "i"},
+             {"event_type": "view", "user_id": "", "item_id": "i"}]
+    response = client.post("/api/events", json=batch)
+    assert response.status_code == 422
+    assert response.get_json()["error"]["details"][0]["field"] == "1.user_id"
+    assert services.publisher.events == []  # type: ignore[attr-defined]
+
+
+def test_a_broker_outage_is_a_503_json_error(client, services) -> None:
+    services.publisher.fail = True  # type: ignore[attr-defined]
+    response = client.post("/api/events", json={"event_type": "view", "user_id": "u",
+                                                 "item_id": "i"})
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "temporary_failure"
+
+
+def test_healthz_reports_each_dependency(client, services) -> None:
+    assert client.get("/healthz").get_json() == {"status": "ok",
+                                                 "checks": {"redis": True, "kafka": True}}
+    services.publisher.fail = True  # type: ignore[attr-defined]
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json()["checks"]["kafka"] is False

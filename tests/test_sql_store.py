@@ -1,0 +1,114 @@
+"""SqlStore on SQLite (a temporary file) and on the session database (PostgreSQL here)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.errors import ConfigurationError, TemporaryFailure
+from core.events import ItemUpserted, ItemViewed, Purchased, parse_interaction
+from core.types import Item
+from infra.embedded import free_port
+from infra.sql import SqlStore
+
+
+@pytest.fixture(params=["sqlite-file", "session-database"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
+    if request.param == "sqlite-file":
+        sql = SqlStore(f"sqlite:///{tmp_path / 'nested' / 'archive.db'}")
+    else:
+        url: str = request.getfixturevalue("database_url")
+        if url.startswith("postgresql"):
+            # A schema per test: parallel runs and reruns never see each other's rows.
+            sql = SqlStore(url, schema=f"t_{uuid.uuid4().hex[:12]}")
+        else:
+            sql = SqlStore(url.replace("test.db", f"{uuid.uuid4().hex[:8]}.db"))
+    sql.create_schema()
+    yield sql
+    sql.drop_schema()
+    sql.close()
+
+
+pytestmark = pytest.mark.integration
+
+
+def _view(i: int, user: str = "17850") -> ItemViewed:
+    return ItemViewed(event_id=f"ev-{i}", user_id=user, item_id=f"item{i % 7}",
+                      timestamp=1_300_000_000 + i)
+
+
+def test_archive_counts_each_event_id_once(store: SqlStore) -> None:
+    events = [_view(i) for i in range(10)]
+    assert store.archive_events(events[:6]) == 6
+    assert store.archive_events(events) == 4  # the first six are already there
+    assert store.archive_events(events + events) == 0
+    assert store.count_events() == 10
+
+
+def test_archive_of_nothing_is_a_no_op(store: SqlStore) -> None:
+    assert store.archive_events([]) == 0
+    assert store.count_events() == 0
+
+
+def test_archived_payloads_parse_back_to_the_same_events(store: SqlStore) -> None:
+    buy = Purchased(event_id="p1", user_id="u1", item_id="85123A", quantity=3, price=2.55,
+                    timestamp=1_300_000_100)
+    view = _view(1)
+    store.archive_events([buy, view])
+    payloads = store.events()
+    assert [p["event_id"] for p in payloads] == ["ev-1", "p1"]  # oldest first
+    assert parse_interaction(payloads[1]) == buy
+    assert [p["event_id"] for p in store.events(since_ts=1_300_000_050)] == ["p1"]
+    assert len(store.events(limit=1)) == 1
+
+
+def test_catalog_events_can_be_archived_too(store: SqlStore) -> None:
+    upsert = ItemUpserted(event_id="c1", item_id="85123A", name="Heart holder")
+    assert store.archive_events([upsert]) == 1
+    assert store.events()[0]["event_type"] == "item_upsert"
+
+
+def test_large_archive_is_written_in_chunks(store: SqlStore) -> None:
+    assert store.archive_events([_view(i) for i in range(12_000)]) == 12_000
+    assert store.count_events() == 12_000
+
+
+def test_products_upsert_inserts_then_replaces(store: SqlStore) -> None:
+    items = [Item("85123A", "White heart holder", "decor", 2.55),
+             Item("22423", "Cake stand", "kitchen", 12.75, "three tiers", in_stock=False)]
+    assert store.upsert_products(items) == 2
+    assert store.products() == sorted(items, key=lambda i: i.item_id)
+    store.upsert_products([ItemUpserted(item_id="85123A", name="Red heart holder",
+                                        category="decor", price=3.0, in_stock=False)])
+    changed = store.get_product("85123A")
+    assert changed == Item("85123A", "Red heart holder", "decor", 3.0, "", in_stock=False)
+    assert store.get_product("nope") is None
+    assert len(store.products()) == 2
+
+
+def test_create_schema_is_idempotent(store: SqlStore) -> None:
+    store.archive_events([_view(1)])
+    store.create_schema()
+    assert store.count_events() == 1
+    assert store.ping() is True
+
+
+def test_unsupported_or_invalid_urls_are_configuration_errors() -> None:
+    with pytest.raises(ConfigurationError):
+        SqlStore("not a url")
+    with pytest.raises(ConfigurationError, match="unsupported"):
+        SqlStore("mysql://u@localhost/db")
+    with pytest.raises(ConfigurationError, match="schema"):
+        SqlStore("sqlite://", schema="x")
+
+
+def test_unreachable_postgres_is_a_temporary_failure() -> None:
+    store = SqlStore(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/test"
+                     "?connect_timeout=1")
+    assert store.ping() is False
+    with pytest.raises(TemporaryFailure, match="database count_events failed"):
+        store.count_events()
+    store.close()

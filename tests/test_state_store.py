@@ -1,0 +1,163 @@
+"""StateStore contract on the in-memory fake and on a real Redis, plus Redis specifics."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+
+from core.errors import ConfigurationError, TemporaryFailure
+from core.ports import ALL_ITEMS, StateUpdate
+from core.settings import Settings
+from infra.embedded import free_port
+from infra.memory_store import InMemoryStateStore
+from infra.redis_store import RedisStateStore, redis_client
+from tests.contracts.state_store import T0, FakeClock, StateStoreContract
+
+
+class TestInMemoryStateStore(StateStoreContract):
+    def make_store(self, **options: Any) -> InMemoryStateStore:
+        return InMemoryStateStore(**options)
+
+
+@pytest.mark.integration
+class TestRedisStateStore(StateStoreContract):
+    @pytest.fixture(autouse=True)
+    def _redis(self, redis_client: redis.Redis, redis_prefix: str) -> None:
+        self.client = redis_client
+        self.prefix = redis_prefix
+
+    def make_store(self, **options: Any) -> RedisStateStore:
+        return RedisStateStore(self.client, prefix=self.prefix, **options)
+
+    def test_clear_deletes_only_keys_under_its_prefix(self) -> None:
+        store = self.store()
+        store.apply(StateUpdate(counters={"c": 1}, recent={"u": ["a"]}))
+        neighbour = RedisStateStore(self.client, prefix=self.prefix + "n:")
+        neighbour.apply(StateUpdate(counters={"c": 7}))
+        self.client.set("foreign-" + self.prefix, b"1")
+        try:
+            # Glob characters in a prefix are literal: "<prefix>*" owns no key here.
+            RedisStateStore(self.client, prefix=self.prefix + "*").clear()
+            assert neighbour.counters() == {"c": 7}
+            neighbour.clear()
+            assert neighbour.counters() == {}
+            assert store.counters() == {"c": 1}
+            assert self.client.get("foreign-" + self.prefix) == b"1"
+        finally:
+            self.client.delete("foreign-" + self.prefix)
+
+    def test_dedupe_keys_expire_after_the_window(self) -> None:
+        ttl = 3600
+        store = self.store(dedupe_ttl_s=ttl)
+        store.apply(StateUpdate(event_ids=["e1"]))
+        keys = list(self.client.scan_iter(match=self.prefix + "seen:*"))
+        assert len(keys) == 1
+        assert ttl <= self.client.ttl(keys[0]) <= ttl * 1.125 + 1
+
+    def test_rebase_moves_the_stored_reference_time(self) -> None:
+        store = self.store(half_life_s=10.0, max_exponent=4.0)
+        store.apply(StateUpdate(popularity={ALL_ITEMS: {"a": 1.0}}, popularity_at=T0))
+        assert float(self.client.hget(self.prefix + "meta", "pop_ref")) == T0
+        store.apply(StateUpdate(popularity={ALL_ITEMS: {"b": 1.0}}, popularity_at=T0 + 30))
+        assert float(self.client.hget(self.prefix + "meta", "pop_ref")) == T0
+        store.apply(StateUpdate(popularity={ALL_ITEMS: {"c": 1.0}}, popularity_at=T0 + 50))
+        assert float(self.client.hget(self.prefix + "meta", "pop_ref")) == T0 + 50
+        # Stored scores were rescaled to the new reference: c was added at scale 1.
+        stored = dict(self.client.zrange(self.prefix + "pop:all", 0, -1, withscores=True))
+        assert stored[b"c"] == pytest.approx(1.0)
+        assert stored[b"a"] == pytest.approx(2.0**-5)
+
+    def test_apply_is_one_transaction_in_one_round_trip(self) -> None:
+        store = self.store()
+        calls: list[int] = []
+        real_pipeline = self.client.pipeline
+
+        def counting_pipeline(transaction: bool = True, shard_hint: Any = None) -> Any:
+            pipe = real_pipeline(transaction=transaction, shard_hint=shard_hint)
+            real_execute = pipe.execute
+
+            def execute(raise_on_error: bool = True) -> Any:
+                calls.append(len(pipe.command_stack))
+                assert pipe.transaction
+                return real_execute(raise_on_error)
+
+            pipe.execute = execute  # type: ignore[method-assign]
+            return pipe
+
+        self.client.pipeline = counting_pipeline  # type: ignore[method-assign]
+        try:
+            store.apply(StateUpdate(
+                event_ids=[f"e{i}" for i in range(100)],
+                recent={f"u{i}": ["a", "b"] for i in range(10)},
+                popularity={ALL_ITEMS: {f"i{i}": 1.0 for i in range(50)}}, popularity_at=T0,
+                profiles={"u1": np.ones(4)}, counters={"view": 100}, last_event_ts=T0,
+            ))
+        finally:
+            del self.client.pipeline
+        assert len(calls) == 1 and calls[0] > 10
+
+    def test_applies_batches_of_500_events_quickly(self) -> None:
+        store = self.store()
+        rng = np.random.default_rng(0)
+        n_batches, size = 20, 500
+        updates = []
+        for b in range(n_batches):
+            users = rng.integers(0, 2000, size)
+            items = rng.integers(0, 3000, size)
+            recent: dict[str, list[str]] = {}
+            pop: dict[str, float] = {}
+            for u, i in zip(users, items, strict=True):
+                recent.setdefault(f"u{u}", []).append(f"i{i}")
+                pop[f"i{i}"] = pop.get(f"i{i}", 0.0) + 1.0
+            updates.append(StateUpdate(
+                event_ids=[f"b{b}-{k}" for k in range(size)], recent=recent,
+                popularity={ALL_ITEMS: pop, "cat:x": pop}, popularity_at=T0 + b,
+                counters={"events.view": size}, last_event_ts=T0 + b,
+            ))
+        started = time.perf_counter()
+        for update in updates:
+            store.seen_events(update.event_ids)
+            store.apply(update)
+        rate = n_batches * size / (time.perf_counter() - started)
+        print(f"redis state store: {rate:,.0f} events/s (seen_events + apply, batches of 500)")
+        assert store.counters() == {"events.view": n_batches * size}
+        assert rate > 2_000
+
+    def test_from_settings_uses_the_settings_limits(self, tmp_settings: Settings) -> None:
+        settings = tmp_settings.model_copy(update={"recent_items_max": 2})
+        store = RedisStateStore.from_settings(self.client, settings, prefix=self.prefix)
+        assert store.half_life_s == settings.popularity_half_life_s
+        store.apply(StateUpdate(recent={"u": ["a", "b", "c"]}))
+        assert store.recent_items("u") == ["c", "b"]
+
+
+def test_redis_store_refuses_a_decoding_client() -> None:
+    client = redis.Redis(port=free_port(), decode_responses=True)
+    with pytest.raises(ConfigurationError, match="decode_responses"):
+        RedisStateStore(client)
+
+
+def test_redis_store_turns_connection_errors_into_temporary_failures() -> None:
+    client = redis_client(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.5)
+    store = RedisStateStore(client, prefix="down:")
+    assert store.ping() is False
+    with pytest.raises(TemporaryFailure, match="Redis apply failed"):
+        store.apply(StateUpdate(counters={"c": 1}))
+    with pytest.raises(TemporaryFailure):
+        store.seen_events(["e1"])
+    with pytest.raises(TemporaryFailure):
+        store.top_popular(3)
+
+
+def test_in_memory_store_forgets_expired_ids_when_it_purges() -> None:
+    clock = FakeClock()
+    store = InMemoryStateStore(dedupe_ttl_s=60, clock=clock)
+    store.apply(StateUpdate(event_ids=[f"old{i}" for i in range(2000)]))
+    clock.advance(61)
+    store.apply(StateUpdate(event_ids=["new"]))
+    assert store.seen_events(["old1", "new"]) == {"new"}
+    assert len(store._seen) == 1  # purged, not merely hidden
