@@ -19,9 +19,12 @@ from core.settings import Settings
 from infra.bootstrap import (
     build_index,
     build_state_store,
+    clear_runtime,
     embedded_services,
     ensure_catalog,
+    write_runtime,
 )
+from infra.embedded import free_port
 from infra.replay import ReplayProgress, purchase_events, replay
 
 __all__ = ["run_demo"]
@@ -41,12 +44,14 @@ def _child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _spawn(args: list[str], settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+def _spawn(
+    args: list[str], settings: Settings, log_path: Path, **env: str
+) -> subprocess.Popen[bytes]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log_file:
         return subprocess.Popen(
             [sys.executable, "-m", "cli.main", *args],
-            env=_child_env(settings), stdin=subprocess.DEVNULL, stdout=log_file,
+            env={**_child_env(settings), **env}, stdin=subprocess.DEVNULL, stdout=log_file,
             stderr=subprocess.STDOUT, start_new_session=True,
         )
 
@@ -91,19 +96,24 @@ def run_demo(
         index, _ = build_index(live, catalog)
         click.echo(f"catalog: {len(catalog)} products; item index: {len(index)} vectors")
         store = build_state_store(live)
+        metrics_port = free_port()
         procs = [
-            _spawn(["consume"], live, log_dir / "consumer.log"),
+            _spawn(["consume"], live, log_dir / "consumer.log",
+                   STREAMREC_CONSUMER_METRICS_PORT=str(metrics_port)),
             _spawn(["serve", "--workers", str(workers)], live, log_dir / "api.log"),
         ]
         url = f"http://{live.api_host}:{live.api_port}"
+        write_runtime(live)
         try:
             _wait_healthy(url, procs, timeout_s=60)
             click.echo(f"streamrec is up: {url}  (API: {url}/api/recommendations?user_id=17850)")
+            click.echo(f"consumer metrics: http://{live.api_host}:{metrics_port}/metrics")
             click.echo(f"logs in {log_dir}; Ctrl-C stops everything")
             asyncio.run(_replay_with_status(live, store, rate, limit, status_every, procs))
         except KeyboardInterrupt:
             click.echo("\nstopping ...")
         finally:
+            clear_runtime(live)
             _stop(procs)
     click.echo("stopped.")
 

@@ -33,6 +33,8 @@ def cli(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # FAISS logs every CPU-specific build it tries before the one that loads.
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 
 @cli.command()
@@ -83,8 +85,9 @@ def consume() -> None:
 def recommend(user_id: str, k: int) -> None:
     """Print the same JSON as GET /api/recommendations."""
     from api import create_app
+    from infra.bootstrap import with_running_services
 
-    app = create_app(Settings())
+    app = create_app(with_running_services(Settings()))
     with app.test_client() as client:
         response = client.get("/api/recommendations", query_string={"user_id": user_id, "k": k})
         click.echo(json.dumps(response.get_json(), indent=2))

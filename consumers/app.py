@@ -16,6 +16,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker, KafkaMessage, KafkaRouter
+from prometheus_client import start_http_server
 
 from consumers.handlers import DeadLetter, InteractionBatchHandler, Record
 from consumers.metrics import ConsumerMetrics
@@ -103,14 +104,14 @@ def _observe_lag(
 ) -> None:
     # The high-water mark rides on every fetch response (Tansu's ListOffsets is not
     # reliable), so lag = highwater - (last offset read + 1), per partition.
-    consumer = getattr(message, "consumer", None)
-    if consumer is None:
+    highwater_of = getattr(getattr(message, "consumer", None), "highwater", None)
+    if highwater_of is None:  # FastStream's test broker has no fetch responses
         return
     last: dict[tuple[str, int], int] = {}
     for r in records:
         last[(r.topic, r.partition)] = max(r.offset, last.get((r.topic, r.partition), -1))
     for (topic, partition), offset in last.items():
-        highwater = consumer.highwater(TopicPartition(topic, partition))
+        highwater = highwater_of(TopicPartition(topic, partition))
         if highwater is not None:
             metrics.observe_lag(topic, partition, max(0, highwater - offset - 1))
 
@@ -123,7 +124,18 @@ def create_consumer_app(settings: Settings) -> FastStream:
     index, _ = bootstrap.build_index(settings, catalog)
     store = bootstrap.build_state_store(settings)
     processor = bootstrap.build_processor(settings, store, index, catalog)
+    metrics = ConsumerMetrics()
     app, _broker = build_consumer_app(
-        settings, lambda sink, observe: InteractionBatchHandler(processor, sink, observe)
+        settings, lambda sink, observe: InteractionBatchHandler(processor, sink, observe),
+        metrics,
     )
+    if settings.consumer_metrics_port:
+
+        @app.on_startup
+        def serve_metrics() -> None:
+            start_http_server(
+                settings.consumer_metrics_port, addr=settings.api_host, registry=metrics.registry
+            )
+            log.info("consumer metrics on :%d/metrics", settings.consumer_metrics_port)
+
     return app

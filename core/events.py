@@ -158,7 +158,7 @@ class ItemUpserted(_Event):
 
 CatalogEvent = ItemUpserted
 
-_interaction_adapter: TypeAdapter[Any] = TypeAdapter(Interaction)
+_interaction_adapter: TypeAdapter[Any] = TypeAdapter(Interaction)  # type: ignore[arg-type, unused-ignore]
 _interactions_adapter: TypeAdapter[Any] = TypeAdapter(list[Interaction])
 
 

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     #: aiokafka waits up to this long for data; low values buy freshness.
     fetch_max_wait_ms: int = Field(20, ge=1, le=10_000)
     consumer_max_records: int = Field(500, ge=1, le=100_000)
+    #: Port of the consumers' Prometheus endpoint (0 = not served).
+    consumer_metrics_port: int = Field(0, ge=0, le=65535)
 
     # --- files ------------------------------------------------------------------------
     #: The shipped catalog and purchase history (Online Retail extract).

@@ -1,0 +1,10 @@
+"""Adapters to the outside world and the one wiring place.
+
+* :mod:`infra.embedded` -- Tansu broker and redis-server as child processes.
+* :mod:`infra.kafka` -- topic setup, the sync event publisher, batch producing, lag.
+* :mod:`infra.redis_store` -- the Redis StateStore; :mod:`infra.memory_store` its fake.
+* :mod:`infra.sql` -- events archive and products on SQLite or PostgreSQL.
+* :mod:`infra.bootstrap` -- builds all of them from a :class:`core.settings.Settings`.
+
+Submodules are imported on demand: importing :mod:`infra` starts and loads nothing.
+"""

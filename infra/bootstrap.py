@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,10 +39,13 @@ __all__ = [
     "build_processor",
     "build_publisher",
     "build_state_store",
+    "clear_runtime",
     "ensure_catalog",
     "ensure_kafka_topics",
     "kafka_reachable",
     "start_embedded",
+    "with_running_services",
+    "write_runtime",
 ]
 
 log = logging.getLogger(__name__)
@@ -87,6 +92,47 @@ def start_embedded(settings: Settings, log_dir: Path | None = None) -> EmbeddedS
         stack.stop()
         raise
     return stack
+
+
+def _runtime_file(settings: Settings) -> Path:
+    return settings.state_dir / "runtime.json"
+
+
+def write_runtime(settings: Settings) -> Path:
+    """Record where a running demo's services are, for other commands on this machine."""
+    path = _runtime_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({
+        "pid": os.getpid(),
+        "kafka_bootstrap": settings.kafka_bootstrap,
+        "redis_url": settings.redis_url,
+        "database_url": settings.database_url,
+        "api_url": f"http://{settings.api_host}:{settings.api_port}",
+    }))
+    tmp.replace(path)
+    return path
+
+
+def clear_runtime(settings: Settings) -> None:
+    _runtime_file(settings).unlink(missing_ok=True)
+
+
+def with_running_services(settings: Settings) -> Settings:
+    """Fill service addresses the settings leave empty from a demo running here."""
+    path = _runtime_file(settings)
+    if not path.exists():
+        return settings
+    try:
+        runtime = json.loads(path.read_text())
+        os.kill(int(runtime["pid"]), 0)  # is that demo still alive?
+    except (OSError, ValueError, KeyError):
+        return settings
+    return settings.with_services(
+        kafka_bootstrap=settings.kafka_bootstrap or runtime.get("kafka_bootstrap"),
+        redis_url=settings.redis_url or runtime.get("redis_url"),
+        database_url=settings.database_url or runtime.get("database_url"),
+    )
 
 
 def ensure_kafka_topics(settings: Settings) -> None:
@@ -167,7 +213,9 @@ def build_index(settings: Settings, catalog: dict[str, Item]) -> tuple[FaissInde
 # --- state ---------------------------------------------------------------------------------
 def build_state_store(settings: Settings) -> RedisStateStore:
     if not settings.redis_url:
-        raise ServiceUnavailable("no Redis URL: start the embedded one first (start_embedded)")
+        raise ServiceUnavailable(
+            "no Redis configured: set STREAMREC_REDIS_URL (or REDIS_URL), or run `streamrec demo`"
+        )
     client = redis_client(settings.redis_url)
     return RedisStateStore(
         client,

@@ -31,7 +31,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import redis
-from aiokafka import AIOKafkaClient  # type: ignore[attr-defined]
+from aiokafka import AIOKafkaClient
 
 from core.errors import ConfigurationError, ServiceUnavailable
 
@@ -104,7 +104,7 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     thread.join()
     if "error" in box:
         raise box["error"]
-    return box["result"]  # type: ignore[no-any-return]
+    return box["result"]
 
 
 class EmbeddedServer:
@@ -199,7 +199,9 @@ class EmbeddedServer:
                 )
             try:
                 self.probe()
-                return
+                if proc.poll() is None:  # the answer did not come from someone else's server
+                    return
+                continue
             except Exception as exc:  # not ready yet: connection refused, metadata error...
                 last_error = exc
             if time.monotonic() >= deadline:
@@ -333,5 +335,9 @@ class EmbeddedRedis(EmbeddedServer):
         try:
             if not client.ping():
                 raise ServiceUnavailable("PING was not answered with PONG")
+            # A server that already held the port would answer too: check it is ours.
+            pid = client.info("server").get("process_id")
+            if pid != self.pid:
+                raise ServiceUnavailable(f"port {self.port} is answered by pid {pid}, not ours")
         finally:
             client.close()

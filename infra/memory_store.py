@@ -136,7 +136,13 @@ class InMemoryStateStore:
         self.max_exponent = max_exponent
         self.clock = clock
         self._lock = threading.Lock()
-        self.clear()
+        self._seen: dict[str, float] = {}  # event id -> expiry (wall clock)
+        self._purge_at = 1024
+        self._recent: dict[str, list[str]] = {}
+        self._popularity = DecayedScores(half_life_s, max_exponent)
+        self._profiles: dict[str, Vector] = {}
+        self._counters: dict[str, int] = {}
+        self._last_ts: float | None = None
 
     def ping(self) -> bool:
         return True
@@ -197,10 +203,10 @@ class InMemoryStateStore:
 
     def clear(self) -> None:
         with self._lock:
-            self._seen: dict[str, float] = {}
+            self._seen = {}
             self._purge_at = 1024
-            self._recent: dict[str, list[str]] = {}
+            self._recent = {}
             self._popularity = DecayedScores(self.half_life_s, self.max_exponent)
-            self._profiles: dict[str, Vector] = {}
-            self._counters: dict[str, int] = {}
-            self._last_ts: float | None = None
+            self._profiles = {}
+            self._counters = {}
+            self._last_ts = None

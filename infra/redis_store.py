@@ -19,7 +19,9 @@ key                           type       content
 
 Popularity is decayed lazily (see :mod:`infra.memory_store`); the rebase, which
 must read the stored reference time and rescale every scope atomically, runs
-server side in a small Lua script queued inside the transaction. Keys are
+server side in a Lua script queued inside the transaction, together with the
+recent-list and popularity updates (one command for the whole batch instead of
+one per item: the client's command packing was the bottleneck). Keys are
 computed inside the script, so this store needs a single Redis (not Cluster).
 """
 
@@ -50,9 +52,12 @@ __all__ = ["RedisStateStore", "redis_client"]
 #: Dedupe buckets per TTL: ``seen_events`` checks this many sets (plus one).
 _DEDUPE_BUCKETS = 8
 
+# One script applies the parts of a batch that need server-side reads (rebase, max) or
+# would otherwise cost one command per item (recent lists, popularity increments).
 # KEYS: meta hash, scopes set. ARGV: t, half_life, max_exponent, pop key prefix,
-# last_event_ts ("" = none), then per scope: name, n, item1, w1, ..., itemN, wN.
-_APPLY_TIME_LUA = """
+# last_event_ts ("" = none), recent key prefix, recent_max, number of users, then per
+# user: name, n, items newest first; then per scope: name, n, item1, w1, ..., itemN, wN.
+_APPLY_LUA = """
 local meta, scopes = KEYS[1], KEYS[2]
 local t, hl, max_exp = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local prefix = ARGV[4]
@@ -62,7 +67,18 @@ if ARGV[5] ~= '' then
     redis.call('HSET', meta, 'last_event_ts', ARGV[5])
   end
 end
-if #ARGV < 6 then return 0 end
+local recent_prefix, recent_max = ARGV[6], tonumber(ARGV[7])
+local i = 9
+for _ = 1, tonumber(ARGV[8]) do
+  local key = recent_prefix .. ARGV[i]
+  local n = tonumber(ARGV[i + 1])
+  i = i + 2
+  for j = i, i + n - 1 do redis.call('LREM', key, 0, ARGV[j]) end
+  for j = i + n - 1, i, -1 do redis.call('LPUSH', key, ARGV[j]) end
+  redis.call('LTRIM', key, 0, recent_max - 1)
+  i = i + n
+end
+if i > #ARGV then return 0 end
 local ref = tonumber(redis.call('HGET', meta, 'pop_ref') or ARGV[1])
 local rebased = 0
 if (t - ref) / hl > max_exp then
@@ -78,7 +94,6 @@ redis.call('HSET', meta, 'pop_ref', string.format('%.17g', ref))
 local now = redis.call('HGET', meta, 'pop_now')
 if (not now) or tonumber(now) < t then redis.call('HSET', meta, 'pop_now', ARGV[1]) end
 local scale = 2 ^ ((t - ref) / hl)
-local i = 6
 while i <= #ARGV do
   local key = prefix .. ARGV[i]
   local n = tonumber(ARGV[i + 1])
@@ -91,6 +106,18 @@ while i <= #ARGV do
   i = i + 2 * n
 end
 return rebased
+"""
+
+# KEYS: the live dedupe buckets. ARGV: event ids. Returns 1/0 per id (seen in any bucket).
+_SEEN_LUA = """
+local out = {}
+for i, id in ipairs(ARGV) do
+  out[i] = 0
+  for _, key in ipairs(KEYS) do
+    if redis.call('SISMEMBER', key, id) == 1 then out[i] = 1; break end
+  end
+end
+return out
 """
 
 
@@ -205,16 +232,10 @@ class RedisStateStore:
         ids = list(dict.fromkeys(event_ids))
         if not ids:
             return set()
-        buckets = self._live_buckets(self.clock())
+        keys = [self._seen_key(b) for b in self._live_buckets(self.clock())]
         with _temporary_failures("seen_events"):
-            pipe = self.client.pipeline(transaction=False)
-            for bucket in buckets:
-                pipe.smismember(self._seen_key(bucket), ids)
-            answers: list[list[int]] = pipe.execute()
-        seen: set[str] = set()
-        for flags in answers:
-            seen.update(i for i, flag in zip(ids, flags, strict=True) if flag)
-        return seen
+            flags: list[int] = self.client.eval(_SEEN_LUA, len(keys), *keys, *ids)
+        return {i for i, flag in zip(ids, flags, strict=True) if flag}
 
     def apply(self, update: StateUpdate) -> None:
         pipe = self.client.pipeline(transaction=True)
@@ -227,19 +248,9 @@ class RedisStateStore:
             # The bucket lives until its last member is older than the TTL.
             pipe.expire(key, math.ceil((bucket + 1) * self._bucket_s + self.dedupe_ttl_s - now))
             queued = True
-        for user, items in update.recent.items():
-            newest = unique_newest_first(items)
-            if not newest:
-                continue
-            key = self._recent_key(user)
-            for item in newest:
-                pipe.lrem(key, 0, item)
-            pipe.lpush(key, *reversed(newest))
-            pipe.ltrim(key, 0, self.recent_max - 1)
-            queued = True
-        args = self._time_args(update)
+        args = self._script_args(update)
         if args is not None:
-            pipe.eval(_APPLY_TIME_LUA, 2, self._meta, self._scopes, *args)
+            pipe.eval(_APPLY_LUA, 2, self._meta, self._scopes, *args)
             queued = True
         if update.profiles:
             pipe.hset(self._profiles, mapping={
@@ -254,19 +265,26 @@ class RedisStateStore:
             with _temporary_failures("apply"):
                 pipe.execute()
 
-    def _time_args(self, update: StateUpdate) -> list[str] | None:
+    def _script_args(self, update: StateUpdate) -> list[str] | None:
+        recent_args: list[str] = []
+        users = 0
+        for user, items in update.recent.items():
+            newest = unique_newest_first(items)[: self.recent_max]
+            if newest:
+                recent_args += [user, str(len(newest)), *newest]
+                users += 1
         pop_args: list[str] = []
         for scope, weights in update.popularity.items():
-            if not weights:
-                continue
-            pop_args += [scope, str(len(weights))]
-            for item, weight in weights.items():
-                pop_args += [item, _num(weight)]
-        if not pop_args and update.last_event_ts is None:
+            if weights:
+                pop_args += [scope, str(len(weights))]
+                for item, weight in weights.items():
+                    pop_args += [item, _num(weight)]
+        if not (recent_args or pop_args) and update.last_event_ts is None:
             return None
         last = "" if update.last_event_ts is None else _num(update.last_event_ts)
         return [_num(update.popularity_at), _num(self.half_life_s), _num(self.max_exponent),
-                self._pop_key(""), last, *pop_args]
+                self._pop_key(""), last, self._recent_key(""), str(self.recent_max),
+                str(users), *recent_args, *pop_args]
 
     def recent_items(self, user_id: str, n: int = 50) -> list[str]:
         if n <= 0:

@@ -167,7 +167,8 @@ class SqlStore:
         if limit is not None:
             query = query.limit(limit)
         with self._begin("events") as conn:
-            return [dict(payload) for payload in conn.execute(query).scalars()]
+            payloads: list[dict[str, Any]] = list(conn.execute(query).scalars())
+            return payloads
 
     # --- products ------------------------------------------------------------------------------
     def upsert_products(self, items: Iterable[Item | ItemUpserted]) -> int:

@@ -36,7 +36,8 @@ class ContentEmbedder:
 
     Word unigrams and bigrams plus character 3-5-grams (within words) are weighted
     by TF-IDF with sublinear term frequency, stacked, reduced by truncated SVD
-    (LSA, exact ARPACK solver) and L2-normalised, so the inner product of two vectors is their cosine.
+    (LSA, exact ARPACK solver) and L2-normalised, so the inner product of two
+    vectors is their cosine.
 
     Parameters
     ----------

@@ -56,7 +56,7 @@ class ServicePlan:
 
 def _docker_answers() -> bool:
     try:
-        import testcontainers  # type: ignore[import-not-found]  # noqa: F401
+        import testcontainers  # noqa: F401
     except ImportError:
         return False
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
@@ -131,7 +131,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if plan == "env":
         yield os.environ["STREAMREC_TEST_KAFKA_BOOTSTRAP"]
     elif plan == "testcontainers":
-        from testcontainers.kafka import KafkaContainer  # type: ignore[import-not-found]
+        from testcontainers.kafka import KafkaContainer
 
         with KafkaContainer("confluentinc/cp-kafka:7.6.1").with_kraft() as kafka:
             yield kafka.get_bootstrap_server()
@@ -158,7 +158,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if plan == "env":
         yield os.environ["STREAMREC_TEST_REDIS_URL"]
     elif plan == "testcontainers":
-        from testcontainers.redis import RedisContainer  # type: ignore[import-not-found]
+        from testcontainers.redis import RedisContainer
 
         with RedisContainer("redis:7-alpine") as container:
             host = container.get_container_host_ip()
@@ -177,7 +177,7 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if plan == "env":
         yield os.environ["STREAMREC_TEST_DATABASE_URL"]
     elif plan == "testcontainers":
-        from testcontainers.postgres import PostgresContainer  # type: ignore[import-not-found]
+        from testcontainers.postgres import PostgresContainer
 
         with PostgresContainer("postgres:16-alpine", driver="psycopg") as pg:
             yield pg.get_connection_url()

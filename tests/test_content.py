@@ -15,6 +15,8 @@ from offline.content import ContentEmbedder
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
+Fitted = tuple[ContentEmbedder, npt.NDArray[np.float32]]
+
 
 @pytest.fixture(scope="module")
 def catalog() -> list[Item]:
@@ -22,7 +24,7 @@ def catalog() -> list[Item]:
 
 
 @pytest.fixture(scope="module")
-def fitted(catalog: list[Item]) -> tuple[ContentEmbedder, npt.NDArray[np.float32]]:
+def fitted(catalog: list[Item]) -> Fitted:
     embedder = ContentEmbedder(dim=64, random_state=0)
     return embedder, embedder.fit_transform(catalog)
 
@@ -35,13 +37,15 @@ def _intra_inter(vectors: npt.NDArray[np.float32], labels: list[str]) -> tuple[f
     return float(sims[same & off_diagonal].mean()), float(sims[~same].mean())
 
 
-def test_vectors_are_unit_float32_of_the_asked_width(fitted) -> None:
+def test_vectors_are_unit_float32_of_the_asked_width(fitted: Fitted) -> None:
     embedder, vectors = fitted
     assert vectors.dtype == np.float32 and vectors.shape[1] == 64 == embedder.dim_
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
-def test_same_category_items_are_closer_than_other_categories(fitted, catalog) -> None:
+def test_same_category_items_are_closer_than_other_categories(
+    fitted: Fitted, catalog: list[Item]
+) -> None:
     _, vectors = fitted
     intra, inter = _intra_inter(vectors, [item.category for item in catalog])
     assert intra > inter + 0.3
@@ -55,7 +59,7 @@ def test_names_alone_still_put_same_category_items_closer(catalog: list[Item]) -
     assert intra > 2 * inter
 
 
-def test_a_new_item_lands_next_to_its_kind(fitted, catalog) -> None:
+def test_a_new_item_lands_next_to_its_kind(fitted: Fitted, catalog: list[Item]) -> None:
     embedder, vectors = fitted
     new = embedder.transform([Item("new-1", "Pink Polkadot Coffee Mug")])[0]
     nearest = [catalog[j].name for j in np.argsort(-(vectors @ new))[:5]]
@@ -77,13 +81,15 @@ def test_dim_is_capped_by_a_tiny_catalog() -> None:
     assert embedder.dim == 64  # the hyperparameter is left as given
 
 
-def test_text_sharing_nothing_with_the_catalog_embeds_to_zero(fitted) -> None:
+def test_text_sharing_nothing_with_the_catalog_embeds_to_zero(fitted: Fitted) -> None:
     embedder, _ = fitted
     vector = embedder.transform([Item("x", "ΩΩΩ")])[0]
     assert not vector.any()
 
 
-def test_save_then_load_transforms_identically(fitted, catalog, tmp_path: Path) -> None:
+def test_save_then_load_transforms_identically(
+    fitted: Fitted, catalog: list[Item], tmp_path: Path
+) -> None:
     embedder, vectors = fitted
     embedder.save(tmp_path / "content.pkl")
     loaded = ContentEmbedder.load(tmp_path / "content.pkl")

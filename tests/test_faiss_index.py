@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import faiss
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -95,3 +96,11 @@ def test_faiss_load_refuses_an_exact_snapshot(tmp_path: Path) -> None:
     exact.save(tmp_path / "snap")
     with pytest.raises(DataNotFound):
         FaissIndex.load(tmp_path / "snap")
+
+
+def test_single_query_search_leaves_the_callers_openmp_threads_alone() -> None:
+    index = FaissIndex(4)
+    index.upsert(["a", "b"], np.eye(4, dtype=np.float32)[:2])
+    before = faiss.omp_get_max_threads()
+    assert index.search(np.ones(4), k=2).ids in (["a", "b"], ["b", "a"])
+    assert faiss.omp_get_max_threads() == before

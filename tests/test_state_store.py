@@ -33,6 +33,11 @@ class TestRedisStateStore(StateStoreContract):
     def make_store(self, **options: Any) -> RedisStateStore:
         return RedisStateStore(self.client, prefix=self.prefix, **options)
 
+    def _pop_ref(self) -> float:
+        raw = self.client.hget(self.prefix + "meta", "pop_ref")
+        assert raw is not None
+        return float(raw)
+
     def test_clear_deletes_only_keys_under_its_prefix(self) -> None:
         store = self.store()
         store.apply(StateUpdate(counters={"c": 1}, recent={"u": ["a"]}))
@@ -61,11 +66,11 @@ class TestRedisStateStore(StateStoreContract):
     def test_rebase_moves_the_stored_reference_time(self) -> None:
         store = self.store(half_life_s=10.0, max_exponent=4.0)
         store.apply(StateUpdate(popularity={ALL_ITEMS: {"a": 1.0}}, popularity_at=T0))
-        assert float(self.client.hget(self.prefix + "meta", "pop_ref")) == T0
+        assert self._pop_ref() == T0
         store.apply(StateUpdate(popularity={ALL_ITEMS: {"b": 1.0}}, popularity_at=T0 + 30))
-        assert float(self.client.hget(self.prefix + "meta", "pop_ref")) == T0
+        assert self._pop_ref() == T0
         store.apply(StateUpdate(popularity={ALL_ITEMS: {"c": 1.0}}, popularity_at=T0 + 50))
-        assert float(self.client.hget(self.prefix + "meta", "pop_ref")) == T0 + 50
+        assert self._pop_ref() == T0 + 50
         # Stored scores were rescaled to the new reference: c was added at scale 1.
         stored = dict(self.client.zrange(self.prefix + "pop:all", 0, -1, withscores=True))
         assert stored[b"c"] == pytest.approx(1.0)
@@ -94,7 +99,7 @@ class TestRedisStateStore(StateStoreContract):
                 event_ids=[f"e{i}" for i in range(100)],
                 recent={f"u{i}": ["a", "b"] for i in range(10)},
                 popularity={ALL_ITEMS: {f"i{i}": 1.0 for i in range(50)}}, popularity_at=T0,
-                profiles={"u1": np.ones(4)}, counters={"view": 100}, last_event_ts=T0,
+                profiles={"u1": np.ones(4, np.float32)}, counters={"view": 100}, last_event_ts=T0,
             ))
         finally:
             del self.client.pipeline

@@ -180,7 +180,7 @@ class StateStoreContract:
     # --- profiles, counters, freshness ----------------------------------------------------
     def test_profiles_round_trip_as_float32_and_replace_old_ones(self) -> None:
         store = self.store()
-        store.apply(StateUpdate(profiles={"u1": np.array([0.5, -1.25, 3.0]),
+        store.apply(StateUpdate(profiles={"u1": np.array([0.5, -1.25, 3.0], np.float32),
                                           "u2": np.ones(2, dtype=np.float32)}))
         store.apply(StateUpdate(profiles={"u2": np.array([2.0, 0.0], dtype=np.float32)}))
         got = store.get_profiles(["u1", "u2", "nobody"])
@@ -205,7 +205,7 @@ class StateStoreContract:
         store = self.store(half_life_s=HOUR)
         store.apply(StateUpdate(
             event_ids=["e1"], recent={"u1": ["a"]}, popularity={ALL_ITEMS: {"a": 1.0}},
-            popularity_at=T0, profiles={"u1": np.ones(3)}, counters={"c": 1},
+            popularity_at=T0, profiles={"u1": np.ones(3, np.float32)}, counters={"c": 1},
             last_event_ts=T0,
         ))
         store.clear()

@@ -94,6 +94,11 @@ class VectorIndexContract:
         assert len(index) == 1
         np.testing.assert_allclose(index.get(["a"])["a"], axis(1), atol=1e-6)
 
+    def test_upsert_of_nothing_changes_nothing(self, index: VectorIndex) -> None:
+        index.upsert([], np.zeros((0, DIM), dtype=np.float32))
+        index.upsert([], [])
+        assert len(index) == 0
+
     def test_upsert_with_wrong_dimension_is_rejected(self, index: VectorIndex) -> None:
         with pytest.raises(InvalidRequest):
             index.upsert(["a"], np.ones((1, DIM + 1), dtype=np.float32))

@@ -1,0 +1,92 @@
+"""The consumers' FastStream handler on FastStream's in-memory TestKafkaBroker.
+
+Fast checks of the handler wiring; the same paths run on the real broker in
+tests/integration.
+"""
+
+from __future__ import annotations
+
+import pytest
+from faststream.kafka import KafkaMessage, TestKafkaBroker
+
+from consumers.app import build_consumer_app
+from consumers.handlers import InteractionBatchHandler
+from consumers.metrics import ConsumerMetrics
+from core.events import ItemViewed, dump_event
+from core.settings import Settings
+from infra.memory_store import InMemoryStateStore
+from online_models.processor import StreamProcessor
+from online_models.profile import ContentProfile
+from tests.fakes import toy_catalog, toy_index
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def store() -> InMemoryStateStore:
+    return InMemoryStateStore()
+
+
+@pytest.fixture
+def parts(store: InMemoryStateStore):
+    settings = Settings(kafka_bootstrap="127.0.0.1:1", redis_url="redis://unused")
+    catalog = toy_catalog()
+    processor = StreamProcessor(store, toy_index(catalog),
+                                {i: it.category for i, it in catalog.items()},
+                                half_life_s=3600.0, profile=ContentProfile(0.3))
+    metrics = ConsumerMetrics()
+    app, broker = build_consumer_app(
+        settings, lambda sink, observe: InteractionBatchHandler(processor, sink, observe), metrics
+    )
+    dead: list[bytes] = []
+
+    @broker.subscriber(settings.dead_letter_topic)
+    async def collect(message: KafkaMessage) -> None:
+        dead.append(message.body)
+
+    return settings, broker, metrics, dead
+
+
+async def test_a_valid_event_updates_state_and_counts_in_metrics(parts, store) -> None:
+    settings, broker, metrics, _ = parts
+    async with TestKafkaBroker(broker) as test_broker:
+        event = ItemViewed(user_id="u1", item_id="bags-1")
+        await test_broker.publish(dump_event(event), settings.interactions_topic, key=b"u1")
+    assert store.recent_items("u1") == ["bags-1"]
+    assert metrics.events.labels("view")._value.get() == 1
+
+
+async def test_an_invalid_event_is_dead_lettered_and_the_batch_still_applies(parts, store):
+    settings, broker, metrics, dead = parts
+    async with TestKafkaBroker(broker) as test_broker:
+        await test_broker.publish_batch(
+            b'{"event_type": "view", "user_id": "u2"}',
+            dump_event(ItemViewed(user_id="u2", item_id="mugs-1")),
+            topic=settings.interactions_topic,
+        )
+    assert store.recent_items("u2") == ["mugs-1"]
+    assert dead == [b'{"event_type": "view", "user_id": "u2"}']
+    assert store.counters()["events.dead_letter"] == 1
+    assert metrics.dead_letters._value.get() == 1
+
+
+async def test_a_store_outage_fails_the_batch_so_it_is_redelivered(parts, store, monkeypatch):
+    settings, broker, _, _ = parts
+    import consumers.app
+
+    monkeypatch.setattr(consumers.app, "RETRY_PAUSE_S", 0.0)
+
+    def down(update: object) -> None:
+        raise ConnectionError("redis down")
+
+    monkeypatch.setattr(store, "apply", down)
+    async with TestKafkaBroker(broker) as test_broker:
+        with pytest.raises(Exception, match="redis down"):
+            await test_broker.publish(dump_event(ItemViewed(user_id="u3", item_id="bags-2")),
+                                      settings.interactions_topic)
+    assert store.recent_items("u3") == []
