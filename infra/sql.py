@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -28,6 +28,9 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from core.errors import ConfigurationError, TemporaryFailure
 from core.events import InteractionEvent, ItemUpserted
 from core.types import Item
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 __all__ = ["SqlStore", "events_table", "metadata", "products_table"]
 
@@ -103,6 +106,11 @@ class SqlStore:
             sa.event.listen(engine, "connect", _sqlite_pragmas)
         self.engine: Engine = engine.execution_options(
             schema_translate_map={None: schema}) if schema else engine
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SqlStore:
+        """The store at ``settings.database_url``, else the SQLite file in ``state_dir``."""
+        return cls(settings.database_url or settings.sqlite_url)
 
     def __repr__(self) -> str:
         return f"SqlStore({self.url.render_as_string(hide_password=True)!r})"

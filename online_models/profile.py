@@ -28,7 +28,7 @@ class ContentProfile:
     >>> v.tolist()
     [1.0, 0.0]
     >>> v = p.updated(v, np.array([0.0, 1.0], dtype=np.float32), weight=1.0)
-    >>> np.round(v, 3).tolist()
+    >>> [round(float(x), 3) for x in v]
     [0.707, 0.707]
     """
 

@@ -22,6 +22,7 @@ from infra.kafka import (
     ensure_topics,
     partition_lag,
     produce_batch,
+    topics_from_settings,
 )
 
 MakeTopic = Callable[..., str]
@@ -60,6 +61,11 @@ def test_publisher_from_settings_takes_topics_and_idempotence() -> None:
     publisher = KafkaEventPublisher.from_settings(settings, timeout_s=1.0)
     assert (publisher.bootstrap, publisher.interactions_topic, publisher.catalog_topic,
             publisher.idempotence, publisher.timeout_s) == ("127.0.0.1:1", "i2", "c2", True, 1.0)
+
+
+def test_topics_from_settings_lists_every_topic_with_its_partitions() -> None:
+    settings = Settings(topic_partitions=6, dead_letter_topic="dlq")
+    assert topics_from_settings(settings) == {"interactions": 6, "catalog": 6, "dlq": 1}
 
 
 def test_publisher_raises_temporary_failure_in_bounded_time_when_kafka_is_down() -> None:
@@ -251,3 +257,35 @@ def test_partition_lag_of_an_unknown_topic_is_a_temporary_failure(kafka_bootstra
     with pytest.raises(TemporaryFailure, match="could not read lag"):
         asyncio.run(partition_lag(kafka_bootstrap, "g", f"missing-{uuid.uuid4().hex}",
                                   timeout_s=1.0))
+
+
+@pytest.mark.integration
+def test_produce_batch_keeps_per_key_order_on_the_partition_send_would_pick(
+    kafka_bootstrap: str, kafka_topics: MakeTopic
+) -> None:
+    topic = kafka_topics(4)
+    keys = [f"user{k}".encode() for k in range(12)]
+
+    async def produce() -> dict[bytes, int]:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            records: list[tuple[bytes | None, bytes]] = [
+                (keys[i % len(keys)], str(i).encode()) for i in range(600)]
+            records.append((None, b"no-key"))
+            assert await produce_batch(producer, topic, records) == 601
+            # Where the producer's own send() puts each key.
+            return {k: (await producer.send_and_wait(topic, b"probe", key=k)).partition
+                    for k in keys}
+        finally:
+            await producer.stop()
+
+    send_partition = asyncio.run(produce())
+    records = consume(kafka_bootstrap, topic, 601 + len(keys))
+    by_key: dict[bytes, list[int]] = {}
+    for r in sorted(records, key=lambda r: (r.partition, r.offset)):
+        if r.key is not None and r.value != b"probe":
+            assert r.partition == send_partition[r.key]
+            by_key.setdefault(r.key, []).append(int(r.value or b"-1"))
+    assert all(values == sorted(values) and len(values) == 50 for values in by_key.values())
+    assert sum(r.value == b"no-key" for r in records) == 1

@@ -10,6 +10,7 @@ import pytest
 
 from core.errors import ConfigurationError, TemporaryFailure
 from core.events import ItemUpserted, ItemViewed, Purchased, parse_interaction
+from core.settings import Settings
 from core.types import Item
 from infra.embedded import free_port
 from infra.sql import SqlStore
@@ -21,11 +22,10 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
         sql = SqlStore(f"sqlite:///{tmp_path / 'nested' / 'archive.db'}")
     else:
         url: str = request.getfixturevalue("database_url")
-        if url.startswith("postgresql"):
-            # A schema per test: parallel runs and reruns never see each other's rows.
-            sql = SqlStore(url, schema=f"t_{uuid.uuid4().hex[:12]}")
-        else:
-            sql = SqlStore(url.replace("test.db", f"{uuid.uuid4().hex[:8]}.db"))
+        # PostgreSQL: a schema per test, so parallel runs never see each other's rows.
+        # SQLite: the session file; each test drops its tables afterwards.
+        schema = f"t_{uuid.uuid4().hex[:12]}" if url.startswith("postgresql") else None
+        sql = SqlStore(url, schema=schema)
     sql.create_schema()
     yield sql
     sql.drop_schema()
@@ -94,6 +94,14 @@ def test_create_schema_is_idempotent(store: SqlStore) -> None:
     store.create_schema()
     assert store.count_events() == 1
     assert store.ping() is True
+
+
+def test_from_settings_defaults_to_the_sqlite_file_in_state_dir(tmp_settings: Settings) -> None:
+    store = SqlStore.from_settings(tmp_settings)
+    store.create_schema()
+    store.upsert_products([Item("1", "x")])
+    store.close()
+    assert (tmp_settings.state_dir / "streamrec.db").is_file()
 
 
 def test_unsupported_or_invalid_urls_are_configuration_errors() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -54,7 +53,8 @@ class HybridScorer:
         Factories of the blended scorers (called in ``fit``), by name.
     weights
         One weight per component; None tunes them on a validation slice carved
-        from the training log (grid over the simplex, step ``grid_step``).
+        from the training log (coordinate ascent over a grid of step
+        ``grid_step``, at most ``rounds`` passes).
     protocol
         How the validation slice is carved (``temporal`` or ``leave-one-out``).
 
@@ -73,12 +73,13 @@ class HybridScorer:
 
     def __init__(self, components: dict[str, Callable[[], BatchScorer]],
                  weights: Sequence[float] | None = None, protocol: str = "leave-one-out",
-                 grid_step: float = 0.1, max_validation_users: int = 3000,
+                 grid_step: float = 0.1, rounds: int = 3, max_validation_users: int = 3000,
                  random_state: int = 0) -> None:
         self.components = components
         self.weights = weights
         self.protocol = protocol
         self.grid_step = grid_step
+        self.rounds = rounds
         self.max_validation_users = max_validation_users
         self.random_state = random_state
         self.models_: dict[str, BatchScorer] = {}
@@ -94,12 +95,6 @@ class HybridScorer:
             models[name] = model
         return models
 
-    def _grid(self) -> list[tuple[float, ...]]:
-        steps = round(1 / self.grid_step)
-        n = len(self.components)
-        return [tuple(c / steps for c in combo)
-                for combo in itertools.product(range(steps + 1), repeat=n)
-                if sum(combo) == steps]
 
     def fit(self, train: Interactions, items: Sequence[Item] = ()) -> None:
         if self.weights is not None:
@@ -116,13 +111,29 @@ class HybridScorer:
             return even
         models = self._fit_components(val.train, items)
         parts = [zscore_rows(m.score_many(val.users, val.item_ids)) for m in models.values()]
-        best, best_w = -1.0, even
-        for w in self._grid():
-            ndcg = validation_ndcg(_blend(parts, w), val.seen, val.relevant)
-            if ndcg > best:
-                best, best_w = ndcg, w
+
+        def quality(w: Sequence[float]) -> float:
+            return validation_ndcg(_blend(parts, w), val.seen, val.relevant)
+
+        # coordinate ascent over a grid of each weight (others fixed), a few rounds
+        best_w = list(even)
+        best = quality(best_w)
+        grid = np.round(np.arange(0.0, 1.0 + 1e-9, self.grid_step), 6).tolist()
+        for _ in range(self.rounds):
+            improved = False
+            for c in range(len(best_w)):
+                for value in grid:
+                    trial = [*best_w[:c], value, *best_w[c + 1:]]
+                    if sum(trial) <= 0 or trial == best_w:
+                        continue
+                    q = quality(trial)
+                    if q > best + 1e-9:
+                        best, best_w, improved = q, trial, True
+            if not improved:
+                break
         self.validation_ndcg_ = best
-        return best_w
+        total = sum(best_w)
+        return tuple(w / total for w in best_w)
 
     def score_many(self, user_ids: Sequence[str], item_ids: Sequence[str]) -> FloatMatrix:
         parts = [zscore_rows(m.score_many(user_ids, item_ids)) for m in self.models_.values()]

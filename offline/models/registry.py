@@ -28,11 +28,18 @@ __all__ = ["BASELINES", "MODELS", "make_model"]
 
 #: The collaborative baselines the hybrid and the ranker must beat.
 BASELINES = ("popularity", "item_knn", "als", "ease")
+#: Half-life of the trending scorer (a week, in the units of the log's timestamps).
+TRENDING_HALF_LIFE_S = 7 * 24 * 3600.0
+
+
+def _trending() -> PopularityScorer:
+    return PopularityScorer(half_life_s=TRENDING_HALF_LIFE_S)
 
 
 def _hybrid(protocol: str = "leave-one-out", random_state: int = 0) -> HybridScorer:
     return HybridScorer(
-        {"ease": EASEScorer, "item_knn": ItemKNNScorer, "content": ContentScorer},
+        {"ease": EASEScorer, "item_knn": ItemKNNScorer, "content": ContentScorer,
+         "trending": _trending},
         protocol=protocol, random_state=random_state,
     )
 
@@ -45,6 +52,7 @@ def _ranker(protocol: str = "leave-one-out", random_state: int = 0) -> LearnedRa
             "als": lambda: ALSScorer(random_state=random_state),
             "ease": EASEScorer,
             "content": ContentScorer,
+            "trending": _trending,
         },
         protocol=protocol, random_state=random_state,
     )
@@ -69,6 +77,7 @@ def _params(cls: type) -> set[str]:
 
 MODELS: dict[str, Callable[..., Scorer | BatchScorer]] = {
     "popularity": lambda **_: PopularityScorer(),
+    "trending": lambda **_: _trending(),
     "item_knn": lambda **_: ItemKNNScorer(),
     "als": lambda random_state=0, **_: ALSScorer(random_state=random_state),
     "ease": lambda **_: EASEScorer(),
