@@ -124,11 +124,16 @@ def create_consumer_app(settings: Settings) -> FastStream:
     index, _ = bootstrap.build_index(settings, catalog)
     store = bootstrap.build_state_store(settings)
     processor = bootstrap.build_processor(settings, store, index, catalog)
+    archive = bootstrap.build_sql_store(settings)
     metrics = ConsumerMetrics()
     app, _broker = build_consumer_app(
-        settings, lambda sink, observe: InteractionBatchHandler(processor, sink, observe),
+        settings,
+        lambda sink, observe: InteractionBatchHandler(
+            processor, sink, observe, archive=archive.archive_events
+        ),
         metrics,
     )
+    app.on_shutdown(archive.close)
     if settings.consumer_metrics_port:
 
         @app.on_startup

@@ -63,6 +63,8 @@ class BatchResult:
 
 DeadLetterSink = Callable[[Sequence[DeadLetter]], Awaitable[None]]
 BatchObserver = Callable[[Sequence[Record], BatchResult, float], None]
+#: Writes events to the archive (idempotent by event id); returns how many were new.
+Archive = Callable[[Sequence[InteractionEvent]], int]
 
 
 class InteractionBatchHandler:
@@ -73,10 +75,12 @@ class InteractionBatchHandler:
         processor: StreamProcessor,
         dead_letters: DeadLetterSink,
         observe: BatchObserver | None = None,
+        archive: Archive | None = None,
     ) -> None:
         self.processor = processor
         self.dead_letters = dead_letters
         self.observe = observe
+        self.archive = archive
 
     @staticmethod
     def validate(records: Sequence[Record]) -> tuple[list[InteractionEvent], list[DeadLetter]]:
@@ -102,6 +106,9 @@ class InteractionBatchHandler:
             # Redis calls block: run them off the loop so the consumer keeps its heartbeat.
             counters = {"events.dead_letter": len(bad)} if bad else None
             update = await asyncio.to_thread(self.processor.apply, events, counters)
+            if self.archive is not None and events:
+                # Idempotent too: a redelivered batch inserts nothing twice.
+                await asyncio.to_thread(self.archive, events)
         except StreamrecError:
             raise
         except Exception as exc:  # an adapter bug or outage must not lose the batch

@@ -38,6 +38,7 @@ __all__ = [
     "build_index",
     "build_processor",
     "build_publisher",
+    "build_sql_store",
     "build_state_store",
     "clear_runtime",
     "ensure_catalog",
@@ -170,11 +171,17 @@ def _database_url(settings: Settings) -> str:
     return settings.database_url or settings.sqlite_url
 
 
+def build_sql_store(settings: Settings) -> SqlStore:
+    """The SQL store (catalog, events archive), its schema created if missing."""
+    store = SqlStore(_database_url(settings))
+    store.create_schema()
+    return store
+
+
 def ensure_catalog(settings: Settings) -> dict[str, Item]:
     """The catalog from the SQL store, loading the shipped catalog the first time."""
-    store = SqlStore(_database_url(settings))
+    store = build_sql_store(settings)
     try:
-        store.create_schema()
         items = store.products()
         if not items:
             items = load_catalog(settings.data_dir)

@@ -193,11 +193,12 @@ class RedisStateStore:
 
     @classmethod
     def from_settings(
-        cls, client: redis.Redis, settings: Settings, *, prefix: str = "sr:"
+        cls, client: redis.Redis, settings: Settings, *, prefix: str | None = None
     ) -> RedisStateStore:
+        """A store with the settings' limits; ``prefix`` defaults to ``settings.redis_prefix``."""
         return cls(
             client,
-            prefix=prefix,
+            prefix=settings.redis_prefix if prefix is None else prefix,
             recent_max=settings.recent_items_max,
             dedupe_ttl_s=settings.dedupe_ttl_s,
             half_life_s=settings.popularity_half_life_s,

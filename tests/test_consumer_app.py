@@ -40,7 +40,7 @@ def parts(store: InMemoryStateStore):
                                 {i: it.category for i, it in catalog.items()},
                                 half_life_s=3600.0, profile=ContentProfile(0.3))
     metrics = ConsumerMetrics()
-    app, broker = build_consumer_app(
+    _app, broker = build_consumer_app(
         settings, lambda sink, observe: InteractionBatchHandler(processor, sink, observe), metrics
     )
     dead: list[bytes] = []

@@ -85,6 +85,7 @@ class HybridScorer:
         self.models_: dict[str, BatchScorer] = {}
         self.weights_: tuple[float, ...] = ()
         self.validation_ndcg_: float | None = None
+        self.universe_: list[str] = []
 
     def _fit_components(self, train: Interactions, items: Sequence[Item]) -> dict[
             str, BatchScorer]:
@@ -102,6 +103,8 @@ class HybridScorer:
         else:
             self.weights_ = self._tune(train, items)
         self.models_ = self._fit_components(train, items)
+        self.universe_ = []
+        self._all_items()
 
     def _tune(self, train: Interactions, items: Sequence[Item]) -> tuple[float, ...]:
         even = tuple(1 / len(self.components) for _ in self.components)
@@ -136,30 +139,31 @@ class HybridScorer:
         return tuple(w / total for w in best_w)
 
     def score_many(self, user_ids: Sequence[str], item_ids: Sequence[str]) -> FloatMatrix:
-        parts = [zscore_rows(m.score_many(user_ids, item_ids)) for m in self.models_.values()]
-        return _blend(parts, self.weights_)
+        # normalise against every known item, so a short item list scores like the full one
+        ids = list(item_ids)
+        universe = self._all_items()
+        extra = sorted(set(ids) - set(universe))
+        full = [*universe, *extra]
+        parts = [zscore_rows(m.score_many(user_ids, full)) for m in self.models_.values()]
+        blended = _blend(parts, self.weights_)
+        if full == ids:
+            return blended
+        pos = {it: j for j, it in enumerate(full)}
+        return blended[:, [pos[i] for i in ids]]
 
     def score(self, user_id: str, item_ids: Sequence[str] | None = None) -> ScoredItems:
-        if item_ids is None:
-            known: set[str] = set()
-            for m in self.models_.values():
-                known.update(m.score(user_id).ids)
-            ids = sorted(known)
-        else:
-            ids = list(item_ids)
-        # normalise against all items, so a short item list scores like the full ranking
-        universe = sorted(set(ids) | set(self._all_items()))
-        row = self.score_many([user_id], universe)[0]
-        pos = {it: i for i, it in enumerate(universe)}
-        vals: npt.NDArray[np.float64] = np.array([row[pos[i]] for i in ids], dtype=np.float64)
-        ok = ~np.isnan(vals)
-        return ScoredItems([i for i, keep in zip(ids, ok, strict=True) if keep], vals[ok])
+        ids = self._all_items() if item_ids is None else list(item_ids)
+        row = self.score_many([user_id], ids)[0]
+        ok = ~np.isnan(row)
+        return ScoredItems([i for i, keep in zip(ids, ok, strict=True) if keep], row[ok])
 
     def _all_items(self) -> list[str]:
-        out: set[str] = set()
-        for m in self.models_.values():
-            out.update(getattr(m, "item_ids_", []))
-        return sorted(out)
+        if not self.universe_:
+            out: set[str] = set()
+            for m in self.models_.values():
+                out.update(getattr(m, "item_ids_", []))
+            self.universe_ = sorted(out)
+        return self.universe_
 
     def __repr__(self) -> str:
         return f"HybridScorer(components={list(self.components)}, weights={self.weights_})"

@@ -12,6 +12,7 @@ models carve their validation slice) and ``random_state``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from core.errors import ConfigurationError
@@ -49,7 +50,7 @@ def _ranker(protocol: str = "leave-one-out", random_state: int = 0) -> LearnedRa
         {
             "popularity": PopularityScorer,
             "item_knn": ItemKNNScorer,
-            "als": lambda: ALSScorer(random_state=random_state),
+            "als": partial(ALSScorer, random_state=random_state),
             "ease": EASEScorer,
             "content": ContentScorer,
             "trending": _trending,

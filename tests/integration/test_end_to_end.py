@@ -15,6 +15,7 @@ from flask import Flask
 from api import create_app
 from core.settings import Settings
 from infra.kafka import KafkaEventPublisher
+from infra.sql import SqlStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -68,6 +69,26 @@ def test_views_posted_to_the_api_turn_a_new_users_recommendations_toward_that_ca
     recs = client.get("/api/recommendations?user_id=new-shopper&k=10").get_json()["items"]
     assert not set(items) & {r["item_id"] for r in recs}, "viewed items are not recommended again"
     assert all("content" in r["sources"] for r in recs if r["category"] == target)
+
+
+def test_applied_events_are_archived_in_sql_once(
+    app: Flask, live_settings: Settings, running_consumer: object
+) -> None:
+    item_id = next(iter(app.extensions["streamrec"].catalog))
+    event = {"event_id": "archived-once", "event_type": "purchase", "user_id": "buyer",
+             "item_id": item_id, "quantity": 2}
+    client = app.test_client()
+    assert client.post("/api/events", json=event).status_code == 202
+    assert client.post("/api/events", json=event).status_code == 202  # a client retry
+    store = SqlStore(live_settings.database_url)
+    try:
+        assert poll(lambda: store.count_events() == 1)
+        assert store.events()[0]["event_id"] == "archived-once"
+    finally:
+        store.close()
+    state = app.extensions["streamrec"].state
+    assert poll(lambda: state.counters().get("events.duplicate") == 1)
+    assert state.counters()["events.purchase"] == 1
 
 
 def test_a_malformed_message_goes_to_the_dead_letter_topic_and_the_next_event_still_applies(

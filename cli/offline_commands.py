@@ -1,0 +1,127 @@
+"""``streamrec train`` and ``streamrec evaluate``: thin click wrappers over ``offline``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from core.errors import StreamrecError
+from core.settings import Settings
+from offline.datasets import DATASETS, Dataset, load_dataset
+from offline.evaluation.harness import DEFAULT_KS, evaluate
+from offline.evaluation.protocols import PROTOCOLS
+from offline.evaluation.report import format_table, plot_curves
+from offline.models.registry import MODELS
+from offline.train import train
+
+__all__ = ["evaluate_command", "train_command"]
+
+IMPLICIT_MODELS = ("popularity", "trending", "item_knn", "als", "ease", "content", "hybrid",
+                   "ranker")
+RATING_MODELS = ("rating_mf", "svd", "biased_als", "item_knn_baseline", "rating_blend")
+DEFAULT_PROTOCOL = {"online-retail": "temporal", "amazon-scientific": "leave-one-out",
+                    "ml-100k": "kfold", "csv": "temporal"}
+TRAIN_MODELS = ("popularity", "item_knn", "als", "ease", "content", "hybrid")
+
+
+def _load(dataset: str, data: str | None, items: str | None) -> Dataset:
+    if dataset == "online-retail" and data is None:
+        data = str(Settings().data_dir)
+    return load_dataset(dataset, data, items)
+
+
+def _model_list(models: str | None, dataset: Dataset) -> list[str]:
+    if not models:
+        return list(RATING_MODELS if dataset.interactions.is_rating else IMPLICIT_MODELS)
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    unknown = [m for m in names if m not in MODELS]
+    if unknown:
+        raise click.BadParameter(f"unknown models {unknown}; choose from {sorted(MODELS)}",
+                                 param_hint="--models")
+    return names
+
+
+@click.command("evaluate")
+@click.option("--dataset", type=click.Choice(sorted(DATASETS)), default="online-retail",
+              show_default=True)
+@click.option("--data", type=click.Path(), default=None,
+              help="Data set folder or file (csv: the interactions file).")
+@click.option("--items", type=click.Path(), default=None, help="csv only: item_id,text file.")
+@click.option("--models", default=None, help="Comma-separated model names (default: all).")
+@click.option("--protocol", type=click.Choice(PROTOCOLS), default=None,
+              help="Split protocol (default per data set).")
+@click.option("--k", "k", type=int, default=10, show_default=True)
+@click.option("--folds", type=int, default=5, show_default=True, help="kfold only.")
+@click.option("--test-fraction", type=float, default=0.2, show_default=True,
+              help="temporal only: share of events (latest) held out.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "json_out", type=click.Path(), default=None,
+              help="Write model -> metrics JSON here.")
+@click.option("--plots", "plots_dir", type=click.Path(), default=None,
+              help="Folder for metric-vs-k PNGs (default: next to --json).")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def evaluate_command(dataset: str, data: str | None, items: str | None, models: str | None,
+                     protocol: str | None, k: int, folds: int, test_fraction: float, seed: int,
+                     json_out: str | None, plots_dir: str | None, progress: bool) -> None:
+    """Evaluate models offline with full ranking and print a table."""
+    try:
+        ds = _load(dataset, data, items)
+        names = _model_list(models, ds)
+        proto = protocol or DEFAULT_PROTOCOL[dataset]
+        t0 = time.perf_counter()
+        result = evaluate(ds, names, protocol=proto, k=k, ks=tuple(sorted({*DEFAULT_KS, k})),
+                          n_folds=folds, test_fraction=test_fraction, random_state=seed,
+                          progress=progress)
+    except StreamrecError as exc:
+        raise click.ClickException(exc.message) from exc
+    elapsed = time.perf_counter() - t0
+    click.echo(f"{ds.name}: {len(ds.interactions)} events, {len(ds.items)} items, "
+               f"protocol {proto} ({', '.join(result.info['splits'])}), "
+               f"{elapsed:.1f} s")
+    click.echo(format_table(result))
+    for name, message in result.errors.items():
+        click.echo(f"skipped {name}: {message}", err=True)
+    if json_out:
+        out = Path(json_out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result.to_json(), indent=2, sort_keys=True))
+        click.echo(f"wrote {out}")
+    folder = Path(plots_dir) if plots_dir else (Path(json_out).parent if json_out else None)
+    if folder is not None and result.metrics:
+        prefix = f"{ds.name}_{proto}_"
+        for path in plot_curves(result, folder, prefix):
+            click.echo(f"wrote {path}")
+
+
+@click.command("train")
+@click.option("--dataset", type=click.Choice(sorted(DATASETS)), default="online-retail",
+              show_default=True)
+@click.option("--data", type=click.Path(), default=None)
+@click.option("--items", type=click.Path(), default=None)
+@click.option("--models", default=",".join(TRAIN_MODELS), show_default=True)
+@click.option("--state-dir", type=click.Path(), default=None,
+              help="Artifacts go to STATE_DIR/artifacts (default: settings).")
+@click.option("--evaluate/--no-evaluate", "run_eval", default=False, show_default=True,
+              help="Also evaluate the models and store the metrics in the manifest.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def train_command(dataset: str, data: str | None, items: str | None, models: str,
+                  state_dir: str | None, run_eval: bool, seed: int) -> None:
+    """Fit the batch models and publish a new artifact version."""
+    settings = Settings()
+    artifacts = (Path(state_dir) / "artifacts") if state_dir else settings.artifacts_dir
+    try:
+        ds = _load(dataset, data, items)
+        names = _model_list(models, ds)
+        proto = DEFAULT_PROTOCOL[dataset]
+        metrics = (evaluate(ds, names, protocol=proto, random_state=seed,
+                            progress=False).metrics if run_eval else None)
+        result = train(ds, artifacts, names, metrics=metrics, protocol=proto,
+                       random_state=seed)
+    except StreamrecError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"trained {', '.join(names)} on {ds.name} "
+               f"({result.manifest['events']} events) -> {result.path}")
+    click.echo(f"version {result.version} (data sha256 {result.manifest['data_sha256'][:12]})")
