@@ -19,7 +19,9 @@ def create_app(
     """Build the app. Tests pass ``services`` made of fakes; production lets
     bootstrap build them from ``settings`` (or the environment)."""
     from api import events, health, recommendations
+    from api.dashboard import init_dashboard
     from api.errors import register_error_handlers
+    from api.metrics import ApiMetrics, init_metrics
 
     if not isinstance(settings, Settings):
         settings = Settings(**(settings or {}))
@@ -40,4 +42,6 @@ def create_app(
     app.register_blueprint(health.bp)
     app.register_blueprint(recommendations.bp)
     app.register_blueprint(events.bp)
+    init_metrics(app, ApiMetrics(settings.artifacts_dir, settings.prometheus_multiproc_dir))
+    init_dashboard(app, settings)
     return app

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
+from api.metrics import observe_events
 from api.params import json_body
 from api.services import services
 from core.errors import InvalidRequest
-from core.events import parse_interaction, parse_interactions
+from core.events import parse_catalog_event, parse_interaction, parse_interactions
 
 __all__ = ["MAX_BATCH", "bp"]
 
@@ -28,9 +29,23 @@ def post_events() -> tuple[Response, int]:
             raise InvalidRequest("every event must be a JSON object")
         events = parse_interactions(data)
         services().publisher.publish(events)
+        observe_events(events)
         return jsonify({"accepted": len(events), "event_ids": [e.event_id for e in events]}), 202
     if not isinstance(data, dict):
         raise InvalidRequest("the body must be an event object or a list of them")
     event = parse_interaction(data)
     services().publisher.publish([event])
+    observe_events([event])
     return jsonify({"accepted": 1, "event_id": event.event_id}), 202
+
+
+@bp.post("/catalog")
+def post_catalog() -> tuple[Response, int]:
+    """Add or change products: one ``item_upsert`` object or a list (catalog topic)."""
+    data = json_body(request)
+    batch = data if isinstance(data, list) else [data]
+    if not batch or len(batch) > MAX_BATCH or not all(isinstance(e, dict) for e in batch):
+        raise InvalidRequest(f"send one product object or a list of 1 to {MAX_BATCH}")
+    events = [parse_catalog_event(e) for e in batch]
+    services().publisher.publish_catalog(events)
+    return jsonify({"accepted": len(events), "item_ids": [e.item_id for e in events]}), 202

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from api.metrics import observe_recommendation
 from api.params import int_arg, str_arg
 from api.services import services
 from core.errors import NotFound
@@ -11,6 +12,13 @@ from core.errors import NotFound
 __all__ = ["bp"]
 
 bp = Blueprint("recommendations", __name__, url_prefix="/api")
+
+
+@bp.before_request
+def _catch_up_with_the_catalog() -> None:
+    replica = services().replica
+    if replica is not None:
+        replica.refresh()  # throttled: one Redis read per interval when nothing changed
 
 
 def _k() -> int:
@@ -24,8 +32,16 @@ def recommendations() -> Response:
     assert user_id is not None
     k = _k()
     rec = services().recommender.recommend(user_id, k)
+    observe_recommendation(rec)
     current_app.logger.debug("recommended %d items to %s", len(rec.items), user_id)
     return jsonify(rec.to_dict())
+
+
+@bp.get("/trending")
+def trending() -> Response:
+    category = str_arg(request, "category", max_len=200)
+    rec = services().recommender.trending(_k(), category)
+    return jsonify({"category": category, **rec.to_dict()})
 
 
 @bp.get("/items/<item_id>")
@@ -45,4 +61,5 @@ def similar(item_id: str) -> Response:
     rec = services().recommender.similar(item_id, k)
     if rec is None:
         raise NotFound(f"unknown item '{item_id}'")
+    observe_recommendation(rec)
     return jsonify({"item_id": item_id, **rec.to_dict()})

@@ -1,9 +1,11 @@
 """The recommender behind the API: candidates -> score -> blend -> filter -> explain.
 
-Two sources in this first version:
+Sources (each proposes candidates and scores them in [0, 1]):
 
 * ``content`` -- cosine between the user's content profile and each item's
   embedding (candidates from the FAISS index);
+* ``covisit`` -- items co-visited with the user's most recent items (decayed
+  co-occurrence counts, scaled by the strongest one);
 * ``popularity`` -- decayed popularity, log-scaled to [0, 1] against the most
   popular item (candidates from the state store).
 
@@ -22,10 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from core.ports import StateStore, VectorIndex
+from core.ports import ALL_ITEMS, StateStore, VectorIndex, category_scope, covisit_scope
 from core.types import Item, ScoredItems
 
 __all__ = ["Recommendation", "Recommender", "ScoredRecommendation"]
+
+
+#: How many of the user's latest items anchor co-visitation candidates.
+COVISIT_ANCHORS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +39,7 @@ class ScoredRecommendation:
     item: Item
     score: float
     sources: dict[str, float]
+    reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -42,6 +49,7 @@ class ScoredRecommendation:
             "price": self.item.price,
             "score": round(self.score, 6),
             "sources": {k: round(v, 6) for k, v in self.sources.items()},
+            "reason": self.reason,
         }
 
 
@@ -102,15 +110,45 @@ class Recommender:
         vectors = self.index.get(ids)
         return {i: max(0.0, float(np.dot(profile, v))) for i, v in vectors.items()}
 
+    def _covisited(
+        self, anchors: list[str], tops: Mapping[str, ScoredItems]
+    ) -> tuple[dict[str, float], dict[str, str]]:
+        """Co-visitation scores in [0, 1] and, per item, the anchor that links it most."""
+        total: dict[str, float] = {}
+        best: dict[str, tuple[float, str]] = {}
+        for anchor in anchors:
+            for item_id, weight in tops[covisit_scope(anchor)].as_dict().items():
+                total[item_id] = total.get(item_id, 0.0) + weight
+                if weight > best.get(item_id, (0.0, ""))[0]:
+                    best[item_id] = (weight, anchor)
+        top = max(total.values(), default=0.0)
+        if top <= 0:
+            return {}, {}
+        return {i: v / top for i, v in total.items()}, {i: a for i, (_, a) in best.items()}
+
+    def _reason(self, sources: Mapping[str, float], anchor: str | None) -> str:
+        contributions = {n: self.weights.get(n, 0.0) * v for n, v in sources.items()}
+        main = max(contributions, key=lambda n: contributions[n], default="popularity")
+        if main == "covisit" and anchor is not None and anchor in self.catalog:
+            return f"Because you viewed {self.catalog[anchor].name}"
+        if main == "content":
+            return "Similar to what you viewed"
+        return "Popular right now"
+
     def recommend(self, user_id: str, k: int) -> Recommendation:
         """Top-``k`` items for ``user_id``, excluding the items they touched recently."""
         seen = self.state.recent_items(user_id, self.recent_max)
         profile = self.state.get_profiles([user_id]).get(user_id)
         n_candidates = max(3 * k, 50)
-        popular = self.state.top_popular(n_candidates + len(seen))
+        anchors = seen[:COVISIT_ANCHORS]
+        tops = self.state.top_popular_many(
+            [ALL_ITEMS, *(covisit_scope(a) for a in anchors)], n_candidates + len(seen)
+        )
+        popular = tops[ALL_ITEMS]
         scale = self._popularity_scale(popular)
+        covisit, anchor_of = self._covisited(anchors, tops)
 
-        candidates: list[str] = []
+        candidates: list[str] = list(covisit)
         content: dict[str, float] = {}
         if profile is not None:
             hits = self.index.search(profile, n_candidates, exclude=seen)
@@ -135,10 +173,13 @@ class Recommender:
             sources: dict[str, float] = {}
             if item_id in content:
                 sources["content"] = content[item_id]
+            if item_id in covisit:
+                sources["covisit"] = covisit[item_id]
             if item_id in pop:
                 sources["popularity"] = pop[item_id]
             score = sum(self.weights.get(name, 0.0) * value for name, value in sources.items())
-            scored.append(ScoredRecommendation(self.catalog[item_id], score, sources))
+            reason = self._reason(sources, anchor_of.get(item_id))
+            scored.append(ScoredRecommendation(self.catalog[item_id], score, sources, reason))
         scored.sort(key=lambda r: (-r.score, r.item.item_id))
         return Recommendation(user_id, scored[:k])
 
@@ -148,9 +189,26 @@ class Recommender:
         if vector is None:
             return None
         hits = self.index.search(vector, k + 1, exclude=[item_id])
+        name = self.catalog[item_id].name if item_id in self.catalog else item_id
         items = [
-            ScoredRecommendation(self.catalog[i], s, {"content": s})
+            ScoredRecommendation(self.catalog[i], s, {"content": s}, f"Similar to {name}")
             for i, s in zip(hits.ids, hits.scores.tolist(), strict=True)
             if i in self.catalog
         ]
+        return Recommendation(None, items[:k])
+
+    def trending(self, k: int, category: str | None = None) -> Recommendation:
+        """The most popular items now, overall or in one category."""
+        scope = ALL_ITEMS if category is None else category_scope(category)
+        popular = self.state.top_popular(k * 2, scope)
+        scale = self._popularity_scale(popular)
+        label = "Trending now" if category is None else f"Trending in {category}"
+        items = [
+            ScoredRecommendation(
+                self.catalog[i], p, {"popularity": p}, label
+            )
+            for i, p in self._popularity_scores(popular.ids, scale).items()
+            if i in self.catalog
+        ]
+        items.sort(key=lambda r: (-r.score, r.item.item_id))
         return Recommendation(None, items[:k])

@@ -11,6 +11,7 @@ from api.recommender import Recommender
 from core.ports import EventPublisher, StateStore, VectorIndex
 from core.settings import Settings
 from core.types import Item
+from online_models.catalog import CatalogReplica
 
 __all__ = ["ApiServices", "build_services", "services"]
 
@@ -24,6 +25,8 @@ class ApiServices:
     publisher: EventPublisher
     recommender: Recommender
     health_checks: dict[str, Callable[[], bool]] = field(default_factory=dict)
+    #: Keeps ``catalog`` and ``index`` in step with catalog upserts (None: a fixed catalog).
+    replica: CatalogReplica | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
@@ -44,6 +47,7 @@ def build_services(settings: Settings) -> ApiServices:
 
     catalog = bootstrap.ensure_catalog(settings)
     index, _ = bootstrap.build_index(settings, catalog)
+    replica = bootstrap.build_replica(settings, catalog, index)
     state = bootstrap.build_state_store(settings)
     publisher = bootstrap.build_publisher(settings)
     built = ApiServices(
@@ -59,6 +63,7 @@ def build_services(settings: Settings) -> ApiServices:
             "redis": state.ping,
             "kafka": lambda: bootstrap.kafka_reachable(settings.kafka_bootstrap),
         },
+        replica=replica,
     )
     built.closers.append(publisher.close)
     return built

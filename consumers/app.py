@@ -18,10 +18,16 @@ from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker, KafkaMessage, KafkaRouter
 from prometheus_client import start_http_server
 
-from consumers.handlers import DeadLetter, InteractionBatchHandler, Record
+from consumers.handlers import (
+    CatalogBatchHandler,
+    DeadLetter,
+    InteractionBatchHandler,
+    Record,
+)
 from consumers.metrics import ConsumerMetrics
 from core.errors import TemporaryFailure
 from core.settings import Settings
+from online_models.catalog import CatalogUpdater
 
 __all__ = ["build_consumer_app", "create_consumer_app", "records_of"]
 
@@ -49,12 +55,14 @@ def build_consumer_app(
     settings: Settings,
     handler_factory: Any,
     metrics: ConsumerMetrics | None = None,
+    catalog_handler_factory: Any = None,
 ) -> tuple[FastStream, KafkaBroker]:
     """The consumers' FastStream app.
 
     ``handler_factory(dead_letter_sink, observe)`` returns the
-    :class:`InteractionBatchHandler`; bootstrap provides it with the state store,
-    index and models already built.
+    :class:`InteractionBatchHandler` (and ``catalog_handler_factory(dead_letter_sink)``
+    the :class:`CatalogBatchHandler`, when given), built with the state store, index
+    and models that bootstrap made.
     """
     metrics = metrics or ConsumerMetrics()
     broker = KafkaBroker(settings.kafka_bootstrap, enable_idempotence=settings.kafka_idempotence)
@@ -94,6 +102,30 @@ def build_consumer_app(
             raise
         _observe_lag(message, records, metrics)
 
+    if catalog_handler_factory is not None:
+        catalog_handler: CatalogBatchHandler = catalog_handler_factory(send_dead_letters)
+
+        @router.subscriber(
+            settings.catalog_topic,
+            batch=True,
+            group_id=settings.consumer_group,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            batch_timeout_ms=settings.fetch_max_wait_ms,
+            decoder=_raw_values,
+            title="catalog",
+            description="Product upserts: embed, record in the catalog log, index.",
+        )
+        async def on_catalog(body: list[bytes | None], message: KafkaMessage) -> None:
+            records = records_of(message)
+            try:
+                await catalog_handler.handle(records)
+            except TemporaryFailure as exc:
+                log.error("catalog batch of %d records will be retried: %s", len(records), exc)
+                await asyncio.sleep(RETRY_PAUSE_S)
+                raise
+
     broker.include_router(router)
     app = FastStream(broker, logger=log)
     return app, broker
@@ -121,17 +153,22 @@ def create_consumer_app(settings: Settings) -> FastStream:
     from infra import bootstrap
 
     catalog = bootstrap.ensure_catalog(settings)
-    index, _ = bootstrap.build_index(settings, catalog)
+    index, embedder = bootstrap.build_index(settings, catalog)
+    replica = bootstrap.build_replica(settings, catalog, index)
     store = bootstrap.build_state_store(settings)
     processor = bootstrap.build_processor(settings, store, index, catalog)
     archive = bootstrap.build_sql_store(settings)
+    updater = CatalogUpdater(embedder, replica.log)
     metrics = ConsumerMetrics()
     app, _broker = build_consumer_app(
         settings,
         lambda sink, observe: InteractionBatchHandler(
-            processor, sink, observe, archive=archive.archive_events
+            processor, sink, observe, archive=archive.archive_events, replica=replica
         ),
         metrics,
+        lambda sink: CatalogBatchHandler(
+            updater, sink, save_products=archive.upsert_products, replica=replica
+        ),
     )
     app.on_shutdown(archive.close)
     if settings.consumer_metrics_port:

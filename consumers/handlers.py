@@ -16,11 +16,19 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from core.errors import InvalidEvent, StreamrecError, TemporaryFailure
-from core.events import InteractionEvent, parse_interaction
+from core.events import InteractionEvent, ItemUpserted, parse_catalog_event, parse_interaction
 from core.ports import StateUpdate
+from core.types import Item
+from online_models.catalog import CatalogReplica, CatalogUpdater, UpsertResult, item_of
 from online_models.processor import StreamProcessor
 
-__all__ = ["BatchResult", "DeadLetter", "InteractionBatchHandler", "Record"]
+__all__ = [
+    "BatchResult",
+    "CatalogBatchHandler",
+    "DeadLetter",
+    "InteractionBatchHandler",
+    "Record",
+]
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +84,13 @@ class InteractionBatchHandler:
         dead_letters: DeadLetterSink,
         observe: BatchObserver | None = None,
         archive: Archive | None = None,
+        replica: CatalogReplica | None = None,
     ) -> None:
         self.processor = processor
         self.dead_letters = dead_letters
         self.observe = observe
         self.archive = archive
+        self.replica = replica
 
     @staticmethod
     def validate(records: Sequence[Record]) -> tuple[list[InteractionEvent], list[DeadLetter]]:
@@ -103,6 +113,9 @@ class InteractionBatchHandler:
             log.warning("%d invalid record(s) sent to the dead-letter topic", len(bad))
             await self.dead_letters(bad)
         try:
+            if self.replica is not None:
+                # New products (from any consumer) get their embeddings before we learn.
+                await asyncio.to_thread(self.replica.refresh)
             # Redis calls block: run them off the loop so the consumer keeps its heartbeat.
             counters = {"events.dead_letter": len(bad)} if bad else None
             update = await asyncio.to_thread(self.processor.apply, events, counters)
@@ -121,4 +134,44 @@ class InteractionBatchHandler:
         )
         if self.observe is not None:
             self.observe(records, result, time.perf_counter() - started)
+        return result
+
+
+class CatalogBatchHandler:
+    """Validate -> embed -> record in the catalog log (and the SQL products) per batch."""
+
+    def __init__(
+        self,
+        updater: CatalogUpdater,
+        dead_letters: DeadLetterSink,
+        save_products: Callable[[Sequence[Item]], object] | None = None,
+        replica: CatalogReplica | None = None,
+    ) -> None:
+        self.updater = updater
+        self.dead_letters = dead_letters
+        self.save_products = save_products
+        self.replica = replica
+
+    async def handle(self, records: Sequence[Record]) -> UpsertResult:
+        events: list[ItemUpserted] = []
+        bad: list[DeadLetter] = []
+        for record in records:
+            try:
+                if record.value is None:
+                    raise InvalidEvent("empty message (tombstone)")
+                events.append(parse_catalog_event(record.value))
+            except InvalidEvent as exc:
+                bad.append(DeadLetter(record, exc.message))
+        if bad:
+            await self.dead_letters(bad)
+        try:
+            if self.save_products is not None and events:
+                await asyncio.to_thread(self.save_products, [item_of(e) for e in events])
+            result = await asyncio.to_thread(self.updater.apply, events)
+            if self.replica is not None:
+                await asyncio.to_thread(self.replica.refresh, True)
+        except StreamrecError:
+            raise
+        except Exception as exc:
+            raise TemporaryFailure(f"applying {len(events)} catalog events failed: {exc}") from exc
         return result

@@ -16,14 +16,35 @@ import numpy as np
 import numpy.typing as npt
 
 from core.events import InteractionEvent, ItemUpserted
-from core.types import ScoredItems
+from core.types import Item, ScoredItems
 
-__all__ = ["ALL_ITEMS", "EventPublisher", "StateStore", "StateUpdate", "Vector", "VectorIndex"]
+__all__ = [
+    "ALL_ITEMS",
+    "CatalogLog",
+    "Embedder",
+    "EventPublisher",
+    "StateStore",
+    "StateUpdate",
+    "Vector",
+    "VectorIndex",
+    "category_scope",
+    "covisit_scope",
+]
 
 Vector = npt.NDArray[np.float32]
 
 #: Popularity scope of the whole catalog; categories use ``"cat:<name>"``.
 ALL_ITEMS = "all"
+
+
+def category_scope(category: str) -> str:
+    """The popularity scope of one category."""
+    return f"cat:{category}"
+
+
+def covisit_scope(item_id: str) -> str:
+    """The scope of items co-visited with ``item_id``."""
+    return f"co:{item_id}"
 
 
 @dataclass
@@ -74,8 +95,20 @@ class StateStore(Protocol):
         """The user's most recent items, newest first, without repeats."""
         ...
 
+    def recent_items_many(self, user_ids: Sequence[str], n: int = 50) -> dict[str, list[str]]:
+        """:meth:`recent_items` of several users in one round trip."""
+        ...
+
     def top_popular(self, n: int, scope: str = ALL_ITEMS) -> ScoredItems:
-        """The ``n`` most popular items of a scope by decayed weight, best first."""
+        """The ``n`` most popular items of a scope by decayed weight, best first.
+
+        Scopes: ``"all"``, ``"cat:<category>"`` and ``"co:<item>"`` (items co-visited
+        with that item, trimmed to the strongest few).
+        """
+        ...
+
+    def top_popular_many(self, scopes: Sequence[str], n: int) -> dict[str, ScoredItems]:
+        """:meth:`top_popular` of several scopes, read consistently in one round trip."""
         ...
 
     def popularity(self, item_ids: Sequence[str], scope: str = ALL_ITEMS) -> ScoredItems:
@@ -129,6 +162,33 @@ class VectorIndex(Protocol):
         ...
 
     def save(self, path: Path) -> None: ...
+
+
+class Embedder(Protocol):
+    """Turns items into unit vectors (content embeddings); new items included."""
+
+    def transform(self, items: Sequence[Item]) -> npt.NDArray[np.float32]: ...
+
+
+class CatalogLog(Protocol):
+    """Shared, versioned record of catalog changes (new or changed items and vectors).
+
+    Every process (API workers, consumers) keeps its own catalog and index copy and
+    catches up with :meth:`changes_since`, so an upsert is visible everywhere
+    without a restart.
+    """
+
+    def version(self) -> int:
+        """The newest version (0 when nothing was ever recorded)."""
+        ...
+
+    def record(self, items: Sequence[Item], vectors: dict[str, Vector]) -> int:
+        """Record changed items (with their vectors, where they have one); return the version."""
+        ...
+
+    def changes_since(self, version: int) -> tuple[int, list[Item], dict[str, Vector]]:
+        """Items changed after ``version``, their vectors, and the version now reached."""
+        ...
 
 
 class EventPublisher(Protocol):

@@ -70,9 +70,13 @@ class Settings(BaseSettings):
     #: Weight of the newest item in the user's content profile (exponential average).
     profile_learning_rate: float = Field(0.3, gt=0, le=1)
     recent_items_max: int = Field(50, ge=1, le=10_000)
+    #: An item co-occurs with this many of the user's previous items (co-visitation).
+    covisit_window: int = Field(5, ge=1, le=100)
+    #: Co-visited items kept per item (the weakest are trimmed).
+    covisit_max: int = Field(100, ge=1, le=10_000)
     #: Event ids are remembered this long to apply each event exactly once.
     dedupe_ttl_s: int = Field(7 * 24 * 3600, ge=60)
-    blend_weights: dict[str, float] = {"content": 0.7, "popularity": 0.3}
+    blend_weights: dict[str, float] = {"content": 0.5, "covisit": 0.3, "popularity": 0.2}
     #: Event time -> popularity uses event time, so a replay of history decays correctly.
     clock: Literal["event", "wall"] = "event"
 
@@ -83,6 +87,18 @@ class Settings(BaseSettings):
     max_k: int = Field(200, ge=1, le=10_000)
     max_body_bytes: int = Field(1_000_000, ge=1_000)
     secret_key: str = Field("", validation_alias=_env("SECRET_KEY", "SECRET_KEY"))
+    #: Dashboard admin password hash (werkzeug format, e.g. "pbkdf2:sha256:<n>$<salt>$<hex>";
+    #: make one with `python -m api.dashboard.auth PASSWORD`). Both empty = /admin disabled.
+    admin_password_hash: str = Field("", validation_alias=_env("ADMIN_PASSWORD_HASH"))
+    #: Plain admin password (development convenience; hashed in memory at start).
+    admin_password: str = Field("", validation_alias=_env("ADMIN_PASSWORD"))
+    #: prometheus_client multiprocess mode for gunicorn workers (the library reads it too).
+    prometheus_multiproc_dir: str = Field(
+        "", validation_alias=_env("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROC_DIR")
+    )
+    #: Comma-separated consumers' Prometheus endpoints the dashboard reads (e.g.
+    #: "http://consumer:9100/metrics"); each host is resolved to all its addresses.
+    consumer_metrics_urls: str = ""
 
     @field_validator("blend_weights")
     @classmethod

@@ -24,20 +24,24 @@ from core.ports import StateStore
 from core.settings import Settings
 from core.types import Item
 from index.faiss_index import FaissIndex
+from infra.catalog_log import RedisCatalogLog
 from infra.embedded import EmbeddedKafka, EmbeddedRedis, run_sync
 from infra.kafka import KafkaEventPublisher, ensure_topics
 from infra.redis_store import RedisStateStore, redis_client
 from infra.sql import SqlStore
 from offline.catalog import load_catalog
 from offline.content import ContentEmbedder
+from online_models.catalog import CatalogReplica, CategoryLookup
 from online_models.processor import StreamProcessor
 from online_models.profile import ContentProfile
 
 __all__ = [
     "EmbeddedStack",
+    "build_catalog_log",
     "build_index",
     "build_processor",
     "build_publisher",
+    "build_replica",
     "build_sql_store",
     "build_state_store",
     "clear_runtime",
@@ -224,13 +228,22 @@ def build_state_store(settings: Settings) -> RedisStateStore:
             "no Redis configured: set STREAMREC_REDIS_URL (or REDIS_URL), or run `streamrec demo`"
         )
     client = redis_client(settings.redis_url)
-    return RedisStateStore(
-        client,
-        prefix=settings.redis_prefix,
-        recent_max=settings.recent_items_max,
-        dedupe_ttl_s=settings.dedupe_ttl_s,
-        half_life_s=settings.popularity_half_life_s,
-    )
+    return RedisStateStore.from_settings(client, settings)
+
+
+def build_catalog_log(settings: Settings) -> RedisCatalogLog:
+    if not settings.redis_url:
+        raise ServiceUnavailable("no Redis configured for the catalog log")
+    return RedisCatalogLog(redis_client(settings.redis_url), prefix=settings.redis_prefix)
+
+
+def build_replica(
+    settings: Settings, catalog: dict[str, Item], index: FaissIndex
+) -> CatalogReplica:
+    """This process's catalog and index, kept in step with the shared catalog log."""
+    replica = CatalogReplica(catalog, index, build_catalog_log(settings))
+    replica.refresh(force=True)
+    return replica
 
 
 def build_processor(
@@ -239,9 +252,10 @@ def build_processor(
     return StreamProcessor(
         store,
         index,
-        {item_id: item.category for item_id, item in catalog.items()},
+        CategoryLookup(catalog),
         half_life_s=settings.popularity_half_life_s,
         profile=ContentProfile(settings.profile_learning_rate),
+        covisit_window=settings.covisit_window,
     )
 
 

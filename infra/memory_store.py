@@ -26,6 +26,8 @@ __all__ = ["DecayedScores", "InMemoryStateStore", "decay_scale", "unique_newest_
 #: A rebase keeps stored scores below ``w * 2**64``: far from float overflow, and
 #: the relative precision of a double does not depend on magnitude.
 DEFAULT_MAX_EXPONENT = 64.0
+#: Items kept per co-visitation scope (``co:<item>``).
+DEFAULT_COVISIT_MAX = 100
 
 
 def decay_scale(t: float, ref: float, half_life_s: float) -> float:
@@ -81,6 +83,14 @@ class DecayedScores:
             for item, weight in weights.items():
                 scores[item] = scores.get(item, 0.0) + weight * scale
 
+    def trim(self, scopes: Sequence[str], keep: int) -> None:
+        """Keep the ``keep`` best items of each of ``scopes``."""
+        for scope in scopes:
+            scores = self.scores.get(scope, {})
+            if len(scores) > keep:
+                best = sorted(scores.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
+                self.scores[scope] = dict(best[:keep])
+
     def _read_scale(self) -> float:
         if self.ref is None or self.now is None:
             return 1.0
@@ -129,8 +139,10 @@ class InMemoryStateStore:
         half_life_s: float = 7 * 24 * 3600,
         max_exponent: float = DEFAULT_MAX_EXPONENT,
         clock: Callable[[], float] = time.time,
+        covisit_max: int = DEFAULT_COVISIT_MAX,
     ) -> None:
         self.recent_max = recent_max
+        self.covisit_max = covisit_max
         self.dedupe_ttl_s = dedupe_ttl_s
         self.half_life_s = half_life_s
         self.max_exponent = max_exponent
@@ -167,6 +179,10 @@ class InMemoryStateStore:
                 old = [i for i in self._recent.get(user, []) if i not in fresh]
                 self._recent[user] = (newest + old)[: self.recent_max]
             self._popularity.add(update.popularity, update.popularity_at)
+            self._popularity.trim(
+                [scope for scope in update.popularity if scope.startswith("co:")],
+                self.covisit_max,
+            )
             for user, vector in update.profiles.items():
                 self._profiles[user] = np.array(vector, dtype=np.float32)
             for name, delta in update.counters.items():
@@ -179,6 +195,12 @@ class InMemoryStateStore:
     def recent_items(self, user_id: str, n: int = 50) -> list[str]:
         with self._lock:
             return list(self._recent.get(user_id, [])[: max(0, n)])
+
+    def recent_items_many(self, user_ids: Sequence[str], n: int = 50) -> dict[str, list[str]]:
+        return {u: self.recent_items(u, n) for u in dict.fromkeys(user_ids)}
+
+    def top_popular_many(self, scopes: Sequence[str], n: int) -> dict[str, ScoredItems]:
+        return {scope: self.top_popular(n, scope) for scope in dict.fromkeys(scopes)}
 
     def top_popular(self, n: int, scope: str = ALL_ITEMS) -> ScoredItems:
         with self._lock:

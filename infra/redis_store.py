@@ -9,7 +9,8 @@ transaction). Keys, all under ``prefix``:
 key                           type       content
 ============================  =========  ==============================================
 ``recent:<user>``             list       items, newest first, distinct, ``recent_max``
-``pop:<scope>``               zset       item -> ``w * 2**((t - ref) / half_life)``
+``pop:<scope>``               zset       item -> ``w * 2**((t - ref) / half_life)``;
+                                         scope ``co:<item>`` = co-visitation, trimmed
 ``meta``                      hash       ``pop_ref``, ``pop_now``, ``last_event_ts``
 ``meta:scopes``               set        popularity scopes (for the rebase)
 ``profiles``                  hash       user -> float32 bytes
@@ -42,7 +43,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from core.errors import ConfigurationError, TemporaryFailure
 from core.ports import ALL_ITEMS, StateUpdate, Vector
 from core.types import ScoredItems
-from infra.memory_store import DEFAULT_MAX_EXPONENT, decay_scale, unique_newest_first
+from infra.memory_store import (
+    DEFAULT_COVISIT_MAX,
+    DEFAULT_MAX_EXPONENT,
+    decay_scale,
+    unique_newest_first,
+)
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -55,8 +61,9 @@ _DEDUPE_BUCKETS = 8
 # One script applies the parts of a batch that need server-side reads (rebase, max) or
 # would otherwise cost one command per item (recent lists, popularity increments).
 # KEYS: meta hash, scopes set. ARGV: t, half_life, max_exponent, pop key prefix,
-# last_event_ts ("" = none), recent key prefix, recent_max, number of users, then per
-# user: name, n, items newest first; then per scope: name, n, item1, w1, ..., itemN, wN.
+# last_event_ts ("" = none), recent key prefix, recent_max, number of users, cap of a
+# "co:" scope, then per user: name, n, items newest first; then per scope: name, n,
+# item1, w1, ..., itemN, wN.
 _APPLY_LUA = """
 local meta, scopes = KEYS[1], KEYS[2]
 local t, hl, max_exp = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -68,7 +75,8 @@ if ARGV[5] ~= '' then
   end
 end
 local recent_prefix, recent_max = ARGV[6], tonumber(ARGV[7])
-local i = 9
+local co_cap = tonumber(ARGV[9])
+local i = 10
 for _ = 1, tonumber(ARGV[8]) do
   local key = recent_prefix .. ARGV[i]
   local n = tonumber(ARGV[i + 1])
@@ -103,6 +111,9 @@ while i <= #ARGV do
     local w = tonumber(ARGV[i + 2 * j + 1]) * scale
     redis.call('ZINCRBY', key, string.format('%.17g', w), ARGV[i + 2 * j])
   end
+  if string.sub(ARGV[i - 2], 1, 3) == 'co:' and redis.call('ZCARD', key) > co_cap then
+    redis.call('ZREMRANGEBYRANK', key, 0, -(co_cap + 1))
+  end
   i = i + 2 * n
 end
 return rebased
@@ -130,7 +141,7 @@ def redis_client(url: str, *, timeout_s: float = 2.0) -> redis.Redis:
 
 
 @contextmanager
-def _temporary_failures(what: str) -> Iterator[None]:
+def redis_failures(what: str) -> Iterator[None]:
     try:
         yield
     except (RedisConnectionError, RedisTimeoutError, BusyLoadingError) as exc:
@@ -160,6 +171,8 @@ class RedisStateStore:
         Rebase the popularity scores when ``(t - ref) / half_life_s`` passes this.
     clock
         Wall clock for the dedupe buckets.
+    covisit_max
+        Items kept per co-visitation scope (``co:<item>``): the lowest are trimmed.
     """
 
     def __init__(
@@ -172,9 +185,12 @@ class RedisStateStore:
         half_life_s: float = 7 * 24 * 3600,
         max_exponent: float = DEFAULT_MAX_EXPONENT,
         clock: Callable[[], float] = time.time,
+        covisit_max: int = DEFAULT_COVISIT_MAX,
     ) -> None:
-        if half_life_s <= 0 or dedupe_ttl_s <= 0 or recent_max < 1:
-            raise ValueError("half_life_s and dedupe_ttl_s must be > 0, recent_max >= 1")
+        if half_life_s <= 0 or dedupe_ttl_s <= 0 or recent_max < 1 or covisit_max < 1:
+            raise ValueError(
+                "half_life_s and dedupe_ttl_s must be > 0, recent_max and covisit_max >= 1"
+            )
         if client.get_connection_kwargs().get("decode_responses"):
             # Profiles are raw float32 bytes; a decoding client would mangle them.
             raise ConfigurationError("RedisStateStore needs a client with decode_responses=False")
@@ -185,6 +201,7 @@ class RedisStateStore:
         self.half_life_s = half_life_s
         self.max_exponent = max_exponent
         self.clock = clock
+        self.covisit_max = covisit_max
         self._bucket_s = max(1.0, dedupe_ttl_s / _DEDUPE_BUCKETS)
         self._meta = f"{prefix}meta"
         self._scopes = f"{prefix}meta:scopes"
@@ -202,6 +219,7 @@ class RedisStateStore:
             recent_max=settings.recent_items_max,
             dedupe_ttl_s=settings.dedupe_ttl_s,
             half_life_s=settings.popularity_half_life_s,
+            covisit_max=settings.covisit_max,
         )
 
     def __repr__(self) -> str:
@@ -234,7 +252,7 @@ class RedisStateStore:
         if not ids:
             return set()
         keys = [self._seen_key(b) for b in self._live_buckets(self.clock())]
-        with _temporary_failures("seen_events"):
+        with redis_failures("seen_events"):
             flags: list[int] = self.client.eval(_SEEN_LUA, len(keys), *keys, *ids)
         return {i for i, flag in zip(ids, flags, strict=True) if flag}
 
@@ -263,7 +281,7 @@ class RedisStateStore:
             pipe.hincrby(self._counters, name, int(delta))
             queued = True
         if queued:
-            with _temporary_failures("apply"):
+            with redis_failures("apply"):
                 pipe.execute()
 
     def _script_args(self, update: StateUpdate) -> list[str] | None:
@@ -285,14 +303,41 @@ class RedisStateStore:
         last = "" if update.last_event_ts is None else _num(update.last_event_ts)
         return [_num(update.popularity_at), _num(self.half_life_s), _num(self.max_exponent),
                 self._pop_key(""), last, self._recent_key(""), str(self.recent_max),
-                str(users), *recent_args, *pop_args]
+                str(users), str(self.covisit_max), *recent_args, *pop_args]
 
     def recent_items(self, user_id: str, n: int = 50) -> list[str]:
         if n <= 0:
             return []
-        with _temporary_failures("recent_items"):
+        with redis_failures("recent_items"):
             raw: list[bytes] = self.client.lrange(self._recent_key(user_id), 0, n - 1)
         return [item.decode() for item in raw]
+
+    def recent_items_many(self, user_ids: Sequence[str], n: int = 50) -> dict[str, list[str]]:
+        ids = list(dict.fromkeys(user_ids))
+        if n <= 0 or not ids:
+            return {u: [] for u in ids}
+        with redis_failures("recent_items_many"):
+            pipe = self.client.pipeline(transaction=False)
+            for user in ids:
+                pipe.lrange(self._recent_key(user), 0, n - 1)
+            lists: list[list[bytes]] = pipe.execute()
+        return {u: [i.decode() for i in items] for u, items in zip(ids, lists, strict=True)}
+
+    def top_popular_many(self, scopes: Sequence[str], n: int) -> dict[str, ScoredItems]:
+        wanted = list(dict.fromkeys(scopes))
+        if n <= 0 or not wanted:
+            return {scope: ScoredItems.empty() for scope in wanted}
+        with redis_failures("top_popular_many"):
+            pipe = self.client.pipeline(transaction=True)
+            for scope in wanted:
+                pipe.zrevrange(self._pop_key(scope), 0, n - 1, withscores=True)
+            pipe.hmget(self._meta, ["pop_ref", "pop_now"])
+            *ranked, meta = pipe.execute()
+        scale = self._read_scale(meta)
+        return {
+            scope: ScoredItems.from_pairs([(i.decode(), score * scale) for i, score in pairs])
+            for scope, pairs in zip(wanted, ranked, strict=True)
+        }
 
     def _read_scale(self, pipe_result: list[Any]) -> float:
         ref, now = pipe_result
@@ -303,7 +348,7 @@ class RedisStateStore:
     def top_popular(self, n: int, scope: str = ALL_ITEMS) -> ScoredItems:
         if n <= 0:
             return ScoredItems.empty()
-        with _temporary_failures("top_popular"):
+        with redis_failures("top_popular"):
             pipe = self.client.pipeline(transaction=True)  # no rebase between the reads
             pipe.zrevrange(self._pop_key(scope), 0, n - 1, withscores=True)
             pipe.hmget(self._meta, ["pop_ref", "pop_now"])
@@ -315,7 +360,7 @@ class RedisStateStore:
         ids = list(dict.fromkeys(item_ids))
         if not ids:
             return ScoredItems.empty()
-        with _temporary_failures("popularity"):
+        with redis_failures("popularity"):
             pipe = self.client.pipeline(transaction=True)
             pipe.zmscore(self._pop_key(scope), ids)
             pipe.hmget(self._meta, ["pop_ref", "pop_now"])
@@ -329,7 +374,7 @@ class RedisStateStore:
         ids = list(dict.fromkeys(user_ids))
         if not ids:
             return {}
-        with _temporary_failures("get_profiles"):
+        with redis_failures("get_profiles"):
             raw: list[bytes | None] = self.client.hmget(self._profiles, ids)
         return {
             user: np.frombuffer(blob, dtype=np.float32).copy()
@@ -338,19 +383,19 @@ class RedisStateStore:
         }
 
     def counters(self) -> dict[str, int]:
-        with _temporary_failures("counters"):
+        with redis_failures("counters"):
             raw: dict[bytes, bytes] = self.client.hgetall(self._counters)
         return {name.decode(): int(value) for name, value in raw.items()}
 
     def last_event_ts(self) -> float | None:
-        with _temporary_failures("last_event_ts"):
+        with redis_failures("last_event_ts"):
             raw = self.client.hget(self._meta, "last_event_ts")
         return None if raw is None else float(raw)
 
     def clear(self) -> None:
         """Delete every key under this store's prefix (SCAN + UNLINK; never FLUSHDB)."""
         pattern = _glob_escape(self.prefix) + "*"
-        with _temporary_failures("clear"):
+        with redis_failures("clear"):
             batch: list[bytes] = []
             for key in self.client.scan_iter(match=pattern, count=1000):
                 batch.append(key)

@@ -15,7 +15,15 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from core.events import InteractionEvent, Rated
-from core.ports import ALL_ITEMS, StateStore, StateUpdate, Vector, VectorIndex
+from core.ports import (
+    ALL_ITEMS,
+    StateStore,
+    StateUpdate,
+    Vector,
+    VectorIndex,
+    category_scope,
+    covisit_scope,
+)
 from online_models.profile import ContentProfile
 
 __all__ = ["StreamProcessor"]
@@ -42,6 +50,9 @@ class StreamProcessor:
         Half-life of decayed popularity, in seconds of event time.
     profile
         The content-profile model.
+    covisit_window
+        Each event's item co-occurs with this many of the user's previous items
+        (co-visitation: scope ``co:<item>``, both directions, decayed like popularity).
     """
 
     def __init__(
@@ -52,12 +63,14 @@ class StreamProcessor:
         *,
         half_life_s: float,
         profile: ContentProfile,
+        covisit_window: int = 5,
     ) -> None:
         self.store = store
         self.index = index
         self.categories = categories
         self.half_life_s = half_life_s
         self.profile = profile
+        self.covisit_window = covisit_window
 
     def build_update(
         self, events: Sequence[InteractionEvent], counters: Mapping[str, int] | None = None
@@ -93,6 +106,10 @@ class StreamProcessor:
         tally: dict[str, int] = defaultdict(int, update.counters)
         popularity: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         recent: dict[str, list[str]] = defaultdict(list)
+        # Each user's items before this batch, newest first; advanced event by event.
+        history = self.store.recent_items_many(
+            list({e.user_id for e in fresh}), self.covisit_window
+        )
 
         for event in fresh:
             update.event_ids.append(event.event_id)
@@ -105,7 +122,13 @@ class StreamProcessor:
             popularity[ALL_ITEMS][event.item_id] += decayed
             category = self.categories.get(event.item_id)
             if category:
-                popularity[f"cat:{category}"][event.item_id] += decayed
+                popularity[category_scope(category)][event.item_id] += decayed
+            before = history.get(event.user_id, [])
+            for partner in before[: self.covisit_window]:
+                if partner != event.item_id:
+                    popularity[covisit_scope(event.item_id)][partner] += decayed
+                    popularity[covisit_scope(partner)][event.item_id] += decayed
+            history[event.user_id] = [event.item_id, *(i for i in before if i != event.item_id)]
             vector = vectors.get(event.item_id)
             if vector is None:
                 tally["events.unknown_item"] += 1

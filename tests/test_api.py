@@ -50,8 +50,10 @@ def test_an_unknown_user_gets_popular_items(client, services) -> None:
     assert body["user_id"] == "newcomer"
     assert body["rec_id"]
     assert [i["item_id"] for i in body["items"]] == ["mugs-3", "bags-1"]
-    assert set(body["items"][0]) == {"item_id", "name", "category", "price", "score", "sources"}
+    assert set(body["items"][0]) == {"item_id", "name", "category", "price", "score", "sources",
+                                     "reason"}
     assert list(body["items"][0]["sources"]) == ["popularity"]
+    assert body["items"][0]["reason"] == "Popular right now"
 
 
 def test_recommendations_follow_the_category_a_user_viewed(client, services) -> None:
@@ -63,6 +65,26 @@ def test_recommendations_follow_the_category_a_user_viewed(client, services) -> 
     assert {"candles-1", "candles-2", "candles-3"}.isdisjoint(i["item_id"] for i in items)
     assert all("content" in i["sources"] for i in items)
     assert [i["score"] for i in items] == sorted((i["score"] for i in items), reverse=True)
+
+
+def test_items_co_visited_by_others_are_recommended_with_a_reason(client, services) -> None:
+    learn_views(services, "earlier", ["bags-1", "mugs-5"])
+    learn_views(services, "u2", ["bags-1"])
+    items = client.get("/api/recommendations?user_id=u2&k=10").get_json()["items"]
+    linked = next(i for i in items if i["item_id"] == "mugs-5")
+    assert linked["sources"]["covisit"] == 1.0
+    assert linked["reason"] == "Because you viewed Bags item 1"
+
+
+def test_trending_ranks_by_decayed_popularity_overall_and_per_category(client, services):
+    learn_views(services, "a", ["mugs-1", "bags-2"])
+    learn_views(services, "b", ["mugs-1", "mugs-2"])
+    body = client.get("/api/trending?k=2").get_json()
+    assert body["category"] is None
+    assert [i["item_id"] for i in body["items"]][0] == "mugs-1"
+    in_bags = client.get("/api/trending?category=Bags").get_json()["items"]
+    assert [i["item_id"] for i in in_bags] == ["bags-2"]
+    assert in_bags[0]["reason"] == "Trending in Bags"
 
 
 def test_similar_items_share_the_category(client) -> None:
@@ -161,3 +183,14 @@ def test_healthz_reports_each_dependency(client, services) -> None:
     response = client.get("/healthz")
     assert response.status_code == 503
     assert response.get_json()["checks"]["kafka"] is False
+
+
+def test_catalog_upserts_are_validated_and_published(client, services) -> None:
+    ok = client.post("/api/catalog", json={"event_type": "item_upsert", "item_id": "x1",
+                                            "name": "A lamp", "price": 3.5})
+    assert ok.status_code == 202
+    assert services.publisher.catalog[0].item_id == "x1"  # type: ignore[attr-defined]
+    bad = client.post("/api/catalog", json={"event_type": "item_upsert", "item_id": "x2",
+                                             "price": -1})
+    assert bad.status_code == 422
+    assert {d["field"] for d in bad.get_json()["error"]["details"]} == {"name", "price"}

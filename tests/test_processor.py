@@ -98,3 +98,20 @@ def test_a_one_star_rating_does_not_pull_the_profile_toward_the_item(processor, 
 def test_extra_counters_are_written_with_the_batch(processor, store) -> None:
     processor.apply([], counters={"events.dead_letter": 3})
     assert store.counters()["events.dead_letter"] == 3
+
+
+def test_items_viewed_one_after_another_become_co_visited_both_ways(processor, store) -> None:
+    processor.apply([view("u1", "bags-1", 10), view("u1", "mugs-1", 20)])
+    processor.apply([view("u1", "candles-1", 30), view("u2", "bags-1", 40)])
+    assert set(store.top_popular(10, scope="co:bags-1").ids) == {"mugs-1", "candles-1"}
+    assert set(store.top_popular(10, scope="co:candles-1").ids) == {"bags-1", "mugs-1"}
+    # u2 had no earlier item: nothing co-visited with its first view.
+    assert store.top_popular(10, scope="co:bags-1").as_dict()["mugs-1"] > 0
+
+
+def test_co_visitation_looks_back_only_over_the_window(store) -> None:
+    catalog = toy_catalog()
+    processor = StreamProcessor(store, toy_index(catalog), {}, half_life_s=HOUR,
+                                profile=ContentProfile(0.3), covisit_window=2)
+    processor.apply([view("u1", f"mugs-{n}", 10 + n) for n in range(4)])
+    assert set(store.top_popular(10, scope="co:mugs-3").ids) == {"mugs-1", "mugs-2"}

@@ -146,3 +146,11 @@ def test_ranker_learns_a_classifier_from_the_validation_slice() -> None:
                           n_candidates=10, max_iter=20)
     model.fit(generated_log(n_users=60), [])
     assert model.classifier_ is not None
+
+
+def test_content_leaves_out_a_user_whose_items_have_no_text() -> None:
+    items = [Item("a", "red tea cup"), Item("b", "")]
+    model = ContentScorer()
+    model.fit(Interactions.from_records([("u", "b", 1, 0), ("v", "a", 1, 1)]), items)
+    assert len(model.score("u")) == 0
+    assert model.score("v").ids == ["a"]

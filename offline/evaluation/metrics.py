@@ -96,7 +96,8 @@ def ndcg_at_k(hits: BoolMatrix, n_relevant: npt.ArrayLike) -> FloatArray:
 
 def hit_rate_at_k(hits: BoolMatrix) -> FloatArray:
     """1 where the top k holds at least one relevant item, else 0."""
-    return hits.any(axis=1).astype(np.float64)
+    out: FloatArray = np.asarray(hits.any(axis=1), dtype=np.float64)
+    return out
 
 
 def catalog_coverage(recommended: Iterable[Iterable[str]], n_catalog: int) -> float:

@@ -68,4 +68,7 @@ class ContentScorer(MatrixScorer):
         profiles = normalize(history @ self.item_vectors_)
         scores = np.asarray((profiles @ self.item_vectors_.T).toarray(), dtype=np.float64)
         scores[:, ~self.has_text_] = np.nan
+        # a user none of whose items has text has no profile: nothing to score
+        no_profile = np.asarray(abs(profiles).sum(axis=1)).ravel() == 0
+        scores[no_profile] = np.nan
         return scores

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import numpy.typing as npt
 
 from core.scoring import BatchScorer, Interactions
 from core.types import Item, ScoredItems

@@ -54,7 +54,8 @@ class PopularityScorer(MatrixScorer):
             age = train.timestamps.max() - train.timestamps
             weight = 0.5 ** (age / self.half_life_s)
             cols = np.array([self.item_index_[i] for i in train.items.tolist()], dtype=np.int64)
-            self.counts_ = np.bincount(cols, weights=weight, minlength=len(self.item_ids_))
+            self.counts_ = np.bincount(cols, weights=weight,
+                                       minlength=len(self.item_ids_)).astype(np.float64)
 
     def _fit(self, matrix: sp.csr_matrix, items: Sequence[Item]) -> None:
         self.counts_ = np.asarray((matrix > 0).sum(axis=0), dtype=np.float64).ravel()

@@ -73,7 +73,7 @@ def _rating(cls_name: str) -> Callable[..., Scorer]:
 def _params(cls: type) -> set[str]:
     import inspect
 
-    return set(inspect.signature(cls.__init__).parameters)
+    return set(inspect.signature(cls).parameters)
 
 
 MODELS: dict[str, Callable[..., Scorer | BatchScorer]] = {

@@ -150,6 +150,28 @@ class StateStoreContract:
         assert len(store.top_popular(10, scope="cat:none")) == 0
         assert len(store.top_popular(0)) == 0
 
+    def test_covisitation_scopes_keep_only_the_strongest_items(self) -> None:
+        store = self.store(half_life_s=HOUR, covisit_max=3)
+        weights = {f"i{n}": float(n) for n in range(1, 7)}
+        store.apply(StateUpdate(popularity={"co:x": weights, "cat:big": weights},
+                                popularity_at=T0))
+        assert store.top_popular(10, scope="co:x").ids == ["i6", "i5", "i4"]
+        assert len(store.top_popular(10, scope="cat:big")) == 6  # only co: scopes are trimmed
+
+    def test_batched_reads_equal_the_single_reads(self) -> None:
+        store = self.store(half_life_s=HOUR)
+        store.apply(StateUpdate(
+            recent={"u1": ["a", "b"], "u2": ["c"]},
+            popularity={ALL_ITEMS: {"a": 2.0, "b": 1.0}, "co:a": {"b": 1.0}},
+            popularity_at=T0,
+        ))
+        assert store.recent_items_many(["u1", "u2", "nobody"], 1) == {
+            "u1": ["b"], "u2": ["c"], "nobody": []}
+        many = store.top_popular_many([ALL_ITEMS, "co:a", "co:zzz"], 5)
+        assert many[ALL_ITEMS].as_dict() == pytest.approx(store.top_popular(5).as_dict())
+        assert many["co:a"].ids == ["b"]
+        assert len(many["co:zzz"]) == 0
+
     def test_popularity_survives_a_rebase_of_the_reference_time(self) -> None:
         # max_exponent=4: the 2nd and 3rd batches are 10 and 20 half-lives later -> rebases.
         hl = 10.0

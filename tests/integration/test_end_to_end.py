@@ -138,3 +138,25 @@ async def read_topic(
     finally:
         await consumer.stop()
     return out
+
+
+def test_a_new_product_posted_to_the_catalog_is_recommendable_without_a_restart(
+    app: Flask, running_consumer: object
+) -> None:
+    client = app.test_client()
+    assert client.get("/api/items/NEW-001").status_code == 404
+    response = client.post("/api/catalog", json={
+        "event_type": "item_upsert", "item_id": "NEW-001", "name": "Heart Candle Holder Set",
+        "category": "Light & Holder", "price": 4.95,
+    })
+    assert response.status_code == 202, response.get_json()
+    assert poll(lambda: client.get("/api/items/NEW-001/similar?k=5").status_code == 200)
+    similar = client.get("/api/items/NEW-001/similar?k=5").get_json()["items"]
+    assert len(similar) == 5
+    assert any("holder" in i["name"].lower() or "candle" in i["name"].lower() for i in similar)
+
+    # Viewing it moves a new shopper's profile: the product has a vector in every process.
+    client.post("/api/events", json={"event_type": "view", "user_id": "early-adopter",
+                                     "item_id": "NEW-001"})
+    state = app.extensions["streamrec"].state
+    assert poll(lambda: "early-adopter" in state.get_profiles(["early-adopter"]))

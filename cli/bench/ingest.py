@@ -1,0 +1,358 @@
+"""Ingest benchmark: events/s from Kafka through the consumers into Redis state.
+
+N realistic events are produced into a fresh topic first; then, in the same run,
+
+1. a bare aiokafka consumer reads them (``getmany`` loop, no processing): the baseline;
+2. the real consumer pipeline (FastStream app, :class:`InteractionBatchHandler`,
+   :class:`StreamProcessor`, :class:`RedisStateStore`, SQL archive) applies them;
+3. the same pipeline with the SQL archive off, so the archive's share is visible;
+4. with ``profile``, once more under cProfile (figures of that run are not reported).
+
+Each pipeline run has its own consumer group and Redis prefix. Times run from the
+start of the first batch to the end of the batch that completes N (group join is
+excluded); the baseline's from its first non-empty fetch to its last. Both read
+with the consumers' ``fetch_max_wait_ms`` and ``consumer_max_records``, so the
+ratio is the cost of processing alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import io
+import logging
+import pstats
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from cli.bench.common import (
+    BenchEnv,
+    bench_services,
+    clear_prefix,
+    cpu_seconds,
+    event_mix,
+    machine_info,
+    make_events,
+    redis_for,
+    used_memory,
+)
+from consumers.app import build_consumer_app
+from consumers.handlers import BatchResult, InteractionBatchHandler, Record
+from consumers.metrics import ConsumerMetrics
+from core.errors import TemporaryFailure
+from core.events import dump_event
+from core.settings import Settings
+from infra.bootstrap import (
+    build_index,
+    build_processor,
+    build_sql_store,
+    build_state_store,
+    ensure_catalog,
+)
+from infra.kafka import produce_batch
+
+__all__ = ["PipelineRun", "bare_consume", "produce_all", "run_ingest", "run_pipeline"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Users per memory figure.
+MEMORY_UNIT_USERS = 100_000
+
+
+async def produce_all(settings: Settings, records: Sequence[tuple[bytes, bytes]]) -> float:
+    """Produce ``records`` to the interactions topic with acks=all; return seconds."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all",
+        enable_idempotence=settings.kafka_idempotence, linger_ms=5,
+        max_batch_size=256 * 1024, request_timeout_ms=30_000,
+    )
+    await producer.start()
+    try:
+        started = time.perf_counter()
+        chunk = 20_000  # bounds the producer's buffered bytes
+        for i in range(0, len(records), chunk):
+            await produce_batch(producer, settings.interactions_topic, records[i:i + chunk])
+        return time.perf_counter() - started
+    finally:
+        await producer.stop()
+
+
+async def bare_consume(settings: Settings, n: int, timeout_s: float) -> tuple[float, int]:
+    """Read ``n`` records with a bare aiokafka consumer; return (seconds, records)."""
+    consumer = AIOKafkaConsumer(
+        settings.interactions_topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+    )
+    await consumer.start()
+    try:
+        count, first = 0, None
+        deadline = time.monotonic() + timeout_s
+        while count < n:
+            if time.monotonic() > deadline:
+                raise TemporaryFailure(f"bare consumer read {count} of {n} records in time")
+            batches = await consumer.getmany(
+                timeout_ms=1000, max_records=settings.consumer_max_records
+            )
+            got = sum(len(records) for records in batches.values())
+            if got and first is None:
+                first = time.perf_counter()
+            count += got
+        assert first is not None
+        return time.perf_counter() - first, count
+    finally:
+        await consumer.stop()
+
+
+@dataclass
+class PipelineRun:
+    """Batch clock of one pipeline run: first batch start, last batch end, events applied.
+
+    ``cpu`` (a :func:`cpu_seconds` reader) is read at the end of the first batch and
+    of the last one; :attr:`cores` is what each part used over that window.
+    """
+
+    target: int
+    cpu: Callable[[], dict[str, float]] | None = None
+    first: float | None = None
+    first_end: float | None = None
+    last: float | None = None
+    applied: int = 0
+    batches: int = 0
+    cpu_first: dict[str, float] = field(default_factory=dict)
+    cpu_last: dict[str, float] = field(default_factory=dict)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def seconds(self) -> float:
+        if self.first is None or self.last is None:
+            return float("nan")
+        return self.last - self.first
+
+    @property
+    def cores(self) -> dict[str, float]:
+        """CPU seconds per wall second of each part, between the first and last batch."""
+        if self.first_end is None or self.last is None or self.last <= self.first_end:
+            return {}
+        wall = self.last - self.first_end
+        return {k: (self.cpu_last[k] - v) / wall for k, v in self.cpu_first.items()
+                if k in self.cpu_last}
+
+    def wrap(self, observe: Callable[[Sequence[Record], BatchResult, float], None] | None
+             ) -> Callable[[Sequence[Record], BatchResult, float], None]:
+        def timed(records: Sequence[Record], result: BatchResult, seconds: float) -> None:
+            now = time.perf_counter()
+            if self.first is None:
+                self.first = now - seconds  # the handler's own start of the first batch
+                self.first_end = now
+                if self.cpu is not None:
+                    self.cpu_first = self.cpu()
+            self.last = now
+            self.applied += result.applied
+            self.batches += 1
+            if observe is not None:
+                observe(records, result, seconds)
+            if self.applied >= self.target and not self.done.is_set():
+                if self.cpu is not None:
+                    self.cpu_last = self.cpu()
+                self.done.set()
+
+        return timed
+
+
+class _ProfiledExecutor(ThreadPoolExecutor):
+    """One worker whose every call runs under ``profiler`` (the handler's to_thread work)."""
+
+    def __init__(self, profiler: cProfile.Profile) -> None:
+        super().__init__(max_workers=1, thread_name_prefix="bench-profiled")
+        self.profiler = profiler
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        return super().submit(self.profiler.runcall, fn, *args, **kwargs)
+
+
+async def run_pipeline(
+    settings: Settings, n: int, *, archive: bool, timeout_s: float,
+    profilers: tuple[cProfile.Profile, cProfile.Profile] | None = None,
+    cpu: Callable[[], dict[str, float]] | None = None,
+) -> tuple[PipelineRun, dict[str, int]]:
+    """Run the consumers' FastStream app until ``n`` events are applied.
+
+    Wired as :func:`consumers.app.create_consumer_app` wires it, with the batch
+    clock around the metrics observer and the archive optional. ``profilers``
+    (loop thread, worker thread) profile the run. Returns the clock and the
+    store's counters.
+    """
+    catalog = ensure_catalog(settings)
+    index, _ = build_index(settings, catalog)
+    store = build_state_store(settings)
+    processor = build_processor(settings, store, index, catalog)
+    sql = build_sql_store(settings) if archive else None
+    clock = PipelineRun(n, cpu)
+
+    def handler_factory(sink: Any, observe: Any) -> InteractionBatchHandler:
+        return InteractionBatchHandler(
+            processor, sink, clock.wrap(observe),
+            archive=sql.archive_events if sql is not None else None,
+        )
+
+    _app, broker = build_consumer_app(settings, handler_factory, ConsumerMetrics())
+    loop = asyncio.get_running_loop()
+    if profilers is not None:
+        loop.set_default_executor(_ProfiledExecutor(profilers[1]))
+        profilers[0].enable()
+    try:
+        await broker.start()
+        await asyncio.wait_for(clock.done.wait(), timeout_s)
+    except TimeoutError as exc:
+        raise TemporaryFailure(
+            f"the pipeline applied {clock.applied} of {n} events in {timeout_s:g} s") from exc
+    finally:
+        if profilers is not None:
+            profilers[0].disable()
+        await broker.stop()
+        counters = store.counters()
+        store.client.close()
+        if sql is not None:
+            sql.close()
+    return clock, counters
+
+
+def _pipeline_figures(
+    env: BenchEnv, label: str, n: int, users: int, *, archive: bool, timeout_s: float,
+    memory: bool,
+) -> dict[str, Any]:
+    settings = env.run(label)
+    client = redis_for(settings)
+    try:
+        before_mem = used_memory(client)
+        clock, counters = asyncio.run(run_pipeline(
+            settings, n, archive=archive, timeout_s=timeout_s,
+            cpu=lambda: cpu_seconds(client, env.broker_pid)))
+        after_mem = used_memory(client)
+        total = counters.get("events.total", 0)
+        if total != n:
+            raise TemporaryFailure(f"state counts {total} events applied, {n} expected")
+        figures: dict[str, Any] = {
+            "events_per_s": n / clock.seconds,
+            "seconds": clock.seconds,
+            "batches": clock.batches,
+            "cpu_cores": clock.cores,
+        }
+        if memory:
+            figures.update(_memory_figures(client, settings, after_mem - before_mem, users))
+        return figures
+    finally:
+        clear_prefix(settings)
+        client.close()
+
+
+def _memory_figures(client: Any, settings: Settings, delta: int, users: int) -> dict[str, Any]:
+    # The dedupe sets grow with events, not users: report them apart.
+    dedupe = sum(int(client.memory_usage(key, samples=0) or 0)
+                 for key in client.scan_iter(match=f"{settings.redis_prefix}seen:*"))
+    per_unit = delta / users * MEMORY_UNIT_USERS
+    state = (delta - dedupe) / users * MEMORY_UNIT_USERS
+    return {
+        "memory_users": users,
+        "memory_used_delta_bytes": delta,
+        "memory_dedupe_bytes": dedupe,
+        "memory_per_100k_users_bytes": round(per_unit),
+        "memory_per_100k_users_mb": per_unit / 2**20,
+        "memory_per_100k_users_without_dedupe_mb": state / 2**20,
+    }
+
+
+def _profile(env: BenchEnv, n: int, timeout_s: float, top: int, out: Any) -> None:
+    settings = env.run("profile")
+    # thread_time: CPU of each thread, so waits for Redis, Kafka and SQLite do not count.
+    loop_profiler = cProfile.Profile(time.thread_time)
+    worker_profiler = cProfile.Profile(time.thread_time)
+    try:
+        asyncio.run(run_pipeline(settings, n, archive=True, timeout_s=timeout_s,
+                                 profilers=(loop_profiler, worker_profiler)))
+    finally:
+        clear_prefix(settings)
+    text = io.StringIO()
+    stats = pstats.Stats(loop_profiler, stream=text)
+    stats.add(worker_profiler)
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    print(f"cProfile of the pipeline ({n} events, archive on; CPU time of the event-loop "
+          f"thread and the handler's worker thread, merged)", file=out)
+    print(text.getvalue(), file=out)
+
+
+def run_ingest(
+    settings: Settings, *, events: int = 200_000, users: int = 100_000, partitions: int = 4,
+    archive_off: bool = True, profile: bool = False, profile_top: int = 15,
+    timeout_s: float = 600.0, seed: int = 7, profile_out: Any = None,
+) -> dict[str, Any]:
+    """Run the ingest benchmark on ``settings``' services (embedded where none); return figures.
+
+    Keys: ``events_per_s`` (pipeline with the archive), ``baseline_events_per_s``
+    (bare consume loop), ``ratio``, ``events_per_s_archive_off``, memory per
+    100k users, produce rate and the CPU cores each part used (``pipeline_cpu_cores``).
+    """
+    if events < 1 or users < 1:
+        raise ValueError("events and users must be >= 1")
+    with bench_services(settings, label="ingest", partitions=partitions) as env:
+        generated = make_events(events, users, env.item_ids, seed=seed)
+        distinct_users = len({e.user_id for e in generated})
+        records = [(e.user_id.encode(), dump_event(e)) for e in generated]
+        mix = event_mix(generated)
+        del generated
+        log.info("producing %d events for %d users", events, distinct_users)
+        produce_s = asyncio.run(produce_all(env.settings, records))
+        del records
+
+        log.info("baseline: bare aiokafka consume loop")
+        base_s, _ = asyncio.run(bare_consume(env.settings, events, timeout_s))
+        log.info("pipeline with the SQL archive")
+        on = _pipeline_figures(env, "archive-on", events, distinct_users, archive=True,
+                               timeout_s=timeout_s, memory=True)
+        off = None
+        if archive_off:
+            log.info("pipeline with the SQL archive off")
+            off = _pipeline_figures(env, "archive-off", events, distinct_users, archive=False,
+                                    timeout_s=timeout_s, memory=False)
+        if profile:
+            log.info("pipeline under cProfile")
+            _profile(env, events, timeout_s, profile_top, profile_out or sys.stderr)
+
+    baseline = events / base_s
+    figures: dict[str, Any] = {
+        "events": events,
+        "users": distinct_users,
+        "partitions": partitions,
+        "event_mix": mix,
+        "events_per_s": on.pop("events_per_s"),
+        "baseline_events_per_s": baseline,
+        "pipeline_seconds": on.pop("seconds"),
+        "baseline_seconds": base_s,
+        "produce_events_per_s": events / produce_s,
+        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
+        "consumer_max_records": settings.consumer_max_records,
+        "archive_database": "configured" if settings.database_url else "sqlite (temporary)",
+        "pipeline_batches": on.pop("batches"),
+        "pipeline_cpu_cores": on.pop("cpu_cores"),
+        **on,
+    }
+    figures["ratio"] = figures["events_per_s"] / baseline
+    if off is not None:
+        figures["events_per_s_archive_off"] = off["events_per_s"]
+        figures["ratio_archive_off"] = off["events_per_s"] / baseline
+        figures["pipeline_cpu_cores_archive_off"] = off["cpu_cores"]
+    figures["machine"] = machine_info()
+    return figures
