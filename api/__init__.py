@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from flask import Flask
@@ -18,10 +19,11 @@ def create_app(
 ) -> Flask:
     """Build the app. Tests pass ``services`` made of fakes; production lets
     bootstrap build them from ``settings`` (or the environment)."""
-    from api import events, health, recommendations
+    from api import events, health, recommendations, storefront
     from api.dashboard import init_dashboard
     from api.errors import register_error_handlers
     from api.metrics import ApiMetrics, init_metrics
+    from infra.accounts import load_or_create_secret
 
     if not isinstance(settings, Settings):
         settings = Settings(**(settings or {}))
@@ -32,9 +34,15 @@ def create_app(
 
     app = Flask(__name__)
     app.config.update(
-        SECRET_KEY=settings.secret_key or None,
+        # Shared by every worker: from the settings, else made once in state_dir.
+        SECRET_KEY=settings.secret_key or load_or_create_secret(settings.state_dir),
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         JSON_SORT_KEYS=False,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=getattr(settings, "session_cookie_secure", False),
+        PERMANENT_SESSION_LIFETIME=timedelta(
+            seconds=getattr(settings, "session_lifetime_s", 14 * 24 * 3600)),
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["streamrec"] = services
@@ -42,6 +50,7 @@ def create_app(
     app.register_blueprint(health.bp)
     app.register_blueprint(recommendations.bp)
     app.register_blueprint(events.bp)
+    app.register_blueprint(storefront.bp)
     init_metrics(app, ApiMetrics(settings.artifacts_dir, settings.prometheus_multiproc_dir))
     init_dashboard(app, settings)
     return app

@@ -11,6 +11,7 @@ from api.recommender import Recommender
 from core.ports import EventPublisher, StateStore, VectorIndex
 from core.settings import Settings
 from core.types import Item
+from infra.accounts import AccountStore
 from online_models.catalog import CatalogReplica
 
 __all__ = ["ApiServices", "build_services", "services"]
@@ -24,6 +25,8 @@ class ApiServices:
     catalog: Mapping[str, Item]
     publisher: EventPublisher
     recommender: Recommender
+    #: Storefront accounts (users, ratings, carts, orders); None: no storefront accounts.
+    accounts: AccountStore | None = None
     health_checks: dict[str, Callable[[], bool]] = field(default_factory=dict)
     #: Keeps ``catalog`` and ``index`` in step with catalog upserts (None: a fixed catalog).
     replica: CatalogReplica | None = None
@@ -50,6 +53,8 @@ def build_services(settings: Settings) -> ApiServices:
     replica = bootstrap.build_replica(settings, catalog, index)
     state = bootstrap.build_state_store(settings)
     publisher = bootstrap.build_publisher(settings)
+    accounts = AccountStore.from_settings(settings)
+    accounts.create_schema()
     built = ApiServices(
         settings=settings,
         state=state,
@@ -59,6 +64,7 @@ def build_services(settings: Settings) -> ApiServices:
         recommender=Recommender(
             state, index, catalog, settings.blend_weights, settings.recent_items_max
         ),
+        accounts=accounts,
         health_checks={
             "redis": state.ping,
             "kafka": lambda: bootstrap.kafka_reachable(settings.kafka_bootstrap),
@@ -66,4 +72,5 @@ def build_services(settings: Settings) -> ApiServices:
         replica=replica,
     )
     built.closers.append(publisher.close)
+    built.closers.append(accounts.close)
     return built

@@ -108,7 +108,9 @@ def build_consumer_app(
         @router.subscriber(
             settings.catalog_topic,
             batch=True,
-            group_id=settings.consumer_group,
+            # Its own group: members of one group with different subscriptions would
+            # rebalance each other every time either joins.
+            group_id=f"{settings.consumer_group}.catalog",
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
             fetch_max_wait_ms=settings.fetch_max_wait_ms,

@@ -304,7 +304,7 @@ class AccountStore:
         now = time.time()
         try:
             with self._begin("create_user") as conn:
-                user_id = conn.execute(
+                user_id: int = conn.execute(
                     users_table.insert()
                     .values(username=name, password_hash=password_hash, created_at=now)
                     .returning(users_table.c.id)
@@ -318,11 +318,11 @@ class AccountStore:
         return User(int(user_id), name, now, tuple(cats))
 
     def _user(self, conn: Connection, row: Any) -> User:
-        cats = conn.execute(
+        cats: list[str] = list(conn.execute(
             sa.select(user_categories_table.c.category)
             .where(user_categories_table.c.user_id == row.id)
             .order_by(user_categories_table.c.category)
-        ).scalars().all()
+        ).scalars())
         return User(int(row.id), row.username, float(row.created_at), tuple(cats))
 
     def get_user(self, user_id: int) -> User | None:
@@ -419,7 +419,7 @@ class AccountStore:
         with self._begin("rating_summary") as conn:
             avg, count = conn.execute(
                 sa.select(sa.func.avg(r.c.rating), sa.func.count()).where(r.c.item_id == item_id)
-            ).one()
+            ).tuples().one()
         return RatingSummary(None if avg is None else round(float(avg), 2), int(count))
 
     # --- carts -----------------------------------------------------------------------------
@@ -491,7 +491,7 @@ class AccountStore:
             conn.execute(c.delete().where(c.c.shopper == shopper))
             if not lines:
                 return None
-            order_id = conn.execute(orders_table.insert()
+            order_id: int = conn.execute(orders_table.insert()
                                     .values(user_id=user_id, created_at=now)
                                     .returning(orders_table.c.id)).scalar_one()
             conn.execute(order_lines_table.insert(), [

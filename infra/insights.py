@@ -67,7 +67,7 @@ class Insights:
         return float((newest - days + 1) * _DAY)
 
     def _interactions(self, since: float | None) -> Any:
-        clause = events_table.c.user_id.is_not(None)
+        clause: Any = events_table.c.user_id.is_not(None)
         if since is not None:
             clause = sa.and_(clause, events_table.c.ts >= since)
         return clause

@@ -13,6 +13,7 @@ from core.events import InteractionEvent, ItemUpserted
 from core.settings import Settings
 from core.types import Item
 from index.faiss_index import ExactIndex
+from infra.accounts import AccountStore
 from infra.memory_store import InMemoryStateStore
 
 CATEGORIES = ("Candles", "Bags", "Mugs")
@@ -65,8 +66,20 @@ def toy_index(catalog: dict[str, Item], seed: int = 0) -> ExactIndex:
     return index
 
 
-def toy_services(settings: Settings | None = None) -> ApiServices:
-    settings = settings or Settings(redis_url="redis://fake", kafka_bootstrap="fake:9092")
+def toy_accounts(url: str = "sqlite://") -> AccountStore:
+    """An account store (in-memory SQLite by default) with its tables made.
+
+    pbkdf2 with few rounds keeps tests fast; production hashes with scrypt.
+    """
+    accounts = AccountStore(url, password_method="pbkdf2:sha256:1000")
+    accounts.create_schema()
+    return accounts
+
+
+def toy_services(settings: Settings | None = None, accounts: AccountStore | None = None
+                 ) -> ApiServices:
+    settings = settings or Settings(redis_url="redis://fake", kafka_bootstrap="fake:9092",
+                                    secret_key="test-secret-key")
     catalog = toy_catalog()
     index = toy_index(catalog)
     state = InMemoryStateStore(recent_max=settings.recent_items_max,
@@ -76,5 +89,6 @@ def toy_services(settings: Settings | None = None) -> ApiServices:
         settings=settings, state=state, index=index, catalog=catalog, publisher=publisher,
         recommender=Recommender(state, index, catalog, settings.blend_weights,
                                 settings.recent_items_max),
+        accounts=accounts or toy_accounts(),
         health_checks={"redis": state.ping, "kafka": lambda: not publisher.fail},
     )

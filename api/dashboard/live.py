@@ -52,7 +52,7 @@ def consumer_targets(urls: str) -> list[str]:
 
 
 def _scrape(url: str) -> list[Sample]:
-    with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_S) as response:  # noqa: S310
+    with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_S) as response:
         text = response.read().decode()
     return [s for family in text_string_to_metric_families(text) for s in family.samples]
 

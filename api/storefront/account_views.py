@@ -39,7 +39,7 @@ def _login_key(username: str) -> str:
 @bp.route("/signup", methods=["GET", "POST"])
 def signup() -> Page:
     if request.method == "GET":
-        return render_template("signup.html", categories=_categories(), chosen=[],
+        return render_template("storefront/signup.html", categories=_categories(), chosen=[],
                                username="", next=request.args.get("next", ""))
     username = request.form.get("username", "")
     password = request.form.get("password", "")
@@ -57,7 +57,7 @@ def signup() -> Page:
             error = exc.message
     if error:
         status = 409 if "taken" in error else 400
-        return render_template("signup.html", categories=_categories(), chosen=chosen,
+        return render_template("storefront/signup.html", categories=_categories(), chosen=chosen,
                                username=username, error=error,
                                next=request.form.get("next", "")), status
     login_user(user)
@@ -68,7 +68,8 @@ def signup() -> Page:
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Page:
     if request.method == "GET":
-        return render_template("login.html", username="", next=request.args.get("next", ""))
+        return render_template("storefront/login.html", username="",
+                               next=request.args.get("next", ""))
     accounts = require_accounts()
     username = request.form.get("username", "")
     password = request.form.get("password", "")
@@ -79,7 +80,7 @@ def login() -> Page:
     user = accounts.authenticate(username, password)
     if user is None:
         accounts.record_login_failure(key)
-        return render_template("login.html", username=username,
+        return render_template("storefront/login.html", username=username,
                                error="Wrong username or password.",
                                next=request.form.get("next", "")), 401
     accounts.clear_login_failures(key)
@@ -109,7 +110,8 @@ def profile() -> Page:
         return redirect("/profile")
     catalog = services().catalog
     return render_template(
-        "profile.html", user=user, categories=_categories(), chosen=list(user.categories),
+        "storefront/profile.html", user=user, categories=_categories(),
+        chosen=list(user.categories),
         orders=accounts.orders(user.id), ratings=accounts.user_ratings(user.id),
         catalog=catalog,
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import secrets
 from collections.abc import Sequence
 from typing import Any
@@ -33,9 +34,12 @@ __all__ = [
     "CSRF_FIELD",
     "CSRF_HEADER",
     "bp",
+    "build_event",
+    "clean_rec_id",
     "csrf_token",
     "current_user",
     "emit",
+    "event_fields",
     "login_user",
     "logout_user",
     "require_accounts",
@@ -65,6 +69,9 @@ CONTENT_SECURITY_POLICY = (
 @bp.record_once
 def _init_state(setup: Any) -> None:
     setup.app.extensions.setdefault("storefront", StorefrontState())
+    # Globals (not a context processor), so that imported macros see them too.
+    setup.app.jinja_env.globals.update(csrf_token=csrf_token, current_user=current_user,
+                                       cart_count=cart_count)
 
 
 def storefront_state() -> StorefrontState:
@@ -102,6 +109,12 @@ def shopper_id() -> str:
         anon = f"anon:{secrets.token_hex(8)}"
         flask_session["anon"] = anon
     return anon
+
+
+def cart_count() -> int:
+    """Items in this shopper's cart (0 without an account store)."""
+    accounts = services().accounts
+    return sum(accounts.cart(shopper_id()).values()) if accounts else 0
 
 
 def session_id() -> str:
@@ -165,11 +178,6 @@ def _check_csrf() -> None:
                                "Go back, reload the page and try again.")
 
 
-@bp.app_context_processor
-def _template_globals() -> dict[str, Any]:
-    return {"csrf_token": csrf_token, "current_user": current_user}
-
-
 @bp.after_request
 def _security_headers(response: Response) -> Response:
     response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
@@ -185,7 +193,8 @@ def _error_page(status: int, title: str, message: str) -> tuple[Response | str, 
     if request.path.startswith(JSON_PREFIX):
         code = title.lower().replace(" ", "_")
         return jsonify({"error": {"code": code, "message": message}}), status
-    return render_template("error.html", status=status, title=title, message=message), status
+    page = render_template("storefront/error.html", status=status, title=title, message=message)
+    return page, status
 
 
 @bp.errorhandler(HTTPException)
@@ -209,6 +218,18 @@ def emit(events: Sequence[InteractionEvent], svc: ApiServices | None = None) -> 
     except TemporaryFailure as exc:
         log.warning("storefront events not published: %s", exc)
         return False
+
+
+_REC_ID = re.compile(r"^[^\s]{1,128}$")
+
+
+def clean_rec_id(raw: str | None) -> str | None:
+    """A recommendation id from a link, or None when absent or malformed.
+
+    >>> clean_rec_id("ab12"), clean_rec_id("a b"), clean_rec_id("")
+    ('ab12', None, None)
+    """
+    return raw if raw and _REC_ID.match(raw) else None
 
 
 def event_fields(rec_id: str | None = None) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from infra.accounts import MAX_QUANTITY
 from .blueprint import (
     bp,
     build_event,
+    clean_rec_id,
     current_user,
     emit,
     event_fields,
@@ -114,7 +115,7 @@ def _trending(k: int) -> list[dict[str, Any]]:
 @bp.get("/")
 def home() -> str:
     items, mode = personal_items(PANEL_K)
-    return render_template("home.html", recommended=items, mode=mode,
+    return render_template("storefront/home.html", recommended=items, mode=mode,
                            trending=_trending(PANEL_K), user_id=shopper_id(),
                            categories=storefront_state().categories(services().catalog))
 
@@ -142,7 +143,8 @@ def category(name: str) -> str:
         abort(404, description=f"There is no category '{name}'.")
     page = _page_arg()
     items, pages = _paginate(ids, page)
-    return render_template("category.html", name=name, items=items, page=min(page, pages),
+    return render_template("storefront/category.html", name=name, items=items,
+                           page=min(page, pages),
                            pages=pages, total=len(ids),
                            categories=storefront_state().categories(catalog))
 
@@ -153,7 +155,8 @@ def search() -> str:
     hits = storefront_state().search(services().catalog).search(query) if query else None
     page = _page_arg()
     items, pages = _paginate(hits.ids if hits else [], page)
-    return render_template("search.html", query=query, items=items, page=min(page, pages),
+    return render_template("storefront/search.html", query=query, items=items,
+                           page=min(page, pages),
                            pages=pages, total=len(hits.ids) if hits else 0,
                            corrected=hits.corrected if hits else None)
 
@@ -162,7 +165,7 @@ def search() -> str:
 def product(item_id: str) -> str:
     item = _item_or_404(item_id)
     svc = services()
-    rec_id = request.args.get("rec") or None
+    rec_id = clean_rec_id(request.args.get("rec"))
     events: list[InteractionEvent | None] = [
         build_event(ItemViewed, item_id=item.item_id, **event_fields(rec_id))]
     if rec_id:
@@ -178,7 +181,7 @@ def product(item_id: str) -> str:
     accounts = svc.accounts
     user = current_user()
     return render_template(
-        "product.html", item=item, similar=similar_cards, also_bought=also,
+        "storefront/product.html", item=item, similar=similar_cards, also_bought=also,
         summary=accounts.rating_summary(item.item_id) if accounts else None,
         reviews=accounts.reviews(item.item_id) if accounts else [],
         mine=accounts.user_rating(user.id, item.item_id) if accounts and user else None,
@@ -226,7 +229,7 @@ def cart_add() -> Page | Response:
     accounts = require_accounts()
     shopper = shopper_id()
     now_in_cart = accounts.add_to_cart(shopper, item.item_id, quantity)
-    rec_id = request.form.get("rec") or None
+    rec_id = clean_rec_id(request.form.get("rec"))
     event = build_event(AddedToCart, item_id=item.item_id, quantity=quantity,
                         **event_fields(rec_id))
     emit([event] if event else [])
@@ -250,7 +253,7 @@ def cart() -> str:
     lines = [(catalog[i], q) for i, q in require_accounts().cart(shopper_id()).items()
              if i in catalog]
     total = round(sum(item.price * q for item, q in lines), 2)
-    return render_template("cart.html", lines=lines, total=total)
+    return render_template("storefront/cart.html", lines=lines, total=total)
 
 
 @bp.post("/checkout")

@@ -34,7 +34,7 @@
     c.data.datasets = Object.keys(series).map(function (name, i) {
       return Object.assign({ label: name, data: series[name], borderColor: COLORS[i % COLORS.length],
         backgroundColor: COLORS[i % COLORS.length] + (c.config.type === "line" ? "33" : "cc"),
-        pointRadius: 0, borderWidth: 2, tension: 0.2 }, extra || {});
+        pointRadius: 2, borderWidth: 2, tension: 0.2 }, extra || {});
     });
     c.update();
   }
@@ -47,7 +47,7 @@
       if (!ds) {
         const color = COLORS[c.data.datasets.length % COLORS.length];
         ds = { label: name, data: new Array(c.data.labels.length - 1).fill(null), borderColor: color,
-          backgroundColor: color + "33", pointRadius: 0, borderWidth: 2, tension: 0.2 };
+          backgroundColor: color + "33", pointRadius: 2, borderWidth: 2, tension: 0.2 };
         c.data.datasets.push(ds);
       }
     });
@@ -85,6 +85,7 @@
   function sum(obj) { return Object.values(obj || {}).reduce(function (a, b) { return a + b; }, 0); }
 
   let previous = null;
+  const history = [];
   async function pollLive() {
     let live;
     try { live = await getJSON("live"); } catch (e) { document.getElementById("live-status").textContent = String(e); return; }
@@ -102,9 +103,14 @@
     pushPoint(charts["chart-lag"], t, values);
     // Freshness and rates need two polls.
     const dt = previous ? live.ts - previous.ts : null;
-    const fresh = previous ? diffBuckets(con.freshness.buckets, previous.consumers.freshness.buckets) : con.freshness.buckets;
+    // Freshness over the last minute of polls; with no new events there, since start.
+    history.push(live);
+    while (history.length > 1 && live.ts - history[0].ts > 60) history.shift();
+    let fresh = diffBuckets(con.freshness.buckets, history[0] === live ? {} : history[0].consumers.freshness.buckets);
+    let since = "";
+    if (quantile(0.5, fresh) === null) { fresh = con.freshness.buckets; since = " (since start)"; }
     const p50 = quantile(0.5, fresh), p95 = quantile(0.95, fresh);
-    document.getElementById("kpi-fresh").textContent = fmt(p95, 3);
+    document.getElementById("kpi-fresh").textContent = fmt(p95, 3) + since;
     pushPoint(charts["chart-freshness"], t, { p50: p50, p95: p95 });
     if (dt && dt > 0) {
       const rates = {};
