@@ -10,6 +10,9 @@ from typing import Any
 
 import click
 
+from cli.bench.commands import bench_group
+from cli.offline_commands import evaluate_command, train_command
+from cli.ops_commands import lag_command
 from core.errors import StreamrecError
 from core.settings import Settings
 
@@ -96,16 +99,10 @@ def recommend(user_id: str, k: int) -> None:
     app.extensions["streamrec"].close()
 
 
-def _add_offline_commands() -> None:
-    try:
-        from cli.offline_commands import evaluate_command, train_command
-    except ImportError:  # pragma: no cover - the offline extras are part of the package
-        return
-    cli.add_command(train_command, "train")
-    cli.add_command(evaluate_command, "evaluate")
-
-
-_add_offline_commands()
+cli.add_command(train_command, "train")
+cli.add_command(evaluate_command, "evaluate")
+cli.add_command(lag_command, "lag")
+cli.add_command(bench_group, "bench")
 
 
 def main() -> None:

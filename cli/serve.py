@@ -28,6 +28,13 @@ class _Gunicorn(BaseApplication):
         return create_app(self.settings)
 
 
+def _mark_worker_dead(server: Any, worker: Any) -> None:
+    # Multiprocess metrics keep one file per worker: a dead worker's live gauges go.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
 def serve(
     settings: Settings, *, workers: int = 2, threads: int = 4, access_log: bool = False
 ) -> None:
@@ -43,4 +50,6 @@ def serve(
         "errorlog": "-",
         "loglevel": "info",
     }
+    if settings.prometheus_multiproc_dir:
+        options["child_exit"] = _mark_worker_dead
     _Gunicorn(settings, options).run()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -97,8 +98,12 @@ def build_consumer_app(
         try:
             await handler.handle(records)
         except TemporaryFailure as exc:
+            metrics.observe_handler_error()
             log.error("batch of %d records will be retried: %s", len(records), exc)
             await asyncio.sleep(RETRY_PAUSE_S)
+            raise
+        except Exception:
+            metrics.observe_handler_error()
             raise
         _observe_lag(message, records, metrics)
 
@@ -137,17 +142,24 @@ def _observe_lag(
     message: KafkaMessage, records: Sequence[Record], metrics: ConsumerMetrics
 ) -> None:
     # The high-water mark rides on every fetch response (Tansu's ListOffsets is not
-    # reliable), so lag = highwater - (last offset read + 1), per partition.
+    # reliable), so lag = highwater - (last offset read + 1), per partition. Lag in
+    # seconds: how old the last applied record is while records still wait behind it.
     highwater_of = getattr(getattr(message, "consumer", None), "highwater", None)
     if highwater_of is None:  # FastStream's test broker has no fetch responses
         return
-    last: dict[tuple[str, int], int] = {}
+    last: dict[tuple[str, int], Record] = {}
     for r in records:
-        last[(r.topic, r.partition)] = max(r.offset, last.get((r.topic, r.partition), -1))
-    for (topic, partition), offset in last.items():
+        seen = last.get((r.topic, r.partition))
+        if seen is None or r.offset > seen.offset:
+            last[(r.topic, r.partition)] = r
+    now_ms = time.time() * 1000
+    for (topic, partition), record in last.items():
         highwater = highwater_of(TopicPartition(topic, partition))
         if highwater is not None:
-            metrics.observe_lag(topic, partition, max(0, highwater - offset - 1))
+            behind = max(0, highwater - record.offset - 1)
+            metrics.observe_lag(topic, partition, behind)
+            seconds = (now_ms - record.timestamp_ms) / 1000 if behind else 0.0
+            metrics.observe_lag_seconds(topic, partition, seconds)
 
 
 def create_consumer_app(settings: Settings) -> FastStream:

@@ -44,6 +44,15 @@ class ConsumerMetrics:
             "streamrec_consumer_lag_messages", "High-water mark minus next offset to read",
             ["topic", "partition"], registry=self.registry,
         )
+        self.lag_seconds = Gauge(
+            "streamrec_consumer_lag_seconds",
+            "Event time of the newest record fetched minus that of the last one applied",
+            ["topic", "partition"], registry=self.registry,
+        )
+        self.handler_errors = Counter(
+            "streamrec_consumer_handler_errors", "Batches that failed and will be redelivered",
+            registry=self.registry,
+        )
 
     def observe_batch(self, records: Sequence[Record], result: BatchResult, seconds: float) -> None:
         now_ms = time.time() * 1000
@@ -60,3 +69,9 @@ class ConsumerMetrics:
 
     def observe_lag(self, topic: str, partition: int, lag: int) -> None:
         self.lag.labels(topic, str(partition)).set(lag)
+
+    def observe_lag_seconds(self, topic: str, partition: int, seconds: float) -> None:
+        self.lag_seconds.labels(topic, str(partition)).set(max(0.0, seconds))
+
+    def observe_handler_error(self) -> None:
+        self.handler_errors.inc()

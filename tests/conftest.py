@@ -119,6 +119,11 @@ def service_plan() -> ServicePlan:
     return _PLAN
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Browser tests run last (Playwright's event loop must not meet asyncio.run)."""
+    items.sort(key=lambda item: "/browser/" in str(item.path))
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     return service_plan().describe()
 

@@ -81,7 +81,7 @@ def test_trending_ranks_by_decayed_popularity_overall_and_per_category(client, s
     learn_views(services, "b", ["mugs-1", "mugs-2"])
     body = client.get("/api/trending?k=2").get_json()
     assert body["category"] is None
-    assert [i["item_id"] for i in body["items"]][0] == "mugs-1"
+    assert body["items"][0]["item_id"] == "mugs-1"
     in_bags = client.get("/api/trending?category=Bags").get_json()["items"]
     assert [i["item_id"] for i in in_bags] == ["bags-2"]
     assert in_bags[0]["reason"] == "Trending in Bags"

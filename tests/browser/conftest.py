@@ -44,9 +44,13 @@ class LiveServer:
         self.thread.join(5)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    """A headless Chromium; the test fails (never skips) when it cannot start."""
+    """A headless Chromium; the test fails (never skips) when it cannot start.
+
+    Module-scoped: Playwright's sync API keeps an event loop running on the main
+    thread while it is open, which would break ``asyncio.run`` in later tests.
+    """
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():

@@ -93,14 +93,12 @@ def test_killing_the_consumer_mid_stream_loses_nothing_and_counts_nothing_twice(
     try:
         ref_consumer = ConsumerThread(reference).start()
         try:
-            kills = 0
-            for _round in range(2):  # kill it twice, at different points
+            for kills in range(2):  # kill it twice, at different points
                 proc = consumer_process(crashed, tmp_path / "consumer.log")
                 target = (kills + 1) * distinct // 3
                 wait_for(lambda t=target: store.counters().get("events.total", 0) >= t)
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(10)
-                kills += 1
             proc = consumer_process(crashed, tmp_path / "consumer.log")
             try:
                 assert wait_for(lambda: store.counters().get("events.total", 0) >= distinct), (
