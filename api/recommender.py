@@ -4,6 +4,9 @@ Sources (each proposes candidates and scores them in [0, 1]):
 
 * ``content`` -- cosine between the user's content profile and each item's
   embedding (candidates from the FAISS index);
+* ``collab`` -- cosine between the user's ALS vector (folded in from their
+  weighted history after every event) and each item's factors (candidates from
+  a FAISS index over the item factors), when a model was trained;
 * ``covisit`` -- items co-visited with the user's most recent items (decayed
   co-occurrence counts, scaled by the strongest one);
 * ``popularity`` -- decayed popularity, log-scaled to [0, 1] against the most
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,9 +29,12 @@ import numpy as np
 
 from core.ports import ALL_ITEMS, StateStore, VectorIndex, category_scope, covisit_scope
 from core.types import Item, ScoredItems
+from online_models.als_foldin import ALSFoldIn
 
 __all__ = ["Recommendation", "Recommender", "ScoredRecommendation"]
 
+
+CollaborativeModels = Callable[[], tuple[ALSFoldIn | None, VectorIndex | None]]
 
 #: How many of the user's latest items anchor co-visitation candidates.
 COVISIT_ANCHORS = 3
@@ -78,9 +84,12 @@ class Recommender:
     catalog
         item id -> item; items not in the catalog are never recommended.
     weights
-        Blend weight per source (``content``, ``popularity``).
+        Blend weight per source (``content``, ``collab``, ``covisit``, ``popularity``).
     recent_max
         How many recent items count as "seen" and are excluded.
+    models
+        Returns the current ALS fold-in and an index over its item factors
+        (``(None, None)`` without a trained model).
     """
 
     def __init__(
@@ -90,12 +99,14 @@ class Recommender:
         catalog: Mapping[str, Item],
         weights: Mapping[str, float],
         recent_max: int = 50,
+        models: CollaborativeModels | None = None,
     ) -> None:
         self.state = state
         self.index = index
         self.catalog = catalog
         self.weights = dict(weights)
         self.recent_max = recent_max
+        self.models = models
 
     def _popularity_scale(self, popular: ScoredItems) -> float:
         return math.log1p(float(popular.scores.max())) if len(popular) else 0.0
@@ -109,6 +120,19 @@ class Recommender:
     def _content_scores(self, profile: np.ndarray, ids: list[str]) -> dict[str, float]:
         vectors = self.index.get(ids)
         return {i: max(0.0, float(np.dot(profile, v))) for i, v in vectors.items()}
+
+    def _user_factors(self, user_id: str) -> tuple[np.ndarray | None, VectorIndex | None]:
+        """The user's collaborative vector (stored, or folded in now) and the factor index."""
+        foldin, item_index = self.models() if self.models is not None else (None, None)
+        if foldin is None or item_index is None:
+            return None, None
+        vector = self.state.get_user_factors([user_id], foldin.version).get(user_id)
+        if vector is None:  # a model newer than the user's last event: fold in now
+            history = self.state.get_histories([user_id]).get(user_id)
+            vector = foldin.user_vector(history) if history else None
+        if vector is None or not np.any(vector):
+            return None, None
+        return vector, item_index
 
     def _covisited(
         self, anchors: list[str], tops: Mapping[str, ScoredItems]
@@ -133,6 +157,8 @@ class Recommender:
             return f"Because you viewed {self.catalog[anchor].name}"
         if main == "content":
             return "Similar to what you viewed"
+        if main == "collab":
+            return "Shoppers like you bought this"
         return "Popular right now"
 
     def recommend(self, user_id: str, k: int) -> Recommendation:
@@ -147,8 +173,14 @@ class Recommender:
         popular = tops[ALL_ITEMS]
         scale = self._popularity_scale(popular)
         covisit, anchor_of = self._covisited(anchors, tops)
+        user_factors, factor_index = self._user_factors(user_id)
 
         candidates: list[str] = list(covisit)
+        collab: dict[str, float] = {}
+        if user_factors is not None and factor_index is not None:
+            found = factor_index.search(user_factors, n_candidates, exclude=seen)
+            collab = {i: max(0.0, s) for i, s in found.as_dict().items()}
+            candidates.extend(found.ids)
         content: dict[str, float] = {}
         if profile is not None:
             hits = self.index.search(profile, n_candidates, exclude=seen)
@@ -167,12 +199,20 @@ class Recommender:
         if profile is not None:
             missing = [i for i in candidates if i not in content]
             content.update(self._content_scores(profile, missing))
+        if user_factors is not None and factor_index is not None:
+            unit = user_factors / np.linalg.norm(user_factors)
+            missing = [i for i in candidates if i not in collab]
+            collab.update({
+                i: max(0.0, float(np.dot(unit, v))) for i, v in factor_index.get(missing).items()
+            })
 
         scored: list[ScoredRecommendation] = []
         for item_id in candidates:
             sources: dict[str, float] = {}
             if item_id in content:
                 sources["content"] = content[item_id]
+            if item_id in collab:
+                sources["collab"] = collab[item_id]
             if item_id in covisit:
                 sources["covisit"] = covisit[item_id]
             if item_id in pop:

@@ -62,7 +62,8 @@ def build_services(settings: Settings) -> ApiServices:
         catalog=catalog,
         publisher=publisher,
         recommender=Recommender(
-            state, index, catalog, settings.blend_weights, settings.recent_items_max
+            state, index, catalog, settings.blend_weights, settings.recent_items_max,
+            models=bootstrap.build_model_provider(settings).current,
         ),
         accounts=accounts,
         health_checks={

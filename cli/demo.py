@@ -22,6 +22,7 @@ from infra.bootstrap import (
     clear_runtime,
     embedded_services,
     ensure_catalog,
+    ensure_trained,
     write_runtime,
 )
 from infra.embedded import free_port
@@ -95,6 +96,7 @@ def run_demo(
         catalog = ensure_catalog(live)
         index, _ = build_index(live, catalog)
         click.echo(f"catalog: {len(catalog)} products; item index: {len(index)} vectors")
+        click.echo(f"collaborative model (ALS): version {ensure_trained(live)}")
         store = build_state_store(live)
         metrics_port = free_port()
         procs = [

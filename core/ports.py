@@ -65,6 +65,11 @@ class StateUpdate:
     popularity_at: float = 0.0
     #: user -> new content profile vector (replaces the old one).
     profiles: dict[str, Vector] = field(default_factory=dict)
+    #: user -> item -> implicit weight added to the user's history (for ALS fold-in).
+    history: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: user -> collaborative vector, valid for the model version ``factors_version``.
+    user_factors: dict[str, Vector] = field(default_factory=dict)
+    factors_version: str = ""
     #: counter name -> increment (events by type, dead letters, ...).
     counters: dict[str, int] = field(default_factory=dict)
     #: Event time (Unix seconds) of the newest event applied, for freshness.
@@ -72,7 +77,7 @@ class StateUpdate:
 
     def is_empty(self) -> bool:
         return not (self.event_ids or self.recent or self.popularity or self.profiles
-                    or self.counters)
+                    or self.counters or self.history or self.user_factors)
 
 
 @runtime_checkable
@@ -117,6 +122,14 @@ class StateStore(Protocol):
 
     def get_profiles(self, user_ids: Sequence[str]) -> dict[str, Vector]:
         """Content profile vectors of the users that have one."""
+        ...
+
+    def get_histories(self, user_ids: Sequence[str]) -> dict[str, dict[str, float]]:
+        """Each user's accumulated item weights (users without history are left out)."""
+        ...
+
+    def get_user_factors(self, user_ids: Sequence[str], version: str) -> dict[str, Vector]:
+        """Collaborative vectors of the users that have one for model ``version``."""
         ...
 
     def counters(self) -> dict[str, int]:

@@ -76,7 +76,11 @@ class Settings(BaseSettings):
     covisit_max: int = Field(100, ge=1, le=10_000)
     #: Event ids are remembered this long to apply each event exactly once.
     dedupe_ttl_s: int = Field(7 * 24 * 3600, ge=60)
-    blend_weights: dict[str, float] = {"content": 0.5, "covisit": 0.3, "popularity": 0.2}
+    blend_weights: dict[str, float] = {
+        "content": 0.35, "collab": 0.3, "covisit": 0.2, "popularity": 0.15,
+    }
+    #: How often the API and consumers look for a newly trained model version.
+    model_poll_s: float = Field(5.0, gt=0)
     #: Event time -> popularity uses event time, so a replay of history decays correctly.
     clock: Literal["event", "wall"] = "event"
 

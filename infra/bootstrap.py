@@ -27,6 +27,7 @@ from index.faiss_index import FaissIndex
 from infra.catalog_log import RedisCatalogLog
 from infra.embedded import EmbeddedKafka, EmbeddedRedis, run_sync
 from infra.kafka import KafkaEventPublisher, ensure_topics
+from infra.models import ModelProvider
 from infra.redis_store import RedisStateStore, redis_client
 from infra.sql import SqlStore
 from offline.catalog import load_catalog
@@ -39,6 +40,7 @@ __all__ = [
     "EmbeddedStack",
     "build_catalog_log",
     "build_index",
+    "build_model_provider",
     "build_processor",
     "build_publisher",
     "build_replica",
@@ -47,6 +49,7 @@ __all__ = [
     "clear_runtime",
     "ensure_catalog",
     "ensure_kafka_topics",
+    "ensure_trained",
     "kafka_reachable",
     "start_embedded",
     "with_running_services",
@@ -246,8 +249,31 @@ def build_replica(
     return replica
 
 
+def build_model_provider(settings: Settings) -> ModelProvider:
+    """The trained models of ``state_dir/artifacts``, reloaded when a new version lands."""
+    return ModelProvider(settings.artifacts_dir, min_interval_s=settings.model_poll_s)
+
+
+def ensure_trained(settings: Settings) -> str:
+    """Train the collaborative model on the shipped history if no version exists yet."""
+    from offline.datasets import load_dataset
+    from offline.train import read_latest, train
+
+    latest = read_latest(settings.artifacts_dir)
+    if latest is not None:
+        return latest
+    dataset = load_dataset("online-retail", settings.data_dir)
+    result = train(dataset, settings.artifacts_dir, ["als"])
+    log.info("trained ALS on %d events: version %s", len(dataset.interactions), result.version)
+    return result.version
+
+
 def build_processor(
-    settings: Settings, store: StateStore, index: FaissIndex, catalog: dict[str, Item]
+    settings: Settings,
+    store: StateStore,
+    index: FaissIndex,
+    catalog: dict[str, Item],
+    models: ModelProvider | None = None,
 ) -> StreamProcessor:
     return StreamProcessor(
         store,
@@ -256,6 +282,7 @@ def build_processor(
         half_life_s=settings.popularity_half_life_s,
         profile=ContentProfile(settings.profile_learning_rate),
         covisit_window=settings.covisit_window,
+        collaborative=models.foldin if models is not None else None,
     )
 
 

@@ -153,6 +153,8 @@ class InMemoryStateStore:
         self._recent: dict[str, list[str]] = {}
         self._popularity = DecayedScores(half_life_s, max_exponent)
         self._profiles: dict[str, Vector] = {}
+        self._history: dict[str, dict[str, float]] = {}
+        self._factors: dict[str, dict[str, Vector]] = {}
         self._counters: dict[str, int] = {}
         self._last_ts: float | None = None
 
@@ -185,6 +187,14 @@ class InMemoryStateStore:
             )
             for user, vector in update.profiles.items():
                 self._profiles[user] = np.array(vector, dtype=np.float32)
+            for user, weights in update.history.items():
+                mine = self._history.setdefault(user, {})
+                for item, weight in weights.items():
+                    mine[item] = mine.get(item, 0.0) + weight
+            if update.user_factors:
+                factors = self._factors.setdefault(update.factors_version, {})
+                for user, vector in update.user_factors.items():
+                    factors[user] = np.array(vector, dtype=np.float32)
             for name, delta in update.counters.items():
                 self._counters[name] = self._counters.get(name, 0) + int(delta)
             if update.last_event_ts is not None and (
@@ -215,6 +225,15 @@ class InMemoryStateStore:
         with self._lock:
             return {u: self._profiles[u].copy() for u in user_ids if u in self._profiles}
 
+    def get_histories(self, user_ids: Sequence[str]) -> dict[str, dict[str, float]]:
+        with self._lock:
+            return {u: dict(self._history[u]) for u in user_ids if u in self._history}
+
+    def get_user_factors(self, user_ids: Sequence[str], version: str) -> dict[str, Vector]:
+        with self._lock:
+            factors = self._factors.get(version, {})
+            return {u: factors[u].copy() for u in user_ids if u in factors}
+
     def counters(self) -> dict[str, int]:
         with self._lock:
             return dict(self._counters)
@@ -230,5 +249,7 @@ class InMemoryStateStore:
             self._recent = {}
             self._popularity = DecayedScores(self.half_life_s, self.max_exponent)
             self._profiles = {}
+            self._history = {}
+            self._factors = {}
             self._counters = {}
             self._last_ts = None

@@ -14,6 +14,8 @@ key                           type       content
 ``meta``                      hash       ``pop_ref``, ``pop_now``, ``last_event_ts``
 ``meta:scopes``               set        popularity scopes (for the rebase)
 ``profiles``                  hash       user -> float32 bytes
+``hist:<user>``               hash       item -> accumulated implicit weight
+``ufactors:<version>``        hash       user -> float32 bytes (ALS fold-in vector)
 ``counters``                  hash       name -> integer
 ``seen:<bucket>``             set        event ids applied in a time bucket, expiring
 ============================  =========  ==============================================
@@ -230,6 +232,12 @@ class RedisStateStore:
     def _recent_key(self, user_id: str) -> str:
         return f"{self.prefix}recent:{user_id}"
 
+    def _history_key(self, user_id: str) -> str:
+        return f"{self.prefix}hist:{user_id}"
+
+    def _factors_key(self, version: str) -> str:
+        return f"{self.prefix}ufactors:{version}"
+
     def _pop_key(self, scope: str) -> str:
         return f"{self.prefix}pop:{scope}"
 
@@ -275,6 +283,17 @@ class RedisStateStore:
             pipe.hset(self._profiles, mapping={
                 user: np.asarray(vector, dtype=np.float32).tobytes()
                 for user, vector in update.profiles.items()
+            })
+            queued = True
+        for user, weights in update.history.items():
+            key = self._history_key(user)
+            for item, weight in weights.items():
+                pipe.hincrbyfloat(key, item, float(weight))
+            queued = True
+        if update.user_factors:
+            pipe.hset(self._factors_key(update.factors_version), mapping={
+                user: np.asarray(vector, dtype=np.float32).tobytes()
+                for user, vector in update.user_factors.items()
             })
             queued = True
         for name, delta in update.counters.items():
@@ -376,6 +395,33 @@ class RedisStateStore:
             return {}
         with redis_failures("get_profiles"):
             raw: list[bytes | None] = self.client.hmget(self._profiles, ids)
+        return {
+            user: np.frombuffer(blob, dtype=np.float32).copy()
+            for user, blob in zip(ids, raw, strict=True)
+            if blob is not None
+        }
+
+    def get_histories(self, user_ids: Sequence[str]) -> dict[str, dict[str, float]]:
+        ids = list(dict.fromkeys(user_ids))
+        if not ids:
+            return {}
+        with redis_failures("get_histories"):
+            pipe = self.client.pipeline(transaction=False)
+            for user in ids:
+                pipe.hgetall(self._history_key(user))
+            raw: list[dict[bytes, bytes]] = pipe.execute()
+        return {
+            user: {item.decode(): float(w) for item, w in weights.items()}
+            for user, weights in zip(ids, raw, strict=True)
+            if weights
+        }
+
+    def get_user_factors(self, user_ids: Sequence[str], version: str) -> dict[str, Vector]:
+        ids = list(dict.fromkeys(user_ids))
+        if not ids:
+            return {}
+        with redis_failures("get_user_factors"):
+            raw: list[bytes | None] = self.client.hmget(self._factors_key(version), ids)
         return {
             user: np.frombuffer(blob, dtype=np.float32).copy()
             for user, blob in zip(ids, raw, strict=True)

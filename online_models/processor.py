@@ -10,7 +10,7 @@ changes nothing twice: applied event ids are skipped.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from core.ports import (
     category_scope,
     covisit_scope,
 )
+from online_models.als_foldin import ALSFoldIn
 from online_models.profile import ContentProfile
 
 __all__ = ["StreamProcessor"]
@@ -53,6 +54,9 @@ class StreamProcessor:
     covisit_window
         Each event's item co-occurs with this many of the user's previous items
         (co-visitation: scope ``co:<item>``, both directions, decayed like popularity).
+    collaborative
+        Returns the current ALS fold-in (None without a trained model). The user's
+        weighted history is kept either way, so a model trained later folds them in.
     """
 
     def __init__(
@@ -64,6 +68,7 @@ class StreamProcessor:
         half_life_s: float,
         profile: ContentProfile,
         covisit_window: int = 5,
+        collaborative: Callable[[], ALSFoldIn | None] | None = None,
     ) -> None:
         self.store = store
         self.index = index
@@ -71,6 +76,7 @@ class StreamProcessor:
         self.half_life_s = half_life_s
         self.profile = profile
         self.covisit_window = covisit_window
+        self.collaborative = collaborative
 
     def build_update(
         self, events: Sequence[InteractionEvent], counters: Mapping[str, int] | None = None
@@ -107,15 +113,17 @@ class StreamProcessor:
         popularity: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         recent: dict[str, list[str]] = defaultdict(list)
         # Each user's items before this batch, newest first; advanced event by event.
-        history = self.store.recent_items_many(
-            list({e.user_id for e in fresh}), self.covisit_window
-        )
+        users = list({e.user_id for e in fresh})
+        history = self.store.recent_items_many(users, self.covisit_window)
+        weights: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
 
         for event in fresh:
             update.event_ids.append(event.event_id)
             tally[f"events.{event.event_type}"] += 1
             recent[event.user_id].append(event.item_id)
             weight = implicit_weight(event)
+            if weight > 0:
+                weights[event.user_id][event.item_id] += weight
             # Increments are all written at the batch's time: pre-decay each one so the
             # result equals applying it at its own event time.
             decayed = weight * float(np.exp2((event.ts - batch_ts) / self.half_life_s))
@@ -140,11 +148,28 @@ class StreamProcessor:
             )
             update.profiles[event.user_id] = profiles[event.user_id]  # type: ignore[assignment]
 
+        update.history = {u: dict(w) for u, w in weights.items()}
+        self._fold_in(update, users)
         tally["events.total"] += len(fresh)
         update.counters = dict(tally)
         update.popularity = {scope: dict(items) for scope, items in popularity.items()}
         update.recent = dict(recent)
         return update
+
+    def _fold_in(self, update: StateUpdate, users: list[str]) -> None:
+        foldin = self.collaborative() if self.collaborative is not None else None
+        if foldin is None or not update.history:
+            return
+        touched = [u for u in users if u in update.history]
+        histories = self.store.get_histories(touched)
+        for user in touched:
+            merged = histories.get(user, {})
+            for item, weight in update.history[user].items():
+                merged[item] = merged.get(item, 0.0) + weight
+            vector = foldin.user_vector(merged)
+            if vector is not None:
+                update.user_factors[user] = vector
+        update.factors_version = foldin.version
 
     def apply(
         self, events: Sequence[InteractionEvent], counters: Mapping[str, int] | None = None

@@ -194,3 +194,23 @@ def test_catalog_upserts_are_validated_and_published(client, services) -> None:
                                              "price": -1})
     assert bad.status_code == 422
     assert {d["field"] for d in bad.get_json()["error"]["details"]} == {"name", "price"}
+
+
+def test_a_trained_collaborative_model_scores_items_from_the_users_history(client, services):
+    import numpy as np
+
+    from index.faiss_index import ExactIndex
+    from online_models.als_foldin import ALSFoldIn
+
+    ids = list(services.catalog)
+    factors = np.array([[1.0, 0.0] if i.startswith("mugs") else [0.0, 1.0] for i in ids])
+    foldin = ALSFoldIn(ids, factors, regularization=0.1, alpha=10.0, version="v1")
+    factor_index = ExactIndex(2)
+    factor_index.upsert(ids, factors.astype(np.float32))
+    services.recommender.models = lambda: (foldin, factor_index)
+    services.recommender.weights = {"collab": 1.0}
+
+    learn_views(services, "mug-lover", ["mugs-1", "mugs-2"])  # stored history, no factors yet
+    items = client.get("/api/recommendations?user_id=mug-lover&k=5").get_json()["items"]
+    assert all(i["category"] == "Mugs" and i["sources"]["collab"] > 0.99 for i in items)
+    assert items[0]["reason"] == "Shoppers like you bought this"

@@ -256,6 +256,8 @@ def print_figures(title: str, figures: Mapping[str, Any], out: Any = None) -> No
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
+        if abs(value) < 1:
+            return f"{value:.4g}"
         return f"{value:,.2f}" if abs(value) < 1e6 else f"{value:,.0f}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"

@@ -158,6 +158,22 @@ class StateStoreContract:
         assert store.top_popular(10, scope="co:x").ids == ["i6", "i5", "i4"]
         assert len(store.top_popular(10, scope="cat:big")) == 6  # only co: scopes are trimmed
 
+    def test_histories_accumulate_weights_per_user_and_item(self) -> None:
+        store = self.store()
+        store.apply(StateUpdate(history={"u1": {"a": 1.0, "b": 8.0}}))
+        store.apply(StateUpdate(history={"u1": {"a": 2.0}, "u2": {"c": 0.5}}))
+        assert store.get_histories(["u1", "u2", "nobody"]) == {
+            "u1": {"a": 3.0, "b": 8.0}, "u2": {"c": 0.5}}
+
+    def test_user_factors_are_kept_per_model_version(self) -> None:
+        store = self.store()
+        vector = np.array([0.5, -1.0, 2.0], dtype=np.float32)
+        store.apply(StateUpdate(user_factors={"u1": vector}, factors_version="v1"))
+        got = store.get_user_factors(["u1", "u2"], "v1")
+        assert list(got) == ["u1"] and got["u1"].dtype == np.float32
+        np.testing.assert_array_equal(got["u1"], vector)
+        assert store.get_user_factors(["u1"], "v2") == {}
+
     def test_batched_reads_equal_the_single_reads(self) -> None:
         store = self.store(half_life_s=HOUR)
         store.apply(StateUpdate(

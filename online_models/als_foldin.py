@@ -1,0 +1,97 @@
+"""ALS fold-in: a user's collaborative vector from fixed item factors and their history.
+
+With the item factors ``Y`` of an implicit-feedback ALS model (Hu, Koren & Volinsky
+2008) held fixed, the best user vector for a history of weights ``w_i`` is one
+regularised least-squares solve:
+
+    x = (YᵀY + Y_hᵀ (C_h - I) Y_h + λI)⁻¹ Y_hᵀ C_h 1,   c_i = alpha·log1p(w_i)
+
+``YᵀY`` is computed once per model, so a fold-in costs O(n_h·f² + f³): a fraction
+of a millisecond for 64 factors. That is how every event moves a user's
+collaborative recommendations immediately, without retraining.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from core.types import ScoredItems
+
+__all__ = ["ALSFoldIn"]
+
+
+class ALSFoldIn:
+    """Folds users into a trained ALS model.
+
+    Parameters
+    ----------
+    item_ids
+        Item id of each row of ``item_factors``.
+    item_factors
+        The trained item factors, shape (n_items, n_factors).
+    regularization
+        λ of the ALS model.
+    alpha
+        Confidence scale of the ALS model: ``c = alpha * log1p(weight)``, the
+        confidence the offline ALS (``offline.models.als``) trained with.
+    version
+        The model version the factors come from (user vectors are only
+        comparable within one version).
+
+    Examples
+    --------
+    >>> f = ALSFoldIn(["a", "b", "c"], np.eye(3)[:, :2], regularization=0.1, alpha=1.0)
+    >>> v = f.user_vector({"a": 3.0})
+    >>> f.score(v, ["a", "b", "zzz"]).ids
+    ['a', 'b']
+    >>> f.user_vector({"unknown": 1.0}) is None
+    True
+    """
+
+    def __init__(
+        self,
+        item_ids: Sequence[str],
+        item_factors: npt.ArrayLike,
+        *,
+        regularization: float,
+        alpha: float,
+        version: str = "",
+    ) -> None:
+        self.item_ids = list(item_ids)
+        self.item_factors = np.asarray(item_factors, dtype=np.float64)
+        if self.item_factors.shape[0] != len(self.item_ids):
+            raise ValueError("one factor row per item id")
+        self.regularization = regularization
+        self.alpha = alpha
+        self.version = version
+        self.item_index = {item: row for row, item in enumerate(self.item_ids)}
+        self._gram = self.item_factors.T @ self.item_factors
+
+    @property
+    def n_factors(self) -> int:
+        return int(self.item_factors.shape[1])
+
+    def user_vector(self, history: Mapping[str, float]) -> npt.NDArray[np.float32] | None:
+        """The user's vector for ``history`` (item -> implicit weight); None if no item is known."""
+        pairs = [(self.item_index[i], w) for i, w in history.items()
+                 if i in self.item_index and w > 0]
+        if not pairs:
+            return None
+        rows = np.array([r for r, _ in pairs])
+        confidence = self.alpha * np.log1p(np.array([w for _, w in pairs]))
+        factors = self.item_factors[rows]
+        a = self._gram + (factors.T * (confidence - 1.0)) @ factors
+        a[np.diag_indices_from(a)] += self.regularization
+        b = factors.T @ confidence
+        return np.linalg.solve(a, b).astype(np.float32)
+
+    def score(self, user_vector: npt.ArrayLike, item_ids: Sequence[str]) -> ScoredItems:
+        """Predicted preference ``x·y_i`` of the known items among ``item_ids``."""
+        known = [i for i in item_ids if i in self.item_index]
+        if not known:
+            return ScoredItems.empty()
+        rows = np.array([self.item_index[i] for i in known])
+        return ScoredItems(known, self.item_factors[rows] @ np.asarray(user_vector, np.float64))
