@@ -1,6 +1,6 @@
-"""The recommender behind the API: candidates -> score -> blend -> filter -> explain.
+"""The recommender behind the API: candidates -> score -> blend -> filter -> diversify -> explain.
 
-Sources (each proposes candidates and scores them in [0, 1]):
+Sources (each proposes candidates and scores any candidate it can, in [0, 1]):
 
 * ``content`` -- cosine between the user's content profile and each item's
   embedding (candidates from the FAISS index);
@@ -9,35 +9,65 @@ Sources (each proposes candidates and scores them in [0, 1]):
   a FAISS index over the item factors), when a model was trained;
 * ``covisit`` -- items co-visited with the user's most recent items (decayed
   co-occurrence counts, scaled by the strongest one);
+* ``context`` -- cosine to the item the user is looking at (``context_item``);
 * ``popularity`` -- decayed popularity, log-scaled to [0, 1] against the most
-  popular item (candidates from the state store).
+  popular item; trending items of the user's favourite (or chosen) categories
+  join the candidates too.
 
-An item's blended score is the weighted sum of the sources that could score it;
-a source that cannot score an item is left out of its ``sources`` (never a 0).
-A user with no profile (a new user) gets popular items.
+An item's blended score is the weighted sum (weights of the user's A/B variant)
+of the sources that could score it; a source that cannot score an item is left
+out of its ``sources`` (never a 0). A new user gets trending items, plus those of
+their preferred categories.
 """
 
 from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from api.experiments import VariantAssigner
 from core.ports import ALL_ITEMS, StateStore, VectorIndex, category_scope, covisit_scope
 from core.types import Item, ScoredItems
 from online_models.als_foldin import ALSFoldIn
 
-__all__ = ["Recommendation", "Recommender", "ScoredRecommendation"]
-
+__all__ = ["RecRequest", "Recommendation", "Recommender", "Rules", "ScoredRecommendation"]
 
 CollaborativeModels = Callable[[], tuple[ALSFoldIn | None, VectorIndex | None]]
 
 #: How many of the user's latest items anchor co-visitation candidates.
 COVISIT_ANCHORS = 3
+#: How many favourite categories of a user bring their trending items.
+FAVOURITE_CATEGORIES = 2
+
+
+@dataclass(frozen=True)
+class RecRequest:
+    """What a caller asks for; every field but ``user_id`` and ``k`` is optional."""
+
+    user_id: str
+    k: int
+    context_item: str | None = None
+    category: str | None = None
+    preferred_categories: tuple[str, ...] = ()
+    min_price: float | None = None
+    max_price: float | None = None
+    variant: str | None = None
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Business rules applied after blending."""
+
+    exclude_purchased: bool = True
+    excluded_categories: frozenset[str] = frozenset()
+    #: At most this many items of one category in a list (0 = no cap).
+    max_per_category: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,32 +94,59 @@ class Recommendation:
     user_id: str | None
     items: list[ScoredRecommendation]
     rec_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    variant: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"rec_id": self.rec_id, "items": [i.to_dict() for i in self.items]}
+        body: dict[str, Any] = {"rec_id": self.rec_id}
+        if self.variant is not None:
+            body["variant"] = self.variant
+        body["items"] = [i.to_dict() for i in self.items]
         if self.user_id is not None:
             body = {"user_id": self.user_id, **body}
         return body
 
 
+@dataclass
+class _Context:
+    """What the pipeline knows about one request."""
+
+    request: RecRequest
+    seen: list[str]
+    excluded: set[str]
+    profile: np.ndarray | None
+    user_factors: np.ndarray | None
+    factor_index: VectorIndex | None
+    context_vector: np.ndarray | None
+    candidates: dict[str, None] = field(default_factory=dict)
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    anchor_of: dict[str, str] = field(default_factory=dict)
+
+    def propose(self, ids: Sequence[str]) -> None:
+        self.candidates.update(dict.fromkeys(ids))
+
+
 class Recommender:
-    """Merges content and popularity scores into ranked recommendations.
+    """Merges several sources into ranked, filtered, diversified, explained items.
 
     Parameters
     ----------
     state
-        Online state (profiles, recent items, popularity).
+        Online state (profiles, recent items, popularity, co-visitation, histories).
     index
-        Item embeddings.
+        Item content embeddings.
     catalog
         item id -> item; items not in the catalog are never recommended.
     weights
-        Blend weight per source (``content``, ``collab``, ``covisit``, ``popularity``).
+        Blend weight per source for users of no configured variant.
     recent_max
         How many recent items count as "seen" and are excluded.
     models
         Returns the current ALS fold-in and an index over its item factors
         (``(None, None)`` without a trained model).
+    variants
+        Traffic share per A/B variant; ``variant_weights`` gives each its blend weights.
+    rules
+        Filters and diversification.
     """
 
     def __init__(
@@ -100,6 +157,9 @@ class Recommender:
         weights: Mapping[str, float],
         recent_max: int = 50,
         models: CollaborativeModels | None = None,
+        variants: Mapping[str, float] | None = None,
+        variant_weights: Mapping[str, Mapping[str, float]] | None = None,
+        rules: Rules | None = None,
     ) -> None:
         self.state = state
         self.index = index
@@ -107,8 +167,129 @@ class Recommender:
         self.weights = dict(weights)
         self.recent_max = recent_max
         self.models = models
+        self.assigner = VariantAssigner(variants or {"default": 1.0})
+        self.variant_weights = {k: dict(v) for k, v in (variant_weights or {}).items()}
+        self.rules = rules or Rules()
 
-    def _popularity_scale(self, popular: ScoredItems) -> float:
+    # --- the pipeline --------------------------------------------------------------------
+    def recommend(self, user_id: str, k: int, **options: Any) -> Recommendation:
+        """Top-``k`` items for ``user_id`` (options: the other fields of :class:`RecRequest`)."""
+        return self.run(RecRequest(user_id, k, **options))
+
+    def run(self, request: RecRequest) -> Recommendation:
+        variant = request.variant or self.assigner.variant(request.user_id)
+        weights = self.variant_weights.get(variant, self.weights)
+        ctx = self._context(request)
+        n = max(3 * request.k, 50)
+        self._candidates(ctx, n)
+        self._score(ctx)
+        ranked = self._blend(ctx, weights)
+        kept = [r for r in ranked if self._allowed(r.item, ctx)]
+        return Recommendation(request.user_id, self._diversify(kept, request.k), variant=variant)
+
+    def _context(self, request: RecRequest) -> _Context:
+        seen = self.state.recent_items(request.user_id, self.recent_max)
+        excluded = set(seen)
+        if self.rules.exclude_purchased:
+            excluded |= self.state.purchased_items(request.user_id)
+        context_vector = None
+        if request.context_item is not None:
+            excluded.add(request.context_item)
+            context_vector = self.index.get([request.context_item]).get(request.context_item)
+        user_factors, factor_index = self._user_factors(request.user_id)
+        return _Context(
+            request=request, seen=seen, excluded=excluded,
+            profile=self.state.get_profiles([request.user_id]).get(request.user_id),
+            user_factors=user_factors, factor_index=factor_index, context_vector=context_vector,
+        )
+
+    def _candidates(self, ctx: _Context, n: int) -> None:
+        request, exclude = ctx.request, list(ctx.excluded)
+        anchors = ([request.context_item] if request.context_item else []) + [
+            i for i in ctx.seen[:COVISIT_ANCHORS] if i != request.context_item
+        ]
+        categories = list(request.preferred_categories)
+        if request.category:
+            categories.insert(0, request.category)
+        categories += self._favourite_categories(ctx.seen)
+        scopes = [ALL_ITEMS, *(covisit_scope(a) for a in anchors),
+                  *(category_scope(c) for c in dict.fromkeys(categories))]
+        tops = self.state.top_popular_many(scopes, n + len(exclude))
+
+        covisit, ctx.anchor_of = self._covisited(anchors, tops)
+        ctx.scores["covisit"] = covisit
+        ctx.propose(list(covisit))
+        if ctx.context_vector is not None:
+            hits = self.index.search(ctx.context_vector, n, exclude=exclude)
+            ctx.scores["context"] = {i: max(0.0, s) for i, s in hits.as_dict().items()}
+            ctx.propose(hits.ids)
+        if ctx.profile is not None:
+            hits = self.index.search(ctx.profile, n, exclude=exclude)
+            ctx.scores["content"] = {i: max(0.0, s) for i, s in hits.as_dict().items()}
+            ctx.propose(hits.ids)
+        if ctx.user_factors is not None and ctx.factor_index is not None:
+            hits = ctx.factor_index.search(ctx.user_factors, n, exclude=exclude)
+            ctx.scores["collab"] = {i: max(0.0, s) for i, s in hits.as_dict().items()}
+            ctx.propose(hits.ids)
+        for scope in scopes:
+            if not scope.startswith("co:"):
+                ctx.propose(tops[scope].ids)
+        self._popularity_scale = self._scale(tops[ALL_ITEMS])
+        if not ctx.candidates:  # an empty store: fall back to catalog order
+            ctx.propose(list(self.catalog)[:n])
+
+    def _score(self, ctx: _Context) -> None:
+        """Every source scores the candidates it did not propose, where it can."""
+        ids = [i for i in ctx.candidates if i not in ctx.excluded and i in self.catalog]
+        ctx.candidates = dict.fromkeys(ids)
+        ctx.scores["popularity"] = self._popularity_scores(ids, self._popularity_scale)
+        for name, query in (("content", ctx.profile), ("context", ctx.context_vector)):
+            if query is not None:
+                have = ctx.scores.setdefault(name, {})
+                have.update(self._cosines(self.index, query, [i for i in ids if i not in have]))
+        if ctx.user_factors is not None and ctx.factor_index is not None:
+            have = ctx.scores.setdefault("collab", {})
+            missing = [i for i in ids if i not in have]
+            have.update(self._cosines(ctx.factor_index, ctx.user_factors, missing))
+
+    def _blend(self, ctx: _Context, weights: Mapping[str, float]) -> list[ScoredRecommendation]:
+        scored: list[ScoredRecommendation] = []
+        for item_id in ctx.candidates:
+            sources = {name: by_item[item_id] for name, by_item in ctx.scores.items()
+                       if item_id in by_item}
+            score = sum(weights.get(name, 0.0) * value for name, value in sources.items())
+            reason = self._reason(sources, weights, ctx.anchor_of.get(item_id))
+            scored.append(ScoredRecommendation(self.catalog[item_id], score, sources, reason))
+        scored.sort(key=lambda r: (-r.score, r.item.item_id))
+        return scored
+
+    def _allowed(self, item: Item, ctx: _Context) -> bool:
+        request = ctx.request
+        return (
+            item.in_stock
+            and item.category not in self.rules.excluded_categories
+            and (request.category is None or item.category == request.category)
+            and (request.min_price is None or item.price >= request.min_price)
+            and (request.max_price is None or item.price <= request.max_price)
+        )
+
+    def _diversify(self, ranked: list[ScoredRecommendation], k: int) -> list[ScoredRecommendation]:
+        cap = self.rules.max_per_category
+        if cap <= 0:
+            return ranked[:k]
+        taken: Counter[str] = Counter()
+        out: list[ScoredRecommendation] = []
+        for rec in ranked:
+            if taken[rec.item.category] < cap:
+                taken[rec.item.category] += 1
+                out.append(rec)
+                if len(out) == k:
+                    break
+        return out
+
+    # --- sources -------------------------------------------------------------------------
+    @staticmethod
+    def _scale(popular: ScoredItems) -> float:
         return math.log1p(float(popular.scores.max())) if len(popular) else 0.0
 
     def _popularity_scores(self, ids: list[str], scale: float) -> dict[str, float]:
@@ -117,9 +298,16 @@ class Recommender:
         raw = self.state.popularity(ids).as_dict()
         return {i: min(1.0, math.log1p(max(v, 0.0)) / scale) for i, v in raw.items()}
 
-    def _content_scores(self, profile: np.ndarray, ids: list[str]) -> dict[str, float]:
-        vectors = self.index.get(ids)
-        return {i: max(0.0, float(np.dot(profile, v))) for i, v in vectors.items()}
+    @staticmethod
+    def _cosines(index: VectorIndex, query: np.ndarray, ids: list[str]) -> dict[str, float]:
+        if not ids:
+            return {}
+        unit = query / (np.linalg.norm(query) or 1.0)
+        return {i: max(0.0, float(np.dot(unit, v))) for i, v in index.get(ids).items()}
+
+    def _favourite_categories(self, seen: list[str]) -> list[str]:
+        counts = Counter(self.catalog[i].category for i in seen if i in self.catalog)
+        return [c for c, _ in counts.most_common(FAVOURITE_CATEGORIES) if c]
 
     def _user_factors(self, user_id: str) -> tuple[np.ndarray | None, VectorIndex | None]:
         """The user's collaborative vector (stored, or folded in now) and the factor index."""
@@ -134,8 +322,9 @@ class Recommender:
             return None, None
         return vector, item_index
 
+    @staticmethod
     def _covisited(
-        self, anchors: list[str], tops: Mapping[str, ScoredItems]
+        anchors: list[str], tops: Mapping[str, ScoredItems]
     ) -> tuple[dict[str, float], dict[str, str]]:
         """Co-visitation scores in [0, 1] and, per item, the anchor that links it most."""
         total: dict[str, float] = {}
@@ -150,79 +339,20 @@ class Recommender:
             return {}, {}
         return {i: v / top for i, v in total.items()}, {i: a for i, (_, a) in best.items()}
 
-    def _reason(self, sources: Mapping[str, float], anchor: str | None) -> str:
-        contributions = {n: self.weights.get(n, 0.0) * v for n, v in sources.items()}
+    def _reason(
+        self, sources: Mapping[str, float], weights: Mapping[str, float], anchor: str | None
+    ) -> str:
+        contributions = {n: weights.get(n, 0.0) * v for n, v in sources.items()}
         main = max(contributions, key=lambda n: contributions[n], default="popularity")
         if main == "covisit" and anchor is not None and anchor in self.catalog:
             return f"Because you viewed {self.catalog[anchor].name}"
-        if main == "content":
-            return "Similar to what you viewed"
-        if main == "collab":
-            return "Shoppers like you bought this"
-        return "Popular right now"
+        return {
+            "content": "Similar to what you viewed",
+            "collab": "Shoppers like you bought this",
+            "context": "Goes with this item",
+        }.get(main, "Popular right now")
 
-    def recommend(self, user_id: str, k: int) -> Recommendation:
-        """Top-``k`` items for ``user_id``, excluding the items they touched recently."""
-        seen = self.state.recent_items(user_id, self.recent_max)
-        profile = self.state.get_profiles([user_id]).get(user_id)
-        n_candidates = max(3 * k, 50)
-        anchors = seen[:COVISIT_ANCHORS]
-        tops = self.state.top_popular_many(
-            [ALL_ITEMS, *(covisit_scope(a) for a in anchors)], n_candidates + len(seen)
-        )
-        popular = tops[ALL_ITEMS]
-        scale = self._popularity_scale(popular)
-        covisit, anchor_of = self._covisited(anchors, tops)
-        user_factors, factor_index = self._user_factors(user_id)
-
-        candidates: list[str] = list(covisit)
-        collab: dict[str, float] = {}
-        if user_factors is not None and factor_index is not None:
-            found = factor_index.search(user_factors, n_candidates, exclude=seen)
-            collab = {i: max(0.0, s) for i, s in found.as_dict().items()}
-            candidates.extend(found.ids)
-        content: dict[str, float] = {}
-        if profile is not None:
-            hits = self.index.search(profile, n_candidates, exclude=seen)
-            content = {i: max(0.0, s) for i, s in hits.as_dict().items()}
-            candidates.extend(hits.ids)
-        excluded = set(seen)
-        candidates.extend(popular.ids)
-        candidates = [
-            i for i in dict.fromkeys(candidates) if i not in excluded and i in self.catalog
-        ]
-        if not candidates and profile is None:
-            # Nothing popular yet (an empty store): fall back to catalog order.
-            candidates = [i for i in list(self.catalog)[: n_candidates] if i not in excluded]
-
-        pop = self._popularity_scores(candidates, scale)
-        if profile is not None:
-            missing = [i for i in candidates if i not in content]
-            content.update(self._content_scores(profile, missing))
-        if user_factors is not None and factor_index is not None:
-            unit = user_factors / np.linalg.norm(user_factors)
-            missing = [i for i in candidates if i not in collab]
-            collab.update({
-                i: max(0.0, float(np.dot(unit, v))) for i, v in factor_index.get(missing).items()
-            })
-
-        scored: list[ScoredRecommendation] = []
-        for item_id in candidates:
-            sources: dict[str, float] = {}
-            if item_id in content:
-                sources["content"] = content[item_id]
-            if item_id in collab:
-                sources["collab"] = collab[item_id]
-            if item_id in covisit:
-                sources["covisit"] = covisit[item_id]
-            if item_id in pop:
-                sources["popularity"] = pop[item_id]
-            score = sum(self.weights.get(name, 0.0) * value for name, value in sources.items())
-            reason = self._reason(sources, anchor_of.get(item_id))
-            scored.append(ScoredRecommendation(self.catalog[item_id], score, sources, reason))
-        scored.sort(key=lambda r: (-r.score, r.item.item_id))
-        return Recommendation(user_id, scored[:k])
-
+    # --- other lists ---------------------------------------------------------------------
     def similar(self, item_id: str, k: int) -> Recommendation | None:
         """Items whose content is closest to ``item_id``; None for an unknown item."""
         vector = self.index.get([item_id]).get(item_id)
@@ -241,12 +371,10 @@ class Recommender:
         """The most popular items now, overall or in one category."""
         scope = ALL_ITEMS if category is None else category_scope(category)
         popular = self.state.top_popular(k * 2, scope)
-        scale = self._popularity_scale(popular)
+        scale = self._scale(popular)
         label = "Trending now" if category is None else f"Trending in {category}"
         items = [
-            ScoredRecommendation(
-                self.catalog[i], p, {"popularity": p}, label
-            )
+            ScoredRecommendation(self.catalog[i], p, {"popularity": p}, label)
             for i, p in self._popularity_scores(popular.ids, scale).items()
             if i in self.catalog
         ]

@@ -65,6 +65,8 @@ class StateUpdate:
     popularity_at: float = 0.0
     #: user -> new content profile vector (replaces the old one).
     profiles: dict[str, Vector] = field(default_factory=dict)
+    #: user -> items bought (kept as a set, to filter out of recommendations).
+    purchased: dict[str, list[str]] = field(default_factory=dict)
     #: user -> item -> implicit weight added to the user's history (for ALS fold-in).
     history: dict[str, dict[str, float]] = field(default_factory=dict)
     #: user -> collaborative vector, valid for the model version ``factors_version``.
@@ -77,7 +79,7 @@ class StateUpdate:
 
     def is_empty(self) -> bool:
         return not (self.event_ids or self.recent or self.popularity or self.profiles
-                    or self.counters or self.history or self.user_factors)
+                    or self.counters or self.history or self.user_factors or self.purchased)
 
 
 @runtime_checkable
@@ -126,6 +128,10 @@ class StateStore(Protocol):
 
     def get_histories(self, user_ids: Sequence[str]) -> dict[str, dict[str, float]]:
         """Each user's accumulated item weights (users without history are left out)."""
+        ...
+
+    def purchased_items(self, user_id: str) -> set[str]:
+        """Every item the user bought."""
         ...
 
     def get_user_factors(self, user_ids: Sequence[str], version: str) -> dict[str, Vector]:

@@ -154,6 +154,7 @@ class InMemoryStateStore:
         self._popularity = DecayedScores(half_life_s, max_exponent)
         self._profiles: dict[str, Vector] = {}
         self._history: dict[str, dict[str, float]] = {}
+        self._purchased: dict[str, set[str]] = {}
         self._factors: dict[str, dict[str, Vector]] = {}
         self._counters: dict[str, int] = {}
         self._last_ts: float | None = None
@@ -187,6 +188,8 @@ class InMemoryStateStore:
             )
             for user, vector in update.profiles.items():
                 self._profiles[user] = np.array(vector, dtype=np.float32)
+            for user, items in update.purchased.items():
+                self._purchased.setdefault(user, set()).update(items)
             for user, weights in update.history.items():
                 mine = self._history.setdefault(user, {})
                 for item, weight in weights.items():
@@ -229,6 +232,10 @@ class InMemoryStateStore:
         with self._lock:
             return {u: dict(self._history[u]) for u in user_ids if u in self._history}
 
+    def purchased_items(self, user_id: str) -> set[str]:
+        with self._lock:
+            return set(self._purchased.get(user_id, set()))
+
     def get_user_factors(self, user_ids: Sequence[str], version: str) -> dict[str, Vector]:
         with self._lock:
             factors = self._factors.get(version, {})
@@ -250,6 +257,7 @@ class InMemoryStateStore:
             self._popularity = DecayedScores(self.half_life_s, self.max_exponent)
             self._profiles = {}
             self._history = {}
+            self._purchased = {}
             self._factors = {}
             self._counters = {}
             self._last_ts = None

@@ -15,6 +15,7 @@ key                           type       content
 ``meta:scopes``               set        popularity scopes (for the rebase)
 ``profiles``                  hash       user -> float32 bytes
 ``hist:<user>``               hash       item -> accumulated implicit weight
+``bought:<user>``             set        items the user purchased
 ``ufactors:<version>``        hash       user -> float32 bytes (ALS fold-in vector)
 ``counters``                  hash       name -> integer
 ``seen:<bucket>``             set        event ids applied in a time bucket, expiring
@@ -235,6 +236,9 @@ class RedisStateStore:
     def _history_key(self, user_id: str) -> str:
         return f"{self.prefix}hist:{user_id}"
 
+    def _purchased_key(self, user_id: str) -> str:
+        return f"{self.prefix}bought:{user_id}"
+
     def _factors_key(self, version: str) -> str:
         return f"{self.prefix}ufactors:{version}"
 
@@ -285,6 +289,10 @@ class RedisStateStore:
                 for user, vector in update.profiles.items()
             })
             queued = True
+        for user, items in update.purchased.items():
+            if items:
+                pipe.sadd(self._purchased_key(user), *items)
+                queued = True
         for user, weights in update.history.items():
             key = self._history_key(user)
             for item, weight in weights.items():
@@ -415,6 +423,11 @@ class RedisStateStore:
             for user, weights in zip(ids, raw, strict=True)
             if weights
         }
+
+    def purchased_items(self, user_id: str) -> set[str]:
+        with redis_failures("purchased_items"):
+            raw: set[bytes] = self.client.smembers(self._purchased_key(user_id))
+        return {item.decode() for item in raw}
 
     def get_user_factors(self, user_ids: Sequence[str], version: str) -> dict[str, Vector]:
         ids = list(dict.fromkeys(user_ids))

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from core.events import InteractionEvent, Rated
+from core.events import InteractionEvent, Purchased, Rated
 from core.ports import (
     ALL_ITEMS,
     StateStore,
@@ -124,6 +124,8 @@ class StreamProcessor:
             weight = implicit_weight(event)
             if weight > 0:
                 weights[event.user_id][event.item_id] += weight
+            if isinstance(event, Purchased):
+                update.purchased.setdefault(event.user_id, []).append(event.item_id)
             # Increments are all written at the batch's time: pre-decay each one so the
             # result equals applying it at its own event time.
             decayed = weight * float(np.exp2((event.ts - batch_ts) / self.half_life_s))

@@ -153,8 +153,9 @@ def test_wrong_password_duplicate_signup_and_missing_csrf_token_are_refused(
     page = context.new_page()
     signup(page, server.url, "bob", "password-1")
     page.wait_for_url(f"{server.url}/")
-    page.click("nav.account button")  # log out
-    page.wait_for_url(f"{server.url}/")
+    with page.expect_navigation():
+        page.click("nav.account button")  # log out (we are on "/" already)
+    page.wait_for_selector("nav.account a[href='/login']")
 
     page.goto(f"{server.url}/login")
     page.fill("input[name=username]", "bob")

@@ -165,6 +165,13 @@ class StateStoreContract:
         assert store.get_histories(["u1", "u2", "nobody"]) == {
             "u1": {"a": 3.0, "b": 8.0}, "u2": {"c": 0.5}}
 
+    def test_purchased_items_are_remembered_as_a_set(self) -> None:
+        store = self.store()
+        store.apply(StateUpdate(purchased={"u1": ["a", "b", "a"]}))
+        store.apply(StateUpdate(purchased={"u1": ["c"]}))
+        assert store.purchased_items("u1") == {"a", "b", "c"}
+        assert store.purchased_items("nobody") == set()
+
     def test_user_factors_are_kept_per_model_version(self) -> None:
         store = self.store()
         vector = np.array([0.5, -1.0, 2.0], dtype=np.float32)
