@@ -20,6 +20,7 @@ from faststream.kafka import KafkaBroker, KafkaMessage, KafkaRouter
 from prometheus_client import start_http_server
 
 from consumers.handlers import (
+    ArchiveBatchHandler,
     CatalogBatchHandler,
     DeadLetter,
     InteractionBatchHandler,
@@ -57,6 +58,7 @@ def build_consumer_app(
     handler_factory: Any,
     metrics: ConsumerMetrics | None = None,
     catalog_handler_factory: Any = None,
+    archive_handler: ArchiveBatchHandler | None = None,
 ) -> tuple[FastStream, KafkaBroker]:
     """The consumers' FastStream app.
 
@@ -133,6 +135,31 @@ def build_consumer_app(
                 await asyncio.sleep(RETRY_PAUSE_S)
                 raise
 
+    if archive_handler is not None:
+        handler_of_archive = archive_handler
+
+        @router.subscriber(
+            settings.interactions_topic,
+            batch=True,
+            # Its own group: the archive reads the same records at its own pace.
+            group_id=f"{settings.consumer_group}.archive",
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            max_records=settings.consumer_max_records,
+            batch_timeout_ms=200,
+            decoder=_raw_values,
+            title="archive",
+            description="Every valid interaction into the SQL events archive.",
+        )
+        async def on_archive(body: list[bytes | None], message: KafkaMessage) -> None:
+            records = records_of(message)
+            try:
+                await handler_of_archive.handle(records)
+            except TemporaryFailure as exc:
+                log.error("archive batch of %d records will be retried: %s", len(records), exc)
+                await asyncio.sleep(RETRY_PAUSE_S)
+                raise
+
     broker.include_router(router)
     app = FastStream(broker, logger=log)
     return app, broker
@@ -177,13 +204,12 @@ def create_consumer_app(settings: Settings) -> FastStream:
     metrics = ConsumerMetrics()
     app, _broker = build_consumer_app(
         settings,
-        lambda sink, observe: InteractionBatchHandler(
-            processor, sink, observe, archive=archive.archive_events, replica=replica
-        ),
+        lambda sink, observe: InteractionBatchHandler(processor, sink, observe, replica=replica),
         metrics,
         lambda sink: CatalogBatchHandler(
             updater, sink, save_products=archive.upsert_products, replica=replica
         ),
+        ArchiveBatchHandler(archive.archive_events) if settings.archive_events else None,
     )
     app.on_shutdown(archive.close)
     if settings.consumer_metrics_port:

@@ -23,6 +23,7 @@ from online_models.catalog import CatalogReplica, CatalogUpdater, UpsertResult, 
 from online_models.processor import StreamProcessor
 
 __all__ = [
+    "ArchiveBatchHandler",
     "BatchResult",
     "CatalogBatchHandler",
     "DeadLetter",
@@ -83,13 +84,11 @@ class InteractionBatchHandler:
         processor: StreamProcessor,
         dead_letters: DeadLetterSink,
         observe: BatchObserver | None = None,
-        archive: Archive | None = None,
         replica: CatalogReplica | None = None,
     ) -> None:
         self.processor = processor
         self.dead_letters = dead_letters
         self.observe = observe
-        self.archive = archive
         self.replica = replica
 
     @staticmethod
@@ -119,9 +118,6 @@ class InteractionBatchHandler:
             # Redis calls block: run them off the loop so the consumer keeps its heartbeat.
             counters = {"events.dead_letter": len(bad)} if bad else None
             update = await asyncio.to_thread(self.processor.apply, events, counters)
-            if self.archive is not None and events:
-                # Idempotent too: a redelivered batch inserts nothing twice.
-                await asyncio.to_thread(self.archive, events)
         except StreamrecError:
             raise
         except Exception as exc:  # an adapter bug or outage must not lose the batch
@@ -135,6 +131,29 @@ class InteractionBatchHandler:
         if self.observe is not None:
             self.observe(records, result, time.perf_counter() - started)
         return result
+
+
+class ArchiveBatchHandler:
+    """Writes the valid events of a batch to the archive (its own consumer group).
+
+    Off the state path: the archive's speed does not slow recommendations down.
+    Invalid records are skipped here (the interactions handler dead-letters them).
+    Idempotent by event id, so a redelivered batch inserts nothing twice.
+    """
+
+    def __init__(self, archive: Archive) -> None:
+        self.archive = archive
+
+    async def handle(self, records: Sequence[Record]) -> int:
+        events, _ = InteractionBatchHandler.validate(records)
+        if not events:
+            return 0
+        try:
+            return await asyncio.to_thread(self.archive, events)
+        except StreamrecError:
+            raise
+        except Exception as exc:
+            raise TemporaryFailure(f"archiving {len(events)} events failed: {exc}") from exc
 
 
 class CatalogBatchHandler:

@@ -54,7 +54,9 @@ class Settings(BaseSettings):
     kafka_idempotence: bool = False
     #: aiokafka waits up to this long for data; low values buy freshness.
     fetch_max_wait_ms: int = Field(20, ge=1, le=10_000)
-    consumer_max_records: int = Field(500, ge=1, le=100_000)
+    consumer_max_records: int = Field(1000, ge=1, le=100_000)
+    #: Archive every interaction in SQL (for retraining and the dashboard's insights).
+    archive_events: bool = True
     #: Port of the consumers' Prometheus endpoint (0 = not served).
     consumer_metrics_port: int = Field(0, ge=0, le=65535)
 

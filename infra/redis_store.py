@@ -31,6 +31,7 @@ computed inside the script, so this store needs a single Redis (not Cluster).
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -61,41 +62,44 @@ __all__ = ["RedisStateStore", "redis_client"]
 #: Dedupe buckets per TTL: ``seen_events`` checks this many sets (plus one).
 _DEDUPE_BUCKETS = 8
 
-# One script applies the parts of a batch that need server-side reads (rebase, max) or
-# would otherwise cost one command per item (recent lists, popularity increments).
-# KEYS: meta hash, scopes set. ARGV: t, half_life, max_exponent, pop key prefix,
-# last_event_ts ("" = none), recent key prefix, recent_max, number of users, cap of a
-# "co:" scope, then per user: name, n, items newest first; then per scope: name, n,
-# item1, w1, ..., itemN, wN.
+# One script applies a whole batch, sent as ONE JSON argument (decoded by the server's
+# cjson): encoding one string is far cheaper for the client than thousands of
+# arguments. It does what needs server-side reads (the popularity rebase, maxima) or
+# would otherwise cost a command per item (recent lists, popularity and history
+# increments, purchased sets). KEYS: meta hash, scopes set. ARGV[1]: the payload (see
+# RedisStateStore._payload).
 _APPLY_LUA = """
 local meta, scopes = KEYS[1], KEYS[2]
-local t, hl, max_exp = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local prefix = ARGV[4]
-if ARGV[5] ~= '' then
+local p = cjson.decode(ARGV[1])
+local t, hl, max_exp = p.t, p.hl, p.max_exp
+if p.last then
   local old = redis.call('HGET', meta, 'last_event_ts')
-  if (not old) or tonumber(old) < tonumber(ARGV[5]) then
-    redis.call('HSET', meta, 'last_event_ts', ARGV[5])
+  if (not old) or tonumber(old) < p.last then
+    redis.call('HSET', meta, 'last_event_ts', string.format('%.17g', p.last))
   end
 end
-local recent_prefix, recent_max = ARGV[6], tonumber(ARGV[7])
-local co_cap = tonumber(ARGV[9])
-local i = 10
-for _ = 1, tonumber(ARGV[8]) do
-  local key = recent_prefix .. ARGV[i]
-  local n = tonumber(ARGV[i + 1])
-  i = i + 2
-  for j = i, i + n - 1 do redis.call('LREM', key, 0, ARGV[j]) end
-  for j = i + n - 1, i, -1 do redis.call('LPUSH', key, ARGV[j]) end
-  redis.call('LTRIM', key, 0, recent_max - 1)
-  i = i + n
+for _, entry in ipairs(p.recent) do
+  local key, items = p.recent_prefix .. entry[1], entry[2]
+  for j = 1, #items do redis.call('LREM', key, 0, items[j]) end
+  for j = #items, 1, -1 do redis.call('LPUSH', key, items[j]) end
+  redis.call('LTRIM', key, 0, p.recent_max - 1)
 end
-if i > #ARGV then return 0 end
-local ref = tonumber(redis.call('HGET', meta, 'pop_ref') or ARGV[1])
+for _, entry in ipairs(p.hist) do
+  local key, pairs_ = p.hist_prefix .. entry[1], entry[2]
+  for j = 1, #pairs_ do
+    redis.call('HINCRBYFLOAT', key, pairs_[j][1], string.format('%.17g', pairs_[j][2]))
+  end
+end
+for _, entry in ipairs(p.bought) do
+  redis.call('SADD', p.bought_prefix .. entry[1], unpack(entry[2]))
+end
+if #p.pop == 0 then return 0 end
+local ref = tonumber(redis.call('HGET', meta, 'pop_ref') or t)
 local rebased = 0
 if (t - ref) / hl > max_exp then
   local factor = string.format('%.17g', 2 ^ ((ref - t) / hl))
   for _, scope in ipairs(redis.call('SMEMBERS', scopes)) do
-    local key = prefix .. scope
+    local key = p.pop_prefix .. scope
     redis.call('ZUNIONSTORE', key, 1, key, 'WEIGHTS', factor)
   end
   ref = t
@@ -103,23 +107,38 @@ if (t - ref) / hl > max_exp then
 end
 redis.call('HSET', meta, 'pop_ref', string.format('%.17g', ref))
 local now = redis.call('HGET', meta, 'pop_now')
-if (not now) or tonumber(now) < t then redis.call('HSET', meta, 'pop_now', ARGV[1]) end
+if (not now) or tonumber(now) < t then
+  redis.call('HSET', meta, 'pop_now', string.format('%.17g', t))
+end
 local scale = 2 ^ ((t - ref) / hl)
-while i <= #ARGV do
-  local key = prefix .. ARGV[i]
-  local n = tonumber(ARGV[i + 1])
-  redis.call('SADD', scopes, ARGV[i])
-  i = i + 2
-  for j = 0, n - 1 do
-    local w = tonumber(ARGV[i + 2 * j + 1]) * scale
-    redis.call('ZINCRBY', key, string.format('%.17g', w), ARGV[i + 2 * j])
+for _, entry in ipairs(p.pop) do
+  local scope, pairs_ = entry[1], entry[2]
+  local key = p.pop_prefix .. scope
+  redis.call('SADD', scopes, scope)
+  for j = 1, #pairs_ do
+    redis.call('ZINCRBY', key, string.format('%.17g', pairs_[j][2] * scale), pairs_[j][1])
   end
-  if string.sub(ARGV[i - 2], 1, 3) == 'co:' and redis.call('ZCARD', key) > co_cap then
-    redis.call('ZREMRANGEBYRANK', key, 0, -(co_cap + 1))
+  if string.sub(scope, 1, 3) == 'co:' and redis.call('ZCARD', key) > p.co_cap then
+    redis.call('ZREMRANGEBYRANK', key, 0, -(p.co_cap + 1))
   end
-  i = i + 2 * n
 end
 return rebased
+"""
+
+# KEYS: none. ARGV[1]: JSON list of keys. Returns each list's first ARGV[2] elements.
+_LRANGE_MANY_LUA = """
+local out = {}
+for i, key in ipairs(cjson.decode(ARGV[1])) do
+  out[i] = redis.call('LRANGE', key, 0, tonumber(ARGV[2]) - 1)
+end
+return out
+"""
+
+# KEYS: none. ARGV[1]: JSON list of hash keys. Returns each hash as a flat field/value list.
+_HGETALL_MANY_LUA = """
+local out = {}
+for i, key in ipairs(cjson.decode(ARGV[1])) do out[i] = redis.call('HGETALL', key) end
+return out
 """
 
 # KEYS: the live dedupe buckets. ARGV: event ids. Returns 1/0 per id (seen in any bucket).
@@ -206,6 +225,10 @@ class RedisStateStore:
         self.clock = clock
         self.covisit_max = covisit_max
         self._bucket_s = max(1.0, dedupe_ttl_s / _DEDUPE_BUCKETS)
+        # Script objects run EVALSHA and reload the script on NOSCRIPT (a restarted Redis).
+        self._seen_script = client.register_script(_SEEN_LUA)
+        self._lrange_many = client.register_script(_LRANGE_MANY_LUA)
+        self._hgetall_many = client.register_script(_HGETALL_MANY_LUA)
         self._meta = f"{prefix}meta"
         self._scopes = f"{prefix}meta:scopes"
         self._profiles = f"{prefix}profiles"
@@ -265,7 +288,7 @@ class RedisStateStore:
             return set()
         keys = [self._seen_key(b) for b in self._live_buckets(self.clock())]
         with redis_failures("seen_events"):
-            flags: list[int] = self.client.eval(_SEEN_LUA, len(keys), *keys, *ids)
+            flags: list[int] = self._seen_script(keys=keys, args=ids)
         return {i for i, flag in zip(ids, flags, strict=True) if flag}
 
     def apply(self, update: StateUpdate) -> None:
@@ -279,24 +302,16 @@ class RedisStateStore:
             # The bucket lives until its last member is older than the TTL.
             pipe.expire(key, math.ceil((bucket + 1) * self._bucket_s + self.dedupe_ttl_s - now))
             queued = True
-        args = self._script_args(update)
-        if args is not None:
-            pipe.eval(_APPLY_LUA, 2, self._meta, self._scopes, *args)
+        payload = self._payload(update)
+        if payload is not None:
+            # Plain EVAL inside MULTI: a NOSCRIPT error there would leave the rest applied.
+            pipe.eval(_APPLY_LUA, 2, self._meta, self._scopes, payload)
             queued = True
         if update.profiles:
             pipe.hset(self._profiles, mapping={
                 user: np.asarray(vector, dtype=np.float32).tobytes()
                 for user, vector in update.profiles.items()
             })
-            queued = True
-        for user, items in update.purchased.items():
-            if items:
-                pipe.sadd(self._purchased_key(user), *items)
-                queued = True
-        for user, weights in update.history.items():
-            key = self._history_key(user)
-            for item, weight in weights.items():
-                pipe.hincrbyfloat(key, item, float(weight))
             queued = True
         if update.user_factors:
             pipe.hset(self._factors_key(update.factors_version), mapping={
@@ -311,26 +326,30 @@ class RedisStateStore:
             with redis_failures("apply"):
                 pipe.execute()
 
-    def _script_args(self, update: StateUpdate) -> list[str] | None:
-        recent_args: list[str] = []
-        users = 0
-        for user, items in update.recent.items():
-            newest = unique_newest_first(items)[: self.recent_max]
-            if newest:
-                recent_args += [user, str(len(newest)), *newest]
-                users += 1
-        pop_args: list[str] = []
-        for scope, weights in update.popularity.items():
-            if weights:
-                pop_args += [scope, str(len(weights))]
-                for item, weight in weights.items():
-                    pop_args += [item, _num(weight)]
-        if not (recent_args or pop_args) and update.last_event_ts is None:
+    def _payload(self, update: StateUpdate) -> str | None:
+        recent = [
+            [user, newest] for user, items in update.recent.items()
+            if (newest := unique_newest_first(items)[: self.recent_max])
+        ]
+        pop = [[scope, list(weights.items())] for scope, weights in update.popularity.items()
+               if weights]
+        hist = [[user, list(weights.items())] for user, weights in update.history.items()
+                if weights]
+        bought = [[user, list(dict.fromkeys(items))] for user, items in update.purchased.items()
+                  if items]
+        if not (recent or pop or hist or bought) and update.last_event_ts is None:
             return None
-        last = "" if update.last_event_ts is None else _num(update.last_event_ts)
-        return [_num(update.popularity_at), _num(self.half_life_s), _num(self.max_exponent),
-                self._pop_key(""), last, self._recent_key(""), str(self.recent_max),
-                str(users), str(self.covisit_max), *recent_args, *pop_args]
+        payload = {
+            "t": update.popularity_at, "hl": self.half_life_s, "max_exp": self.max_exponent,
+            "co_cap": self.covisit_max,
+            "recent_max": self.recent_max, "recent_prefix": self._recent_key(""),
+            "pop_prefix": self._pop_key(""), "hist_prefix": self._history_key(""),
+            "bought_prefix": self._purchased_key(""),
+            "recent": recent, "pop": pop, "hist": hist, "bought": bought,
+        }
+        if update.last_event_ts is not None:  # JSON null would be a truthy userdata in Lua
+            payload["last"] = update.last_event_ts
+        return json.dumps(payload, separators=(",", ":"))
 
     def recent_items(self, user_id: str, n: int = 50) -> list[str]:
         if n <= 0:
@@ -343,11 +362,9 @@ class RedisStateStore:
         ids = list(dict.fromkeys(user_ids))
         if n <= 0 or not ids:
             return {u: [] for u in ids}
+        keys = json.dumps([self._recent_key(u) for u in ids])
         with redis_failures("recent_items_many"):
-            pipe = self.client.pipeline(transaction=False)
-            for user in ids:
-                pipe.lrange(self._recent_key(user), 0, n - 1)
-            lists: list[list[bytes]] = pipe.execute()
+            lists: list[list[bytes]] = self._lrange_many(keys=[], args=[keys, n])
         return {u: [i.decode() for i in items] for u, items in zip(ids, lists, strict=True)}
 
     def top_popular_many(self, scopes: Sequence[str], n: int) -> dict[str, ScoredItems]:
@@ -413,15 +430,13 @@ class RedisStateStore:
         ids = list(dict.fromkeys(user_ids))
         if not ids:
             return {}
+        keys = json.dumps([self._history_key(u) for u in ids])
         with redis_failures("get_histories"):
-            pipe = self.client.pipeline(transaction=False)
-            for user in ids:
-                pipe.hgetall(self._history_key(user))
-            raw: list[dict[bytes, bytes]] = pipe.execute()
+            raw: list[list[bytes]] = self._hgetall_many(keys=[], args=[keys])
         return {
-            user: {item.decode(): float(w) for item, w in weights.items()}
-            for user, weights in zip(ids, raw, strict=True)
-            if weights
+            user: {flat[j].decode(): float(flat[j + 1]) for j in range(0, len(flat), 2)}
+            for user, flat in zip(ids, raw, strict=True)
+            if flat
         }
 
     def purchased_items(self, user_id: str) -> set[str]:

@@ -43,7 +43,12 @@ from cli.bench.common import (
     used_memory,
 )
 from consumers.app import build_consumer_app
-from consumers.handlers import BatchResult, InteractionBatchHandler, Record
+from consumers.handlers import (
+    ArchiveBatchHandler,
+    BatchResult,
+    InteractionBatchHandler,
+    Record,
+)
 from consumers.metrics import ConsumerMetrics
 from core.errors import TemporaryFailure
 from core.events import dump_event
@@ -202,12 +207,12 @@ async def run_pipeline(
     clock = PipelineRun(n, cpu)
 
     def handler_factory(sink: Any, observe: Any) -> InteractionBatchHandler:
-        return InteractionBatchHandler(
-            processor, sink, clock.wrap(observe),
-            archive=sql.archive_events if sql is not None else None,
-        )
+        return InteractionBatchHandler(processor, sink, clock.wrap(observe))
 
-    _app, broker = build_consumer_app(settings, handler_factory, ConsumerMetrics())
+    archive_handler = ArchiveBatchHandler(sql.archive_events) if sql is not None else None
+    _app, broker = build_consumer_app(
+        settings, handler_factory, ConsumerMetrics(), archive_handler=archive_handler
+    )
     loop = asyncio.get_running_loop()
     if profilers is not None:
         loop.set_default_executor(_ProfiledExecutor(profilers[1]))
