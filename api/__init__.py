@@ -19,7 +19,7 @@ def create_app(
 ) -> Flask:
     """Build the app. Tests pass ``services`` made of fakes; production lets
     bootstrap build them from ``settings`` (or the environment)."""
-    from api import events, health, recommendations, storefront
+    from api import events, health, openapi, recommendations, storefront
     from api.dashboard import init_dashboard
     from api.errors import register_error_handlers
     from api.metrics import ApiMetrics, init_metrics
@@ -50,6 +50,7 @@ def create_app(
     app.register_blueprint(health.bp)
     app.register_blueprint(recommendations.bp)
     app.register_blueprint(events.bp)
+    app.register_blueprint(openapi.bp)
     app.register_blueprint(storefront.bp)
     init_metrics(app, ApiMetrics(settings.artifacts_dir, settings.prometheus_multiproc_dir))
     init_dashboard(app, settings)

@@ -7,7 +7,7 @@ from flask import Blueprint, Response, jsonify, request
 from api.metrics import observe_events
 from api.params import json_body
 from api.services import services
-from core.errors import InvalidRequest
+from core.errors import InvalidEvent, InvalidRequest
 from core.events import parse_catalog_event, parse_interaction, parse_interactions
 
 __all__ = ["MAX_BATCH", "bp"]
@@ -49,3 +49,22 @@ def post_catalog() -> tuple[Response, int]:
     events = [parse_catalog_event(e) for e in batch]
     services().publisher.publish_catalog(events)
     return jsonify({"accepted": len(events), "item_ids": [e.item_id for e in events]}), 202
+
+
+@bp.post("/feedback")
+def post_feedback() -> tuple[Response, int]:
+    """A rating, as in the original design: ``{"user_id", "product_id", "rating": 1-5}``."""
+    data = json_body(request)
+    if not isinstance(data, dict):
+        raise InvalidRequest("the body must be an object with user_id, product_id and rating")
+    if "product_id" not in data and "item_id" not in data:
+        raise InvalidEvent("invalid rating: product_id is required",
+                           details=[{"field": "product_id", "message": "Field required",
+                                     "type": "missing"}])
+    body = {k: v for k, v in data.items() if k not in {"product_id", "item_id"}}
+    event = parse_interaction({
+        **body, "event_type": "rating", "item_id": data.get("product_id", data.get("item_id")),
+    })
+    services().publisher.publish([event])
+    observe_events([event])
+    return jsonify({"accepted": 1, "event_id": event.event_id}), 202

@@ -8,7 +8,7 @@ from flask import Request
 
 from core.errors import InvalidRequest
 
-__all__ = ["int_arg", "json_body", "str_arg"]
+__all__ = ["float_arg", "int_arg", "json_body", "list_arg", "str_arg"]
 
 
 def str_arg(
@@ -40,6 +40,33 @@ def int_arg(request: Request, name: str, *, default: int, lo: int, hi: int) -> i
         raise InvalidRequest(f"query parameter '{name}' must be between {lo} and {hi}",
                              details=[{"field": name, "message": f"out of range [{lo}, {hi}]"}])
     return value
+
+
+def float_arg(request: Request, name: str, *, lo: float, hi: float) -> float | None:
+    raw = request.args.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidRequest(f"query parameter '{name}' must be a number",
+                             details=[{"field": name, "message": "not a number"}]) from None
+    if not lo <= value <= hi:  # also refuses nan and inf
+        raise InvalidRequest(f"query parameter '{name}' must be between {lo:g} and {hi:g}",
+                             details=[{"field": name, "message": "out of range"}])
+    return value
+
+
+def list_arg(request: Request, name: str, *, max_items: int = 20, max_len: int = 200) -> list[str]:
+    """A comma-separated list parameter (empty entries dropped)."""
+    raw = str_arg(request, name, max_len=max_items * (max_len + 1))
+    if raw is None:
+        return []
+    values = [v.strip() for v in raw.split(",") if v.strip()]
+    if len(values) > max_items or any(len(v) > max_len for v in values):
+        raise InvalidRequest(f"query parameter '{name}' has too many or too long entries",
+                             details=[{"field": name, "message": "too long"}])
+    return values
 
 
 def json_body(request: Request) -> Any:

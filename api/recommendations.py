@@ -5,9 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from api.metrics import observe_recommendation
-from api.params import int_arg, str_arg
+from api.params import float_arg, int_arg, list_arg, str_arg
+from api.recommender import RecRequest
 from api.services import services
-from core.errors import NotFound
+from core.errors import InvalidRequest, NotFound
 
 __all__ = ["bp"]
 
@@ -30,8 +31,24 @@ def _k() -> int:
 def recommendations() -> Response:
     user_id = str_arg(request, "user_id", required=True)
     assert user_id is not None
-    k = _k()
-    rec = services().recommender.recommend(user_id, k)
+    recommender = services().recommender
+    variant = str_arg(request, "variant", max_len=64)
+    if variant is not None and variant not in recommender.assigner.variants:
+        raise InvalidRequest(f"unknown variant '{variant}'",
+                             details=[{"field": "variant", "message": "not configured"}])
+    context_item = str_arg(request, "context_item")
+    if context_item is not None and context_item not in services().catalog:
+        raise NotFound(f"unknown context item '{context_item}'")
+    rec = recommender.run(RecRequest(
+        user_id=user_id,
+        k=_k(),
+        context_item=context_item,
+        category=str_arg(request, "category", max_len=200),
+        preferred_categories=tuple(list_arg(request, "preferred_categories")),
+        min_price=float_arg(request, "min_price", lo=0, hi=1e9),
+        max_price=float_arg(request, "max_price", lo=0, hi=1e9),
+        variant=variant,
+    ))
     observe_recommendation(rec)
     current_app.logger.debug("recommended %d items to %s", len(rec.items), user_id)
     return jsonify(rec.to_dict())
@@ -63,3 +80,24 @@ def similar(item_id: str) -> Response:
         raise NotFound(f"unknown item '{item_id}'")
     observe_recommendation(rec)
     return jsonify({"item_id": item_id, **rec.to_dict()})
+
+
+@bp.get("/users/<user_id>/history")
+def history(user_id: str) -> Response:
+    """What the online state knows of a user: recent items, purchases, weights."""
+    if len(user_id) > 128:
+        raise InvalidRequest("user id longer than 128 characters")
+    state = services().state
+    n = int_arg(request, "n", default=50, lo=1, hi=services().settings.recent_items_max)
+    catalog = services().catalog
+    recent = state.recent_items(user_id, n)
+    weights = state.get_histories([user_id]).get(user_id, {})
+    return jsonify({
+        "user_id": user_id,
+        "recent": [
+            {"item_id": i, "name": catalog[i].name if i in catalog else None,
+             "weight": round(weights.get(i, 0.0), 6)}
+            for i in recent
+        ],
+        "purchased": sorted(state.purchased_items(user_id)),
+    })

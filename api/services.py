@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from flask import current_app
 
-from api.recommender import Recommender
+from api.recommender import Recommender, Rules
 from core.ports import EventPublisher, StateStore, VectorIndex
 from core.settings import Settings
 from core.types import Item
@@ -64,6 +64,12 @@ def build_services(settings: Settings) -> ApiServices:
         recommender=Recommender(
             state, index, catalog, settings.blend_weights, settings.recent_items_max,
             models=bootstrap.build_model_provider(settings).current,
+            variants=settings.variants, variant_weights=settings.variant_weights,
+            rules=Rules(
+                exclude_purchased=settings.exclude_purchased,
+                excluded_categories=frozenset(settings.excluded_categories),
+                max_per_category=settings.max_per_category,
+            ),
         ),
         accounts=accounts,
         health_checks={

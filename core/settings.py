@@ -79,8 +79,18 @@ class Settings(BaseSettings):
     #: Event ids are remembered this long to apply each event exactly once.
     dedupe_ttl_s: int = Field(7 * 24 * 3600, ge=60)
     blend_weights: dict[str, float] = {
-        "content": 0.35, "collab": 0.3, "covisit": 0.2, "popularity": 0.15,
+        "content": 0.3, "collab": 0.25, "covisit": 0.15, "context": 0.2, "popularity": 0.1,
     }
+    #: A/B variants: name -> traffic share (users are assigned by a hash of their id).
+    variants: dict[str, float] = {"default": 1.0}
+    #: Blend weights per variant (a variant not listed uses ``blend_weights``).
+    variant_weights: dict[str, dict[str, float]] = {}
+    #: Leave out items the user already bought.
+    exclude_purchased: bool = True
+    #: Categories never recommended.
+    excluded_categories: list[str] = []
+    #: At most this many items of one category per list (0 = no cap).
+    max_per_category: int = Field(0, ge=0, le=1000)
     #: How often the API and consumers look for a newly trained model version.
     model_poll_s: float = Field(5.0, gt=0)
     #: Event time -> popularity uses event time, so a replay of history decays correctly.
@@ -112,6 +122,13 @@ class Settings(BaseSettings):
         if any(w < 0 for w in weights.values()):
             raise ValueError("blend weights must be >= 0")
         return weights
+
+    @field_validator("variants")
+    @classmethod
+    def _some_traffic(cls, shares: dict[str, float]) -> dict[str, float]:
+        if any(v < 0 for v in shares.values()) or not any(v > 0 for v in shares.values()):
+            raise ValueError("variant shares must be >= 0 with at least one > 0")
+        return shares
 
     @property
     def uses_embedded_kafka(self) -> bool:

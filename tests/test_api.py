@@ -214,3 +214,80 @@ def test_a_trained_collaborative_model_scores_items_from_the_users_history(clien
     items = client.get("/api/recommendations?user_id=mug-lover&k=5").get_json()["items"]
     assert all(i["category"] == "Mugs" and i["sources"]["collab"] > 0.99 for i in items)
     assert items[0]["reason"] == "Shoppers like you bought this"
+
+
+def test_the_openapi_spec_is_valid_and_lists_every_api_route(app, client) -> None:
+    from openapi_spec_validator import validate
+
+    spec = client.get("/api/openapi.json").get_json()
+    validate(spec)
+    documented = set(spec["paths"])
+    routes = {
+        str(rule.rule).replace("<", "{").replace(">", "}")
+        for rule in app.url_map.iter_rules()
+        if str(rule.rule).startswith("/api/") and "openapi" not in str(rule.rule)
+    }
+    assert routes <= documented, routes - documented
+
+
+def test_feedback_publishes_a_rating_of_the_product(client, services) -> None:
+    response = client.post("/api/feedback", json={"user_id": "u1", "product_id": "bags-1",
+                                                   "rating": 4})
+    assert response.status_code == 202
+    event = services.publisher.events[-1]  # type: ignore[attr-defined]
+    assert (event.event_type, event.item_id, event.rating) == ("rating", "bags-1", 4)
+    missing = client.post("/api/feedback", json={"user_id": "u1", "rating": 4})
+    assert missing.status_code == 422
+    assert missing.get_json()["error"]["details"][0]["field"] == "product_id"
+    assert client.post("/api/feedback", json={"user_id": "u1", "product_id": "bags-1",
+                                              "rating": 6}).status_code == 422
+
+
+def test_history_shows_recent_items_with_weights_and_purchases(client, services) -> None:
+    from core.events import Purchased
+
+    learn_views(services, "u5", ["bags-1"])
+    from online_models.processor import StreamProcessor
+    from online_models.profile import ContentProfile
+
+    StreamProcessor(services.state, services.index, {}, half_life_s=3600.0,
+                    profile=ContentProfile(0.3)).apply(
+        [Purchased(user_id="u5", item_id="mugs-2", timestamp=2000.0)])  # type: ignore[arg-type]
+    body = client.get("/api/users/u5/history").get_json()
+    assert [r["item_id"] for r in body["recent"]] == ["mugs-2", "bags-1"]
+    assert body["recent"][0]["weight"] == 8.0
+    assert body["purchased"] == ["mugs-2"]
+
+
+def test_purchased_items_are_not_recommended_again(client, services) -> None:
+    from core.events import Purchased
+    from online_models.processor import StreamProcessor
+    from online_models.profile import ContentProfile
+
+    processor = StreamProcessor(services.state, services.index, {}, half_life_s=3600.0,
+                                profile=ContentProfile(0.3))
+    processor.apply([Purchased(user_id="b", item_id="mugs-1", timestamp=1.0)])  # type: ignore[arg-type]
+    services.recommender.recent_max = 0  # only the purchase rule can exclude it now
+    items = client.get("/api/recommendations?user_id=b&k=30").get_json()["items"]
+    assert "mugs-1" not in {i["item_id"] for i in items}
+
+
+def test_category_price_and_context_filters_apply(client, services) -> None:
+    learn_views(services, "p", ["bags-1", "mugs-1"])
+    only_mugs = client.get("/api/recommendations?user_id=p&k=5&category=Mugs").get_json()
+    assert {i["category"] for i in only_mugs["items"]} == {"Mugs"}
+    cheap = client.get("/api/recommendations?user_id=p&k=30&max_price=3").get_json()["items"]
+    assert cheap and all(i["price"] <= 3 for i in cheap)
+    ctx = client.get("/api/recommendations?user_id=p&k=3&context_item=candles-4").get_json()
+    assert ctx["items"][0]["category"] == "Candles"
+    assert "candles-4" not in {i["item_id"] for i in ctx["items"]}
+    assert client.get("/api/recommendations?user_id=p&context_item=nope").status_code == 404
+    assert client.get("/api/recommendations?user_id=p&min_price=abc").status_code == 400
+    assert client.get("/api/recommendations?user_id=p&variant=zzz").status_code == 400
+
+
+def test_a_new_user_with_preferred_categories_gets_those_categories(client, services) -> None:
+    learn_views(services, "others", ["candles-2", "candles-3", "bags-4", "bags-4", "bags-4"])
+    body = client.get("/api/recommendations?user_id=fresh&k=3"
+                      "&preferred_categories=Candles").get_json()
+    assert {i["item_id"] for i in body["items"]} >= {"candles-2", "candles-3"}
