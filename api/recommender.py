@@ -197,9 +197,12 @@ class Recommender:
             excluded.add(request.context_item)
             context_vector = self.index.get([request.context_item]).get(request.context_item)
         user_factors, factor_index = self._user_factors(request.user_id)
+        profile = self.state.get_profiles([request.user_id]).get(request.user_id)
+        if profile is not None:
+            norm = float(np.linalg.norm(profile))
+            profile = profile / norm if norm > 0 else None  # a mean: cosine wants unit
         return _Context(
-            request=request, seen=seen, excluded=excluded,
-            profile=self.state.get_profiles([request.user_id]).get(request.user_id),
+            request=request, seen=seen, excluded=excluded, profile=profile,
             user_factors=user_factors, factor_index=factor_index, context_vector=context_vector,
         )
 

@@ -91,24 +91,27 @@ class StreamProcessor:
             return update
         seen = self.store.seen_events([e.event_id for e in events])
         fresh: list[InteractionEvent] = []
-        for event in sorted(events, key=lambda e: e.ts):
+        stamps: list[float] = []
+        for ts, _, event in sorted(((e.ts, n, e) for n, e in enumerate(events)),
+                                   key=lambda t: (t[0], t[1])):
             if event.event_id in seen:
                 continue
             seen.add(event.event_id)  # a duplicate inside the batch counts once too
             fresh.append(event)
+            stamps.append(ts)
         duplicates = len(events) - len(fresh)
         if duplicates:
             update.counters["events.duplicate"] = duplicates
         if not fresh:
             return update
 
-        batch_ts = fresh[-1].ts
+        batch_ts = stamps[-1]
         update.popularity_at = batch_ts
         update.last_event_ts = batch_ts
+        # Increments are all written at the batch's time: pre-decay each one so the
+        # result equals applying it at its own event time.
+        decays = np.exp2((np.array(stamps) - batch_ts) / self.half_life_s).tolist()
         vectors = self.index.get(list({e.item_id for e in fresh}))
-        profiles: dict[str, Vector | None] = dict(
-            self.store.get_profiles(list({e.user_id for e in fresh if e.item_id in vectors}))
-        )
         tally: dict[str, int] = defaultdict(int, update.counters)
         popularity: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         recent: dict[str, list[str]] = defaultdict(list)
@@ -116,8 +119,9 @@ class StreamProcessor:
         users = list({e.user_id for e in fresh})
         history = self.store.recent_items_many(users, self.covisit_window)
         weights: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        profile_steps: dict[str, list[tuple[str, float]]] = defaultdict(list)
 
-        for event in fresh:
+        for event, decay in zip(fresh, decays, strict=True):
             update.event_ids.append(event.event_id)
             tally[f"events.{event.event_type}"] += 1
             recent[event.user_id].append(event.item_id)
@@ -126,9 +130,7 @@ class StreamProcessor:
                 weights[event.user_id][event.item_id] += weight
             if isinstance(event, Purchased):
                 update.purchased.setdefault(event.user_id, []).append(event.item_id)
-            # Increments are all written at the batch's time: pre-decay each one so the
-            # result equals applying it at its own event time.
-            decayed = weight * float(np.exp2((event.ts - batch_ts) / self.half_life_s))
+            decayed = weight * decay
             popularity[ALL_ITEMS][event.item_id] += decayed
             category = self.categories.get(event.item_id)
             if category:
@@ -139,17 +141,12 @@ class StreamProcessor:
                     popularity[covisit_scope(event.item_id)][partner] += decayed
                     popularity[covisit_scope(partner)][event.item_id] += decayed
             history[event.user_id] = [event.item_id, *(i for i in before if i != event.item_id)]
-            vector = vectors.get(event.item_id)
-            if vector is None:
+            if event.item_id not in vectors:
                 tally["events.unknown_item"] += 1
-                continue
-            if weight <= 0:  # a 1-star rating says "not this", not "more like this"
-                continue
-            profiles[event.user_id] = self.profile.updated(
-                profiles.get(event.user_id), vector, weight
-            )
-            update.profiles[event.user_id] = profiles[event.user_id]  # type: ignore[assignment]
+            elif weight > 0:  # a 1-star rating says "not this", not "more like this"
+                profile_steps[event.user_id].append((event.item_id, weight))
 
+        self._fold_profiles(update, profile_steps, vectors)
         update.history = {u: dict(w) for u, w in weights.items()}
         self._fold_in(update, users)
         tally["events.total"] += len(fresh)
@@ -157,6 +154,23 @@ class StreamProcessor:
         update.popularity = {scope: dict(items) for scope, items in popularity.items()}
         update.recent = dict(recent)
         return update
+
+    def _fold_profiles(
+        self,
+        update: StateUpdate,
+        steps: Mapping[str, list[tuple[str, float]]],
+        vectors: Mapping[str, Vector],
+    ) -> None:
+        """Each user's content profile after their events of the batch, in one product."""
+        if not steps:
+            return
+        current = self.store.get_profiles(list(steps))
+        for user, touched in steps.items():
+            update.profiles[user] = self.profile.fold(
+                current.get(user),
+                np.stack([vectors[item] for item, _ in touched]),
+                np.array([w for _, w in touched]),
+            )
 
     def _fold_in(self, update: StateUpdate, users: list[str]) -> None:
         foldin = self.collaborative() if self.collaborative is not None else None
