@@ -40,9 +40,9 @@ def create_app(
         JSON_SORT_KEYS=False,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=getattr(settings, "session_cookie_secure", False),
+        SESSION_COOKIE_SECURE=settings.session_cookie_secure,
         PERMANENT_SESSION_LIFETIME=timedelta(
-            seconds=getattr(settings, "session_lifetime_s", 14 * 24 * 3600)),
+            seconds=settings.session_lifetime_s),
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["streamrec"] = services

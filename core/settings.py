@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     max_k: int = Field(200, ge=1, le=10_000)
     max_body_bytes: int = Field(1_000_000, ge=1_000)
     secret_key: str = Field("", validation_alias=_env("SECRET_KEY", "SECRET_KEY"))
+    #: Send the session cookie over HTTPS only (turn on behind TLS).
+    session_cookie_secure: bool = False
+    #: Lifetime of a logged-in session.
+    session_lifetime_s: int = Field(14 * 24 * 3600, ge=60)
     #: Dashboard admin password hash (werkzeug format, e.g. "pbkdf2:sha256:<n>$<salt>$<hex>";
     #: make one with `python -m api.dashboard.auth PASSWORD`). Both empty = /admin disabled.
     admin_password_hash: str = Field("", validation_alias=_env("ADMIN_PASSWORD_HASH"))
