@@ -23,11 +23,17 @@ IMPLICIT_MODELS = ("popularity", "trending", "item_knn", "als", "ease", "content
                    "ranker")
 RATING_MODELS = ("rating_mf", "svd", "biased_als", "item_knn_baseline", "rating_blend")
 DEFAULT_PROTOCOL = {"online-retail": "temporal", "amazon-scientific": "leave-one-out",
-                    "ml-100k": "kfold", "csv": "temporal"}
+                    "ml-100k": "kfold", "csv": "temporal", "archive": "temporal"}
+#: Besides the data sets, training reads the events the consumers archived in SQL.
+ARCHIVE = "archive"
 TRAIN_MODELS = ("popularity", "item_knn", "als", "ease", "content", "hybrid")
 
 
 def _load(dataset: str, data: str | None, items: str | None) -> Dataset:
+    if dataset == ARCHIVE:
+        from infra.bootstrap import archive_dataset
+
+        return archive_dataset(Settings())
     if dataset == "online-retail" and data is None:
         data = str(Settings().data_dir)
     return load_dataset(dataset, data, items)
@@ -97,8 +103,9 @@ def evaluate_command(dataset: str, data: str | None, items: str | None, models: 
 
 
 @click.command("train")
-@click.option("--dataset", type=click.Choice(sorted(DATASETS)), default="online-retail",
-              show_default=True)
+@click.option("--dataset", type=click.Choice([*sorted(DATASETS), ARCHIVE]),
+              default="online-retail", show_default=True,
+              help="A data set, or `archive`: the events the consumers stored in SQL.")
 @click.option("--data", type=click.Path(), default=None)
 @click.option("--items", type=click.Path(), default=None)
 @click.option("--models", default=",".join(TRAIN_MODELS), show_default=True)

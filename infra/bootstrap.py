@@ -19,8 +19,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaClient
 
-from core.errors import ServiceUnavailable
+from core.errors import DataNotFound, ServiceUnavailable
+from core.events import parse_interaction
 from core.ports import StateStore
+from core.scoring import Interactions
 from core.settings import Settings
 from core.types import Item
 from index.faiss_index import FaissIndex
@@ -32,12 +34,14 @@ from infra.redis_store import RedisStateStore, redis_client
 from infra.sql import SqlStore
 from offline.catalog import load_catalog
 from offline.content import ContentEmbedder
+from offline.datasets import Dataset
 from online_models.catalog import CatalogReplica, CategoryLookup
-from online_models.processor import StreamProcessor
+from online_models.processor import StreamProcessor, implicit_weight
 from online_models.profile import ContentProfile
 
 __all__ = [
     "EmbeddedStack",
+    "archive_dataset",
     "build_catalog_log",
     "build_index",
     "build_model_provider",
@@ -266,6 +270,22 @@ def ensure_trained(settings: Settings) -> str:
     result = train(dataset, settings.artifacts_dir, ["als"])
     log.info("trained ALS on %d events: version %s", len(dataset.interactions), result.version)
     return result.version
+
+
+def archive_dataset(settings: Settings) -> Dataset:
+    """The SQL events archive as a training data set (implicit weights per event type)."""
+    store = build_sql_store(settings)
+    try:
+        payloads = store.events()
+    finally:
+        store.close()
+    if not payloads:
+        raise DataNotFound("the events archive is empty: run the consumers (or the demo) first")
+    events = [parse_interaction(p) for p in payloads]
+    records = [(e.user_id, e.item_id, implicit_weight(e), e.ts) for e in events
+               if implicit_weight(e) > 0]
+    catalog = ensure_catalog(settings)
+    return Dataset("archive", Interactions.from_records(records), list(catalog.values()))
 
 
 def build_processor(

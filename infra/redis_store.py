@@ -355,7 +355,7 @@ class RedisStateStore:
         if n <= 0:
             return []
         with redis_failures("recent_items"):
-            raw: list[bytes] = self.client.lrange(self._recent_key(user_id), 0, n - 1)
+            raw: list[Any] = self.client.lrange(self._recent_key(user_id), 0, n - 1)
         return [item.decode() for item in raw]
 
     def recent_items_many(self, user_ids: Sequence[str], n: int = 50) -> dict[str, list[str]]:
@@ -419,7 +419,7 @@ class RedisStateStore:
         if not ids:
             return {}
         with redis_failures("get_profiles"):
-            raw: list[bytes | None] = self.client.hmget(self._profiles, ids)
+            raw: list[Any] = self.client.hmget(self._profiles, ids)
         return {
             user: np.frombuffer(blob, dtype=np.float32).copy()
             for user, blob in zip(ids, raw, strict=True)
@@ -441,7 +441,7 @@ class RedisStateStore:
 
     def purchased_items(self, user_id: str) -> set[str]:
         with redis_failures("purchased_items"):
-            raw: set[bytes] = self.client.smembers(self._purchased_key(user_id))
+            raw: set[Any] = self.client.smembers(self._purchased_key(user_id))
         return {item.decode() for item in raw}
 
     def get_user_factors(self, user_ids: Sequence[str], version: str) -> dict[str, Vector]:
@@ -449,7 +449,7 @@ class RedisStateStore:
         if not ids:
             return {}
         with redis_failures("get_user_factors"):
-            raw: list[bytes | None] = self.client.hmget(self._factors_key(version), ids)
+            raw: list[Any] = self.client.hmget(self._factors_key(version), ids)
         return {
             user: np.frombuffer(blob, dtype=np.float32).copy()
             for user, blob in zip(ids, raw, strict=True)
@@ -458,7 +458,7 @@ class RedisStateStore:
 
     def counters(self) -> dict[str, int]:
         with redis_failures("counters"):
-            raw: dict[bytes, bytes] = self.client.hgetall(self._counters)
+            raw: dict[Any, Any] = self.client.hgetall(self._counters)
         return {name.decode(): int(value) for name, value in raw.items()}
 
     def last_event_ts(self) -> float | None:

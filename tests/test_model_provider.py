@@ -1,0 +1,42 @@
+"""A newly trained version is picked up by running processes, without a restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.scoring import Interactions
+from core.types import Item
+from infra.models import ModelProvider
+from offline.datasets import Dataset
+from offline.train import train
+
+
+def tiny(seed_shift: int) -> Dataset:
+    records = [(f"u{u}", f"i{(u * 3 + j + seed_shift) % 12}", 1.0, float(u * 10 + j))
+               for u in range(20) for j in range(4)]
+    return Dataset("tiny", Interactions.from_records(records),
+                   [Item(f"i{n}", f"item {n}") for n in range(12)])
+
+
+def test_the_provider_loads_the_latest_version_and_switches_when_a_new_one_lands(
+    tmp_path: Path
+) -> None:
+    now = [0.0]
+    provider = ModelProvider(tmp_path, min_interval_s=5.0, clock=lambda: now[0])
+    assert provider.foldin() is None  # nothing trained yet
+
+    first = train(tiny(0), tmp_path, ["als"], version="v1").version
+    now[0] = 10.0
+    foldin, item_index = provider.current()
+    assert foldin is not None and foldin.version == first and item_index is not None
+    assert foldin.user_vector({"i1": 2.0}) is not None
+
+    train(tiny(5), tmp_path, ["als"], version="v2")
+    assert provider.foldin().version == "v1"  # type: ignore[union-attr]  # throttled
+    now[0] = 20.0
+    assert provider.foldin().version == "v2"  # type: ignore[union-attr]
+
+
+def test_a_version_without_an_als_model_turns_collaborative_scores_off(tmp_path: Path) -> None:
+    train(tiny(0), tmp_path, ["popularity"], version="pop-only")
+    assert ModelProvider(tmp_path, min_interval_s=0).current() == (None, None)
