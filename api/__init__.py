@@ -23,6 +23,7 @@ def create_app(
     from api.dashboard import init_dashboard
     from api.errors import register_error_handlers
     from api.metrics import ApiMetrics, init_metrics
+    from api.ratelimit import init_rate_limit
     from infra.accounts import load_or_create_secret
 
     if not isinstance(settings, Settings):
@@ -47,6 +48,7 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["streamrec"] = services
     register_error_handlers(app)
+    init_rate_limit(app, settings)
     app.register_blueprint(health.bp)
     app.register_blueprint(recommendations.bp)
     app.register_blueprint(events.bp)

@@ -85,6 +85,15 @@ SPEC: dict[str, Any] = {
                                   "How many recent items")],
             "responses": {"200": _json({"type": "object"}, "History"), **_ERRORS},
         }},
+        "/api/predict": {"get": {
+            "summary": "The online rating model's predicted rating (1-5) of an item by a user",
+            "parameters": [_query("user_id", _ID, "The shopper", required=True),
+                           _query("item_id", _ID, "The product", required=True)],
+            "responses": {"200": _json({"type": "object", "required": ["rating"], "properties": {
+                "rating": {"type": "number", "minimum": 1, "maximum": 5},
+                "known_user": {"type": "boolean"}, "known_item": {"type": "boolean"},
+                "ratings_learnt": {"type": "integer"}}}, "Predicted rating"), **_ERRORS},
+        }},
         "/api/events": {"post": {
             "summary": "Send one interaction or a batch (up to 1000) to the broker",
             "requestBody": {"required": True, "content": {"application/json": {"schema": {

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from api.degraded import degraded_body, popular_fallback
 from api.metrics import observe_recommendation
 from api.params import float_arg, int_arg, list_arg, str_arg
-from api.recommender import RecRequest
+from api.recommender import Recommendation, RecRequest
 from api.services import services
-from core.errors import InvalidRequest, NotFound
+from core.errors import InvalidRequest, NotFound, TemporaryFailure
+from online_models.rating_mf import OnlineRatingMF
 
 __all__ = ["bp"]
 
@@ -19,7 +21,10 @@ bp = Blueprint("recommendations", __name__, url_prefix="/api")
 def _catch_up_with_the_catalog() -> None:
     replica = services().replica
     if replica is not None:
-        replica.refresh()  # throttled: one Redis read per interval when nothing changed
+        try:
+            replica.refresh()  # throttled: one Redis read per interval when nothing changed
+        except TemporaryFailure as exc:  # Redis down: a stale catalog beats no answer
+            current_app.logger.warning("catalog refresh skipped: %s", exc)
 
 
 def _k() -> int:
@@ -39,7 +44,7 @@ def recommendations() -> Response:
     context_item = str_arg(request, "context_item")
     if context_item is not None and context_item not in services().catalog:
         raise NotFound(f"unknown context item '{context_item}'")
-    rec = recommender.run(RecRequest(
+    rec_request = RecRequest(
         user_id=user_id,
         k=_k(),
         context_item=context_item,
@@ -48,7 +53,18 @@ def recommendations() -> Response:
         min_price=float_arg(request, "min_price", lo=0, hi=1e9),
         max_price=float_arg(request, "max_price", lo=0, hi=1e9),
         variant=variant,
-    ))
+    )
+    fallback = popular_fallback()
+    try:
+        rec = recommender.run(rec_request)
+    except TemporaryFailure as exc:  # the state store is down: popular items, marked so
+        current_app.logger.warning("degraded recommendations for %s: %s", user_id, exc)
+        rec = Recommendation(
+            user_id, fallback.items(rec_request.k, rec_request, recommender.rules),
+            variant=variant or recommender.assigner.variant(user_id))
+        observe_recommendation(rec)
+        return jsonify(degraded_body(rec, f"state store unavailable: {exc.message}"))
+    fallback.maybe_refresh(recommender)
     observe_recommendation(rec)
     current_app.logger.debug("recommended %d items to %s", len(rec.items), user_id)
     return jsonify(rec.to_dict())
@@ -57,7 +73,14 @@ def recommendations() -> Response:
 @bp.get("/trending")
 def trending() -> Response:
     category = str_arg(request, "category", max_len=200)
-    rec = services().recommender.trending(_k(), category)
+    k = _k()
+    try:
+        rec = services().recommender.trending(k, category)
+    except TemporaryFailure as exc:  # the state store is down: the last good list
+        rec = Recommendation(None, popular_fallback().items(
+            k, RecRequest("", k, category=category), services().recommender.rules))
+        return jsonify({"category": category,
+                        **degraded_body(rec, f"state store unavailable: {exc.message}")})
     return jsonify({"category": category, **rec.to_dict()})
 
 
@@ -100,4 +123,21 @@ def history(user_id: str) -> Response:
             for i in recent
         ],
         "purchased": sorted(state.purchased_items(user_id)),
+    })
+
+
+@bp.get("/predict")
+def predict() -> Response:
+    """The online rating model's predicted rating (1-5) of an item by a user."""
+    user_id = str_arg(request, "user_id", required=True)
+    item_id = str_arg(request, "item_id", required=True)
+    assert user_id is not None and item_id is not None
+    if item_id not in services().catalog:
+        raise NotFound(f"unknown item '{item_id}'")
+    params = services().state.get_rating_params([user_id], [item_id])
+    return jsonify({
+        "user_id": user_id, "item_id": item_id,
+        "rating": round(OnlineRatingMF.predict(params, user_id, item_id), 4),
+        "known_user": user_id in params.users, "known_item": item_id in params.items,
+        "ratings_learnt": int(params.n),
     })

@@ -23,6 +23,7 @@ __all__ = [
     "CatalogLog",
     "Embedder",
     "EventPublisher",
+    "RatingParams",
     "StateStore",
     "StateUpdate",
     "Vector",
@@ -45,6 +46,19 @@ def category_scope(category: str) -> str:
 def covisit_scope(item_id: str) -> str:
     """The scope of items co-visited with ``item_id``."""
     return f"co:{item_id}"
+
+
+@dataclass
+class RatingParams:
+    """Parameters of the online rating model (biased MF) for some users and items.
+
+    Each vector is ``[bias, latent_1, ..., latent_f]``; ids without parameters are absent.
+    """
+
+    n: float = 0.0
+    mean: float = 0.0
+    users: dict[str, Vector] = field(default_factory=dict)
+    items: dict[str, Vector] = field(default_factory=dict)
 
 
 @dataclass
@@ -72,6 +86,8 @@ class StateUpdate:
     #: user -> collaborative vector, valid for the model version ``factors_version``.
     user_factors: dict[str, Vector] = field(default_factory=dict)
     factors_version: str = ""
+    #: Changed parameters of the online rating model (None: no rating in the batch).
+    rating: RatingParams | None = None
     #: counter name -> increment (events by type, dead letters, ...).
     counters: dict[str, int] = field(default_factory=dict)
     #: Event time (Unix seconds) of the newest event applied, for freshness.
@@ -79,7 +95,8 @@ class StateUpdate:
 
     def is_empty(self) -> bool:
         return not (self.event_ids or self.recent or self.popularity or self.profiles
-                    or self.counters or self.history or self.user_factors or self.purchased)
+                    or self.counters or self.history or self.user_factors or self.purchased
+                    or self.rating is not None)
 
 
 @runtime_checkable
@@ -132,6 +149,10 @@ class StateStore(Protocol):
 
     def purchased_items(self, user_id: str) -> set[str]:
         """Every item the user bought."""
+        ...
+
+    def get_rating_params(self, user_ids: Sequence[str], item_ids: Sequence[str]) -> RatingParams:
+        """The online rating model's global mean and the parameters of these users and items."""
         ...
 
     def get_user_factors(self, user_ids: Sequence[str], version: str) -> dict[str, Vector]:

@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     blend_weights: dict[str, float] = {
         "content": 0.3, "collab": 0.25, "covisit": 0.15, "context": 0.2, "popularity": 0.1,
     }
+    #: Latent factors of the online rating model (River BiasedMF).
+    rating_factors: int = Field(10, ge=1, le=512)
     #: A/B variants: name -> traffic share (users are assigned by a hash of their id).
     variants: dict[str, float] = {"default": 1.0}
     #: Blend weights per variant (a variant not listed uses ``blend_weights``).
@@ -96,6 +98,26 @@ class Settings(BaseSettings):
     #: Event time -> popularity uses event time, so a replay of history decays correctly.
     clock: Literal["event", "wall"] = "event"
 
+    # --- item index ---------------------------------------------------------------------
+    #: Up to this many items the item index is exact (FAISS IndexIDMap2 over IndexFlatIP);
+    #: beyond it the ANN index named by ``index_kind`` is used.
+    index_flat_max: int = Field(50_000, ge=1)
+    #: ANN index used past ``index_flat_max`` items: HNSW graph or IVF inverted lists.
+    index_kind: Literal["hnsw", "ivf"] = "hnsw"
+    #: ``gpu`` uses FAISS GPU when faiss has GPU support (optional extra), else logs a
+    #: warning and falls back to CPU.
+    index_device: Literal["cpu", "gpu"] = "cpu"
+    #: HNSW graph degree (links per node); higher = better recall, more memory.
+    index_hnsw_m: int = Field(32, ge=4)
+    #: HNSW build-time candidate list size.
+    index_ef_construction: int = Field(80, ge=8)
+    #: HNSW search-time candidate list size (recall vs speed).
+    index_ef_search: int = Field(64, ge=1)
+    #: IVF probe count at search time (lists scanned per query).
+    index_ivf_nprobe: int = Field(16, ge=1)
+    #: The ANN index rebuilds itself when removed/replaced vectors pass this share.
+    index_rebuild_fraction: float = Field(0.2, gt=0, le=1)
+
     # --- API --------------------------------------------------------------------------
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
@@ -103,6 +125,14 @@ class Settings(BaseSettings):
     max_k: int = Field(200, ge=1, le=10_000)
     max_body_bytes: int = Field(1_000_000, ge=1_000)
     secret_key: str = Field("", validation_alias=_env("SECRET_KEY", "SECRET_KEY"))
+    #: Sustained requests per second one client (remote address) may make to /api/*, per
+    #: API worker process (token bucket; /healthz and /metrics are exempt). 0 = no limit.
+    rate_limit_per_s: float = Field(100.0, ge=0)
+    #: Requests one client may make at once before the rate limit applies (bucket size).
+    rate_limit_burst: int = Field(200, ge=1, le=1_000_000)
+    #: How often a successful request refreshes the popular items the API answers from
+    #: while Redis is down (the degraded path).
+    degraded_refresh_s: float = Field(10.0, gt=0)
     #: Send the session cookie over HTTPS only (turn on behind TLS).
     session_cookie_secure: bool = False
     #: Lifetime of a logged-in session.

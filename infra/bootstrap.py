@@ -38,6 +38,7 @@ from offline.datasets import Dataset
 from online_models.catalog import CatalogReplica, CategoryLookup
 from online_models.processor import StreamProcessor, implicit_weight
 from online_models.profile import ContentProfile
+from online_models.rating_mf import OnlineRatingMF
 
 __all__ = [
     "EmbeddedStack",
@@ -303,6 +304,7 @@ def build_processor(
         profile=ContentProfile(settings.profile_learning_rate),
         covisit_window=settings.covisit_window,
         collaborative=models.foldin if models is not None else None,
+        rating_model=OnlineRatingMF(n_factors=settings.rating_factors),
     )
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from core.ports import ALL_ITEMS, StateUpdate, Vector
+from core.ports import ALL_ITEMS, RatingParams, StateUpdate, Vector
 from core.types import ScoredItems
 
 __all__ = ["DecayedScores", "InMemoryStateStore", "decay_scale", "unique_newest_first"]
@@ -155,6 +155,7 @@ class InMemoryStateStore:
         self._profiles: dict[str, Vector] = {}
         self._history: dict[str, dict[str, float]] = {}
         self._purchased: dict[str, set[str]] = {}
+        self._rating = RatingParams()
         self._factors: dict[str, dict[str, Vector]] = {}
         self._counters: dict[str, int] = {}
         self._last_ts: float | None = None
@@ -190,6 +191,10 @@ class InMemoryStateStore:
                 self._profiles[user] = np.array(vector, dtype=np.float32)
             for user, items in update.purchased.items():
                 self._purchased.setdefault(user, set()).update(items)
+            if update.rating is not None:
+                self._rating.n, self._rating.mean = update.rating.n, update.rating.mean
+                self._rating.users.update(update.rating.users)
+                self._rating.items.update(update.rating.items)
             for user, weights in update.history.items():
                 mine = self._history.setdefault(user, {})
                 for item, weight in weights.items():
@@ -232,6 +237,15 @@ class InMemoryStateStore:
         with self._lock:
             return {u: dict(self._history[u]) for u in user_ids if u in self._history}
 
+    def get_rating_params(self, user_ids: Sequence[str], item_ids: Sequence[str]) -> RatingParams:
+        with self._lock:
+            r = self._rating
+            return RatingParams(
+                r.n, r.mean,
+                {u: r.users[u].copy() for u in user_ids if u in r.users},
+                {i: r.items[i].copy() for i in item_ids if i in r.items},
+            )
+
     def purchased_items(self, user_id: str) -> set[str]:
         with self._lock:
             return set(self._purchased.get(user_id, set()))
@@ -258,6 +272,7 @@ class InMemoryStateStore:
             self._profiles = {}
             self._history = {}
             self._purchased = {}
+            self._rating = RatingParams()
             self._factors = {}
             self._counters = {}
             self._last_ts = None

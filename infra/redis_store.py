@@ -16,6 +16,7 @@ key                           type       content
 ``profiles``                  hash       user -> float32 bytes
 ``hist:<user>``               hash       item -> accumulated implicit weight
 ``bought:<user>``             set        items the user purchased
+``rating:{meta,u,i}``         hash       online rating model: global mean; user/item params
 ``ufactors:<version>``        hash       user -> float32 bytes (ALS fold-in vector)
 ``counters``                  hash       name -> integer
 ``seen:<bucket>``             set        event ids applied in a time bucket, expiring
@@ -45,7 +46,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import ConfigurationError, TemporaryFailure
-from core.ports import ALL_ITEMS, StateUpdate, Vector
+from core.ports import ALL_ITEMS, RatingParams, StateUpdate, Vector
 from core.types import ScoredItems
 from infra.memory_store import (
     DEFAULT_COVISIT_MAX,
@@ -259,6 +260,9 @@ class RedisStateStore:
     def _history_key(self, user_id: str) -> str:
         return f"{self.prefix}hist:{user_id}"
 
+    def _rating_key(self, kind: str) -> str:
+        return f"{self.prefix}rating:{kind}"
+
     def _purchased_key(self, user_id: str) -> str:
         return f"{self.prefix}bought:{user_id}"
 
@@ -312,6 +316,15 @@ class RedisStateStore:
                 user: np.asarray(vector, dtype=np.float32).tobytes()
                 for user, vector in update.profiles.items()
             })
+            queued = True
+        if update.rating is not None:
+            pipe.hset(self._rating_key("meta"), mapping={
+                "n": repr(update.rating.n), "mean": repr(update.rating.mean)})
+            for kind, params in (("u", update.rating.users), ("i", update.rating.items)):
+                if params:
+                    pipe.hset(self._rating_key(kind), mapping={
+                        k: np.asarray(v, dtype=np.float32).tobytes() for k, v in params.items()
+                    })
             queued = True
         if update.user_factors:
             pipe.hset(self._factors_key(update.factors_version), mapping={
@@ -438,6 +451,24 @@ class RedisStateStore:
             for user, flat in zip(ids, raw, strict=True)
             if flat
         }
+
+    def get_rating_params(self, user_ids: Sequence[str], item_ids: Sequence[str]) -> RatingParams:
+        users, items = list(dict.fromkeys(user_ids)), list(dict.fromkeys(item_ids))
+        with redis_failures("get_rating_params"):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hmget(self._rating_key("meta"), ["n", "mean"])
+            pipe.hmget(self._rating_key("u"), users or ["-"])
+            pipe.hmget(self._rating_key("i"), items or ["-"])
+            meta, raw_users, raw_items = pipe.execute()
+
+        def vectors(ids: list[str], raw: list[Any]) -> dict[str, Vector]:
+            return {k: np.frombuffer(b, dtype=np.float32).copy()
+                    for k, b in zip(ids, raw[: len(ids)], strict=True) if b is not None}
+
+        return RatingParams(
+            float(meta[0] or 0.0), float(meta[1] or 0.0),
+            vectors(users, raw_users), vectors(items, raw_items),
+        )
 
     def purchased_items(self, user_id: str) -> set[str]:
         with redis_failures("purchased_items"):

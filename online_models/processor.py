@@ -26,6 +26,7 @@ from core.ports import (
 )
 from online_models.als_foldin import ALSFoldIn
 from online_models.profile import ContentProfile
+from online_models.rating_mf import OnlineRatingMF
 
 __all__ = ["StreamProcessor"]
 
@@ -57,6 +58,8 @@ class StreamProcessor:
     collaborative
         Returns the current ALS fold-in (None without a trained model). The user's
         weighted history is kept either way, so a model trained later folds them in.
+    rating_model
+        Learns explicit ratings online (its parameters live in the store).
     """
 
     def __init__(
@@ -69,6 +72,7 @@ class StreamProcessor:
         profile: ContentProfile,
         covisit_window: int = 5,
         collaborative: Callable[[], ALSFoldIn | None] | None = None,
+        rating_model: OnlineRatingMF | None = None,
     ) -> None:
         self.store = store
         self.index = index
@@ -77,6 +81,7 @@ class StreamProcessor:
         self.profile = profile
         self.covisit_window = covisit_window
         self.collaborative = collaborative
+        self.rating_model = rating_model
 
     def build_update(
         self, events: Sequence[InteractionEvent], counters: Mapping[str, int] | None = None
@@ -147,6 +152,11 @@ class StreamProcessor:
                 profile_steps[event.user_id].append((event.item_id, weight))
 
         self._fold_profiles(update, profile_steps, vectors)
+        ratings = [e for e in fresh if isinstance(e, Rated)]
+        if ratings and self.rating_model is not None:
+            params = self.store.get_rating_params([e.user_id for e in ratings],
+                                                  [e.item_id for e in ratings])
+            update.rating = self.rating_model.learn(ratings, params)
         update.history = {u: dict(w) for u, w in weights.items()}
         self._fold_in(update, users)
         tally["events.total"] += len(fresh)

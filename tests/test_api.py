@@ -291,3 +291,19 @@ def test_a_new_user_with_preferred_categories_gets_those_categories(client, serv
     body = client.get("/api/recommendations?user_id=fresh&k=3"
                       "&preferred_categories=Candles").get_json()
     assert {i["item_id"] for i in body["items"]} >= {"candles-2", "candles-3"}
+
+
+def test_predict_answers_the_online_rating_models_rating(client, services) -> None:
+    from core.events import Rated
+    from online_models.processor import StreamProcessor
+    from online_models.profile import ContentProfile
+    from online_models.rating_mf import OnlineRatingMF
+
+    StreamProcessor(services.state, services.index, {}, half_life_s=3600.0,
+                    profile=ContentProfile(0.3), rating_model=OnlineRatingMF()).apply(
+        [Rated(user_id="r", item_id="bags-1", rating=4, timestamp=1.0)])  # type: ignore[arg-type]
+    body = client.get("/api/predict?user_id=r&item_id=bags-1").get_json()
+    assert body["known_user"] and body["known_item"] and body["ratings_learnt"] == 1
+    assert 1.0 <= body["rating"] <= 5.0
+    assert client.get("/api/predict?user_id=r&item_id=nope").status_code == 404
+    assert client.get("/api/predict?user_id=r").status_code == 400

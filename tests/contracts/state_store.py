@@ -172,6 +172,19 @@ class StateStoreContract:
         assert store.purchased_items("u1") == {"a", "b", "c"}
         assert store.purchased_items("nobody") == set()
 
+    def test_rating_parameters_round_trip_and_unknown_ids_are_left_out(self) -> None:
+        from core.ports import RatingParams
+
+        store = self.store()
+        assert store.get_rating_params(["u"], ["i"]) == RatingParams()
+        vec = np.array([0.25, 1.0, -2.0], dtype=np.float32)
+        store.apply(StateUpdate(rating=RatingParams(n=3, mean=3.5, users={"u": vec},
+                                                    items={"i": vec * 2})))
+        got = store.get_rating_params(["u", "x"], ["i", "y"])
+        assert (got.n, got.mean) == (3, 3.5)
+        assert list(got.users) == ["u"] and list(got.items) == ["i"]
+        np.testing.assert_array_equal(got.items["i"], vec * 2)
+
     def test_user_factors_are_kept_per_model_version(self) -> None:
         store = self.store()
         vector = np.array([0.5, -1.0, 2.0], dtype=np.float32)

@@ -1,0 +1,119 @@
+"""Choose the item index for a catalog size and device.
+
+Up to ``flat_max`` items the index is exact (:class:`index.faiss_index.FaissIndex`,
+``IndexIDMap2`` over ``IndexFlatIP``): a flat scan of 50k x 64 floats takes about
+a millisecond and is always right. Beyond it the approximate
+:class:`index.ann.HnswIndex` keeps queries fast; ``docs/benchmarks.md`` records
+its recall@10 against exact search.
+
+``device="gpu"`` asks for FAISS on a GPU (the optional ``gpu`` extra, a faiss
+build with CUDA). FAISS has no HNSW on GPU, and a GPU scans millions of vectors
+exactly in well under a millisecond, so on a GPU the index is
+:class:`index.ann.GpuFlatIndex` at any size. Where faiss has no GPU support or
+sees no GPU, one WARNING line says so and the CPU choice above is returned.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import faiss
+
+from core.errors import DataNotFound, InvalidRequest
+from core.ports import VectorIndex
+from index.ann import GpuFlatIndex, HnswIndex
+from index.faiss_index import FaissIndex, _read_meta
+
+__all__ = ["build_vector_index", "gpu_unavailable_reason", "load_vector_index"]
+
+log = logging.getLogger(__name__)
+
+IndexKind = Literal["hnsw"]
+Device = Literal["cpu", "gpu"]
+
+
+def gpu_unavailable_reason() -> str | None:
+    """Why FAISS cannot use a GPU here, or None when it can."""
+    if not hasattr(faiss, "StandardGpuResources"):
+        return f"faiss {faiss.__version__} was built without GPU support"
+    count = faiss.get_num_gpus()
+    if count < 1:
+        return "faiss sees no GPU"
+    return None
+
+
+def build_vector_index(
+    dim: int, n_items: int, *, flat_max: int = 50_000, kind: IndexKind = "hnsw",
+    device: Device = "cpu", hnsw_m: int = 32, ef_construction: int = 80,
+    ef_search: int = 64, rebuild_fraction: float = 0.2,
+) -> VectorIndex:
+    """An empty index for about ``n_items`` vectors of width ``dim``.
+
+    Parameters
+    ----------
+    dim
+        Width of the vectors.
+    n_items
+        Expected number of items (the catalog size).
+    flat_max
+        Up to this many items the index is exact; beyond it, ``kind``.
+    kind
+        The approximate index past ``flat_max``: ``"hnsw"``.
+    device
+        ``"gpu"`` for FAISS on a GPU where available (else CPU with a warning).
+    hnsw_m, ef_construction, ef_search, rebuild_fraction
+        :class:`index.ann.HnswIndex` hyperparameters.
+
+    Examples
+    --------
+    >>> build_vector_index(64, 3_600, flat_max=50_000)
+    FaissIndex(dim=64)  # 0 items
+    >>> build_vector_index(64, 1_000_000, flat_max=50_000, ef_search=96)
+    HnswIndex(dim=64, m=32, ef_construction=80, ef_search=96, rebuild_fraction=0.2)  # 0 items
+    """
+    if n_items < 0 or flat_max < 0:
+        raise InvalidRequest(f"n_items and flat_max must be >= 0, got {n_items}, {flat_max}")
+    if kind != "hnsw":
+        raise InvalidRequest(f"unknown index kind {kind!r}; known: 'hnsw'")
+    if device not in ("cpu", "gpu"):
+        raise InvalidRequest(f"unknown index device {device!r}; known: 'cpu', 'gpu'")
+    if device == "gpu":
+        reason = gpu_unavailable_reason()
+        if reason is None:
+            log.info("item index on GPU: exact search over %d items", n_items)
+            return GpuFlatIndex(dim, rebuild_fraction=rebuild_fraction)
+        log.warning("FAISS GPU not available (%s); using CPU", reason)
+    if n_items <= flat_max:
+        return FaissIndex(dim)
+    return HnswIndex(dim, m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search,
+                     rebuild_fraction=rebuild_fraction)
+
+
+_LOADERS: dict[str, Any] = {
+    "streamrec.faiss-index/1": FaissIndex.load,
+    HnswIndex._FORMAT: HnswIndex.load,
+    GpuFlatIndex._FORMAT: GpuFlatIndex.load,
+}
+
+
+def load_vector_index(path: Path) -> VectorIndex:
+    """Read any index saved by this package; the saved format picks the class.
+
+    Raises
+    ------
+    core.errors.DataNotFound
+        When ``path`` holds no saved index.
+    """
+    meta_path = Path(path) / "ids.json"
+    if not meta_path.is_file():
+        raise DataNotFound(f"no saved index at {path}", details={"path": str(path)})
+    for fmt, loader in _LOADERS.items():
+        try:
+            _read_meta(path, fmt)
+        except DataNotFound:
+            continue
+        index: VectorIndex = loader(path)
+        return index
+    raise DataNotFound(f"{path} holds no known index format", details={"path": str(path)})

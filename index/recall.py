@@ -1,0 +1,44 @@
+"""Recall of an approximate index against exact search.
+
+>>> import numpy as np
+>>> from index.ann import HnswIndex
+>>> from index.faiss_index import FaissIndex
+>>> rng = np.random.default_rng(0)
+>>> vectors = rng.standard_normal((500, 16)).astype(np.float32)
+>>> ids = [f"i{j}" for j in range(500)]
+>>> ann, exact = HnswIndex(16, ef_search=64), FaissIndex(16)
+>>> ann.upsert(ids, vectors); exact.upsert(ids, vectors)
+>>> recall_at_k(ann, exact, rng.standard_normal((50, 16)), k=10) >= 0.95
+True
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from core.errors import InvalidRequest
+from core.ports import VectorIndex
+
+__all__ = ["recall_at_k"]
+
+
+def recall_at_k(ann: VectorIndex, exact: VectorIndex, queries: npt.ArrayLike, k: int) -> float:
+    """Mean share of each query's exact top ``k`` that ``ann`` also returns in its top ``k``.
+
+    Both indexes must hold the same items. Queries whose exact answer is empty
+    (an empty index) are not counted; with none left the recall is 1.0.
+    """
+    if k < 1:
+        raise InvalidRequest(f"k must be >= 1, got {k}")
+    rows = np.asarray(queries, dtype=np.float32)
+    if rows.ndim != 2:
+        raise InvalidRequest(f"queries must be a 2-D array, got shape {rows.shape}")
+    hits, total = 0, 0
+    for q in rows:
+        truth = set(exact.search(q, k).ids)
+        if not truth:
+            continue
+        hits += len(truth.intersection(ann.search(q, k).ids))
+        total += len(truth)
+    return hits / total if total else 1.0
