@@ -136,7 +136,7 @@ def popular_fallback() -> PopularFallback:
         refresh_s = float(getattr(svc.settings, "degraded_refresh_s", DEFAULT_REFRESH_S))
         found = current_app.extensions.setdefault(
             _EXTENSION, PopularFallback(svc.catalog, refresh_s))
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def degraded_body(recommendation: Recommendation, reason: str) -> dict[str, Any]:

@@ -69,10 +69,24 @@ def _model_list(models: str | None, dataset: Dataset) -> list[str]:
 @click.option("--plots", "plots_dir", type=click.Path(), default=None,
               help="Folder for metric-vs-k PNGs (default: next to --json).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--replay", is_flag=True, default=False,
+              help="Prequential replay through Kafka -> consumers -> Redis: a static batch "
+                   "model vs. the same with streaming updates (see cli/replay_eval.py).")
+@click.option("--stream-events", type=int, default=5_000, show_default=True,
+              help="--replay: how many of the latest events are replayed.")
+@click.option("--chunk", type=int, default=100, show_default=True,
+              help="--replay: events produced at a time (scored before they are produced).")
 def evaluate_command(dataset: str, data: str | None, items: str | None, models: str | None,
                      protocol: str | None, k: int, folds: int, test_fraction: float, seed: int,
-                     json_out: str | None, plots_dir: str | None, progress: bool) -> None:
-    """Evaluate models offline with full ranking and print a table."""
+                     json_out: str | None, plots_dir: str | None, progress: bool,
+                     replay: bool, stream_events: int, chunk: int) -> None:
+    """Evaluate models offline with full ranking and print a table.
+
+    With --replay, run the prequential replay instead (static vs streaming models).
+    """
+    if replay:
+        _evaluate_replay(dataset, data, items, k, stream_events, chunk, json_out, progress)
+        return
     try:
         ds = _load(dataset, data, items)
         names = _model_list(models, ds)
@@ -100,6 +114,33 @@ def evaluate_command(dataset: str, data: str | None, items: str | None, models: 
         prefix = f"{ds.name}_{proto}_"
         for path in plot_curves(result, folder, prefix):
             click.echo(f"wrote {path}")
+
+
+def _evaluate_replay(dataset: str, data: str | None, items: str | None, k: int,
+                     stream_events: int, chunk: int, json_out: str | None,
+                     progress: bool) -> None:
+    from cli.replay_eval import run_replay
+
+    try:
+        ds = _load(dataset, data, items)
+        report = run_replay(ds, stream_events=stream_events, chunk=chunk, k=k,
+                            progress=progress)
+    except StreamrecError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"{ds.name}: trained on {report['train_events']} events, replayed "
+               f"{report['stream_events']} through Kafka -> consumers -> Redis "
+               f"(chunks of {chunk}) in {report['replay_seconds']} s")
+    for title, rows in (("all scored events", report["models"]),
+                        ("users the batch model knows", report["models_known_users"])):
+        click.echo(f"\n{title}:\n{'model':<18} {f'hit_rate@{k}':>12} {f'ndcg@{k}':>10} events")
+        for name, m in rows.items():
+            click.echo(f"{name:<18} {m[f'hit_rate@{k}']:>12.4f} {m[f'ndcg@{k}']:>10.4f} "
+                       f"{int(m['events'])}")
+    if json_out:
+        out = Path(json_out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2, sort_keys=True))
+        click.echo(f"wrote {out}")
 
 
 @click.command("train")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -31,7 +32,7 @@ from core.errors import TemporaryFailure
 from core.settings import Settings
 from online_models.catalog import CatalogUpdater
 
-__all__ = ["build_consumer_app", "create_consumer_app", "records_of"]
+__all__ = ["BackgroundConsumer", "build_consumer_app", "create_consumer_app", "records_of"]
 
 log = logging.getLogger(__name__)
 
@@ -222,3 +223,37 @@ def create_consumer_app(settings: Settings) -> FastStream:
             log.info("consumer metrics on :%d/metrics", settings.consumer_metrics_port)
 
     return app
+
+
+class BackgroundConsumer:
+    """A consumers' app running on its own event loop in a daemon thread.
+
+    For callers that are not async themselves (replays, benchmarks, tests); the
+    ``streamrec consume`` command runs the app on the main thread instead.
+    """
+
+    def __init__(self, app: FastStream) -> None:
+        if app.broker is None:
+            raise TypeError("the app has no broker")
+        self.app = app
+        self.broker = app.broker
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True,
+                                       name="streamrec-consumer")
+
+    def start(self, timeout_s: float = 60.0) -> BackgroundConsumer:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.broker.start(), self.loop).result(timeout_s)
+        return self
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        asyncio.run_coroutine_threadsafe(self.broker.stop(), self.loop).result(timeout_s)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+    def __enter__(self) -> BackgroundConsumer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

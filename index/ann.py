@@ -205,7 +205,7 @@ class _RowIndex(_VectorChecks):
 
     def _rebuild(self) -> None:
         """A fresh FAISS index from the live vectors, in first-added order."""
-        live = list(self._to_row.items())
+        live: list[tuple[str, int]] = list(self._to_row.items())
         fresh = self._new_faiss()
         if live:
             old_rows = np.fromiter((row for _, row in live), dtype=np.int64, count=len(live))
@@ -213,7 +213,7 @@ class _RowIndex(_VectorChecks):
             fresh.add(np.ascontiguousarray(vectors, dtype=np.float32))
         self._index = fresh
         self._rows = [item_id for item_id, _ in live]
-        self._to_row = {item_id: row for row, item_id in enumerate(self._rows)}
+        self._to_row = {item_id: row for row, (item_id, _) in enumerate(live)}
         self._dead = set()
         self._dead_selector = None
         self.rebuilds += 1
@@ -355,9 +355,10 @@ class HnswIndex(_RowIndex):
         return index
 
     def _params(self, selector: Any) -> Any:
+        params: Any = faiss.SearchParametersHNSW  # type: ignore[attr-defined]  # not in stubs
         if selector is None:
-            return faiss.SearchParametersHNSW(efSearch=self.ef_search)
-        return faiss.SearchParametersHNSW(sel=selector, efSearch=self.ef_search)
+            return params(efSearch=self.ef_search)
+        return params(sel=selector, efSearch=self.ef_search)
 
     def _hyperparameters(self) -> dict[str, Any]:
         return {"m": self.m, "ef_construction": self.ef_construction,

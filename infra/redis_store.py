@@ -155,7 +155,7 @@ return out
 """
 
 
-def redis_client(url: str, *, timeout_s: float = 2.0) -> redis.Redis:
+def redis_client(url: str, *, timeout_s: float = 5.0) -> redis.Redis:
     """A Redis client for ``url`` with bounded timeouts (built in ``infra.bootstrap``)."""
     return redis.Redis.from_url(
         url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,

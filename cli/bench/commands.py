@@ -106,3 +106,53 @@ def freshness_command(
     )
     print_figures("freshness", figures)
     write_json(json_path, figures)
+
+
+@bench_group.command("soak")
+@click.option("--mode", type=click.Choice(["api", "consumer", "both"]), default="both",
+              show_default=True, help="The API load run, the consumer soak, or both.")
+@click.option("--api-rate", type=click.FloatRange(min=0, min_open=True), default=500.0,
+              show_default=True, help="API requests per second.")
+@click.option("--api-duration", type=click.FloatRange(min=0, min_open=True), default=60.0,
+              show_default=True, help="Seconds of API load.")
+@click.option("--event-rate", type=click.FloatRange(min=0), default=1000.0, show_default=True,
+              help="Events per second streamed into Kafka during the API load.")
+@click.option("--soak-rate", type=click.FloatRange(min=0, min_open=True), default=5000.0,
+              show_default=True, help="Events per second of the consumer soak.")
+@click.option("--soak-duration", type=click.FloatRange(min=0, min_open=True), default=300.0,
+              show_default=True, help="Seconds of the consumer soak.")
+@click.option("--sample-s", type=click.FloatRange(min=0, min_open=True), default=5.0,
+              show_default=True, help="Seconds between two RSS samples of the consumer.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="gunicorn workers of the API.")
+@_users_option
+@_partitions_option
+@_json_option
+@click.pass_context
+def soak_command(
+    ctx: click.Context, mode: str, api_rate: float, api_duration: float, event_rate: float,
+    soak_rate: float, soak_duration: float, sample_s: float, workers: int, users: int,
+    partitions: int, json_path: Path | None,
+) -> None:
+    """The API at a steady request rate while events stream, and a consumer soak.
+
+    See docs/reliability.md: the API run counts every non-2xx answer as an error;
+    the soak samples the consumer's RSS every SAMPLE_S seconds and reports its slope.
+    """
+    from cli.bench.soak import run_api_load, run_consumer_soak
+
+    settings = _settings(ctx)
+    figures: dict[str, object] = {}
+    if mode in ("api", "both"):
+        api = run_api_load(settings, rate=api_rate, duration=api_duration,
+                           event_rate=event_rate, users=min(users, 20_000),
+                           partitions=partitions, workers=workers)
+        print_figures("api load", {k: v for k, v in api.items() if k != "machine"})
+        figures["api_load"] = api
+    if mode in ("consumer", "both"):
+        soak = run_consumer_soak(settings, rate=soak_rate, duration=soak_duration,
+                                 sample_s=sample_s, users=users, partitions=partitions)
+        print_figures("consumer soak", {k: v for k, v in soak.items()
+                                        if k not in ("samples", "machine")})
+        figures["consumer_soak"] = soak
+    write_json(json_path, figures)

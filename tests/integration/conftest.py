@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from consumers.app import create_consumer_app
+from consumers.app import BackgroundConsumer, create_consumer_app
 from core.settings import Settings
 from infra.bootstrap import ensure_kafka_topics
 
@@ -44,28 +42,13 @@ def live_settings(
     return settings
 
 
-class ConsumerThread:
-    """The consumers' FastStream broker running on its own loop in a thread."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.app = create_consumer_app(settings)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def start(self) -> ConsumerThread:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.app.broker.start(), self.loop).result(30)
-        return self
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.app.broker.stop(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
+def consumer_for(settings: Settings) -> BackgroundConsumer:
+    """The consumers' app for ``settings``, ready to start in a background thread."""
+    return BackgroundConsumer(create_consumer_app(settings))
 
 
 @pytest.fixture
-def running_consumer(live_settings: Settings) -> Iterator[ConsumerThread]:
-    consumer = ConsumerThread(live_settings).start()
+def running_consumer(live_settings: Settings) -> Iterator[BackgroundConsumer]:
+    consumer = consumer_for(live_settings).start()
     yield consumer
     consumer.stop()

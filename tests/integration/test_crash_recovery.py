@@ -20,7 +20,7 @@ from core.events import AddedToCart, InteractionEvent, ItemViewed, Purchased, du
 from core.settings import Settings
 from infra.bootstrap import build_state_store
 from infra.kafka import produce_batch
-from tests.integration.conftest import ConsumerThread
+from tests.integration.conftest import consumer_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -91,7 +91,7 @@ def test_killing_the_consumer_mid_stream_loses_nothing_and_counts_nothing_twice(
     crashed = live_settings
     ref_store, store = build_state_store(reference), build_state_store(crashed)
     try:
-        ref_consumer = ConsumerThread(reference).start()
+        ref_consumer = consumer_for(reference).start()
         try:
             for kills in range(2):  # kill it twice, at different points
                 proc = consumer_process(crashed, tmp_path / "consumer.log")
