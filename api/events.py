@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
+from api.attribution import attribute
 from api.metrics import observe_events
 from api.params import json_body
 from api.services import services
@@ -30,12 +31,14 @@ def post_events() -> tuple[Response, int]:
         events = parse_interactions(data)
         services().publisher.publish(events)
         observe_events(events)
+        attribute(events)
         return jsonify({"accepted": len(events), "event_ids": [e.event_id for e in events]}), 202
     if not isinstance(data, dict):
         raise InvalidRequest("the body must be an event object or a list of them")
     event = parse_interaction(data)
     services().publisher.publish([event])
     observe_events([event])
+    attribute([event])
     return jsonify({"accepted": 1, "event_id": event.event_id}), 202
 
 

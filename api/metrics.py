@@ -112,6 +112,16 @@ class ApiMetrics:
             "streamrec_rec_feedback", "Clicks/carts/purchases carrying a rec_id or variant",
             ["variant", "event_type"], registry=r,
         )
+        self.lead_source_items = Counter(
+            "streamrec_items_served_by_source",
+            "Recommended items served, by the source that contributed most to each",
+            ["source"], registry=r,
+        )
+        self.source_feedback = Counter(
+            "streamrec_rec_feedback_by_source",
+            "Clicks/carts/purchases of a recommended item, by the item's leading source",
+            ["source", "event_type"], registry=r,
+        )
         self.registry.register(self.model_info)
 
     # --- observations ----------------------------------------------------------------------
@@ -130,6 +140,13 @@ class ApiMetrics:
         for sources in item_sources:
             for source in sources:
                 self.source_items.labels(source).inc()
+
+    def observe_lead_sources(self, lead_sources: Iterable[str]) -> None:
+        for source in lead_sources:
+            self.lead_source_items.labels(source).inc()
+
+    def observe_attributed(self, source: str, event_type: str) -> None:
+        self.source_feedback.labels(source, event_type).inc()
 
     def observe_events(self, events: Iterable[InteractionEvent]) -> None:
         for event in events:

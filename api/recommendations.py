@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from api.attribution import remember
 from api.degraded import degraded_body, popular_fallback
 from api.metrics import observe_recommendation
 from api.params import float_arg, int_arg, list_arg, str_arg
@@ -66,6 +67,7 @@ def recommendations() -> Response:
         return jsonify(degraded_body(rec, f"state store unavailable: {exc.message}"))
     fallback.maybe_refresh(recommender)
     observe_recommendation(rec)
+    remember(rec)
     current_app.logger.debug("recommended %d items to %s", len(rec.items), user_id)
     return jsonify(rec.to_dict())
 

@@ -76,6 +76,8 @@ class ScoredRecommendation:
     score: float
     sources: dict[str, float]
     reason: str = ""
+    #: The source that contributed most to the score (for attribution of clicks).
+    lead_source: str = "popularity"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -261,8 +263,11 @@ class Recommender:
             sources = {name: by_item[item_id] for name, by_item in ctx.scores.items()
                        if item_id in by_item}
             score = sum(weights.get(name, 0.0) * value for name, value in sources.items())
-            reason = self._reason(sources, weights, ctx.anchor_of.get(item_id))
-            scored.append(ScoredRecommendation(self.catalog[item_id], score, sources, reason))
+            lead = self._lead(sources, weights)
+            reason = self._reason(lead, ctx.anchor_of.get(item_id))
+            scored.append(
+                ScoredRecommendation(self.catalog[item_id], score, sources, reason, lead)
+            )
         scored.sort(key=lambda r: (-r.score, r.item.item_id))
         return scored
 
@@ -342,11 +347,12 @@ class Recommender:
             return {}, {}
         return {i: v / top for i, v in total.items()}, {i: a for i, (_, a) in best.items()}
 
-    def _reason(
-        self, sources: Mapping[str, float], weights: Mapping[str, float], anchor: str | None
-    ) -> str:
+    @staticmethod
+    def _lead(sources: Mapping[str, float], weights: Mapping[str, float]) -> str:
         contributions = {n: weights.get(n, 0.0) * v for n, v in sources.items()}
-        main = max(contributions, key=lambda n: contributions[n], default="popularity")
+        return max(contributions, key=lambda n: contributions[n], default="popularity")
+
+    def _reason(self, main: str, anchor: str | None) -> str:
         if main == "covisit" and anchor is not None and anchor in self.catalog:
             return f"Because you viewed {self.catalog[anchor].name}"
         return {
@@ -364,7 +370,8 @@ class Recommender:
         hits = self.index.search(vector, k + 1, exclude=[item_id])
         name = self.catalog[item_id].name if item_id in self.catalog else item_id
         items = [
-            ScoredRecommendation(self.catalog[i], s, {"content": s}, f"Similar to {name}")
+            ScoredRecommendation(self.catalog[i], s, {"content": s}, f"Similar to {name}",
+                                 "content")
             for i, s in zip(hits.ids, hits.scores.tolist(), strict=True)
             if i in self.catalog
         ]

@@ -151,6 +151,14 @@ class StateStore(Protocol):
         """Every item the user bought."""
         ...
 
+    def remember_impressions(self, rec_id: str, lead_sources: dict[str, str], ttl_s: int) -> None:
+        """Remember which items a recommendation list showed, and each one's leading source."""
+        ...
+
+    def impressions(self, rec_id: str) -> dict[str, str]:
+        """item -> leading source of a list served within its TTL (empty when unknown)."""
+        ...
+
     def get_rating_params(self, user_ids: Sequence[str], item_ids: Sequence[str]) -> RatingParams:
         """The online rating model's global mean and the parameters of these users and items."""
         ...

@@ -156,6 +156,7 @@ class InMemoryStateStore:
         self._history: dict[str, dict[str, float]] = {}
         self._purchased: dict[str, set[str]] = {}
         self._rating = RatingParams()
+        self._impressions: dict[str, tuple[float, dict[str, str]]] = {}
         self._factors: dict[str, dict[str, Vector]] = {}
         self._counters: dict[str, int] = {}
         self._last_ts: float | None = None
@@ -237,6 +238,15 @@ class InMemoryStateStore:
         with self._lock:
             return {u: dict(self._history[u]) for u in user_ids if u in self._history}
 
+    def remember_impressions(self, rec_id: str, lead_sources: dict[str, str], ttl_s: int) -> None:
+        with self._lock:
+            self._impressions[rec_id] = (self.clock() + ttl_s, dict(lead_sources))
+
+    def impressions(self, rec_id: str) -> dict[str, str]:
+        with self._lock:
+            expires, sources = self._impressions.get(rec_id, (0.0, {}))
+            return dict(sources) if expires > self.clock() else {}
+
     def get_rating_params(self, user_ids: Sequence[str], item_ids: Sequence[str]) -> RatingParams:
         with self._lock:
             r = self._rating
@@ -273,6 +283,7 @@ class InMemoryStateStore:
             self._history = {}
             self._purchased = {}
             self._rating = RatingParams()
+            self._impressions = {}
             self._factors = {}
             self._counters = {}
             self._last_ts = None

@@ -17,6 +17,7 @@ key                           type       content
 ``hist:<user>``               hash       item -> accumulated implicit weight
 ``bought:<user>``             set        items the user purchased
 ``rating:{meta,u,i}``         hash       online rating model: global mean; user/item params
+``imp:<rec_id>``              hash       item -> leading source of a served list (expires)
 ``ufactors:<version>``        hash       user -> float32 bytes (ALS fold-in vector)
 ``counters``                  hash       name -> integer
 ``seen:<bucket>``             set        event ids applied in a time bucket, expiring
@@ -451,6 +452,21 @@ class RedisStateStore:
             for user, flat in zip(ids, raw, strict=True)
             if flat
         }
+
+    def remember_impressions(self, rec_id: str, lead_sources: dict[str, str], ttl_s: int) -> None:
+        if not lead_sources:
+            return
+        key = f"{self.prefix}imp:{rec_id}"
+        with redis_failures("remember_impressions"):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hset(key, mapping=dict(lead_sources.items()))
+            pipe.expire(key, ttl_s)
+            pipe.execute()
+
+    def impressions(self, rec_id: str) -> dict[str, str]:
+        with redis_failures("impressions"):
+            raw: dict[Any, Any] = self.client.hgetall(f"{self.prefix}imp:{rec_id}")
+        return {k.decode(): v.decode() for k, v in raw.items()}
 
     def get_rating_params(self, user_ids: Sequence[str], item_ids: Sequence[str]) -> RatingParams:
         users, items = list(dict.fromkeys(user_ids)), list(dict.fromkeys(item_ids))

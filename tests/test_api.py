@@ -307,3 +307,22 @@ def test_predict_answers_the_online_rating_models_rating(client, services) -> No
     assert 1.0 <= body["rating"] <= 5.0
     assert client.get("/api/predict?user_id=r&item_id=nope").status_code == 404
     assert client.get("/api/predict?user_id=r").status_code == 400
+
+
+def test_a_click_carrying_the_rec_id_is_credited_to_the_items_leading_source(app, client,
+                                                                            services) -> None:
+    from api.metrics import api_metrics
+
+    learn_views(services, "clicker", ["bags-1", "bags-2"])
+    rec = client.get("/api/recommendations?user_id=clicker&k=5").get_json()
+    clicked = rec["items"][0]
+    lead = max(clicked["sources"], key=lambda s: services.settings.blend_weights.get(s, 0)
+               * clicked["sources"][s])
+    client.post("/api/events", json={"event_type": "click", "user_id": "clicker",
+                                     "item_id": clicked["item_id"], "rec_id": rec["rec_id"]})
+    client.post("/api/events", json={"event_type": "click", "user_id": "clicker",
+                                     "item_id": "mugs-9", "rec_id": rec["rec_id"]})  # not shown
+    metrics = api_metrics(app)
+    assert metrics.source_feedback.labels(lead, "click")._value.get() == 1
+    assert sum(metrics.lead_source_items.labels(s)._value.get()
+               for s in ("content", "collab", "covisit", "context", "popularity")) == 5

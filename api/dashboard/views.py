@@ -7,7 +7,17 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar, cast
 
-from flask import Blueprint, Response, jsonify, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from werkzeug.wrappers import Response as BaseResponse
 
 from api.dashboard import dashboard_deps
@@ -23,6 +33,24 @@ bp = Blueprint("dashboard", __name__, url_prefix="/admin",
 
 F = TypeVar("F", bound=Callable[..., Any])
 _SESSION_KEY = "streamrec_admin"
+#: Failed admin log-ins allowed per client address within the window (per worker),
+#: against password guessing and against burning CPU on PBKDF2 with bad guesses.
+LOGIN_MAX_FAILURES = 5
+LOGIN_WINDOW_S = 300.0
+_FAILURES = "streamrec.admin_login_failures"
+
+
+def _recent_failures(now: float) -> list[float]:
+    """This client's failed log-ins within the window (kept per app, per address)."""
+    by_client: dict[str, list[float]] = current_app.extensions.setdefault(_FAILURES, {})
+    key = request.remote_addr or "-"
+    kept = [t for t in by_client.get(key, []) if now - t < LOGIN_WINDOW_S]
+    by_client[key] = kept
+    if len(by_client) > 10_000:  # many addresses: forget those without recent failures
+        for old in [k for k, v in by_client.items() if not v or now - v[-1] >= LOGIN_WINDOW_S]:
+            del by_client[old]
+        by_client[key] = kept
+    return kept
 
 
 def _logged_in() -> bool:
@@ -57,8 +85,13 @@ def login() -> Response | BaseResponse | tuple[str, int]:
     error = None if enabled else ("Admin login is disabled: set STREAMREC_ADMIN_PASSWORD_HASH "
                                   "(or STREAMREC_ADMIN_PASSWORD).")
     if request.method == "POST" and enabled:
+        failures = _recent_failures(time.monotonic())
+        if len(failures) >= LOGIN_MAX_FAILURES:
+            return render_template("dashboard/login.html", enabled=enabled,
+                                   error="Too many failed log-ins: wait a few minutes."), 429
         password = request.form.get("password", "")
         if verify_password(deps.password_hash, password):
+            failures.clear()
             session.clear()
             session[_SESSION_KEY] = True
             target = request.args.get("next", "")
@@ -66,6 +99,7 @@ def login() -> Response | BaseResponse | tuple[str, int]:
             if not target.startswith("/admin") or target.startswith("//"):
                 target = url_for("dashboard.index")
             return redirect(target)
+        failures.append(time.monotonic())
         error = "Wrong password."
     status = 401 if request.method == "POST" else 200
     return render_template("dashboard/login.html", error=error, enabled=enabled), status

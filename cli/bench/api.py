@@ -48,6 +48,7 @@ from cli.bench.freshness import histogram_quantile
 from core.errors import ServiceUnavailable
 from core.settings import Settings
 from core.types import Item
+from infra.accounts import AccountStore
 from infra.bootstrap import (
     build_index,
     build_processor,
@@ -248,8 +249,9 @@ def _server(args: list[str], env: dict[str, str], log_path: Path, health_url: st
         deadline = time.monotonic() + timeout_s
         while True:
             if proc.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-2000:]
                 raise ServiceUnavailable(
-                    f"{' '.join(args)} exited with {proc.returncode}; see {log_path}")
+                    f"{' '.join(args)} exited with {proc.returncode}; its log ends:\n{tail}")
             with contextlib.suppress(OSError), urllib.request.urlopen(health_url, timeout=2) as r:
                 if r.status == 200:
                     break
@@ -327,6 +329,11 @@ def _bench(live: Settings, tmp: Path, say: Any, *, catalog_size: int, users: int
     t0 = time.perf_counter()
     index, _ = build_index(live, catalog)  # the API workers load this snapshot
     index_s = time.perf_counter() - t0
+    # Two workers creating the tables of a fresh SQLite file at once race
+    # ("table orders already exists"): create them before the workers start.
+    accounts = AccountStore.from_settings(live)
+    accounts.create_schema()
+    accounts.close()
     say(f"catalog: {len(catalog)} items, index built in {index_s:.1f} s")
 
     store = build_state_store(live)

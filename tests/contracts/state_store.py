@@ -185,6 +185,12 @@ class StateStoreContract:
         assert list(got.users) == ["u"] and list(got.items) == ["i"]
         np.testing.assert_array_equal(got.items["i"], vec * 2)
 
+    def test_impressions_are_remembered_until_they_expire(self) -> None:
+        store = self.store()
+        store.remember_impressions("rec1", {"a": "content", "b": "covisit"}, ttl_s=60)
+        assert store.impressions("rec1") == {"a": "content", "b": "covisit"}
+        assert store.impressions("unknown") == {}
+
     def test_user_factors_are_kept_per_model_version(self) -> None:
         store = self.store()
         vector = np.array([0.5, -1.0, 2.0], dtype=np.float32)

@@ -1,0 +1,49 @@
+"""Attribution: which source earned a click, cart or purchase of a recommended item.
+
+Every list served is remembered for a day (``rec_id`` -> item -> leading source);
+feedback events that carry the ``rec_id`` are then counted per source, beside the
+items served per leading source, so click-through and conversion per source are
+two counters apart (the per-variant counts come from the events' ``variant``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from api.metrics import FEEDBACK_TYPES, api_metrics
+from api.recommender import Recommendation
+from api.services import services
+from core.errors import TemporaryFailure
+from core.events import InteractionEvent
+
+__all__ = ["IMPRESSION_TTL_S", "attribute", "remember"]
+
+log = logging.getLogger(__name__)
+
+#: How long a served list can earn attributed feedback.
+IMPRESSION_TTL_S = 24 * 3600
+
+
+def remember(rec: Recommendation) -> None:
+    """Count the list's items per leading source and keep them for attribution."""
+    leads = {r.item.item_id: r.lead_source for r in rec.items}
+    api_metrics().observe_lead_sources(leads.values())
+    try:
+        services().state.remember_impressions(rec.rec_id, leads, IMPRESSION_TTL_S)
+    except TemporaryFailure as exc:  # attribution is best effort; the answer is not
+        log.warning("impressions of %s not kept: %s", rec.rec_id, exc)
+
+
+def attribute(events: Iterable[InteractionEvent]) -> None:
+    """Count feedback events carrying a ``rec_id`` under the source that earned them."""
+    metrics = api_metrics()
+    for event in events:
+        if event.rec_id is None or event.event_type not in FEEDBACK_TYPES:
+            continue
+        try:
+            source = services().state.impressions(event.rec_id).get(event.item_id)
+        except TemporaryFailure:
+            return
+        if source is not None:
+            metrics.observe_attributed(source, event.event_type)
