@@ -32,13 +32,20 @@ from typing import Any
 import numpy as np
 
 from api.experiments import VariantAssigner
-from core.ports import ALL_ITEMS, StateStore, VectorIndex, category_scope, covisit_scope
+from core.ports import (
+    ALL_ITEMS,
+    SearchIndex,
+    StateStore,
+    VectorIndex,
+    category_scope,
+    covisit_scope,
+)
 from core.types import Item, ScoredItems
 from online_models.als_foldin import ALSFoldIn
 
 __all__ = ["RecRequest", "Recommendation", "Recommender", "Rules", "ScoredRecommendation"]
 
-CollaborativeModels = Callable[[], tuple[ALSFoldIn | None, VectorIndex | None]]
+CollaborativeModels = Callable[[], tuple[ALSFoldIn | None, SearchIndex | None]]
 
 #: How many of the user's latest items anchor co-visitation candidates.
 COVISIT_ANCHORS = 3
@@ -117,7 +124,7 @@ class _Context:
     excluded: set[str]
     profile: np.ndarray | None
     user_factors: np.ndarray | None
-    factor_index: VectorIndex | None
+    factor_index: SearchIndex | None
     context_vector: np.ndarray | None
     candidates: dict[str, None] = field(default_factory=dict)
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -307,7 +314,7 @@ class Recommender:
         return {i: min(1.0, math.log1p(max(v, 0.0)) / scale) for i, v in raw.items()}
 
     @staticmethod
-    def _cosines(index: VectorIndex, query: np.ndarray, ids: list[str]) -> dict[str, float]:
+    def _cosines(index: SearchIndex, query: np.ndarray, ids: list[str]) -> dict[str, float]:
         if not ids:
             return {}
         unit = query / (np.linalg.norm(query) or 1.0)
@@ -317,7 +324,7 @@ class Recommender:
         counts = Counter(self.catalog[i].category for i in seen if i in self.catalog)
         return [c for c, _ in counts.most_common(FAVOURITE_CATEGORIES) if c]
 
-    def _user_factors(self, user_id: str) -> tuple[np.ndarray | None, VectorIndex | None]:
+    def _user_factors(self, user_id: str) -> tuple[np.ndarray | None, SearchIndex | None]:
         """The user's collaborative vector (stored, or folded in now) and the factor index."""
         foldin, item_index = self.models() if self.models is not None else (None, None)
         if foldin is None or item_index is None:

@@ -24,6 +24,7 @@ __all__ = [
     "Embedder",
     "EventPublisher",
     "RatingParams",
+    "SearchIndex",
     "StateStore",
     "StateUpdate",
     "Vector",
@@ -178,6 +179,16 @@ class StateStore(Protocol):
     def clear(self) -> None:
         """Forget everything (tests and demo resets)."""
         ...
+
+
+class SearchIndex(Protocol):
+    """The read side of an index: search and look up vectors."""
+
+    def get(self, ids: Sequence[str]) -> dict[str, Vector]: ...
+
+    def search(
+        self, query: npt.ArrayLike, k: int, exclude: Sequence[str] = ()
+    ) -> ScoredItems: ...
 
 
 @runtime_checkable

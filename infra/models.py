@@ -8,10 +8,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 from core.errors import DataNotFound
+from core.events import Purchased
 from index.faiss_index import FaissIndex
+from index.mips import InnerProductIndex
 from offline.models.als import ALSScorer
 from offline.train import load_model, read_latest
 from online_models.als_foldin import ALSFoldIn
@@ -19,6 +19,9 @@ from online_models.als_foldin import ALSFoldIn
 __all__ = ["ModelProvider"]
 
 log = logging.getLogger(__name__)
+
+#: Batch models are trained on purchase counts: one purchase = one unit of history.
+PURCHASE_WEIGHT = Purchased.weight
 
 
 class ModelProvider:
@@ -42,7 +45,7 @@ class ModelProvider:
         self._checked_at = -float("inf")
         self._version: str | None = None
         self._foldin: ALSFoldIn | None = None
-        self._item_index: FaissIndex | None = None
+        self._item_index: InnerProductIndex | None = None
         self._lock = threading.Lock()
 
     @property
@@ -53,7 +56,7 @@ class ModelProvider:
         """The current model's fold-in, or None when no ALS model was trained."""
         return self.current()[0]
 
-    def current(self) -> tuple[ALSFoldIn | None, FaissIndex | None]:
+    def current(self) -> tuple[ALSFoldIn | None, InnerProductIndex | None]:
         """The fold-in and a search index over its item factors, of one version."""
         now = self.clock()
         if now - self._checked_at >= self.min_interval_s:
@@ -77,14 +80,11 @@ class ModelProvider:
             raise DataNotFound(f"als.pkl of version {latest} is not an ALS model")
         foldin = ALSFoldIn(
             model.item_ids_, model.item_factors_, regularization=model.regularization,
-            alpha=model.alpha, version=latest,
+            alpha=model.alpha, version=latest, weight_unit=PURCHASE_WEIGHT,
         )
-        # Candidates by cosine in factor space (zero rows: items never seen in training).
-        norms = np.linalg.norm(foldin.item_factors, axis=1)
-        keep = norms > 0
-        item_index = FaissIndex(foldin.n_factors)
-        item_index.upsert([i for i, k in zip(foldin.item_ids, keep, strict=True) if k],
-                          foldin.item_factors[keep].astype(np.float32))
+        # Candidates ranked by inner product, as ALS scores them.
+        item_index = InnerProductIndex(FaissIndex(foldin.n_factors + 1), foldin.item_ids,
+                                       foldin.item_factors)
         self._foldin, self._item_index, self._version = foldin, item_index, latest
         log.info("loaded ALS model %s (%d items, %d factors)", latest,
                  len(model.item_ids_), foldin.n_factors)

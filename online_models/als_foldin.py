@@ -40,6 +40,10 @@ class ALSFoldIn:
     version
         The model version the factors come from (user vectors are only
         comparable within one version).
+    weight_unit
+        The history weight that counts as one interaction of the training data
+        (e.g. a purchase's implicit weight when the model was trained on purchase
+        counts), so folded-in users match trained ones.
 
     Examples
     --------
@@ -59,6 +63,7 @@ class ALSFoldIn:
         regularization: float,
         alpha: float,
         version: str = "",
+        weight_unit: float = 1.0,
     ) -> None:
         self.item_ids = list(item_ids)
         self.item_factors = np.asarray(item_factors, dtype=np.float64)
@@ -67,6 +72,7 @@ class ALSFoldIn:
         self.regularization = regularization
         self.alpha = alpha
         self.version = version
+        self.weight_unit = weight_unit
         self.item_index = {item: row for row, item in enumerate(self.item_ids)}
         self._gram = self.item_factors.T @ self.item_factors
 
@@ -81,7 +87,8 @@ class ALSFoldIn:
         if not pairs:
             return None
         rows = np.array([r for r, _ in pairs])
-        confidence = self.alpha * np.log1p(np.array([w for _, w in pairs]))
+        counts = np.array([w for _, w in pairs]) / self.weight_unit
+        confidence = self.alpha * np.log1p(counts)
         factors = self.item_factors[rows]
         a = self._gram + (factors.T * (confidence - 1.0)) @ factors
         a[np.diag_indices_from(a)] += self.regularization

@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -252,11 +253,18 @@ def _server(args: list[str], env: dict[str, str], log_path: Path, health_url: st
                 tail = log_path.read_text(errors="replace")[-2000:]
                 raise ServiceUnavailable(
                     f"{' '.join(args)} exited with {proc.returncode}; its log ends:\n{tail}")
-            with contextlib.suppress(OSError), urllib.request.urlopen(health_url, timeout=2) as r:
-                if r.status == 200:
-                    break
+            last = ""
+            try:
+                with urllib.request.urlopen(health_url, timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except urllib.error.HTTPError as exc:  # up, but a health check fails
+                last = exc.read().decode(errors="replace")
+            except OSError:
+                pass
             if time.monotonic() > deadline:
-                raise ServiceUnavailable(f"{health_url} not healthy in {timeout_s:.0f} s")
+                raise ServiceUnavailable(
+                    f"{health_url} not healthy in {timeout_s:.0f} s: {last or 'no answer'}")
             time.sleep(0.3)
         yield proc
     finally:
