@@ -92,7 +92,7 @@ def run_demo(
     """Start the whole loop and replay purchases until Ctrl-C (or the history ends)."""
     log_dir = settings.state_dir / "logs"
     click.echo("starting services ...")
-    with embedded_services(settings) as live:
+    with embedded_services(settings, persist_redis=True) as live:
         catalog = ensure_catalog(live)
         index, _ = build_index(live, catalog)
         click.echo(f"catalog: {len(catalog)} products; item index: {len(index)} vectors")

@@ -78,10 +78,14 @@ class EmbeddedStack:
         self.servers.clear()
 
 
-def start_embedded(settings: Settings, log_dir: Path | None = None) -> EmbeddedStack:
+def start_embedded(
+    settings: Settings, log_dir: Path | None = None, *, persist_redis: bool = False
+) -> EmbeddedStack:
     """Start Tansu and/or Redis where settings name no service; fill in SQLite.
 
-    Returns the stack, whose ``settings`` carry the real addresses.
+    ``persist_redis`` snapshots the embedded Redis into ``state_dir/redis`` (and
+    restores it on the next start). Returns the stack, whose ``settings`` carry the
+    real addresses.
     """
     log_dir = log_dir or settings.state_dir / "logs"
     stack = EmbeddedStack(settings)
@@ -93,7 +97,10 @@ def start_embedded(settings: Settings, log_dir: Path | None = None) -> EmbeddedS
             kafka = server.bootstrap
             log.info("embedded Kafka (Tansu) at %s", kafka)
         if settings.uses_embedded_redis:
-            rserver = EmbeddedRedis(log_dir=log_dir).start()
+            snapshots = settings.state_dir / "redis" if persist_redis else None
+            if snapshots is not None:
+                snapshots.mkdir(parents=True, exist_ok=True)
+            rserver = EmbeddedRedis(log_dir=log_dir, snapshot_dir=snapshots).start()
             stack.servers.append(rserver)
             redis_url = rserver.url
             log.info("embedded Redis at %s", redis_url)
@@ -314,9 +321,9 @@ def build_publisher(settings: Settings) -> KafkaEventPublisher:
 
 
 @contextlib.contextmanager
-def embedded_services(settings: Settings) -> Iterator[Settings]:
+def embedded_services(settings: Settings, *, persist_redis: bool = False) -> Iterator[Settings]:
     """``with embedded_services(settings) as live:`` -- services up, topics made."""
-    stack = start_embedded(settings)
+    stack = start_embedded(settings, persist_redis=persist_redis)
     try:
         ensure_kafka_topics(stack.settings)
         yield stack.settings

