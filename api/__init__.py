@@ -35,6 +35,8 @@ def create_app(
 
     app = Flask(__name__)
     app.config.update(
+        # Flask would turn debug on from FLASK_DEBUG; only the settings configure the app.
+        DEBUG=False,
         # Shared by every worker: from the settings, else made once in state_dir.
         SECRET_KEY=settings.secret_key or load_or_create_secret(settings.state_dir),
         MAX_CONTENT_LENGTH=settings.max_body_bytes,

@@ -69,7 +69,12 @@ def build_consumer_app(
     and models that bootstrap made.
     """
     metrics = metrics or ConsumerMetrics()
-    broker = KafkaBroker(settings.kafka_bootstrap, enable_idempotence=settings.kafka_idempotence)
+    broker = KafkaBroker(
+        settings.kafka_bootstrap,
+        enable_idempotence=settings.kafka_idempotence,
+        # One "Received"/"Processed" line per batch is debugging detail, not operations.
+        log_level=logging.DEBUG,
+    )
     router = KafkaRouter()
 
     async def send_dead_letters(letters: Sequence[DeadLetter]) -> None:

@@ -252,7 +252,7 @@ def test_no_secret_or_password_is_a_string_constant_in_the_code() -> None:
                     target.attr if isinstance(target, ast.Attribute) else ""
                 if name in names and isinstance(value, ast.Constant) \
                         and isinstance(value.value, str) and value.value:
-                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}")
+                    offenders.append(f"{path.relative_to(ROOT)}:{value.lineno} {name}")
     assert not offenders
 
 

@@ -364,6 +364,8 @@ def _bench(live: Settings, tmp: Path, say: Any, *, catalog_size: int, users: int
            "STREAMREC_KAFKA_BOOTSTRAP": live.kafka_bootstrap,
            "STREAMREC_REDIS_URL": live.redis_url,
            "STREAMREC_REDIS_PREFIX": live.redis_prefix,
+           "STREAMREC_API_HOST": live.api_host,
+           "STREAMREC_API_PORT": str(live.api_port),
            "STREAMREC_DATABASE_URL": live.database_url,
            "STREAMREC_STATE_DIR": str(live.state_dir),
            "STREAMREC_DATA_DIR": str(live.data_dir.resolve()),

@@ -36,7 +36,7 @@ def _settings(ctx: click.Context) -> Settings:
 
 @click.group("bench")
 def bench_group() -> None:
-    """Benchmarks of the event pipeline (see docs/benchmarks.md)."""
+    """Benchmarks of the event pipeline, the API and the index (see docs/benchmarks.md)."""
 
 
 @bench_group.command("ingest")
@@ -156,3 +156,87 @@ def soak_command(
                                         if k not in ("samples", "machine")})
         figures["consumer_soak"] = soak
     write_json(json_path, figures)
+
+
+def _int_list(_ctx: click.Context, _param: click.Parameter, value: str) -> list[int]:
+    try:
+        numbers = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError as exc:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from exc
+    if not numbers or min(numbers) < 1:
+        raise click.BadParameter("expected at least one integer, all >= 1")
+    return numbers
+
+
+@bench_group.command("api")
+@click.option("--catalog-size", type=click.IntRange(min=1), default=20_000, show_default=True,
+              help="Items in the catalog (the shipped one plus generated products).")
+@click.option("--users", type=click.IntRange(min=1), default=3_000, show_default=True,
+              help="Shoppers whose state is seeded and who are asked for.")
+@click.option("--events", type=click.IntRange(min=1), default=60_000, show_default=True,
+              help="Events applied to seed their state.")
+@click.option("-k", "--k", "k", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=200.0,
+              show_default=True, help="Requests/s of the steady phase.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=30.0,
+              show_default=True, help="Seconds of the steady phase.")
+@click.option("--peak-duration", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True, help="Seconds of each closed-loop peak level.")
+@click.option("--concurrency", default="8,16,32", show_default=True, callback=_int_list,
+              help="Connections of each peak level (comma-separated).")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=4, show_default=True)
+@_json_option
+@click.pass_context
+def api_command(
+    ctx: click.Context, catalog_size: int, users: int, events: int, k: int, rate: float,
+    duration: float, peak_duration: float, concurrency: list[int], workers: int, threads: int,
+    json_path: Path | None,
+) -> None:
+    """Recommendation latency at a steady rate and peak requests/s under gunicorn.
+
+    Serves the API (``streamrec serve``) over a CATALOG_SIZE catalog with seeded
+    shopper state, loads it from a separate process, and compares its peak with
+    a bare Flask JSON "hello" app under the same gunicorn settings.
+    """
+    from cli.bench.api import run_api_bench
+
+    figures = run_api_bench(
+        _settings(ctx), catalog_size=catalog_size, users=users, events=events, k=k, rate=rate,
+        duration=duration, peak_duration=peak_duration, concurrency=concurrency,
+        workers=workers, threads=threads, log=sys.stderr,
+    )
+    print_figures("api", {n: v for n, v in figures.items() if not isinstance(v, list)})
+    write_json(json_path, figures)
+
+
+@bench_group.command("index")
+@click.option("--sizes", default="100000,1000000", show_default=True, callback=_int_list,
+              help="Catalog sizes (comma-separated).")
+@click.option("--dim", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--queries", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--m", "m", type=click.IntRange(min=2), default=32, show_default=True,
+              help="HNSW links per node.")
+@click.option("--ef-construction", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--ef-search", default="128,256,384,512", show_default=True, callback=_int_list,
+              help="HNSW efSearch values to measure (comma-separated).")
+@_json_option
+def index_command(
+    sizes: list[int], dim: int, queries: int, m: int, ef_construction: int,
+    ef_search: list[int], json_path: Path | None,
+) -> None:
+    """Recall@10 against exact search and queries/s of the flat and HNSW indexes.
+
+    Writes a JSON list of rows (``index``, ``n_items``, ``recall_at_10``, ``qps``,
+    ``qps_batch``, ``build_s``, ...).
+    """
+    import json
+
+    from cli.bench.index import run_index_bench
+
+    rows = run_index_bench(sizes, dim=dim, queries=queries, m=m,
+                           ef_construction=ef_construction, ef_search=ef_search,
+                           log=sys.stdout)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(rows, indent=2, sort_keys=True) + "\n")

@@ -26,6 +26,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 N_EVENTS = 6_000
 N_USERS = 300
+#: The consumer is killed this many times, after a seeded random count of applied events.
+KILLS = 3
+KILL_SEED = 20261124
 
 
 def stream(item_ids: list[str], seed: int = 7) -> list[InteractionEvent]:
@@ -93,9 +96,11 @@ def test_killing_the_consumer_mid_stream_loses_nothing_and_counts_nothing_twice(
     try:
         ref_consumer = consumer_for(reference).start()
         try:
-            for kills in range(2):  # kill it twice, at different points
+            # Kill points: seeded random counts of applied events, mid-batch or not.
+            kill_points = sorted(random.Random(KILL_SEED).sample(
+                range(distinct // 10, distinct * 9 // 10), KILLS))
+            for target in kill_points:
                 proc = consumer_process(crashed, tmp_path / "consumer.log")
-                target = (kills + 1) * distinct // 3
                 wait_for(lambda t=target: store.counters().get("events.total", 0) >= t)
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(10)
