@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -114,8 +115,11 @@ def run_replay(
     stream = _events(ordered.subset(np.arange(len(ordered)) >= n_train), start=n_train)
 
     with tempfile.TemporaryDirectory(prefix="streamrec-replay-") as tmp:
+        tag = uuid.uuid4().hex[:8]  # topics, group and keys of this run alone
         settings = (base or Settings()).model_copy(update={
-            "state_dir": Path(tmp), "database_url": "", "redis_prefix": "replay:",
+            "state_dir": Path(tmp), "database_url": "", "redis_prefix": f"replay-{tag}:",
+            "interactions_topic": f"replay-{tag}", "catalog_topic": f"replay-{tag}.catalog",
+            "dead_letter_topic": f"replay-{tag}.dlq", "consumer_group": f"replay-{tag}",
         })
         with embedded_services(settings) as live:
             return _replay(dataset, live, train_log, stream, chunk=chunk, k=k,
@@ -183,6 +187,7 @@ def _replay(
             bar.close()
     finally:
         services.close()
+        store.clear()
     return {
         "dataset": dataset.name,
         "train_events": len(train_log),
