@@ -12,7 +12,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -35,6 +35,8 @@ from online_models.catalog import CatalogUpdater
 __all__ = ["BackgroundConsumer", "build_consumer_app", "create_consumer_app", "records_of"]
 
 log = logging.getLogger(__name__)
+
+BatchHandle = Callable[[Sequence[Record]], Awaitable[object]]
 
 #: Pause before a failed batch is redelivered, so an outage is not a busy loop.
 RETRY_PAUSE_S = 1.0
@@ -86,85 +88,62 @@ def build_consumer_app(
                 headers=letter.headers(),
             )
 
+    def subscribe(
+        what: str, topic: str, group: str, handle: BatchHandle, *, max_wait_ms: int,
+        description: str, after: Callable[[KafkaMessage, list[Record]], None] | None = None,
+    ) -> None:
+        """A batch subscriber that commits after ``handle`` and redelivers on failure."""
+
+        @router.subscriber(
+            topic,
+            batch=True,
+            group_id=group,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            fetch_max_wait_ms=max_wait_ms,
+            max_records=settings.consumer_max_records,
+            batch_timeout_ms=max_wait_ms,
+            decoder=_raw_values,
+            title=what,
+            description=description,
+        )
+        async def on_batch(body: list[bytes | None], message: KafkaMessage) -> None:
+            records = records_of(message)
+            try:
+                await handle(records)
+            except Exception as exc:
+                metrics.observe_handler_error()
+                if isinstance(exc, TemporaryFailure):
+                    log.error("%s batch of %d records will be retried: %s",
+                              what, len(records), exc)
+                    await asyncio.sleep(RETRY_PAUSE_S)
+                raise
+            if after is not None:
+                after(message, records)
+
     handler: InteractionBatchHandler = handler_factory(send_dead_letters, metrics.observe_batch)
-
-    @router.subscriber(
-        settings.interactions_topic,
-        batch=True,
-        group_id=settings.consumer_group,
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        fetch_max_wait_ms=settings.fetch_max_wait_ms,
-        max_records=settings.consumer_max_records,
-        batch_timeout_ms=settings.fetch_max_wait_ms,
-        decoder=_raw_values,
-        title="interactions",
+    subscribe(
+        "interactions", settings.interactions_topic, settings.consumer_group, handler.handle,
+        max_wait_ms=settings.fetch_max_wait_ms,
         description="Shopper interactions: validate, learn, update state.",
+        after=lambda message, records: _observe_lag(message, records, metrics),
     )
-    async def on_interactions(body: list[bytes | None], message: KafkaMessage) -> None:
-        records = records_of(message)
-        try:
-            await handler.handle(records)
-        except TemporaryFailure as exc:
-            metrics.observe_handler_error()
-            log.error("batch of %d records will be retried: %s", len(records), exc)
-            await asyncio.sleep(RETRY_PAUSE_S)
-            raise
-        except Exception:
-            metrics.observe_handler_error()
-            raise
-        _observe_lag(message, records, metrics)
-
     if catalog_handler_factory is not None:
         catalog_handler: CatalogBatchHandler = catalog_handler_factory(send_dead_letters)
-
-        @router.subscriber(
-            settings.catalog_topic,
-            batch=True,
-            # Its own group: members of one group with different subscriptions would
-            # rebalance each other every time either joins.
-            group_id=f"{settings.consumer_group}.catalog",
-            auto_offset_reset="earliest",
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-            fetch_max_wait_ms=settings.fetch_max_wait_ms,
-            batch_timeout_ms=settings.fetch_max_wait_ms,
-            decoder=_raw_values,
-            title="catalog",
+        # Each subscriber has its own group: members of one group with different
+        # subscriptions would rebalance each other every time either joins.
+        subscribe(
+            "catalog", settings.catalog_topic, f"{settings.consumer_group}.catalog",
+            catalog_handler.handle, max_wait_ms=settings.fetch_max_wait_ms,
             description="Product upserts: embed, record in the catalog log, index.",
         )
-        async def on_catalog(body: list[bytes | None], message: KafkaMessage) -> None:
-            records = records_of(message)
-            try:
-                await catalog_handler.handle(records)
-            except TemporaryFailure as exc:
-                log.error("catalog batch of %d records will be retried: %s", len(records), exc)
-                await asyncio.sleep(RETRY_PAUSE_S)
-                raise
-
     if archive_handler is not None:
-        handler_of_archive = archive_handler
-
-        @router.subscriber(
-            settings.interactions_topic,
-            batch=True,
-            # Its own group: the archive reads the same records at its own pace.
-            group_id=f"{settings.consumer_group}.archive",
-            auto_offset_reset="earliest",
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-            max_records=settings.consumer_max_records,
-            batch_timeout_ms=200,
-            decoder=_raw_values,
-            title="archive",
+        # The archive reads the same records at its own pace, off the state path.
+        subscribe(
+            "archive", settings.interactions_topic, f"{settings.consumer_group}.archive",
+            archive_handler.handle, max_wait_ms=200,
             description="Every valid interaction into the SQL events archive.",
         )
-        async def on_archive(body: list[bytes | None], message: KafkaMessage) -> None:
-            records = records_of(message)
-            try:
-                await handler_of_archive.handle(records)
-            except TemporaryFailure as exc:
-                log.error("archive batch of %d records will be retried: %s", len(records), exc)
-                await asyncio.sleep(RETRY_PAUSE_S)
-                raise
 
     broker.include_router(router)
     app = FastStream(broker, logger=log)
