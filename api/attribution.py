@@ -16,6 +16,7 @@ from api.recommender import Recommendation
 from api.services import services
 from core.errors import TemporaryFailure
 from core.events import InteractionEvent
+from online_models.blender import impression, lead_of
 
 __all__ = ["IMPRESSION_TTL_S", "attribute", "remember"]
 
@@ -26,11 +27,16 @@ IMPRESSION_TTL_S = 24 * 3600
 
 
 def remember(rec: Recommendation) -> None:
-    """Count the list's items per leading source and keep them for attribution."""
-    leads = {r.item.item_id: r.lead_source for r in rec.items}
-    api_metrics().observe_lead_sources(leads.values())
+    """Count the list's items per leading source and keep what was shown.
+
+    Kept per item: rank, leading source and source scores -- for attribution here,
+    and for the online blender, which learns from clicks on the list (consumers).
+    """
+    api_metrics().observe_lead_sources(r.lead_source for r in rec.items)
+    shown = {r.item.item_id: impression(rank, r.lead_source, r.sources)
+             for rank, r in enumerate(rec.items)}
     try:
-        services().state.remember_impressions(rec.rec_id, leads, IMPRESSION_TTL_S)
+        services().state.remember_impressions(rec.rec_id, shown, IMPRESSION_TTL_S)
     except TemporaryFailure as exc:  # attribution is best effort; the answer is not
         log.warning("impressions of %s not kept: %s", rec.rec_id, exc)
 
@@ -42,8 +48,8 @@ def attribute(events: Iterable[InteractionEvent]) -> None:
         if event.rec_id is None or event.event_type not in FEEDBACK_TYPES:
             continue
         try:
-            source = services().state.impressions(event.rec_id).get(event.item_id)
+            shown = services().state.impressions(event.rec_id).get(event.item_id)
         except TemporaryFailure:
             return
-        if source is not None:
-            metrics.observe_attributed(source, event.event_type)
+        if shown is not None:
+            metrics.observe_attributed(lead_of(shown), event.event_type)

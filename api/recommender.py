@@ -42,6 +42,7 @@ from core.ports import (
 )
 from core.types import Item, ScoredItems
 from online_models.als_foldin import ALSFoldIn
+from online_models.blender import OnlineBlender
 
 __all__ = ["RecRequest", "Recommendation", "Recommender", "Rules", "ScoredRecommendation"]
 
@@ -156,6 +157,9 @@ class Recommender:
         Traffic share per A/B variant; ``variant_weights`` gives each its blend weights.
     rules
         Filters and diversification.
+    blender
+        Returns the online blender's current model (None before it learnt anything);
+        variants in ``learned_variants`` rank by its click probability.
     """
 
     def __init__(
@@ -169,6 +173,8 @@ class Recommender:
         variants: Mapping[str, float] | None = None,
         variant_weights: Mapping[str, Mapping[str, float]] | None = None,
         rules: Rules | None = None,
+        blender: Callable[[], Any] | None = None,
+        learned_variants: Sequence[str] = (),
     ) -> None:
         self.state = state
         self.index = index
@@ -179,6 +185,8 @@ class Recommender:
         self.assigner = VariantAssigner(variants or {"default": 1.0})
         self.variant_weights = {k: dict(v) for k, v in (variant_weights or {}).items()}
         self.rules = rules or Rules()
+        self.blender = blender
+        self.learned_variants = frozenset(learned_variants)
 
     # --- the pipeline --------------------------------------------------------------------
     def recommend(self, user_id: str, k: int, **options: Any) -> Recommendation:
@@ -192,7 +200,9 @@ class Recommender:
         n = max(3 * request.k, 50)
         self._candidates(ctx, n)
         self._score(ctx)
-        ranked = self._blend(ctx, weights)
+        model = (self.blender() if self.blender is not None
+                 and variant in self.learned_variants else None)
+        ranked = self._blend(ctx, weights, model)
         kept = [r for r in ranked if self._allowed(r.item, ctx)]
         return Recommendation(request.user_id, self._diversify(kept, request.k), variant=variant)
 
@@ -264,12 +274,17 @@ class Recommender:
             missing = [i for i in ids if i not in have]
             have.update(self._cosines(ctx.factor_index, ctx.user_factors, missing))
 
-    def _blend(self, ctx: _Context, weights: Mapping[str, float]) -> list[ScoredRecommendation]:
+    def _blend(
+        self, ctx: _Context, weights: Mapping[str, float], model: Any = None
+    ) -> list[ScoredRecommendation]:
         scored: list[ScoredRecommendation] = []
         for item_id in ctx.candidates:
             sources = {name: by_item[item_id] for name, by_item in ctx.scores.items()
                        if item_id in by_item}
-            score = sum(weights.get(name, 0.0) * value for name, value in sources.items())
+            if model is not None:  # the online blender: probability of a click
+                score = OnlineBlender.score(model, sources)
+            else:
+                score = sum(weights.get(name, 0.0) * value for name, value in sources.items())
             lead = self._lead(sources, weights)
             reason = self._reason(lead, ctx.anchor_of.get(item_id))
             scored.append(

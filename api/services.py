@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from flask import current_app
 
@@ -12,6 +14,7 @@ from core.ports import EventPublisher, StateStore, VectorIndex
 from core.settings import Settings
 from core.types import Item
 from infra.accounts import AccountStore
+from online_models.blender import BLOB, OnlineBlender
 from online_models.catalog import CatalogReplica
 
 __all__ = ["ApiServices", "build_services", "services"]
@@ -44,6 +47,25 @@ def services() -> ApiServices:
     return found
 
 
+class BlenderCache:
+    """The online blender's latest model from the state store, re-read every few seconds."""
+
+    def __init__(self, state: StateStore, max_age_s: float = 5.0) -> None:
+        self.state = state
+        self.max_age_s = max_age_s
+        self._read_at = -float("inf")
+        self._model: Any = None
+
+    def current(self) -> Any:
+        now = time.monotonic()
+        if now - self._read_at >= self.max_age_s:
+            self._read_at = now
+            blob = self.state.get_blob(BLOB)
+            if blob is not None:
+                self._model = OnlineBlender.loads(blob)
+        return self._model
+
+
 def build_services(settings: Settings) -> ApiServices:
     """Everything the API needs, wired from ``settings`` by infra's builders."""
     from infra import bootstrap
@@ -70,6 +92,8 @@ def build_services(settings: Settings) -> ApiServices:
                 excluded_categories=frozenset(settings.excluded_categories),
                 max_per_category=settings.max_per_category,
             ),
+            blender=BlenderCache(state).current,
+            learned_variants=settings.learned_variants,
         ),
         accounts=accounts,
         health_checks={

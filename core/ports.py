@@ -87,6 +87,8 @@ class StateUpdate:
     #: user -> collaborative vector, valid for the model version ``factors_version``.
     user_factors: dict[str, Vector] = field(default_factory=dict)
     factors_version: str = ""
+    #: name -> new value of small models kept whole (e.g. the online blender).
+    blobs: dict[str, bytes] = field(default_factory=dict)
     #: Changed parameters of the online rating model (None: no rating in the batch).
     rating: RatingParams | None = None
     #: counter name -> increment (events by type, dead letters, ...).
@@ -97,7 +99,7 @@ class StateUpdate:
     def is_empty(self) -> bool:
         return not (self.event_ids or self.recent or self.popularity or self.profiles
                     or self.counters or self.history or self.user_factors or self.purchased
-                    or self.rating is not None)
+                    or self.rating is not None or bool(self.blobs))
 
 
 @runtime_checkable
@@ -152,12 +154,16 @@ class StateStore(Protocol):
         """Every item the user bought."""
         ...
 
-    def remember_impressions(self, rec_id: str, lead_sources: dict[str, str], ttl_s: int) -> None:
-        """Remember which items a recommendation list showed, and each one's leading source."""
+    def remember_impressions(self, rec_id: str, items: dict[str, str], ttl_s: int) -> None:
+        """Remember what a recommendation list showed (item -> a caller's description)."""
         ...
 
     def impressions(self, rec_id: str) -> dict[str, str]:
-        """item -> leading source of a list served within its TTL (empty when unknown)."""
+        """What :meth:`remember_impressions` kept for ``rec_id`` (empty when expired)."""
+        ...
+
+    def get_blob(self, name: str) -> bytes | None:
+        """A small model kept whole (``StateUpdate.blobs``), or None."""
         ...
 
     def get_rating_params(self, user_ids: Sequence[str], item_ids: Sequence[str]) -> RatingParams:

@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     variants: dict[str, float] = {"default": 1.0}
     #: Blend weights per variant (a variant not listed uses ``blend_weights``).
     variant_weights: dict[str, dict[str, float]] = {}
+    #: Variants ranked by the online blender (learnt from clicks) instead of fixed weights;
+    #: until it has learnt anything they use ``blend_weights``.
+    learned_variants: list[str] = ["learned"]
     #: Leave out items the user already bought.
     exclude_purchased: bool = True
     #: Categories never recommended.

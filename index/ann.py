@@ -337,8 +337,8 @@ class HnswIndex(_RowIndex):
     _FORMAT = "streamrec.hnsw-index/1"
     _FILTERS_IN_SEARCH = True
 
-    def __init__(self, dim: int, *, m: int = 32, ef_construction: int = 80,
-                 ef_search: int = 64, rebuild_fraction: float = 0.2) -> None:
+    def __init__(self, dim: int, *, m: int = 32, ef_construction: int = 128,
+                 ef_search: int = 256, rebuild_fraction: float = 0.2) -> None:
         if m < 2 or ef_construction < 1 or ef_search < 1:
             raise InvalidRequest(
                 f"need m >= 2, ef_construction >= 1, ef_search >= 1; got {m}, "

@@ -46,8 +46,8 @@ def gpu_unavailable_reason() -> str | None:
 
 def build_vector_index(
     dim: int, n_items: int, *, flat_max: int = 50_000, kind: IndexKind = "hnsw",
-    device: Device = "cpu", hnsw_m: int = 32, ef_construction: int = 80,
-    ef_search: int = 64, rebuild_fraction: float = 0.2,
+    device: Device = "cpu", hnsw_m: int = 32, ef_construction: int = 128,
+    ef_search: int = 256, rebuild_fraction: float = 0.2,
 ) -> VectorIndex:
     """An empty index for about ``n_items`` vectors of width ``dim``.
 
@@ -71,7 +71,7 @@ def build_vector_index(
     >>> build_vector_index(64, 3_600, flat_max=50_000)
     FaissIndex(dim=64)  # 0 items
     >>> build_vector_index(64, 1_000_000, flat_max=50_000, ef_search=96)
-    HnswIndex(dim=64, m=32, ef_construction=80, ef_search=96, rebuild_fraction=0.2)  # 0 items
+    HnswIndex(dim=64, m=32, ef_construction=128, ef_search=96, rebuild_fraction=0.2)  # 0 items
     """
     if n_items < 0 or flat_max < 0:
         raise InvalidRequest(f"n_items and flat_max must be >= 0, got {n_items}, {flat_max}")

@@ -35,6 +35,7 @@ from infra.sql import SqlStore
 from offline.catalog import load_catalog
 from offline.content import ContentEmbedder
 from offline.datasets import Dataset
+from online_models.blender import OnlineBlender
 from online_models.catalog import CatalogReplica, CategoryLookup
 from online_models.processor import StreamProcessor, implicit_weight
 from online_models.profile import ContentProfile
@@ -312,6 +313,7 @@ def build_processor(
         covisit_window=settings.covisit_window,
         collaborative=models.foldin if models is not None else None,
         rating_model=OnlineRatingMF(n_factors=settings.rating_factors),
+        blender=OnlineBlender(),
     )
 
 

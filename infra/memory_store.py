@@ -157,6 +157,7 @@ class InMemoryStateStore:
         self._purchased: dict[str, set[str]] = {}
         self._rating = RatingParams()
         self._impressions: dict[str, tuple[float, dict[str, str]]] = {}
+        self._blobs: dict[str, bytes] = {}
         self._factors: dict[str, dict[str, Vector]] = {}
         self._counters: dict[str, int] = {}
         self._last_ts: float | None = None
@@ -192,6 +193,7 @@ class InMemoryStateStore:
                 self._profiles[user] = np.array(vector, dtype=np.float32)
             for user, items in update.purchased.items():
                 self._purchased.setdefault(user, set()).update(items)
+            self._blobs.update(update.blobs)
             if update.rating is not None:
                 self._rating.n, self._rating.mean = update.rating.n, update.rating.mean
                 self._rating.users.update(update.rating.users)
@@ -238,9 +240,13 @@ class InMemoryStateStore:
         with self._lock:
             return {u: dict(self._history[u]) for u in user_ids if u in self._history}
 
-    def remember_impressions(self, rec_id: str, lead_sources: dict[str, str], ttl_s: int) -> None:
+    def remember_impressions(self, rec_id: str, items: dict[str, str], ttl_s: int) -> None:
         with self._lock:
-            self._impressions[rec_id] = (self.clock() + ttl_s, dict(lead_sources))
+            self._impressions[rec_id] = (self.clock() + ttl_s, dict(items))
+
+    def get_blob(self, name: str) -> bytes | None:
+        with self._lock:
+            return self._blobs.get(name)
 
     def impressions(self, rec_id: str) -> dict[str, str]:
         with self._lock:
@@ -284,6 +290,7 @@ class InMemoryStateStore:
             self._purchased = {}
             self._rating = RatingParams()
             self._impressions = {}
+            self._blobs = {}
             self._factors = {}
             self._counters = {}
             self._last_ts = None

@@ -17,7 +17,8 @@ key                           type       content
 ``hist:<user>``               hash       item -> accumulated implicit weight
 ``bought:<user>``             set        items the user purchased
 ``rating:{meta,u,i}``         hash       online rating model: global mean; user/item params
-``imp:<rec_id>``              hash       item -> leading source of a served list (expires)
+``imp:<rec_id>``              hash       item -> what a served list showed (expires)
+``blobs``                     hash       name -> small model kept whole (online blender)
 ``ufactors:<version>``        hash       user -> float32 bytes (ALS fold-in vector)
 ``counters``                  hash       name -> integer
 ``seen:<bucket>``             set        event ids applied in a time bucket, expiring
@@ -318,6 +319,9 @@ class RedisStateStore:
                 for user, vector in update.profiles.items()
             })
             queued = True
+        if update.blobs:
+            pipe.hset(f"{self.prefix}blobs", mapping=dict(update.blobs.items()))
+            queued = True
         if update.rating is not None:
             pipe.hset(self._rating_key("meta"), mapping={
                 "n": repr(update.rating.n), "mean": repr(update.rating.mean)})
@@ -453,15 +457,20 @@ class RedisStateStore:
             if flat
         }
 
-    def remember_impressions(self, rec_id: str, lead_sources: dict[str, str], ttl_s: int) -> None:
-        if not lead_sources:
+    def remember_impressions(self, rec_id: str, items: dict[str, str], ttl_s: int) -> None:
+        if not items:
             return
         key = f"{self.prefix}imp:{rec_id}"
         with redis_failures("remember_impressions"):
             pipe = self.client.pipeline(transaction=True)
-            pipe.hset(key, mapping=dict(lead_sources.items()))
+            pipe.hset(key, mapping=dict(items.items()))
             pipe.expire(key, ttl_s)
             pipe.execute()
+
+    def get_blob(self, name: str) -> bytes | None:
+        with redis_failures("get_blob"):
+            raw: Any = self.client.hget(f"{self.prefix}blobs", name)
+        return None if raw is None else bytes(raw)
 
     def impressions(self, rec_id: str) -> dict[str, str]:
         with redis_failures("impressions"):

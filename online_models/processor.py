@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from core.events import InteractionEvent, Purchased, Rated
+from core.events import InteractionEvent, ItemClicked, Purchased, Rated
 from core.ports import (
     ALL_ITEMS,
     StateStore,
@@ -25,6 +25,7 @@ from core.ports import (
     covisit_scope,
 )
 from online_models.als_foldin import ALSFoldIn
+from online_models.blender import BLOB, OnlineBlender
 from online_models.profile import ContentProfile
 from online_models.rating_mf import OnlineRatingMF
 
@@ -60,6 +61,8 @@ class StreamProcessor:
         weighted history is kept either way, so a model trained later folds them in.
     rating_model
         Learns explicit ratings online (its parameters live in the store).
+    blender
+        Learns source weights from clicks that carry the ``rec_id`` of a served list.
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class StreamProcessor:
         covisit_window: int = 5,
         collaborative: Callable[[], ALSFoldIn | None] | None = None,
         rating_model: OnlineRatingMF | None = None,
+        blender: OnlineBlender | None = None,
     ) -> None:
         self.store = store
         self.index = index
@@ -82,6 +86,7 @@ class StreamProcessor:
         self.covisit_window = covisit_window
         self.collaborative = collaborative
         self.rating_model = rating_model
+        self.blender = blender
 
     def build_update(
         self, events: Sequence[InteractionEvent], counters: Mapping[str, int] | None = None
@@ -152,6 +157,7 @@ class StreamProcessor:
                 profile_steps[event.user_id].append((event.item_id, weight))
 
         self._fold_profiles(update, profile_steps, vectors)
+        self._learn_clicks(update, [e for e in fresh if isinstance(e, ItemClicked) and e.rec_id])
         ratings = [e for e in fresh if isinstance(e, Rated)]
         if ratings and self.rating_model is not None:
             params = self.store.get_rating_params([e.user_id for e in ratings],
@@ -160,10 +166,24 @@ class StreamProcessor:
         update.history = {u: dict(w) for u, w in weights.items()}
         self._fold_in(update, users)
         tally["events.total"] += len(fresh)
-        update.counters = dict(tally)
+        update.counters = {**dict(tally), **update.counters}
         update.popularity = {scope: dict(items) for scope, items in popularity.items()}
         update.recent = dict(recent)
         return update
+
+    def _learn_clicks(self, update: StateUpdate, clicks: list[InteractionEvent]) -> None:
+        if self.blender is None or not clicks:
+            return
+        blob = self.store.get_blob(BLOB)
+        model = self.blender.loads(blob) if blob is not None else self.blender.new_model()
+        learnt = 0
+        for click in clicks:
+            assert click.rec_id is not None
+            learnt += self.blender.learn(model, self.store.impressions(click.rec_id),
+                                         click.item_id)
+        if learnt:
+            update.blobs[BLOB] = self.blender.dumps(model)
+            update.counters["blender.examples"] = learnt
 
     def _fold_profiles(
         self,

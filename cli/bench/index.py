@@ -56,7 +56,7 @@ def _batch_qps(index: Any, queries: npt.NDArray[np.float32], k: int) -> float:
 
 def run_index_bench(
     sizes: Sequence[int], *, dim: int = 64, queries: int = 1000, k: int = 10, m: int = 32,
-    ef_construction: int = 80, ef_search: Sequence[int] = (64, 128), seed: int = 0,
+    ef_construction: int = 128, ef_search: Sequence[int] = (128, 256), seed: int = 0,
     single_budget_s: float = 5.0, log: Any = None,
 ) -> list[dict[str, Any]]:
     """One row per (index, size[, efSearch]): build time, recall@k and queries/s."""

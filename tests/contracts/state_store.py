@@ -191,6 +191,13 @@ class StateStoreContract:
         assert store.impressions("rec1") == {"a": "content", "b": "covisit"}
         assert store.impressions("unknown") == {}
 
+    def test_blobs_are_replaced_whole(self) -> None:
+        store = self.store()
+        assert store.get_blob("m") is None
+        store.apply(StateUpdate(blobs={"m": b"\x00one"}))
+        store.apply(StateUpdate(blobs={"m": b"two"}))
+        assert store.get_blob("m") == b"two"
+
     def test_user_factors_are_kept_per_model_version(self) -> None:
         store = self.store()
         vector = np.array([0.5, -1.0, 2.0], dtype=np.float32)

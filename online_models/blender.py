@@ -1,0 +1,92 @@
+"""The online blender: learns from clicks on served lists how to weigh the sources.
+
+A River logistic regression over an item's per-source scores predicts whether it
+is clicked. Examples come from the stream: when a click carries the ``rec_id`` of
+a list, the clicked item is a positive and the items shown above it, which the
+shopper skipped, are negatives ("skip-above", Joachims 2002). The model is small
+and travels as one pickled blob in the state store, written in the transaction of
+the batch that taught it, so a redelivered click is never learnt twice.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Mapping
+
+from river import linear_model, optim
+
+__all__ = ["BLOB", "OnlineBlender", "Shown", "impression", "lead_of"]
+
+#: Name of the model's blob in the state store.
+BLOB = "blender"
+
+Shown = Mapping[str, str]  # item -> JSON {"rank": n, "lead": source, "sources": {...}}
+
+
+class OnlineBlender:
+    """Learns source weights from clicks.
+
+    Parameters
+    ----------
+    learning_rate
+        SGD step of the logistic regression.
+    max_negatives
+        At most this many skipped items (ranked above the click) per click.
+
+    Examples
+    --------
+    >>> b = OnlineBlender()
+    >>> shown = {"a": json.dumps({"rank": 0, "sources": {"popularity": 1.0}}),
+    ...          "b": json.dumps({"rank": 1, "sources": {"content": 0.9}})}
+    >>> model = b.new_model()
+    >>> for _ in range(50):
+    ...     _ = b.learn(model, shown, clicked="b")
+    >>> b.score(model, {"content": 0.9}) > b.score(model, {"popularity": 1.0})
+    True
+    """
+
+    def __init__(self, learning_rate: float = 0.05, max_negatives: int = 5) -> None:
+        self.learning_rate = learning_rate
+        self.max_negatives = max_negatives
+
+    def new_model(self) -> linear_model.LogisticRegression:
+        return linear_model.LogisticRegression(optimizer=optim.SGD(self.learning_rate))
+
+    def learn(self, model: linear_model.LogisticRegression, shown: Shown, clicked: str) -> int:
+        """Learn one click on a served list; return how many examples were learnt."""
+        if clicked not in shown:
+            return 0
+        rows = {item: json.loads(raw) for item, raw in shown.items()}
+        rank = rows[clicked]["rank"]
+        skipped = sorted((r["rank"], item) for item, r in rows.items() if r["rank"] < rank)
+        model.learn_one(rows[clicked]["sources"], True)
+        for _, item in skipped[-self.max_negatives:]:
+            model.learn_one(rows[item]["sources"], False)
+        return 1 + min(len(skipped), self.max_negatives)
+
+    @staticmethod
+    def score(model: linear_model.LogisticRegression, sources: Mapping[str, float]) -> float:
+        """Probability of a click given the item's source scores (scoring never learns)."""
+        return float(model.predict_proba_one(dict(sources)).get(True, 0.0))
+
+    @staticmethod
+    def dumps(model: linear_model.LogisticRegression) -> bytes:
+        return pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def loads(blob: bytes) -> linear_model.LogisticRegression:
+        # Only blobs this project wrote into its own state store are ever loaded.
+        model: linear_model.LogisticRegression = pickle.loads(blob)
+        return model
+
+
+def impression(rank: int, lead: str, sources: Mapping[str, float]) -> str:
+    """The JSON an impression keeps per item (see :data:`Shown`)."""
+    return json.dumps({"rank": rank, "lead": lead, "sources": dict(sources)},
+                      separators=(",", ":"))
+
+
+def lead_of(raw: str) -> str:
+    return str(json.loads(raw).get("lead", ""))
+
