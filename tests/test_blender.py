@@ -36,6 +36,7 @@ def test_clicks_on_served_lists_teach_the_blender_and_the_learned_variant_follow
     assert model.weights.get("content", 0) > model.weights.get("popularity", 0)
     services.recommender.blender = lambda: model
     services.recommender.assigner = VariantAssigner({"default": 0.5, "learned": 0.5})
+    services.recommender.learned_variants = frozenset({"learned"})
     learned = client.get("/api/recommendations?user_id=s&k=5&variant=learned").get_json()
     assert learned["variant"] == "learned"
     assert learned["items"][0]["category"] == "Bags"
