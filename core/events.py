@@ -56,6 +56,10 @@ SCHEMA_VERSION: Literal[1] = 1
 _Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s]+$")]
 
 
+#: 2100-01-01: later Unix timestamps are refused (and overflow some platforms).
+_MAX_EPOCH_S = 4_102_444_800
+
+
 def _new_event_id() -> str:
     return uuid.uuid4().hex
 
@@ -76,6 +80,8 @@ class _Event(BaseModel):
     def _epoch_seconds(cls, value: Any) -> Any:
         # Unix seconds are accepted (and normalised to UTC) besides ISO 8601 strings.
         if isinstance(value, int | float) and not isinstance(value, bool):
+            if not 0 <= value <= _MAX_EPOCH_S:  # also refuses nan and inf
+                raise ValueError("a Unix timestamp must lie between 1970 and 2100")
             return datetime.fromtimestamp(value, UTC)
         return value
 

@@ -105,19 +105,17 @@ class Settings(BaseSettings):
     #: Up to this many items the item index is exact (FAISS IndexIDMap2 over IndexFlatIP);
     #: beyond it the ANN index named by ``index_kind`` is used.
     index_flat_max: int = Field(50_000, ge=1)
-    #: ANN index used past ``index_flat_max`` items: HNSW graph or IVF inverted lists.
-    index_kind: Literal["hnsw", "ivf"] = "hnsw"
+    #: ANN index used past ``index_flat_max`` items (an HNSW graph).
+    index_kind: Literal["hnsw"] = "hnsw"
     #: ``gpu`` uses FAISS GPU when faiss has GPU support (optional extra), else logs a
     #: warning and falls back to CPU.
     index_device: Literal["cpu", "gpu"] = "cpu"
     #: HNSW graph degree (links per node); higher = better recall, more memory.
     index_hnsw_m: int = Field(32, ge=4)
     #: HNSW build-time candidate list size.
-    index_ef_construction: int = Field(80, ge=8)
+    index_ef_construction: int = Field(128, ge=8)
     #: HNSW search-time candidate list size (recall vs speed).
-    index_ef_search: int = Field(64, ge=1)
-    #: IVF probe count at search time (lists scanned per query).
-    index_ivf_nprobe: int = Field(16, ge=1)
+    index_ef_search: int = Field(256, ge=1)
     #: The ANN index rebuilds itself when removed/replaced vectors pass this share.
     index_rebuild_fraction: float = Field(0.2, gt=0, le=1)
 

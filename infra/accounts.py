@@ -43,6 +43,7 @@ from sqlalchemy.pool import StaticPool
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from core.errors import ConfigurationError, DataNotFound, InvalidRequest, TemporaryFailure
+from infra.sql import create_tables
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -273,10 +274,7 @@ class AccountStore:
 
     def create_schema(self) -> None:
         """Create the schema (PostgreSQL) and the tables when missing."""
-        with self._begin("create_schema") as conn:
-            if self.schema:
-                conn.execute(sa.schema.CreateSchema(self.schema, if_not_exists=True))
-            metadata.create_all(conn)
+        create_tables(self.engine, metadata, self.schema)
 
     def drop_schema(self) -> None:
         with self._begin("drop_schema") as conn:

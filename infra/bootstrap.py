@@ -17,15 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from aiokafka import AIOKafkaClient
 
 from core.errors import DataNotFound, ServiceUnavailable
 from core.events import parse_interaction
-from core.ports import StateStore
+from core.ports import StateStore, VectorIndex
 from core.scoring import Interactions
 from core.settings import Settings
 from core.types import Item
-from index.faiss_index import FaissIndex
+from index.factory import build_vector_index, load_vector_index
 from infra.catalog_log import RedisCatalogLog
 from infra.embedded import EmbeddedKafka, EmbeddedRedis, run_sync
 from infra.kafka import KafkaEventPublisher, ensure_topics
@@ -219,21 +220,34 @@ def _catalog_key(catalog: dict[str, Item], dim: int) -> str:
     return digest.hexdigest()[:16]
 
 
-def build_index(settings: Settings, catalog: dict[str, Item]) -> tuple[FaissIndex, ContentEmbedder]:
-    """The item index and embedder for this catalog: loaded if built before, else built."""
+def build_index(
+    settings: Settings, catalog: dict[str, Item]
+) -> tuple[VectorIndex, ContentEmbedder]:
+    """The item index and embedder for this catalog: loaded if built before, else built.
+
+    Exact (FAISS flat) up to ``index_flat_max`` items, HNSW beyond, on the GPU when
+    ``index_device=gpu`` and FAISS has one (else a logged fallback to the CPU).
+    """
     folder = settings.state_dir / "index" / _catalog_key(catalog, settings.embedding_dim)
     index_path, embedder_path = folder / "items.faiss", folder / "embedder.pkl"
     if index_path.exists() and embedder_path.exists():
-        return FaissIndex.load(index_path), ContentEmbedder.load(embedder_path)
+        return load_vector_index(index_path), ContentEmbedder.load(embedder_path)
     items = list(catalog.values())
     embedder = ContentEmbedder(dim=settings.embedding_dim)
     vectors = embedder.fit_transform(items)
-    index = FaissIndex(vectors.shape[1])
-    index.upsert([i.item_id for i in items], vectors)
+    index = build_vector_index(
+        vectors.shape[1], len(items), flat_max=settings.index_flat_max,
+        kind=settings.index_kind, device=settings.index_device, hnsw_m=settings.index_hnsw_m,
+        ef_construction=settings.index_ef_construction, ef_search=settings.index_ef_search,
+        rebuild_fraction=settings.index_rebuild_fraction,
+    )
+    nonzero = np.linalg.norm(vectors, axis=1) > 0  # names sharing no term: no vector
+    index.upsert([i.item_id for i, k in zip(items, nonzero, strict=True) if k], vectors[nonzero])
     folder.mkdir(parents=True, exist_ok=True)
     index.save(index_path)
     embedder.save(embedder_path)
-    log.info("built the item index: %d items, dim %d", len(index), index.dim)
+    log.info("built the item index: %d items, dim %d (%s)", len(index), index.dim,
+             type(index).__name__)
     return index, embedder
 
 
@@ -254,7 +268,7 @@ def build_catalog_log(settings: Settings) -> RedisCatalogLog:
 
 
 def build_replica(
-    settings: Settings, catalog: dict[str, Item], index: FaissIndex
+    settings: Settings, catalog: dict[str, Item], index: VectorIndex
 ) -> CatalogReplica:
     """This process's catalog and index, kept in step with the shared catalog log."""
     replica = CatalogReplica(catalog, index, build_catalog_log(settings))
@@ -300,7 +314,7 @@ def archive_dataset(settings: Settings) -> Dataset:
 def build_processor(
     settings: Settings,
     store: StateStore,
-    index: FaissIndex,
+    index: VectorIndex,
     catalog: dict[str, Item],
     models: ModelProvider | None = None,
 ) -> StreamProcessor:

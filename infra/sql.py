@@ -15,6 +15,7 @@ NOTHING), so a consumer that replays a batch after a crash archives nothing twic
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 
 from core.errors import ConfigurationError, TemporaryFailure
 from core.events import InteractionEvent, ItemUpserted
@@ -66,6 +67,26 @@ _CHUNK = 5_000
 def _chunks(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
     for start in range(0, len(rows), _CHUNK):
         yield rows[start:start + _CHUNK]
+
+
+def create_tables(engine: Engine, tables: sa.MetaData, schema: str | None = None) -> None:
+    """Create ``schema`` (PostgreSQL) and the tables that are missing.
+
+    Safe when several processes start at once (gunicorn workers): the loser of a
+    CREATE race sees "already exists", and the next attempt finds the tables there.
+    """
+    for attempt in range(3):
+        try:
+            with engine.begin() as conn:
+                if schema:
+                    conn.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
+                tables.create_all(conn)
+            return
+        except (OperationalError, ProgrammingError, IntegrityError) as exc:
+            lost_race = "already exists" in str(exc) or "duplicate key" in str(exc)
+            if not lost_race or attempt == 2:
+                raise TemporaryFailure(f"creating tables failed: {exc.orig!r}") from exc
+            time.sleep(0.05 * (attempt + 1))
 
 
 class SqlStore:
@@ -129,10 +150,7 @@ class SqlStore:
 
     def create_schema(self) -> None:
         """Create the schema (PostgreSQL) and the tables when missing."""
-        with self._begin("create_schema") as conn:
-            if self.schema:
-                conn.execute(sa.schema.CreateSchema(self.schema, if_not_exists=True))
-            metadata.create_all(conn)
+        create_tables(self.engine, metadata, self.schema)
 
     def drop_schema(self) -> None:
         """Drop the tables (and the schema, when one was given): tests and resets."""
