@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,9 @@ from online_models.blender import OnlineBlender
 __all__ = ["RecRequest", "Recommendation", "Recommender", "Rules", "ScoredRecommendation"]
 
 CollaborativeModels = Callable[[], tuple[ALSFoldIn | None, SearchIndex | None]]
+
+#: A candidate while ranking: (-score, item id, per-source scores).
+_Row = tuple[float, str, dict[str, float]]
 
 #: How many of the user's latest items anchor co-visitation candidates.
 COVISIT_ANCHORS = 3
@@ -197,14 +200,16 @@ class Recommender:
         variant = request.variant or self.assigner.variant(request.user_id)
         weights = self.variant_weights.get(variant, self.weights)
         ctx = self._context(request)
-        n = max(3 * request.k, 50)
+        n = max(2 * request.k, 30)  # per source: enough to fill k after the filters
         self._candidates(ctx, n)
         self._score(ctx)
         model = (self.blender() if self.blender is not None
                  and variant in self.learned_variants else None)
         ranked = self._blend(ctx, weights, model)
-        kept = [r for r in ranked if self._allowed(r.item, ctx)]
-        return Recommendation(request.user_id, self._diversify(kept, request.k), variant=variant)
+        kept = (r for r in ranked if self._allowed(self.catalog[r[1]], ctx))
+        chosen = self._diversify(kept, request.k)
+        return Recommendation(request.user_id, [self._explain(ctx, weights, row)
+                                                for row in chosen], variant=variant)
 
     def _context(self, request: RecRequest) -> _Context:
         seen = self.state.recent_items(request.user_id, self.recent_max)
@@ -276,8 +281,9 @@ class Recommender:
 
     def _blend(
         self, ctx: _Context, weights: Mapping[str, float], model: Any = None
-    ) -> list[ScoredRecommendation]:
-        scored: list[ScoredRecommendation] = []
+    ) -> list[_Row]:
+        """Every candidate's blended score, best first (explained later, for the top k)."""
+        rows: list[_Row] = []
         for item_id in ctx.candidates:
             sources = {name: by_item[item_id] for name, by_item in ctx.scores.items()
                        if item_id in by_item}
@@ -285,13 +291,16 @@ class Recommender:
                 score = OnlineBlender.score(model, sources)
             else:
                 score = sum(weights.get(name, 0.0) * value for name, value in sources.items())
-            lead = self._lead(sources, weights)
-            reason = self._reason(lead, ctx.anchor_of.get(item_id))
-            scored.append(
-                ScoredRecommendation(self.catalog[item_id], score, sources, reason, lead)
-            )
-        scored.sort(key=lambda r: (-r.score, r.item.item_id))
-        return scored
+            rows.append((-score, item_id, sources))
+        rows.sort(key=lambda row: (row[0], row[1]))
+        return rows
+
+    def _explain(self, ctx: _Context, weights: Mapping[str, float], row: _Row
+                 ) -> ScoredRecommendation:
+        negative_score, item_id, sources = row
+        lead = self._lead(sources, weights)
+        return ScoredRecommendation(self.catalog[item_id], -negative_score, sources,
+                                    self._reason(lead, ctx.anchor_of.get(item_id)), lead)
 
     def _allowed(self, item: Item, ctx: _Context) -> bool:
         request = ctx.request
@@ -303,18 +312,18 @@ class Recommender:
             and (request.max_price is None or item.price <= request.max_price)
         )
 
-    def _diversify(self, ranked: list[ScoredRecommendation], k: int) -> list[ScoredRecommendation]:
+    def _diversify(self, ranked: Iterable[_Row], k: int) -> list[_Row]:
+        """The first ``k`` rows, at most ``max_per_category`` of one category (0: no cap)."""
         cap = self.rules.max_per_category
-        if cap <= 0:
-            return ranked[:k]
         taken: Counter[str] = Counter()
-        out: list[ScoredRecommendation] = []
-        for rec in ranked:
-            if taken[rec.item.category] < cap:
-                taken[rec.item.category] += 1
-                out.append(rec)
-                if len(out) == k:
-                    break
+        out: list[_Row] = []
+        for row in ranked:
+            if len(out) == k:
+                break
+            category = self.catalog[row[1]].category
+            if cap <= 0 or taken[category] < cap:
+                taken[category] += 1
+                out.append(row)
         return out
 
     # --- sources -------------------------------------------------------------------------
@@ -330,10 +339,12 @@ class Recommender:
 
     @staticmethod
     def _cosines(index: SearchIndex, query: np.ndarray, ids: list[str]) -> dict[str, float]:
-        if not ids:
+        vectors = index.get(ids) if ids else {}
+        if not vectors:
             return {}
         unit = query / (np.linalg.norm(query) or 1.0)
-        return {i: max(0.0, float(np.dot(unit, v))) for i, v in index.get(ids).items()}
+        scores = np.maximum(np.stack(list(vectors.values())) @ unit, 0.0)
+        return dict(zip(vectors, scores.tolist(), strict=True))
 
     def _favourite_categories(self, seen: list[str]) -> list[str]:
         counts = Counter(self.catalog[i].category for i in seen if i in self.catalog)

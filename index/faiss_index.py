@@ -259,8 +259,13 @@ class FaissIndex(_VectorChecks):
     def get(self, ids: Sequence[str]) -> dict[str, Vector]:
         """The stored (unit) vectors of the known ids among ``ids``."""
         with self._lock:
-            return {i: self._index.reconstruct(self._to_int[i]).astype(np.float32)
-                    for i in ids if i in self._to_int}
+            known = [i for i in dict.fromkeys(ids) if i in self._to_int]
+            if not known:
+                return {}
+            # One batch call: a reconstruct per id costs more than the search itself.
+            rows = self._index.reconstruct_batch(
+                np.array([self._to_int[i] for i in known], dtype=np.int64))
+            return dict(zip(known, rows.astype(np.float32), strict=True))
 
     def search(self, query: npt.ArrayLike, k: int, exclude: Sequence[str] = ()) -> ScoredItems:
         """The ``k`` items most similar to ``query`` (cosine), best first, minus ``exclude``.
