@@ -212,22 +212,32 @@ class Recommender:
                                                 for row in chosen], variant=variant)
 
     def _context(self, request: RecRequest) -> _Context:
-        seen = self.state.recent_items(request.user_id, self.recent_max)
-        excluded = set(seen)
+        foldin, factor_index = self.models() if self.models is not None else (None, None)
+        user = self.state.user_state(request.user_id, self.recent_max,
+                                     foldin.version if foldin is not None else "")
+        excluded = set(user.recent)
         if self.rules.exclude_purchased:
-            excluded |= self.state.purchased_items(request.user_id)
+            excluded |= user.purchased
         context_vector = None
         if request.context_item is not None:
             excluded.add(request.context_item)
             context_vector = self.index.get([request.context_item]).get(request.context_item)
-        user_factors, factor_index = self._user_factors(request.user_id)
-        profile = self.state.get_profiles([request.user_id]).get(request.user_id)
+        user_factors = None
+        if foldin is not None and factor_index is not None:
+            user_factors = user.factors
+            if user_factors is None and user.history:  # a newer model: fold in now
+                user_factors = foldin.user_vector(user.history)
+            if user_factors is not None and not np.any(user_factors):
+                user_factors = None
+        profile = user.profile
         if profile is not None:
             norm = float(np.linalg.norm(profile))
             profile = profile / norm if norm > 0 else None  # a mean: cosine wants unit
         return _Context(
-            request=request, seen=seen, excluded=excluded, profile=profile,
-            user_factors=user_factors, factor_index=factor_index, context_vector=context_vector,
+            request=request, seen=user.recent, excluded=excluded, profile=profile,
+            user_factors=user_factors,
+            factor_index=factor_index if user_factors is not None else None,
+            context_vector=context_vector,
         )
 
     def _candidates(self, ctx: _Context, n: int) -> None:
@@ -349,19 +359,6 @@ class Recommender:
     def _favourite_categories(self, seen: list[str]) -> list[str]:
         counts = Counter(self.catalog[i].category for i in seen if i in self.catalog)
         return [c for c, _ in counts.most_common(FAVOURITE_CATEGORIES) if c]
-
-    def _user_factors(self, user_id: str) -> tuple[np.ndarray | None, SearchIndex | None]:
-        """The user's collaborative vector (stored, or folded in now) and the factor index."""
-        foldin, item_index = self.models() if self.models is not None else (None, None)
-        if foldin is None or item_index is None:
-            return None, None
-        vector = self.state.get_user_factors([user_id], foldin.version).get(user_id)
-        if vector is None:  # a model newer than the user's last event: fold in now
-            history = self.state.get_histories([user_id]).get(user_id)
-            vector = foldin.user_vector(history) if history else None
-        if vector is None or not np.any(vector):
-            return None, None
-        return vector, item_index
 
     @staticmethod
     def _covisited(

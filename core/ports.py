@@ -27,6 +27,7 @@ __all__ = [
     "SearchIndex",
     "StateStore",
     "StateUpdate",
+    "UserState",
     "Vector",
     "VectorIndex",
     "category_scope",
@@ -47,6 +48,18 @@ def category_scope(category: str) -> str:
 def covisit_scope(item_id: str) -> str:
     """The scope of items co-visited with ``item_id``."""
     return f"co:{item_id}"
+
+
+@dataclass(frozen=True)
+class UserState:
+    """What a recommendation needs to know of one user, read in one round trip."""
+
+    recent: list[str]
+    purchased: set[str]
+    profile: Vector | None
+    #: The user's collaborative vector of the asked model version, if stored.
+    factors: Vector | None
+    history: dict[str, float]
 
 
 @dataclass
@@ -120,6 +133,10 @@ class StateStore(Protocol):
 
     def recent_items(self, user_id: str, n: int = 50) -> list[str]:
         """The user's most recent items, newest first, without repeats."""
+        ...
+
+    def user_state(self, user_id: str, recent_n: int, factors_version: str) -> UserState:
+        """Recent items, purchases, profile, collaborative vector and history of a user."""
         ...
 
     def recent_items_many(self, user_ids: Sequence[str], n: int = 50) -> dict[str, list[str]]:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from core.ports import ALL_ITEMS, RatingParams, StateUpdate, Vector
+from core.ports import ALL_ITEMS, RatingParams, StateUpdate, UserState, Vector
 from core.types import ScoredItems
 
 __all__ = ["DecayedScores", "InMemoryStateStore", "decay_scale", "unique_newest_first"]
@@ -216,6 +216,15 @@ class InMemoryStateStore:
     def recent_items(self, user_id: str, n: int = 50) -> list[str]:
         with self._lock:
             return list(self._recent.get(user_id, [])[: max(0, n)])
+
+    def user_state(self, user_id: str, recent_n: int, factors_version: str) -> UserState:
+        return UserState(
+            recent=self.recent_items(user_id, recent_n),
+            purchased=self.purchased_items(user_id),
+            profile=self.get_profiles([user_id]).get(user_id),
+            factors=self.get_user_factors([user_id], factors_version).get(user_id),
+            history=self.get_histories([user_id]).get(user_id, {}),
+        )
 
     def recent_items_many(self, user_ids: Sequence[str], n: int = 50) -> dict[str, list[str]]:
         return {u: self.recent_items(u, n) for u in dict.fromkeys(user_ids)}

@@ -48,7 +48,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import ConfigurationError, TemporaryFailure
-from core.ports import ALL_ITEMS, RatingParams, StateUpdate, Vector
+from core.ports import ALL_ITEMS, RatingParams, StateUpdate, UserState, Vector
 from core.types import ScoredItems
 from infra.memory_store import (
     DEFAULT_COVISIT_MAX,
@@ -375,6 +375,23 @@ class RedisStateStore:
         with redis_failures("recent_items"):
             raw: list[Any] = self.client.lrange(self._recent_key(user_id), 0, n - 1)
         return [item.decode() for item in raw]
+
+    def user_state(self, user_id: str, recent_n: int, factors_version: str) -> UserState:
+        with redis_failures("user_state"):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.lrange(self._recent_key(user_id), 0, max(recent_n, 1) - 1)
+            pipe.smembers(self._purchased_key(user_id))
+            pipe.hget(self._profiles, user_id)
+            pipe.hget(self._factors_key(factors_version), user_id)
+            pipe.hgetall(self._history_key(user_id))
+            recent, bought, profile, factors, history = pipe.execute()
+        return UserState(
+            recent=[i.decode() for i in recent][: max(recent_n, 0)],
+            purchased={i.decode() for i in bought},
+            profile=None if profile is None else np.frombuffer(profile, np.float32).copy(),
+            factors=None if factors is None else np.frombuffer(factors, np.float32).copy(),
+            history={k.decode(): float(v) for k, v in history.items()},
+        )
 
     def recent_items_many(self, user_ids: Sequence[str], n: int = 50) -> dict[str, list[str]]:
         ids = list(dict.fromkeys(user_ids))

@@ -191,6 +191,21 @@ class StateStoreContract:
         assert store.impressions("rec1") == {"a": "content", "b": "covisit"}
         assert store.impressions("unknown") == {}
 
+    def test_user_state_reads_everything_of_one_user_at_once(self) -> None:
+        store = self.store()
+        vec = np.array([1.0, 2.0], dtype=np.float32)
+        store.apply(StateUpdate(recent={"u": ["a", "b"]}, purchased={"u": ["b"]},
+                                profiles={"u": vec}, history={"u": {"a": 1.0}},
+                                user_factors={"u": vec * 3}, factors_version="v"))
+        state = store.user_state("u", 1, "v")
+        assert state.recent == ["b"] and state.purchased == {"b"}
+        assert state.history == {"a": 1.0}
+        np.testing.assert_array_equal(state.profile, vec)
+        np.testing.assert_array_equal(state.factors, vec * 3)
+        nobody = store.user_state("nobody", 5, "v")
+        assert (nobody.recent, nobody.purchased, nobody.profile, nobody.factors,
+                nobody.history) == ([], set(), None, None, {})
+
     def test_blobs_are_replaced_whole(self) -> None:
         store = self.store()
         assert store.get_blob("m") is None
