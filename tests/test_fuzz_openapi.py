@@ -9,6 +9,8 @@ the rate limit is off so that the generated flood is answered, not refused.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import schemathesis
 from flask import Flask
@@ -26,7 +28,7 @@ from api.openapi import SPEC
 from tests.fakes import toy_services
 
 #: Examples per operation and mode: bounded so the file runs in well under 60 s.
-EXAMPLES = 40
+EXAMPLES = int(os.environ.get("STREAMREC_FUZZ_EXAMPLES", "40"))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
 

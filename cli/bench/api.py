@@ -373,7 +373,9 @@ def _bench(live: Settings, tmp: Path, say: Any, *, catalog_size: int, users: int
            "STREAMREC_CATALOG_TOPIC": live.catalog_topic,
            "STREAMREC_DEAD_LETTER_TOPIC": live.dead_letter_topic,
            "PROMETHEUS_MULTIPROC_DIR": live.prometheus_multiproc_dir,
-           "STREAMREC_PROMETHEUS_MULTIPROC_DIR": live.prometheus_multiproc_dir}
+           "STREAMREC_PROMETHEUS_MULTIPROC_DIR": live.prometheus_multiproc_dir,
+           # The load generator is one client: the per-client rate limit would refuse it.
+           "STREAMREC_RATE_LIMIT_PER_S": "0"}
     base = f"http://127.0.0.1:{live.api_port}"
     figures: dict[str, Any] = {"catalog_items": len(catalog), "k": k, "workers": workers,
                                "threads": threads, "seeded_users": len(paths),

@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 N_EVENTS = 6_000
 N_USERS = 300
 #: The consumer is killed this many times, after a seeded random count of applied events.
-KILLS = 3
+KILLS = 2
 KILL_SEED = 20261124
 
 
