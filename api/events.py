@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from api.attribution import attribute
+from api.auth import require_token
 from api.metrics import observe_events
 from api.params import json_body
 from api.services import services
@@ -43,6 +44,7 @@ def post_events() -> tuple[Response, int]:
 
 
 @bp.post("/catalog")
+@require_token
 def post_catalog() -> tuple[Response, int]:
     """Add or change products: one ``item_upsert`` object or a list (catalog topic)."""
     data = json_body(request)

@@ -23,8 +23,10 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 _ERRORS = {
     "400": _json(_ref("Error"), "Bad parameters"),
+    "401": _json(_ref("Error"), "Missing or wrong bearer token (operator endpoints)"),
     "404": _json(_ref("Error"), "Unknown item or route"),
     "422": _json(_ref("Error"), "Invalid event, with field errors in details"),
+    "429": _json(_ref("Error"), "Too many requests from this client (see Retry-After)"),
     "503": _json(_ref("Error"), "A dependency (broker, Redis) is unavailable"),
 }
 
@@ -80,6 +82,7 @@ SPEC: dict[str, Any] = {
         }},
         "/api/users/{user_id}/history": {"get": {
             "summary": "A user's recent items, weights and purchases",
+            "security": [{"bearer": []}],
             "parameters": [{"name": "user_id", "in": "path", "required": True, "schema": _ID},
                            _query("n", {"type": "integer", "minimum": 1, "maximum": 50},
                                   "How many recent items")],
@@ -114,6 +117,7 @@ SPEC: dict[str, Any] = {
         }},
         "/api/catalog": {"post": {
             "summary": "Add or change products (one or a batch)",
+            "security": [{"bearer": []}],
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "oneOf": [_ref("ItemUpsert"), {"type": "array", "items": _ref("ItemUpsert"),
                                                "minItems": 1, "maxItems": 1000}]}}}},
@@ -126,7 +130,10 @@ SPEC: dict[str, Any] = {
                           "503": _json({"type": "object"}, "Degraded")},
         }},
     },
-    "components": {"schemas": {
+    "components": {"securitySchemes": {"bearer": {
+        "type": "http", "scheme": "bearer",
+        "description": "STREAMREC_API_TOKEN (operator endpoints; open when unset)"}},
+        "schemas": {
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {
             "type": "object", "required": ["code", "message"],
             "properties": {"code": {"type": "string"}, "message": {"type": "string"},
@@ -147,6 +154,9 @@ SPEC: dict[str, Any] = {
         "Recommendation": {"type": "object", "required": ["rec_id", "items"], "properties": {
             "user_id": {"type": "string"}, "rec_id": {"type": "string"},
             "variant": {"type": "string"},
+            "degraded": {"type": "boolean",
+                         "description": "true: the state store is down; popular items"},
+            "reason": {"type": "string"},
             "items": {"type": "array", "items": _ref("ScoredItem")}}},
         "Event": {"type": "object", "required": ["event_type", "user_id", "item_id"],
                   "properties": {

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from api.attribution import remember
+from api.auth import require_token
 from api.degraded import degraded_body, popular_fallback
 from api.metrics import observe_recommendation
 from api.params import float_arg, int_arg, list_arg, str_arg
@@ -108,6 +109,7 @@ def similar(item_id: str) -> Response:
 
 
 @bp.get("/users/<user_id>/history")
+@require_token
 def history(user_id: str) -> Response:
     """What the online state knows of a user: recent items, purchases, weights."""
     if len(user_id) > 128:

@@ -27,6 +27,7 @@ __all__ = [
     "ServiceUnavailable",
     "StreamrecError",
     "TemporaryFailure",
+    "Unauthorized",
 ]
 
 Delivery = Literal["dead_letter", "retry"]
@@ -65,6 +66,14 @@ class InvalidRequest(StreamrecError):
 
     code = "invalid_request"
     http_status = 400
+    delivery = "dead_letter"
+
+
+class Unauthorized(StreamrecError):
+    """A request without the credentials an endpoint asks for."""
+
+    code = "unauthorized"
+    http_status = 401
     delivery = "dead_letter"
 
 

@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     max_k: int = Field(200, ge=1, le=10_000)
     max_body_bytes: int = Field(1_000_000, ge=1_000)
     secret_key: str = Field("", validation_alias=_env("SECRET_KEY", "SECRET_KEY"))
+    #: Bearer token for the operator endpoints of the JSON API (a user's history, catalog
+    #: changes): ``Authorization: Bearer <token>``. Empty = open (development only).
+    api_token: str = Field("", validation_alias=_env("API_TOKEN"))
     #: Sustained requests per second one client (remote address) may make to /api/*, per
     #: API worker process (token bucket; /healthz and /metrics are exempt). 0 = no limit.
     rate_limit_per_s: float = Field(100.0, ge=0)

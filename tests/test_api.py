@@ -329,3 +329,24 @@ def test_a_click_carrying_the_rec_id_is_credited_to_the_items_leading_source(app
     assert metrics.source_feedback.labels(lead, "click")._value.get() == 1
     assert sum(metrics.lead_source_items.labels(s)._value.get()
                for s in ("content", "collab", "covisit", "context", "popularity")) == 5
+
+
+def test_operator_endpoints_need_the_api_token_when_one_is_configured() -> None:
+    from core.settings import Settings
+
+    settings = Settings(redis_url="redis://fake", kafka_bootstrap="fake:9092",
+                        api_token="s3cret", secret_key="k")
+    services = toy_services(settings)
+    client = create_app(settings, services=services).test_client()
+    upsert = {"event_type": "item_upsert", "item_id": "x1", "name": "A lamp"}
+    for response in (client.get("/api/users/u1/history"),
+                     client.post("/api/catalog", json=upsert),
+                     client.get("/api/users/u1/history",
+                                headers={"Authorization": "Bearer wrong"})):
+        assert response.status_code == 401
+        assert response.get_json()["error"]["code"] == "unauthorized"
+    ok = {"Authorization": "Bearer s3cret"}
+    assert client.get("/api/users/u1/history", headers=ok).status_code == 200
+    assert client.post("/api/catalog", json=upsert, headers=ok).status_code == 202
+    # Shopper-facing endpoints stay open.
+    assert client.get("/api/recommendations?user_id=u1").status_code == 200
