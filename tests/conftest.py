@@ -25,7 +25,10 @@ from typing import Any
 
 import pytest
 import redis
+from flask import Flask
+from flask.testing import FlaskClient
 
+from api.services import ApiServices
 from core.settings import Settings
 
 LOCAL_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -239,3 +242,25 @@ def tmp_settings(tmp_path: Path) -> Settings:
         "database_url": "",
     }
     return Settings(**values)
+
+
+# --- the Flask app on fakes (flaskr style: a test module may override ``services``) ------------
+@pytest.fixture
+def services() -> ApiServices:
+    from tests.fakes import toy_services
+
+    return toy_services()
+
+
+@pytest.fixture
+def app(services: ApiServices) -> Iterator[Flask]:
+    from api import create_app
+
+    app = create_app(services.settings, services=services)
+    app.config["TESTING"] = True
+    yield app
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()

@@ -2,33 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from flask import Flask
-from flask.testing import FlaskClient
 
 from api import create_app
 from api.services import ApiServices
 from core.events import ItemViewed
 from tests.fakes import RecordingPublisher, toy_services
-
-
-@pytest.fixture
-def services() -> ApiServices:
-    return toy_services()
-
-
-@pytest.fixture
-def app(services: ApiServices) -> Iterator[Flask]:
-    app = create_app(services.settings, services=services)
-    app.config["TESTING"] = True
-    yield app
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
 
 
 def learn_views(services: ApiServices, user: str, items: list[str]) -> None:

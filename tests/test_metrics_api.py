@@ -6,11 +6,9 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -25,18 +23,6 @@ def services(tmp_path: Path) -> ApiServices:
     found = toy_services()
     found.settings = found.settings.model_copy(update={"state_dir": tmp_path})
     return found
-
-
-@pytest.fixture
-def app(services: ApiServices) -> Iterator[Flask]:
-    app = create_app(services.settings, services=services)
-    app.config["TESTING"] = True
-    yield app
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
 
 
 def scrape(client: FlaskClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

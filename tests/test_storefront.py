@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,18 +32,6 @@ def services(tmp_path: Path) -> ApiServices:
                         secret_key="storefront-test-secret", data_dir=tmp_path,
                         state_dir=tmp_path)
     return toy_services(settings)
-
-
-@pytest.fixture
-def app(services: ApiServices) -> Iterator[Flask]:
-    app = create_app(services.settings, services=services)
-    app.config["TESTING"] = True
-    yield app
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
 
 
 def published(services: ApiServices) -> list:
