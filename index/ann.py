@@ -159,24 +159,6 @@ class _RowIndex(_VectorChecks):
             return {i: np.asarray(self._index.reconstruct(self._to_row[i]), dtype=np.float32)
                     for i in ids if i in self._to_row}
 
-    def search(self, query: npt.ArrayLike, k: int, exclude: Sequence[str] = ()) -> ScoredItems:
-        """The ``k`` items most similar to ``query`` (cosine), best first, minus ``exclude``.
-
-        Raises
-        ------
-        core.errors.InvalidRequest
-            On a query of the wrong width, a zero query or ``k < 0``.
-        """
-        q = self._query(query)
-        self._check_k(k)
-        return self._search(q, k, exclude)[0]
-
-    def search_many(self, queries: npt.ArrayLike, k: int) -> list[ScoredItems]:
-        """:meth:`search` for each row of ``queries`` (shape ``(n, dim)``), in one call."""
-        q = self._query_rows(queries)
-        self._check_k(k)
-        return self._search(q, k, ())
-
     def save(self, path: Path) -> None:
         """Write the index to the directory ``path`` (``index.faiss`` + ``ids.json``)."""
         with self._lock:  # a consistent copy; the slow disk write runs unlocked

@@ -54,6 +54,28 @@ class _VectorChecks:
         """Width of the stored vectors."""
         return self._dim
 
+    def search(self, query: npt.ArrayLike, k: int, exclude: Sequence[str] = ()) -> ScoredItems:
+        """The ``k`` items most similar to ``query`` (cosine), best first, minus ``exclude``.
+
+        Raises
+        ------
+        core.errors.InvalidRequest
+            On a query of the wrong width, a zero query or ``k < 0``.
+        """
+        q = self._query(query)
+        self._check_k(k)
+        return self._search(q, k, exclude)[0]
+
+    def search_many(self, queries: npt.ArrayLike, k: int) -> list[ScoredItems]:
+        """:meth:`search` for each row of ``queries`` (shape ``(n, dim)``), in one call."""
+        q = self._query_rows(queries)
+        self._check_k(k)
+        return self._search(q, k, ())
+
+    def _search(self, queries: npt.NDArray[np.float32], k: int,
+                exclude: Sequence[str]) -> list[ScoredItems]:
+        raise NotImplementedError
+
     def _unit_rows(self, vectors: npt.ArrayLike, n: int, what: str) -> npt.NDArray[np.float32]:
         """``vectors`` as ``(n, dim)`` float32 unit rows; InvalidRequest when they cannot be."""
         array = np.asarray(vectors, dtype=np.float32)
@@ -267,24 +289,6 @@ class FaissIndex(_VectorChecks):
                 np.array([self._to_int[i] for i in known], dtype=np.int64))
             return dict(zip(known, rows.astype(np.float32), strict=True))
 
-    def search(self, query: npt.ArrayLike, k: int, exclude: Sequence[str] = ()) -> ScoredItems:
-        """The ``k`` items most similar to ``query`` (cosine), best first, minus ``exclude``.
-
-        Raises
-        ------
-        core.errors.InvalidRequest
-            On a query of the wrong width, a zero query or ``k < 0``.
-        """
-        q = self._query(query)
-        self._check_k(k)
-        return self._search(q, k, exclude)[0]
-
-    def search_many(self, queries: npt.ArrayLike, k: int) -> list[ScoredItems]:
-        """:meth:`search` for each row of ``queries`` (shape ``(n, dim)``), in one call."""
-        q = self._query_rows(queries)
-        self._check_k(k)
-        return self._search(q, k, ())
-
     def _search(self, queries: npt.NDArray[np.float32], k: int,
                 exclude: Sequence[str]) -> list[ScoredItems]:
         with self._lock:
@@ -416,18 +420,6 @@ class ExactIndex(_VectorChecks):
         """The stored (unit) vectors of the known ids among ``ids``."""
         with self._lock:
             return {i: self._matrix[self._rows[i]].copy() for i in ids if i in self._rows}
-
-    def search(self, query: npt.ArrayLike, k: int, exclude: Sequence[str] = ()) -> ScoredItems:
-        """The ``k`` items most similar to ``query`` (cosine), best first, minus ``exclude``."""
-        q = self._query(query)
-        self._check_k(k)
-        return self._search(q, k, exclude)[0]
-
-    def search_many(self, queries: npt.ArrayLike, k: int) -> list[ScoredItems]:
-        """:meth:`search` for each row of ``queries`` (shape ``(n, dim)``)."""
-        q = self._query_rows(queries)
-        self._check_k(k)
-        return self._search(q, k, ())
 
     def _search(self, queries: npt.NDArray[np.float32], k: int,
                 exclude: Sequence[str]) -> list[ScoredItems]:
