@@ -197,6 +197,12 @@ def create_consumer_app(settings: Settings) -> FastStream:
         ArchiveBatchHandler(archive.archive_events) if settings.archive_events else None,
     )
     app.on_shutdown(archive.close)
+    @app.on_startup
+    def create_missing_topics() -> None:
+        # With their partitions: a topic auto-created by the first produce would get one
+        # (and a memory-only broker that restarted has none).
+        bootstrap.ensure_kafka_topics(settings)
+
     if settings.consumer_metrics_port:
 
         @app.on_startup
