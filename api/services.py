@@ -85,7 +85,7 @@ def build_services(settings: Settings) -> ApiServices:
         publisher=publisher,
         recommender=Recommender(
             state, index, catalog, settings.blend_weights, settings.recent_items_max,
-            models=bootstrap.build_model_provider(settings).current,
+            models=bootstrap.build_model_provider(settings, state).current,
             variants=settings.variants, variant_weights=settings.variant_weights,
             rules=Rules(
                 exclude_purchased=settings.exclude_purchased,

@@ -100,6 +100,10 @@ class StateUpdate:
     #: user -> collaborative vector, valid for the model version ``factors_version``.
     user_factors: dict[str, Vector] = field(default_factory=dict)
     factors_version: str = ""
+    #: item the model never saw -> user -> implicit weight (to fold the item in).
+    item_history: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: item the model never saw -> its folded-in factors (of ``factors_version``).
+    item_factors: dict[str, Vector] = field(default_factory=dict)
     #: name -> new value of small models kept whole (e.g. the online blender).
     blobs: dict[str, bytes] = field(default_factory=dict)
     #: Changed parameters of the online rating model (None: no rating in the batch).
@@ -112,6 +116,7 @@ class StateUpdate:
     def is_empty(self) -> bool:
         return not (self.event_ids or self.recent or self.popularity or self.profiles
                     or self.counters or self.history or self.user_factors or self.purchased
+                    or self.item_history or self.item_factors
                     or self.rating is not None or bool(self.blobs))
 
 
@@ -169,6 +174,14 @@ class StateStore(Protocol):
 
     def purchased_items(self, user_id: str) -> set[str]:
         """Every item the user bought."""
+        ...
+
+    def get_item_histories(self, item_ids: Sequence[str]) -> dict[str, dict[str, float]]:
+        """Per new item, the users who touched it and their weights."""
+        ...
+
+    def get_item_factors(self, version: str) -> dict[str, Vector]:
+        """Factors folded in for items the model ``version`` never saw."""
         ...
 
     def remember_impressions(self, rec_id: str, items: dict[str, str], ttl_s: int) -> None:

@@ -51,6 +51,20 @@ class InnerProductIndex:
         self.inner.upsert([i for i, k in zip(ids, keep, strict=True) if k],
                           np.hstack([scaled, extra[:, None]]).astype(np.float32))
 
+    def upsert(self, ids: Sequence[str], vectors: npt.ArrayLike) -> None:
+        """Add items (e.g. folded-in new products) under the same scale ``M``.
+
+        A vector longer than ``M`` is shortened to ``M`` (its score is then slightly
+        under-estimated; ``M`` is fixed so that existing scores stay comparable).
+        """
+        matrix = np.asarray(vectors, dtype=np.float64) / self.max_norm
+        norms = np.linalg.norm(matrix, axis=1)
+        keep = norms > 0
+        matrix = matrix[keep] / np.maximum(norms[keep], 1.0)[:, None]
+        extra = np.sqrt(np.clip(1.0 - np.linalg.norm(matrix, axis=1) ** 2, 0.0, None))
+        self.inner.upsert([i for i, k in zip(ids, keep, strict=True) if k],
+                          np.hstack([matrix, extra[:, None]]).astype(np.float32))
+
     @property
     def dim(self) -> int:
         return self.inner.dim - 1

@@ -276,9 +276,18 @@ def build_replica(
     return replica
 
 
-def build_model_provider(settings: Settings) -> ModelProvider:
-    """The trained models of ``state_dir/artifacts``, reloaded when a new version lands."""
-    return ModelProvider(settings.artifacts_dir, min_interval_s=settings.model_poll_s)
+def build_model_provider(
+    settings: Settings, store: StateStore | None = None
+) -> ModelProvider:
+    """The trained models of ``state_dir/artifacts``, reloaded when a new version lands.
+
+    With ``store``, items the consumers folded in since training join the
+    collaborative candidates too.
+    """
+    return ModelProvider(
+        settings.artifacts_dir, min_interval_s=settings.model_poll_s,
+        new_item_factors=store.get_item_factors if store is not None else None,
+    )
 
 
 def ensure_trained(settings: Settings) -> str:

@@ -154,6 +154,8 @@ class InMemoryStateStore:
         self._popularity = DecayedScores(half_life_s, max_exponent)
         self._profiles: dict[str, Vector] = {}
         self._history: dict[str, dict[str, float]] = {}
+        self._item_history: dict[str, dict[str, float]] = {}
+        self._item_factors: dict[str, dict[str, Vector]] = {}
         self._purchased: dict[str, set[str]] = {}
         self._rating = RatingParams()
         self._impressions: dict[str, tuple[float, dict[str, str]]] = {}
@@ -198,6 +200,13 @@ class InMemoryStateStore:
                 self._rating.n, self._rating.mean = update.rating.n, update.rating.mean
                 self._rating.users.update(update.rating.users)
                 self._rating.items.update(update.rating.items)
+            for item, weights in update.item_history.items():
+                theirs = self._item_history.setdefault(item, {})
+                for user, weight in weights.items():
+                    theirs[user] = theirs.get(user, 0.0) + weight
+            if update.item_factors:
+                self._item_factors.setdefault(update.factors_version, {}).update(
+                    {i: np.array(v, dtype=np.float32) for i, v in update.item_factors.items()})
             for user, weights in update.history.items():
                 mine = self._history.setdefault(user, {})
                 for item, weight in weights.items():
@@ -271,6 +280,14 @@ class InMemoryStateStore:
                 {i: r.items[i].copy() for i in item_ids if i in r.items},
             )
 
+    def get_item_histories(self, item_ids: Sequence[str]) -> dict[str, dict[str, float]]:
+        with self._lock:
+            return {i: dict(self._item_history[i]) for i in item_ids if i in self._item_history}
+
+    def get_item_factors(self, version: str) -> dict[str, Vector]:
+        with self._lock:
+            return {i: v.copy() for i, v in self._item_factors.get(version, {}).items()}
+
     def purchased_items(self, user_id: str) -> set[str]:
         with self._lock:
             return set(self._purchased.get(user_id, set()))
@@ -296,6 +313,8 @@ class InMemoryStateStore:
             self._popularity = DecayedScores(self.half_life_s, self.max_exponent)
             self._profiles = {}
             self._history = {}
+            self._item_history = {}
+            self._item_factors = {}
             self._purchased = {}
             self._rating = RatingParams()
             self._impressions = {}

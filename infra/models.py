@@ -8,8 +8,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from core.errors import DataNotFound
 from core.events import Purchased
+from core.ports import Vector
 from index.faiss_index import FaissIndex
 from index.mips import InnerProductIndex
 from offline.models.als import ALSScorer
@@ -38,8 +41,11 @@ class ModelProvider:
         *,
         min_interval_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        new_item_factors: Callable[[str], dict[str, Vector]] | None = None,
     ) -> None:
         self.artifacts_dir = artifacts_dir
+        #: Reads the factors consumers folded in for new items (state store).
+        self.new_item_factors = new_item_factors
         self.min_interval_s = min_interval_s
         self.clock = clock
         self._checked_at = -float("inf")
@@ -64,7 +70,17 @@ class ModelProvider:
                 if now - self._checked_at >= self.min_interval_s:
                     self._checked_at = now
                     self._reload_if_new()
+                    self._add_new_items()
         return self._foldin, self._item_index
+
+    def _add_new_items(self) -> None:
+        """New products, folded in by the consumers, join the collaborative candidates."""
+        if self.new_item_factors is None or self._item_index is None or self._version is None:
+            return
+        added = self.new_item_factors(self._version)
+        if added:
+            ids = list(added)
+            self._item_index.upsert(ids, np.stack([added[i] for i in ids]))
 
     def _reload_if_new(self) -> None:
         latest = read_latest(self.artifacts_dir)
@@ -81,6 +97,7 @@ class ModelProvider:
         foldin = ALSFoldIn(
             model.item_ids_, model.item_factors_, regularization=model.regularization,
             alpha=model.alpha, version=latest, weight_unit=PURCHASE_WEIGHT,
+            user_gram=model.user_factors_.T @ model.user_factors_,
         )
         # Candidates ranked by inner product, as ALS scores them.
         item_index = InnerProductIndex(FaissIndex(foldin.n_factors + 1), foldin.item_ids,

@@ -16,6 +16,8 @@ key                           type       content
 ``profiles``                  hash       user -> float32 bytes
 ``hist:<user>``               hash       item -> accumulated implicit weight
 ``bought:<user>``             set        items the user purchased
+``ihist:<item>``              hash       user -> weight, for items the ALS model never saw
+``ifactors:<version>``        hash       item -> float32 bytes (folded-in new items)
 ``rating:{meta,u,i}``         hash       online rating model: global mean; user/item params
 ``imp:<rec_id>``              hash       item -> what a served list showed (expires)
 ``blobs``                     hash       name -> small model kept whole (online blender)
@@ -89,6 +91,12 @@ for _, entry in ipairs(p.recent) do
 end
 for _, entry in ipairs(p.hist) do
   local key, pairs_ = p.hist_prefix .. entry[1], entry[2]
+  for j = 1, #pairs_ do
+    redis.call('HINCRBYFLOAT', key, pairs_[j][1], string.format('%.17g', pairs_[j][2]))
+  end
+end
+for _, entry in ipairs(p.ihist) do
+  local key, pairs_ = p.ihist_prefix .. entry[1], entry[2]
   for j = 1, #pairs_ do
     redis.call('HINCRBYFLOAT', key, pairs_[j][1], string.format('%.17g', pairs_[j][2]))
   end
@@ -331,6 +339,12 @@ class RedisStateStore:
                         k: np.asarray(v, dtype=np.float32).tobytes() for k, v in params.items()
                     })
             queued = True
+        if update.item_factors:
+            pipe.hset(f"{self.prefix}ifactors:{update.factors_version}", mapping={
+                item: np.asarray(v, dtype=np.float32).tobytes()
+                for item, v in update.item_factors.items()
+            })
+            queued = True
         if update.user_factors:
             pipe.hset(self._factors_key(update.factors_version), mapping={
                 user: np.asarray(vector, dtype=np.float32).tobytes()
@@ -355,7 +369,8 @@ class RedisStateStore:
                 if weights]
         bought = [[user, list(dict.fromkeys(items))] for user, items in update.purchased.items()
                   if items]
-        if not (recent or pop or hist or bought) and update.last_event_ts is None:
+        ihist = [[item, list(w.items())] for item, w in update.item_history.items() if w]
+        if not (recent or pop or hist or bought or ihist) and update.last_event_ts is None:
             return None
         payload = {
             "t": update.popularity_at, "hl": self.half_life_s, "max_exp": self.max_exponent,
@@ -363,7 +378,8 @@ class RedisStateStore:
             "recent_max": self.recent_max, "recent_prefix": self._recent_key(""),
             "pop_prefix": self._pop_key(""), "hist_prefix": self._history_key(""),
             "bought_prefix": self._purchased_key(""),
-            "recent": recent, "pop": pop, "hist": hist, "bought": bought,
+            "recent": recent, "pop": pop, "hist": hist, "bought": bought, "ihist": ihist,
+            "ihist_prefix": f"{self.prefix}ihist:",
         }
         if update.last_event_ts is not None:  # JSON null would be a truthy userdata in Lua
             payload["last"] = update.last_event_ts
@@ -511,6 +527,24 @@ class RedisStateStore:
             float(meta[0] or 0.0), float(meta[1] or 0.0),
             vectors(users, raw_users), vectors(items, raw_items),
         )
+
+    def get_item_histories(self, item_ids: Sequence[str]) -> dict[str, dict[str, float]]:
+        ids = list(dict.fromkeys(item_ids))
+        if not ids:
+            return {}
+        keys = json.dumps([f"{self.prefix}ihist:{i}" for i in ids])
+        with redis_failures("get_item_histories"):
+            raw: list[list[bytes]] = self._hgetall_many(keys=[], args=[keys])
+        return {
+            item: {flat[j].decode(): float(flat[j + 1]) for j in range(0, len(flat), 2)}
+            for item, flat in zip(ids, raw, strict=True)
+            if flat
+        }
+
+    def get_item_factors(self, version: str) -> dict[str, Vector]:
+        with redis_failures("get_item_factors"):
+            raw: dict[Any, Any] = self.client.hgetall(f"{self.prefix}ifactors:{version}")
+        return {k.decode(): np.frombuffer(v, dtype=np.float32).copy() for k, v in raw.items()}
 
     def purchased_items(self, user_id: str) -> set[str]:
         with redis_failures("purchased_items"):

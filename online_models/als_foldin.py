@@ -44,6 +44,10 @@ class ALSFoldIn:
         The history weight that counts as one interaction of the training data
         (e.g. a purchase's implicit weight when the model was trained on purchase
         counts), so folded-in users match trained ones.
+    user_gram
+        ``XᵀX`` of the trained user factors, for folding in *items* (a product the
+        model never saw gets factors from the users who touched it); None: items
+        cannot be folded in.
 
     Examples
     --------
@@ -64,6 +68,7 @@ class ALSFoldIn:
         alpha: float,
         version: str = "",
         weight_unit: float = 1.0,
+        user_gram: npt.ArrayLike | None = None,
     ) -> None:
         self.item_ids = list(item_ids)
         self.item_factors = np.asarray(item_factors, dtype=np.float64)
@@ -73,6 +78,7 @@ class ALSFoldIn:
         self.alpha = alpha
         self.version = version
         self.weight_unit = weight_unit
+        self.user_gram = None if user_gram is None else np.asarray(user_gram, np.float64)
         self.item_index = {item: row for row, item in enumerate(self.item_ids)}
         self._gram = self.item_factors.T @ self.item_factors
 
@@ -87,10 +93,25 @@ class ALSFoldIn:
         if not pairs:
             return None
         rows = np.array([r for r, _ in pairs])
-        counts = np.array([w for _, w in pairs]) / self.weight_unit
-        confidence = self.alpha * np.log1p(counts)
-        factors = self.item_factors[rows]
-        a = self._gram + (factors.T * (confidence - 1.0)) @ factors
+        return self._solve(self._gram, self.item_factors[rows], np.array([w for _, w in pairs]))
+
+    def item_vector(
+        self, user_vectors: npt.ArrayLike, weights: npt.ArrayLike
+    ) -> npt.NDArray[np.float32] | None:
+        """Factors of a new item from the vectors and weights of the users who touched it.
+
+        The same least-squares solve as for a user, with the roles swapped (fixed
+        user factors, ``user_gram`` for ``XᵀX``). None without users or ``user_gram``.
+        """
+        vectors = np.asarray(user_vectors, dtype=np.float64)
+        if self.user_gram is None or vectors.size == 0:
+            return None
+        return self._solve(self.user_gram, vectors, np.asarray(weights, dtype=np.float64))
+
+    def _solve(self, gram: npt.NDArray[np.float64], factors: npt.NDArray[np.float64],
+               weights: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
+        confidence = self.alpha * np.log1p(weights / self.weight_unit)
+        a = gram + (factors.T * (confidence - 1.0)) @ factors
         a[np.diag_indices_from(a)] += self.regularization
         b = factors.T @ confidence
         return np.linalg.solve(a, b).astype(np.float32)

@@ -206,6 +206,7 @@ class StreamProcessor:
         foldin = self.collaborative() if self.collaborative is not None else None
         if foldin is None or not update.history:
             return
+        update.factors_version = foldin.version
         touched = [u for u in users if u in update.history]
         histories = self.store.get_histories(touched)
         for user in touched:
@@ -215,7 +216,31 @@ class StreamProcessor:
             vector = foldin.user_vector(merged)
             if vector is not None:
                 update.user_factors[user] = vector
-        update.factors_version = foldin.version
+        self._fold_in_new_items(update, foldin)
+
+    def _fold_in_new_items(self, update: StateUpdate, foldin: ALSFoldIn) -> None:
+        """Items the model never saw get factors from the users who touched them."""
+        for user, weights in update.history.items():
+            for item, weight in weights.items():
+                if item not in foldin.item_index:
+                    update.item_history.setdefault(item, {})[user] = weight
+        if not update.item_history or foldin.user_gram is None:
+            return
+        merged = self.store.get_item_histories(list(update.item_history))
+        for item, increments in update.item_history.items():
+            mine = merged.setdefault(item, {})
+            for user, weight in increments.items():
+                mine[user] = mine.get(user, 0.0) + weight
+        users = list({u for weights in merged.values() for u in weights})
+        stored = self.store.get_user_factors(
+            [u for u in users if u not in update.user_factors], foldin.version)
+        factors = {**stored, **update.user_factors}
+        for item, weights in merged.items():
+            known = [u for u in weights if u in factors]
+            vector = foldin.item_vector(np.stack([factors[u] for u in known]),
+                                        [weights[u] for u in known]) if known else None
+            if vector is not None:
+                update.item_factors[item] = vector
 
     def apply(
         self, events: Sequence[InteractionEvent], counters: Mapping[str, int] | None = None

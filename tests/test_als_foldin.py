@@ -57,3 +57,33 @@ def test_history_is_kept_even_without_a_trained_model() -> None:
     processor.apply([ItemViewed(user_id="u", item_id="bags-1", timestamp=1.0)])  # type: ignore[arg-type]
     assert store.get_histories(["u"]) == {"u": {"bags-1": 1.0}}
     assert store.get_user_factors(["u"], "") == {}
+
+
+def test_a_product_the_model_never_saw_gets_factors_from_the_users_who_touched_it() -> None:
+    catalog = toy_catalog()
+    ids = list(catalog)
+    factors = np.array([[1.0, 0.0] if i.startswith("mugs") else [0.0, 1.0] for i in ids])
+    user_factors = np.random.default_rng(1).normal(size=(50, 2))
+    foldin = ALSFoldIn(ids, factors, regularization=0.1, alpha=10.0, version="v1",
+                       user_gram=user_factors.T @ user_factors)
+    store = InMemoryStateStore()
+    processor = StreamProcessor(store, toy_index(catalog), {}, half_life_s=3600.0,
+                                profile=ContentProfile(0.3), collaborative=lambda: foldin)
+    # Mug lovers (their vectors point at mugs) buy a product the model never saw.
+    processor.apply([Purchased(user_id=f"m{n}", item_id=f"mugs-{n}", timestamp=float(n))  # type: ignore[arg-type]
+                     for n in range(5)])
+    processor.apply([Purchased(user_id=f"m{n}", item_id="new-mug", timestamp=10.0 + n)  # type: ignore[arg-type]
+                     for n in range(5)])
+    assert store.get_item_histories(["new-mug"])["new-mug"].keys() == {f"m{n}" for n in range(5)}
+    new = store.get_item_factors("v1")["new-mug"]
+    assert new[0] > abs(new[1])  # it lands among the mugs
+
+
+def test_new_item_factors_join_the_inner_product_index_under_its_scale() -> None:
+    from index.faiss_index import ExactIndex
+    from index.mips import InnerProductIndex
+
+    idx = InnerProductIndex(ExactIndex(3), ["a", "b"], np.array([[1.0, 0.0], [0.0, 2.0]]))
+    idx.upsert(["new"], np.array([[3.0, 0.0]]))  # longer than M = 2: shortened to M
+    assert idx.search(np.array([1.0, 0.0]), 3).ids[0] == "new"
+    np.testing.assert_allclose(np.linalg.norm(idx.get(["new"])["new"]), 1.0, rtol=1e-5)

@@ -40,3 +40,14 @@ def test_the_provider_loads_the_latest_version_and_switches_when_a_new_one_lands
 def test_a_version_without_an_als_model_turns_collaborative_scores_off(tmp_path: Path) -> None:
     train(tiny(0), tmp_path, ["popularity"], version="pop-only")
     assert ModelProvider(tmp_path, min_interval_s=0).current() == (None, None)
+
+
+def test_items_folded_in_by_the_consumers_join_the_collaborative_index(tmp_path: Path) -> None:
+    import numpy as np
+
+    train(tiny(0), tmp_path, ["als"], version="v1")
+    provider = ModelProvider(tmp_path, min_interval_s=0,
+                             new_item_factors=lambda version: {"brand-new": np.ones(64)}
+                             if version == "v1" else {})
+    _, index = provider.current()
+    assert index is not None and "brand-new" in index

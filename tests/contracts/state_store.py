@@ -206,6 +206,16 @@ class StateStoreContract:
         assert (nobody.recent, nobody.purchased, nobody.profile, nobody.factors,
                 nobody.history) == ([], set(), None, None, {})
 
+    def test_new_items_histories_and_factors_are_kept(self) -> None:
+        store = self.store()
+        store.apply(StateUpdate(item_history={"new": {"u1": 1.0}}))
+        store.apply(StateUpdate(item_history={"new": {"u1": 2.0, "u2": 8.0}},
+                                item_factors={"new": np.ones(3, np.float32)},
+                                factors_version="v1"))
+        assert store.get_item_histories(["new", "old"]) == {"new": {"u1": 3.0, "u2": 8.0}}
+        assert list(store.get_item_factors("v1")) == ["new"]
+        assert store.get_item_factors("v2") == {}
+
     def test_blobs_are_replaced_whole(self) -> None:
         store = self.store()
         assert store.get_blob("m") is None
