@@ -74,6 +74,11 @@ def page(browser: object) -> Iterator[object]:
 
 
 @pytest.fixture
-def screenshots_dir() -> Path:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    return SCREENSHOTS
+def screenshots_dir(tmp_path: Path) -> Path:
+    """Where the browser tests save their screenshots: docs/screenshots when
+    ``STREAMREC_UPDATE_SCREENSHOTS=1`` (to refresh the README's pictures), else a
+    temporary folder, so a test run leaves the working tree as it was."""
+    if os.environ.get("STREAMREC_UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        return SCREENSHOTS
+    return tmp_path
