@@ -131,6 +131,8 @@ class _Context:
     factor_index: SearchIndex | None
     context_vector: np.ndarray | None
     candidates: dict[str, None] = field(default_factory=dict)
+    #: log1p of the top popularity now (the popularity source's scale).
+    popularity_scale: float = 0.0
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
     anchor_of: dict[str, str] = field(default_factory=dict)
 
@@ -268,10 +270,11 @@ class Recommender:
             hits = ctx.factor_index.search(ctx.user_factors, n, exclude=exclude)
             ctx.scores["collab"] = {i: max(0.0, s) for i, s in hits.as_dict().items()}
             ctx.propose(hits.ids)
+        # Popular lists fill what personal sources leave: k of each (after exclusions).
         for scope in scopes:
             if not scope.startswith("co:"):
-                ctx.propose(tops[scope].ids)
-        self._popularity_scale = self._scale(tops[ALL_ITEMS])
+                ctx.propose(tops[scope].ids[: request.k + len(exclude)])
+        ctx.popularity_scale = self._scale(tops[ALL_ITEMS])
         if not ctx.candidates:  # an empty store: fall back to catalog order
             ctx.propose(list(self.catalog)[:n])
 
@@ -279,7 +282,7 @@ class Recommender:
         """Every source scores the candidates it did not propose, where it can."""
         ids = [i for i in ctx.candidates if i not in ctx.excluded and i in self.catalog]
         ctx.candidates = dict.fromkeys(ids)
-        ctx.scores["popularity"] = self._popularity_scores(ids, self._popularity_scale)
+        ctx.scores["popularity"] = self._popularity_scores(ids, ctx.popularity_scale)
         for name, query in (("content", ctx.profile), ("context", ctx.context_vector)):
             if query is not None:
                 have = ctx.scores.setdefault(name, {})
