@@ -37,13 +37,12 @@ import numpy as np
 import sqlalchemy as sa
 from scipy import sparse
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.pool import StaticPool
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from core.errors import ConfigurationError, DataNotFound, InvalidRequest, TemporaryFailure
-from infra.sql import create_tables
+from infra.sql import create_tables, open_engine
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -222,36 +221,10 @@ class AccountStore:
 
     def __init__(self, url: str, *, schema: str | None = None,
                  password_method: str = "scrypt") -> None:
-        try:
-            parsed = sa.engine.make_url(url)
-        except sa.exc.ArgumentError as exc:
-            raise ConfigurationError(f"invalid database URL {url!r}: {exc}") from exc
-        self.dialect = parsed.get_backend_name()
-        if self.dialect not in ("sqlite", "postgresql"):
-            raise ConfigurationError(f"unsupported database {self.dialect!r}")
-        if schema is not None and self.dialect != "postgresql":
-            raise ConfigurationError("a schema is only supported on PostgreSQL")
-        kwargs: dict[str, Any] = {}
-        # One in-memory SQLite connection shared by every thread, used one at a time.
-        self._lock: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
-        if self.dialect == "sqlite":
-            database = parsed.database
-            if database and database != ":memory:":
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
-                kwargs["connect_args"] = {"timeout": 30}
-            else:
-                kwargs.update(poolclass=StaticPool,
-                              connect_args={"check_same_thread": False})
-                self._lock = threading.RLock()
-        else:
-            kwargs.update(pool_pre_ping=True, pool_size=5, max_overflow=5)
+        opened = open_engine(url, schema, pragmas=("foreign_keys=ON",))
+        self.dialect, self.engine, self._lock = opened.dialect, opened.engine, opened.lock
         self.schema = schema
         self.password_method = password_method
-        engine = sa.create_engine(parsed, **kwargs)
-        if self.dialect == "sqlite":
-            sa.event.listen(engine, "connect", _sqlite_foreign_keys)
-        self.engine: Engine = (engine.execution_options(schema_translate_map={None: schema})
-                               if schema else engine)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AccountStore:
@@ -523,12 +496,6 @@ class AccountStore:
 
 def _clean_categories(categories: Iterable[str]) -> list[str]:
     return sorted({c.strip()[:200] for c in categories if c and c.strip()})
-
-
-def _sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
 
 
 class _DummyHashes:

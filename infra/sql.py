@@ -15,9 +15,12 @@ NOTHING), so a consumer that replays a batch after a crash archives nothing twic
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.pool import StaticPool
 
 from core.errors import ConfigurationError, TemporaryFailure
 from core.events import InteractionEvent, ItemUpserted
@@ -69,6 +73,60 @@ def _chunks(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
         yield rows[start:start + _CHUNK]
 
 
+@dataclass(frozen=True)
+class OpenedEngine:
+    engine: Engine
+    dialect: str
+    url: sa.engine.URL
+    #: Serialises use of a shared in-memory SQLite connection (a no-op otherwise).
+    lock: contextlib.AbstractContextManager[Any]
+
+
+def open_engine(
+    url: str, schema: str | None = None, *, pragmas: Sequence[str] = (), echo: bool = False
+) -> OpenedEngine:
+    """An engine for SQLite or PostgreSQL, the one way every SQL store opens its database.
+
+    SQLite: the file's folder is created, ``pragmas`` run on every connection, and an
+    in-memory database is one connection shared by all threads (used under ``lock``).
+    PostgreSQL: a pre-pinged pool; ``schema`` maps the tables into that schema.
+    """
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigurationError(f"invalid database URL {url!r}: {exc}") from exc
+    dialect = parsed.get_backend_name()
+    if dialect not in ("sqlite", "postgresql"):
+        raise ConfigurationError(f"unsupported database {dialect!r}: use SQLite or PostgreSQL")
+    if schema is not None and dialect != "postgresql":
+        raise ConfigurationError("a schema is only supported on PostgreSQL")
+    kwargs: dict[str, Any] = {"echo": echo}
+    lock: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if dialect == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 30}
+        else:
+            kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+            lock = threading.RLock()
+    else:
+        kwargs.update(pool_pre_ping=True, pool_size=5, max_overflow=5)
+    engine = sa.create_engine(parsed, **kwargs)
+    if dialect == "sqlite" and pragmas:
+
+        def run_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            for pragma in pragmas:
+                cursor.execute(f"PRAGMA {pragma}")
+            cursor.close()
+
+        sa.event.listen(engine, "connect", run_pragmas)
+    if schema:
+        engine = engine.execution_options(schema_translate_map={None: schema})
+    return OpenedEngine(engine, dialect, parsed, lock)
+
+
 def create_tables(engine: Engine, tables: sa.MetaData, schema: str | None = None) -> None:
     """Create ``schema`` (PostgreSQL) and the tables that are missing.
 
@@ -102,31 +160,11 @@ class SqlStore:
     """
 
     def __init__(self, url: str, *, schema: str | None = None, echo: bool = False) -> None:
-        try:
-            parsed = sa.engine.make_url(url)
-        except sa.exc.ArgumentError as exc:
-            raise ConfigurationError(f"invalid database URL {url!r}: {exc}") from exc
-        self.dialect = parsed.get_backend_name()
-        if self.dialect not in ("sqlite", "postgresql"):
-            raise ConfigurationError(f"unsupported database {self.dialect!r}: "
-                                     "use SQLite or PostgreSQL")
-        if schema is not None and self.dialect != "postgresql":
-            raise ConfigurationError("a schema is only supported on PostgreSQL")
-        kwargs: dict[str, Any] = {"echo": echo, "future": True}
-        if self.dialect == "sqlite":
-            database = parsed.database
-            if database and database != ":memory:":
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"timeout": 30}
-        else:
-            kwargs.update(pool_pre_ping=True, pool_size=5, max_overflow=5)
+        # WAL: the API reads while a consumer archives.
+        opened = open_engine(url, schema, echo=echo,
+                             pragmas=("journal_mode=WAL", "synchronous=NORMAL"))
+        self.dialect, self.url, self.engine = opened.dialect, opened.url, opened.engine
         self.schema = schema
-        self.url = parsed
-        engine = sa.create_engine(parsed, **kwargs)
-        if self.dialect == "sqlite":
-            sa.event.listen(engine, "connect", _sqlite_pragmas)
-        self.engine: Engine = engine.execution_options(
-            schema_translate_map={None: schema}) if schema else engine
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SqlStore:
@@ -237,14 +275,6 @@ class SqlStore:
     def close(self) -> None:
         """Release pooled connections (the store can be used again afterwards)."""
         self.engine.dispose()
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL: the API reads while a consumer archives.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
 
 
 def _event_row(event: InteractionEvent | ItemUpserted) -> dict[str, Any]:
