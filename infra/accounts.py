@@ -36,13 +36,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import sqlalchemy as sa
 from scipy import sparse
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from core.errors import ConfigurationError, DataNotFound, InvalidRequest, TemporaryFailure
-from infra.sql import create_tables, open_engine
+from infra.sql import create_tables, dialect_insert, drop_tables, open_engine
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -243,17 +242,15 @@ class AccountStore:
                 raise TemporaryFailure(f"accounts {what} failed: {exc.orig!r}") from exc
 
     def _insert(self, table: sa.Table) -> Any:
-        return (postgresql if self.dialect == "postgresql" else sqlite).insert(table)
+        return dialect_insert(self.dialect, table)
 
     def create_schema(self) -> None:
         """Create the schema (PostgreSQL) and the tables when missing."""
         create_tables(self.engine, metadata, self.schema)
 
     def drop_schema(self) -> None:
-        with self._begin("drop_schema") as conn:
-            metadata.drop_all(conn)
-            if self.schema:
-                conn.execute(sa.schema.DropSchema(self.schema, cascade=True, if_exists=True))
+        with self._lock:
+            drop_tables(self.engine, metadata, self.schema)
 
     def ping(self) -> bool:
         try:

@@ -127,6 +127,19 @@ def open_engine(
     return OpenedEngine(engine, dialect, parsed, lock)
 
 
+def drop_tables(engine: Engine, tables: sa.MetaData, schema: str | None = None) -> None:
+    """Drop the tables (and ``schema``, when given): tests and resets."""
+    with engine.begin() as conn:
+        tables.drop_all(conn)
+        if schema:
+            conn.execute(sa.schema.DropSchema(schema, cascade=True, if_exists=True))
+
+
+def dialect_insert(dialect: str, table: sa.Table) -> Any:
+    """An INSERT that knows ON CONFLICT, for the store's dialect."""
+    return (postgresql if dialect == "postgresql" else sqlite).insert(table)
+
+
 def create_tables(engine: Engine, tables: sa.MetaData, schema: str | None = None) -> None:
     """Create ``schema`` (PostgreSQL) and the tables that are missing.
 
