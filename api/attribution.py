@@ -4,26 +4,24 @@ Every list served is remembered for a day (``rec_id`` -> item -> leading source)
 feedback events that carry the ``rec_id`` are then counted per source, beside the
 items served per leading source, so click-through and conversion per source are
 two counters apart (the per-variant counts come from the events' ``variant``).
+
+Lists are written by an :class:`api.impressions.ImpressionWriter` off the request
+path (feedback handled in this process flushes its queue first).
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Sequence
 
 from api.metrics import FEEDBACK_TYPES, api_metrics
 from api.recommender import Recommendation
-from api.services import services
+from api.services import ApiServices, services
 from core.errors import TemporaryFailure
 from core.events import InteractionEvent
 from online_models.blender import impression, lead_of
 
-__all__ = ["IMPRESSION_TTL_S", "attribute", "remember"]
-
-log = logging.getLogger(__name__)
-
-#: How long a served list can earn attributed feedback.
-IMPRESSION_TTL_S = 24 * 3600
+__all__ = ["attribute", "remember", "written_before"]
 
 
 def remember(rec: Recommendation) -> None:
@@ -35,10 +33,21 @@ def remember(rec: Recommendation) -> None:
     api_metrics().observe_lead_sources(r.lead_source for r in rec.items)
     shown = {r.item.item_id: impression(rank, r.lead_source, r.sources)
              for rank, r in enumerate(rec.items)}
-    try:
-        services().state.remember_impressions(rec.rec_id, shown, IMPRESSION_TTL_S)
-    except TemporaryFailure as exc:  # attribution is best effort; the answer is not
-        log.warning("impressions of %s not kept: %s", rec.rec_id, exc)
+    if shown:
+        services().impressions.add(rec.rec_id, shown)
+
+
+def written_before(events: Sequence[InteractionEvent], svc: ApiServices | None = None
+                   ) -> list[InteractionEvent]:
+    """``events``, once every list this process served is written, if any carries a ``rec_id``.
+
+    Consumers learn from clicks on served lists: the list must be in the store before
+    the click reaches them (best effort: Redis down loses attribution, not events).
+    """
+    if any(e.rec_id is not None for e in events):
+        with contextlib.suppress(TemporaryFailure):
+            (svc or services()).impressions.flush()
+    return list(events)
 
 
 def attribute(events: Iterable[InteractionEvent]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from api.attribution import attribute
+from api.attribution import attribute, written_before
 from api.auth import require_token
 from api.metrics import observe_events
 from api.params import json_body
@@ -30,14 +30,14 @@ def post_events() -> tuple[Response, int]:
         if not all(isinstance(e, dict) for e in data):
             raise InvalidRequest("every event must be a JSON object")
         events = parse_interactions(data)
-        services().publisher.publish(events)
+        services().publisher.publish(written_before(events))
         observe_events(events)
         attribute(events)
         return jsonify({"accepted": len(events), "event_ids": [e.event_id for e in events]}), 202
     if not isinstance(data, dict):
         raise InvalidRequest("the body must be an event object or a list of them")
     event = parse_interaction(data)
-    services().publisher.publish([event])
+    services().publisher.publish(written_before([event]))
     observe_events([event])
     attribute([event])
     return jsonify({"accepted": 1, "event_id": event.event_id}), 202

@@ -25,6 +25,7 @@ Metrics (all names start with ``streamrec_``):
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -137,13 +138,14 @@ class ApiMetrics:
         self.recommendations.labels(endpoint, label).inc()
         if item_sources:
             self.items_served.labels(endpoint, label).inc(len(item_sources))
-        for sources in item_sources:
-            for source in sources:
-                self.source_items.labels(source).inc()
+        # One increment per label, not per item: a multiprocess counter writes a file each time.
+        scored_by = collections.Counter(s for sources in item_sources for s in sources)
+        for source, count in scored_by.items():
+            self.source_items.labels(source).inc(count)
 
     def observe_lead_sources(self, lead_sources: Iterable[str]) -> None:
-        for source in lead_sources:
-            self.lead_source_items.labels(source).inc()
+        for source, count in collections.Counter(lead_sources).items():
+            self.lead_source_items.labels(source).inc(count)
 
     def observe_attributed(self, source: str, event_type: str) -> None:
         self.source_feedback.labels(source, event_type).inc()

@@ -32,14 +32,8 @@ from typing import Any
 import numpy as np
 
 from api.experiments import VariantAssigner
-from core.ports import (
-    ALL_ITEMS,
-    SearchIndex,
-    StateStore,
-    VectorIndex,
-    category_scope,
-    covisit_scope,
-)
+from api.popularity import PopularitySnapshot, Snapshot
+from core.ports import ALL_ITEMS, SearchIndex, StateStore, VectorIndex, category_scope
 from core.types import Item, ScoredItems
 from online_models.als_foldin import ALSFoldIn
 from online_models.blender import OnlineBlender
@@ -47,9 +41,6 @@ from online_models.blender import OnlineBlender
 __all__ = ["RecRequest", "Recommendation", "Recommender", "Rules", "ScoredRecommendation"]
 
 CollaborativeModels = Callable[[], tuple[ALSFoldIn | None, SearchIndex | None]]
-
-#: A candidate while ranking: (-score, item id, per-source scores).
-_Row = tuple[float, str, dict[str, float]]
 
 #: How many of the user's latest items anchor co-visitation candidates.
 COVISIT_ANCHORS = 3
@@ -119,6 +110,11 @@ class Recommendation:
         return body
 
 
+#: The sources, in the order a response lists them.
+SOURCES = ("covisit", "context", "content", "collab", "popularity")
+_COLUMN = {name: j for j, name in enumerate(SOURCES)}
+
+
 @dataclass
 class _Context:
     """What the pipeline knows about one request."""
@@ -130,14 +126,27 @@ class _Context:
     user_factors: np.ndarray | None
     factor_index: SearchIndex | None
     context_vector: np.ndarray | None
+    covisited: dict[str, ScoredItems]
+    popular: Snapshot
     candidates: dict[str, None] = field(default_factory=dict)
-    #: log1p of the top popularity now (the popularity source's scale).
-    popularity_scale: float = 0.0
+    #: Scores of the candidates each source proposed (the others are scored later).
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
     anchor_of: dict[str, str] = field(default_factory=dict)
 
-    def propose(self, ids: Sequence[str]) -> None:
+    def propose(self, ids: Iterable[str]) -> None:
         self.candidates.update(dict.fromkeys(ids))
+
+
+@dataclass
+class _Scored:
+    """Candidates (allowed ones only) and every source's score of each; NaN: cannot score."""
+
+    ids: list[str]
+    matrix: np.ndarray
+
+    def sources(self, row: int) -> dict[str, float]:
+        return {name: float(v) for name, v in zip(SOURCES, self.matrix[row].tolist(),
+                                                  strict=True) if v == v}  # NaN != NaN
 
 
 class Recommender:
@@ -165,6 +174,8 @@ class Recommender:
     blender
         Returns the online blender's current model (None before it learnt anything);
         variants in ``learned_variants`` rank by its click probability.
+    popularity
+        The process's popularity snapshot (default: re-read on every request).
     """
 
     def __init__(
@@ -180,6 +191,7 @@ class Recommender:
         rules: Rules | None = None,
         blender: Callable[[], Any] | None = None,
         learned_variants: Sequence[str] = (),
+        popularity: PopularitySnapshot | None = None,
     ) -> None:
         self.state = state
         self.index = index
@@ -192,6 +204,7 @@ class Recommender:
         self.rules = rules or Rules()
         self.blender = blender
         self.learned_variants = frozenset(learned_variants)
+        self.popularity = popularity or PopularitySnapshot(state, catalog, refresh_s=0)
 
     # --- the pipeline --------------------------------------------------------------------
     def recommend(self, user_id: str, k: int, **options: Any) -> Recommendation:
@@ -201,22 +214,24 @@ class Recommender:
     def run(self, request: RecRequest) -> Recommendation:
         variant = request.variant or self.assigner.variant(request.user_id)
         weights = self.variant_weights.get(variant, self.weights)
-        ctx = self._context(request)
         n = max(2 * request.k, 30)  # per source: enough to fill k after the filters
+        ctx = self._context(request, n)
         self._candidates(ctx, n)
-        self._score(ctx)
+        scored = self._score(ctx)
         model = (self.blender() if self.blender is not None
                  and variant in self.learned_variants else None)
-        ranked = self._blend(ctx, weights, model)
-        kept = (r for r in ranked if self._allowed(self.catalog[r[1]], ctx))
-        chosen = self._diversify(kept, request.k)
-        return Recommendation(request.user_id, [self._explain(ctx, weights, row)
-                                                for row in chosen], variant=variant)
+        order = self._rank(scored, weights, model)
+        chosen = self._choose(ctx, scored, order, request.k)
+        items = [self._explain(ctx, weights, scored, row, score) for row, score in chosen]
+        return Recommendation(request.user_id, items, variant=variant)
 
-    def _context(self, request: RecRequest) -> _Context:
+    def _context(self, request: RecRequest, n: int) -> _Context:
         foldin, factor_index = self.models() if self.models is not None else (None, None)
-        user = self.state.user_state(request.user_id, self.recent_max,
-                                     foldin.version if foldin is not None else "")
+        anchors = [request.context_item] if request.context_item else []
+        user = self.state.user_state(
+            request.user_id, self.recent_max, foldin.version if foldin is not None else "",
+            covisit_n=n + self.recent_max, anchors=anchors, recent_anchors=COVISIT_ANCHORS,
+            history="without_factors" if foldin is not None else "never")
         excluded = set(user.recent)
         if self.rules.exclude_purchased:
             excluded |= user.purchased
@@ -239,80 +254,110 @@ class Recommender:
             request=request, seen=user.recent, excluded=excluded, profile=profile,
             user_factors=user_factors,
             factor_index=factor_index if user_factors is not None else None,
-            context_vector=context_vector,
+            context_vector=context_vector, covisited=user.covisited,
+            popular=self.popularity.current(),
         )
 
     def _candidates(self, ctx: _Context, n: int) -> None:
         request, exclude = ctx.request, list(ctx.excluded)
-        anchors = ([request.context_item] if request.context_item else []) + [
-            i for i in ctx.seen[:COVISIT_ANCHORS] if i != request.context_item
-        ]
+        covisit, ctx.anchor_of = self._covisited(ctx.covisited)
+        ctx.scores["covisit"] = covisit
+        ctx.propose(self._first(covisit, n, ctx.excluded))  # strongest first
+        searches = (("context", self.index, ctx.context_vector),
+                    ("content", self.index, ctx.profile),
+                    ("collab", ctx.factor_index, ctx.user_factors))
+        for name, index, query in searches:
+            if index is not None and query is not None:
+                hits = index.search(query, n, exclude=exclude)
+                ctx.scores[name] = dict(zip(hits.ids, np.maximum(hits.scores, 0.0).tolist(),
+                                            strict=True))
+                ctx.propose(hits.ids)
+        # Popular lists fill what personal sources leave: k of each (after exclusions).
         categories = list(request.preferred_categories)
         if request.category:
             categories.insert(0, request.category)
         categories += self._favourite_categories(ctx.seen)
-        scopes = [ALL_ITEMS, *(covisit_scope(a) for a in anchors),
-                  *(category_scope(c) for c in dict.fromkeys(categories))]
-        tops = self.state.top_popular_many(scopes, n + len(exclude))
-
-        covisit, ctx.anchor_of = self._covisited(anchors, tops)
-        ctx.scores["covisit"] = covisit
-        ctx.propose(list(covisit))
-        if ctx.context_vector is not None:
-            hits = self.index.search(ctx.context_vector, n, exclude=exclude)
-            ctx.scores["context"] = {i: max(0.0, s) for i, s in hits.as_dict().items()}
-            ctx.propose(hits.ids)
-        if ctx.profile is not None:
-            hits = self.index.search(ctx.profile, n, exclude=exclude)
-            ctx.scores["content"] = {i: max(0.0, s) for i, s in hits.as_dict().items()}
-            ctx.propose(hits.ids)
-        if ctx.user_factors is not None and ctx.factor_index is not None:
-            hits = ctx.factor_index.search(ctx.user_factors, n, exclude=exclude)
-            ctx.scores["collab"] = {i: max(0.0, s) for i, s in hits.as_dict().items()}
-            ctx.propose(hits.ids)
-        # Popular lists fill what personal sources leave: k of each (after exclusions).
-        for scope in scopes:
-            if not scope.startswith("co:"):
-                ctx.propose(tops[scope].ids[: request.k + len(exclude)])
-        ctx.popularity_scale = self._scale(tops[ALL_ITEMS])
+        for category in [None, *dict.fromkeys(categories)]:
+            popular = ctx.popular.top(category, request.k + len(exclude))
+            ctx.propose(self._first(popular.ids, request.k, ctx.excluded))
         if not ctx.candidates:  # an empty store: fall back to catalog order
             ctx.propose(list(self.catalog)[:n])
 
-    def _score(self, ctx: _Context) -> None:
-        """Every source scores the candidates it did not propose, where it can."""
+    @staticmethod
+    def _first(ids: Iterable[str], n: int, excluded: set[str]) -> list[str]:
+        """The first ``n`` of ``ids`` not in ``excluded``."""
+        out: list[str] = []
+        for item_id in ids:
+            if len(out) == n:
+                break
+            if item_id not in excluded:
+                out.append(item_id)
+        return out
+
+    def _score(self, ctx: _Context) -> _Scored:
+        """Every source scores every candidate it can (NaN where it cannot)."""
         ids = [i for i in ctx.candidates if i not in ctx.excluded and i in self.catalog]
-        ctx.candidates = dict.fromkeys(ids)
-        ctx.scores["popularity"] = self._popularity_scores(ids, ctx.popularity_scale)
-        for name, query in (("content", ctx.profile), ("context", ctx.context_vector)):
-            if query is not None:
-                have = ctx.scores.setdefault(name, {})
-                have.update(self._cosines(self.index, query, [i for i in ids if i not in have]))
-        if ctx.user_factors is not None and ctx.factor_index is not None:
-            have = ctx.scores.setdefault("collab", {})
-            missing = [i for i in ids if i not in have]
-            have.update(self._cosines(ctx.factor_index, ctx.user_factors, missing))
+        row_of = {item_id: j for j, item_id in enumerate(ids)}
+        matrix = np.full((len(ids), len(SOURCES)), np.nan)
+        for name, by_item in ctx.scores.items():
+            rows = [(row_of[i], s) for i, s in by_item.items() if i in row_of]
+            if rows:
+                at, values = zip(*rows, strict=True)
+                matrix[list(at), _COLUMN[name]] = values
+        lookups = (("content", self.index, ctx.profile),
+                   ("context", self.index, ctx.context_vector),
+                   ("collab", ctx.factor_index, ctx.user_factors))
+        for name, index, query in lookups:
+            if index is None or query is None:
+                continue
+            column = matrix[:, _COLUMN[name]]
+            missing = [ids[j] for j in np.flatnonzero(np.isnan(column))]
+            vectors = index.get(missing) if missing else {}
+            if vectors:
+                unit = query / (np.linalg.norm(query) or 1.0)
+                column[[row_of[i] for i in vectors]] = np.maximum(
+                    np.stack(list(vectors.values())) @ unit, 0.0)
+        scale = ctx.popular.scale
+        if ids and scale > 0:
+            matrix[:, _COLUMN["popularity"]] = log_scaled(ctx.popular.scores(ids), scale)
+        return _Scored(ids, matrix)
 
-    def _blend(
-        self, ctx: _Context, weights: Mapping[str, float], model: Any = None
-    ) -> list[_Row]:
-        """Every candidate's blended score, best first (explained later, for the top k)."""
-        rows: list[_Row] = []
-        for item_id in ctx.candidates:
-            sources = {name: by_item[item_id] for name, by_item in ctx.scores.items()
-                       if item_id in by_item}
-            if model is not None:  # the online blender: probability of a click
-                score = OnlineBlender.score(model, sources)
-            else:
-                score = sum(weights.get(name, 0.0) * value for name, value in sources.items())
-            rows.append((-score, item_id, sources))
-        rows.sort(key=lambda row: (row[0], row[1]))
-        return rows
+    def _rank(self, scored: _Scored, weights: Mapping[str, float], model: Any = None
+              ) -> list[tuple[int, float]]:
+        """(row, blended score) of every candidate, best first, ties by item id."""
+        if model is not None:  # the online blender: probability of a click
+            blended = np.array([OnlineBlender.score(model, scored.sources(j))
+                                for j in range(len(scored.ids))], dtype=np.float64)
+        else:
+            w = np.array([weights.get(name, 0.0) for name in SOURCES])
+            blended = np.nan_to_num(scored.matrix, nan=0.0) @ w
+        if not scored.ids:
+            return []
+        order = np.lexsort((np.array(scored.ids, dtype=str), -blended))
+        return [(int(j), float(blended[j])) for j in order]
 
-    def _explain(self, ctx: _Context, weights: Mapping[str, float], row: _Row
-                 ) -> ScoredRecommendation:
-        negative_score, item_id, sources = row
+    def _choose(self, ctx: _Context, scored: _Scored, order: Iterable[tuple[int, float]],
+                k: int) -> list[tuple[int, float]]:
+        """The first ``k`` allowed rows, at most ``max_per_category`` of one category."""
+        cap = self.rules.max_per_category
+        taken: Counter[str] = Counter()
+        out: list[tuple[int, float]] = []
+        for row, score in order:
+            if len(out) == k:
+                break
+            item = self.catalog[scored.ids[row]]
+            if not self._allowed(item, ctx):
+                continue
+            if cap <= 0 or taken[item.category] < cap:
+                taken[item.category] += 1
+                out.append((row, score))
+        return out
+
+    def _explain(self, ctx: _Context, weights: Mapping[str, float], scored: _Scored,
+                 row: int, score: float) -> ScoredRecommendation:
+        item_id, sources = scored.ids[row], scored.sources(row)
         lead = self._lead(sources, weights)
-        return ScoredRecommendation(self.catalog[item_id], -negative_score, sources,
+        return ScoredRecommendation(self.catalog[item_id], score, sources,
                                     self._reason(lead, ctx.anchor_of.get(item_id)), lead)
 
     def _allowed(self, item: Item, ctx: _Context) -> bool:
@@ -325,60 +370,35 @@ class Recommender:
             and (request.max_price is None or item.price <= request.max_price)
         )
 
-    def _diversify(self, ranked: Iterable[_Row], k: int) -> list[_Row]:
-        """The first ``k`` rows, at most ``max_per_category`` of one category (0: no cap)."""
-        cap = self.rules.max_per_category
-        taken: Counter[str] = Counter()
-        out: list[_Row] = []
-        for row in ranked:
-            if len(out) == k:
-                break
-            category = self.catalog[row[1]].category
-            if cap <= 0 or taken[category] < cap:
-                taken[category] += 1
-                out.append(row)
-        return out
-
     # --- sources -------------------------------------------------------------------------
-    @staticmethod
-    def _scale(popular: ScoredItems) -> float:
-        return math.log1p(float(popular.scores.max())) if len(popular) else 0.0
-
-    def _popularity_scores(self, ids: list[str], scale: float) -> dict[str, float]:
-        if not ids or scale <= 0:
-            return {}
-        raw = self.state.popularity(ids).as_dict()
-        return {i: min(1.0, math.log1p(max(v, 0.0)) / scale) for i, v in raw.items()}
-
-    @staticmethod
-    def _cosines(index: SearchIndex, query: np.ndarray, ids: list[str]) -> dict[str, float]:
-        vectors = index.get(ids) if ids else {}
-        if not vectors:
-            return {}
-        unit = query / (np.linalg.norm(query) or 1.0)
-        scores = np.maximum(np.stack(list(vectors.values())) @ unit, 0.0)
-        return dict(zip(vectors, scores.tolist(), strict=True))
-
     def _favourite_categories(self, seen: list[str]) -> list[str]:
         counts = Counter(self.catalog[i].category for i in seen if i in self.catalog)
         return [c for c, _ in counts.most_common(FAVOURITE_CATEGORIES) if c]
 
     @staticmethod
-    def _covisited(
-        anchors: list[str], tops: Mapping[str, ScoredItems]
-    ) -> tuple[dict[str, float], dict[str, str]]:
-        """Co-visitation scores in [0, 1] and, per item, the anchor that links it most."""
-        total: dict[str, float] = {}
-        best: dict[str, tuple[float, str]] = {}
-        for anchor in anchors:
-            for item_id, weight in tops[covisit_scope(anchor)].as_dict().items():
-                total[item_id] = total.get(item_id, 0.0) + weight
-                if weight > best.get(item_id, (0.0, ""))[0]:
-                    best[item_id] = (weight, anchor)
-        top = max(total.values(), default=0.0)
+    def _covisited(lists: Mapping[str, ScoredItems]) -> tuple[dict[str, float], dict[str, str]]:
+        """Co-visitation scores in [0, 1], strongest first, and per item its strongest anchor."""
+        anchors = [a for a, linked in lists.items() if len(linked)]
+        if not anchors:
+            return {}, {}
+        ids = np.array([i for a in anchors for i in lists[a].ids], dtype=str)
+        weights = np.concatenate([lists[a].scores for a in anchors])
+        which = np.repeat(np.arange(len(anchors)), [len(lists[a]) for a in anchors])
+        unique, inverse = np.unique(ids, return_inverse=True)
+        total = np.bincount(inverse, weights=weights)
+        top = float(total.max())
         if top <= 0:
             return {}, {}
-        return {i: v / top for i, v in total.items()}, {i: a for i, (_, a) in best.items()}
+        # Strongest link first (the earlier anchor on ties): each item's first entry wins.
+        order = np.lexsort((np.arange(len(weights)), -weights))
+        _, first = np.unique(inverse[order], return_index=True)
+        best = order[first]
+        names = unique.tolist()
+        ranked = np.lexsort((unique, -total))
+        scores = {names[j]: float(total[j] / top) for j in ranked.tolist()}
+        anchor_of = {names[j]: anchors[which[e]] for j, e in enumerate(best.tolist())
+                     if weights[e] > 0}
+        return scores, anchor_of
 
     @staticmethod
     def _lead(sources: Mapping[str, float], weights: Mapping[str, float]) -> str:
@@ -414,12 +434,17 @@ class Recommender:
         """The most popular items now, overall or in one category."""
         scope = ALL_ITEMS if category is None else category_scope(category)
         popular = self.state.top_popular(k * 2, scope)
-        scale = self._scale(popular)
+        scale = math.log1p(max(float(popular.scores.max()), 0.0)) if len(popular) else 0.0
         label = "Trending now" if category is None else f"Trending in {category}"
         items = [
             ScoredRecommendation(self.catalog[i], p, {"popularity": p}, label)
-            for i, p in self._popularity_scores(popular.ids, scale).items()
-            if i in self.catalog
+            for i, p in zip(popular.ids, log_scaled(popular.scores, scale).tolist(), strict=True)
+            if i in self.catalog and scale > 0
         ]
         items.sort(key=lambda r: (-r.score, r.item.item_id))
         return Recommendation(None, items[:k])
+
+
+def log_scaled(raw: np.ndarray, scale: float) -> np.ndarray:
+    """Popularity as the source scores it: log1p, against ``scale`` (the top's log1p), in [0, 1]."""
+    return np.minimum(1.0, np.log1p(np.maximum(raw, 0.0)) / scale)

@@ -9,6 +9,8 @@ from typing import Any
 
 from flask import current_app
 
+from api.impressions import ImpressionWriter
+from api.popularity import PopularitySnapshot
 from api.recommender import Recommender, Rules
 from core.ports import EventPublisher, StateStore, VectorIndex
 from core.settings import Settings
@@ -34,8 +36,14 @@ class ApiServices:
     #: Keeps ``catalog`` and ``index`` in step with catalog upserts (None: a fixed catalog).
     replica: CatalogReplica | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)
+    #: Served lists on their way to the state store (for attribution and the blender).
+    impressions: ImpressionWriter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.impressions = ImpressionWriter(self.state)
 
     def close(self) -> None:
+        self.impressions.close()
         for close in reversed(self.closers):
             close()
         self.closers.clear()
@@ -94,6 +102,8 @@ def build_services(settings: Settings) -> ApiServices:
             ),
             blender=BlenderCache(state).current,
             learned_variants=settings.learned_variants,
+            popularity=PopularitySnapshot(state, catalog, settings.popularity_refresh_s,
+                                          settings.popularity_snapshot_size),
         ),
         accounts=accounts,
         health_checks={

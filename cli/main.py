@@ -74,10 +74,14 @@ def serve(host: str | None, port: int | None, workers: int, threads: int) -> Non
 
 
 @cli.command()
-def consume() -> None:
+@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Consumer processes in the group (each topic's partitions are shared out).")
+def consume(processes: int) -> None:
     """Run the consumers: interactions -> online models -> Redis state."""
-    from consumers.app import create_consumer_app
+    from consumers.app import create_consumer_app, run_consumer_processes
 
+    if processes > 1:
+        sys.exit(run_consumer_processes(Settings(), processes))
     app = create_consumer_app(Settings())
     asyncio.run(app.run())
 

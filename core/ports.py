@@ -7,10 +7,10 @@ shared contract suite in ``tests/contracts``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +23,7 @@ __all__ = [
     "CatalogLog",
     "Embedder",
     "EventPublisher",
+    "HistoryMode",
     "RatingParams",
     "SearchIndex",
     "StateStore",
@@ -31,10 +32,14 @@ __all__ = [
     "Vector",
     "VectorIndex",
     "category_scope",
+    "covisit_anchors",
     "covisit_scope",
 ]
 
 Vector = npt.NDArray[np.float32]
+
+#: When :meth:`StateStore.user_state` reads a user's weighted history.
+HistoryMode = Literal["always", "without_factors", "never"]
 
 #: Popularity scope of the whole catalog; categories use ``"cat:<name>"``.
 ALL_ITEMS = "all"
@@ -50,6 +55,15 @@ def covisit_scope(item_id: str) -> str:
     return f"co:{item_id}"
 
 
+def covisit_anchors(anchors: Sequence[str], recent: Sequence[str]) -> list[str]:
+    """The items whose co-visited items a recommendation reads: ``anchors``, then ``recent``.
+
+    >>> covisit_anchors(["b"], ["a", "b", "c"])
+    ['b', 'a', 'c']
+    """
+    return list(dict.fromkeys([*anchors, *recent]))
+
+
 @dataclass(frozen=True)
 class UserState:
     """What a recommendation needs to know of one user, read in one round trip."""
@@ -60,6 +74,8 @@ class UserState:
     #: The user's collaborative vector of the asked model version, if stored.
     factors: Vector | None
     history: dict[str, float]
+    #: Items co-visited with each anchor asked for (anchor -> strongest first).
+    covisited: dict[str, ScoredItems] = field(default_factory=dict)
 
 
 @dataclass
@@ -140,8 +156,19 @@ class StateStore(Protocol):
         """The user's most recent items, newest first, without repeats."""
         ...
 
-    def user_state(self, user_id: str, recent_n: int, factors_version: str) -> UserState:
-        """Recent items, purchases, profile, collaborative vector and history of a user."""
+    def user_state(
+        self, user_id: str, recent_n: int, factors_version: str, *,
+        covisit_n: int = 0, anchors: Sequence[str] = (), recent_anchors: int = 0,
+        history: HistoryMode = "always",
+    ) -> UserState:
+        """Recent items, purchases, profile, collaborative vector and history of a user.
+
+        With ``covisit_n`` > 0, also the ``covisit_n`` items most co-visited with each
+        of ``anchors`` and of the user's ``recent_anchors`` latest items (all in the
+        same round trip: a recommendation needs them all and nothing else per user).
+        The history (only needed to fold in a vector) is read ``"always"``, only
+        ``"without_factors"`` stored for ``factors_version``, or ``"never"`` (then empty).
+        """
         ...
 
     def recent_items_many(self, user_ids: Sequence[str], n: int = 50) -> dict[str, list[str]]:
@@ -184,8 +211,8 @@ class StateStore(Protocol):
         """Factors folded in for items the model ``version`` never saw."""
         ...
 
-    def remember_impressions(self, rec_id: str, items: dict[str, str], ttl_s: int) -> None:
-        """Remember what a recommendation list showed (item -> a caller's description)."""
+    def remember_impressions(self, shown: Mapping[str, Mapping[str, str]], ttl_s: int) -> None:
+        """Remember what recommendation lists showed: rec id -> item -> a caller's description."""
         ...
 
     def impressions(self, rec_id: str) -> dict[str, str]:

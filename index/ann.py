@@ -22,6 +22,13 @@ the lock: searches wait for it (an HNSW rebuild of 1M x 64 takes minutes on
 2 cores; of 100k, seconds). Catalog churn is small, so this is rare with the
 default 0.2.
 
+The recall of an HNSW search depends on the data and grows with the graph, so
+a fixed ``efSearch`` is right for one catalog only. Given a ``target_recall``,
+:class:`HnswIndex` measures instead: after a bulk load, a rebuild or growth by a
+quarter it compares its answers with a flat scan of its own vectors on queries
+drawn like the items, and takes the smallest ``efSearch`` that reaches the
+target (:meth:`HnswIndex.calibrate`).
+
 Like :class:`index.faiss_index.FaissIndex` the indexes are thread-safe (one
 lock around reads and writes) and ``save(path)`` writes a directory
 (``index.faiss`` + ``ids.json``) that ``load(path)`` reads back.
@@ -30,8 +37,11 @@ lock around reads and writes) and ``save(path)`` writes a directory
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -43,8 +53,11 @@ from core.errors import DataNotFound, InvalidRequest
 from core.ports import Vector
 from core.types import ScoredItems
 from index.faiss_index import _check_ids, _last_wins, _read_meta, _VectorChecks, _write_dir
+from index.recall import RecallEstimate, estimate_recall, gaussian_queries, smallest_passing
 
-__all__ = ["GpuFlatIndex", "HnswIndex"]
+__all__ = ["Calibration", "GpuFlatIndex", "HnswIndex"]
+
+log = logging.getLogger(__name__)
 
 _META_FILE = "ids.json"
 _FAISS_FILE = "index.faiss"
@@ -93,6 +106,9 @@ class _RowIndex(_VectorChecks):
 
     def _hyperparameters(self) -> dict[str, Any]:
         return {"rebuild_fraction": self.rebuild_fraction}
+
+    def _after_write(self) -> None:
+        """Runs under the lock at the end of each upsert and remove."""
 
     # --- the VectorIndex port -------------------------------------------------------
 
@@ -143,6 +159,7 @@ class _RowIndex(_VectorChecks):
                 self._to_row[item_id] = start + pos
             self._rows.extend(unique)
             self._maybe_rebuild()
+            self._after_write()
 
     def remove(self, ids: Sequence[str]) -> int:
         """Remove ``ids``; return how many were present (unknown ids are ignored)."""
@@ -151,6 +168,7 @@ class _RowIndex(_VectorChecks):
             rows = [self._to_row.pop(i) for i in dict.fromkeys(ids) if i in self._to_row]
             self._bury(rows)
             self._maybe_rebuild()
+            self._after_write()
             return len(rows)
 
     def get(self, ids: Sequence[str]) -> dict[str, Vector]:
@@ -283,12 +301,45 @@ def _search(index: Any, queries: npt.NDArray[np.float32], k: int, params: Any
         faiss.omp_set_num_threads(previous)
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """The outcome of :meth:`HnswIndex.calibrate`.
+
+    Attributes
+    ----------
+    ef_search
+        The ``efSearch`` chosen (and set on the index).
+    recall
+        Recall@k measured at ``ef_search`` on the calibration queries.
+    target
+        The recall asked for; ``met`` says whether the estimate's lower bound reached it.
+    n_items
+        Live items in the index when measured.
+    seconds
+        Time the calibration took (exact answers plus the efSearch search).
+    """
+
+    ef_search: int
+    recall: RecallEstimate
+    target: float
+    n_items: int
+    seconds: float
+
+    @property
+    def met(self) -> bool:
+        """Whether the recall's lower bound reached ``target``."""
+        return self.recall.lower_bound >= self.target
+
+
 class HnswIndex(_RowIndex):
     """Approximate cosine search over item vectors in a FAISS HNSW graph, with string ids.
 
     Removal and replacement leave tombstones that searches skip; past
     ``rebuild_fraction`` of the stored rows the graph is rebuilt (see the
-    module docstring).
+    module docstring). With a ``target_recall``, ``efSearch`` is calibrated by
+    measurement (:meth:`calibrate`) after each rebuild and whenever the graph
+    has grown by a quarter since it was last calibrated, so a bulk load
+    calibrates once, at its end.
 
     Parameters
     ----------
@@ -300,7 +351,15 @@ class HnswIndex(_RowIndex):
         Candidate list size while building: more is a better graph, built slower.
     ef_search
         Candidate list size while searching (at least ``k`` is used): more is
-        better recall, slower queries.
+        better recall, slower queries. Calibration replaces it.
+    target_recall
+        Recall@10 against exact search that calibration aims for; 0 keeps
+        ``ef_search`` as given.
+    calibration_queries
+        Queries calibration measures recall on.
+    max_ef_search
+        The largest ``efSearch`` calibration may choose: it bounds the time a
+        calibration takes and what a query costs when the target is out of reach.
     rebuild_fraction
         Share of tombstoned rows that triggers a rebuild.
 
@@ -314,20 +373,49 @@ class HnswIndex(_RowIndex):
     ['cup', 'scarf']
     >>> index.remove(["cup", "tea"]), len(index), "cup" in index
     (1, 2, False)
+
+    With a target the index measures its own recall:
+
+    >>> rng = np.random.default_rng(0)
+    >>> tuned = HnswIndex(dim=16, m=8, target_recall=0.95, calibration_queries=200)
+    >>> tuned.upsert([f"i{j}" for j in range(2000)], rng.standard_normal((2000, 16)))
+    >>> tuned.calibration.met, tuned.ef_search == tuned.calibration.ef_search
+    (True, True)
     """
 
     _FORMAT = "streamrec.hnsw-index/1"
     _FILTERS_IN_SEARCH = True
+    #: Calibration reruns once the live items grew by this share since the last one.
+    _RECALIBRATE_GROWTH = 0.25
+    #: Stored vectors that the calibration queries' Gaussian is fitted on.
+    _FIT_SAMPLE = 10_000
+    #: Neighbours that calibration measures recall of (the bench's and the goal's k).
+    _K = 10
+    #: Smaller indexes are not calibrated: a search with the default efSearch sees
+    #: about all of their items, and a Gaussian fit needs a sample.
+    _MIN_CALIBRATED = 100
 
-    def __init__(self, dim: int, *, m: int = 32, ef_construction: int = 128,
-                 ef_search: int = 256, rebuild_fraction: float = 0.2) -> None:
+    def __init__(self, dim: int, *, m: int = 48, ef_construction: int = 128,
+                 ef_search: int = 256, target_recall: float = 0.0,
+                 calibration_queries: int = 1000, max_ef_search: int = 4096,
+                 rebuild_fraction: float = 0.2) -> None:
         if m < 2 or ef_construction < 1 or ef_search < 1:
             raise InvalidRequest(
                 f"need m >= 2, ef_construction >= 1, ef_search >= 1; got {m}, "
                 f"{ef_construction}, {ef_search}")
+        if not 0 <= target_recall <= 1 or calibration_queries < 2 or max_ef_search < self._K:
+            raise InvalidRequest(
+                f"need 0 <= target_recall <= 1, calibration_queries >= 2, max_ef_search >= "
+                f"{self._K}; got {target_recall}, {calibration_queries}, {max_ef_search}")
         self.m = m
         self.ef_construction = ef_construction
         self.ef_search = ef_search
+        self.target_recall = target_recall
+        self.calibration_queries = calibration_queries
+        self.max_ef_search = max_ef_search
+        #: The last :meth:`calibrate` outcome (None before the first).
+        self.calibration: Calibration | None = None
+        self._calibrated_at: tuple[int, int] | None = None  # (rebuilds, live items) then
         super().__init__(dim, rebuild_fraction=rebuild_fraction)
 
     def _new_faiss(self) -> Any:
@@ -336,19 +424,94 @@ class HnswIndex(_RowIndex):
         index.hnsw.efSearch = self.ef_search
         return index
 
-    def _params(self, selector: Any) -> Any:
+    def _params(self, selector: Any, ef_search: int | None = None) -> Any:
         params: Any = faiss.SearchParametersHNSW  # type: ignore[attr-defined]  # not in stubs
+        ef = self.ef_search if ef_search is None else ef_search
         if selector is None:
-            return params(efSearch=self.ef_search)
-        return params(sel=selector, efSearch=self.ef_search)
+            return params(efSearch=ef)
+        return params(sel=selector, efSearch=ef)
 
     def _hyperparameters(self) -> dict[str, Any]:
         return {"m": self.m, "ef_construction": self.ef_construction,
-                "ef_search": self.ef_search, "rebuild_fraction": self.rebuild_fraction}
+                "ef_search": self.ef_search, "target_recall": self.target_recall,
+                "calibration_queries": self.calibration_queries,
+                "max_ef_search": self.max_ef_search, "rebuild_fraction": self.rebuild_fraction}
+
+    def _after_write(self) -> None:
+        if not self.target_recall or len(self._to_row) < self._MIN_CALIBRATED:
+            return
+        if self._calibrated_at is not None:
+            rebuilds, size = self._calibrated_at
+            if rebuilds == self.rebuilds and len(self._to_row) <= size * (
+                    1 + self._RECALIBRATE_GROWTH):
+                return
+        self.calibrate()
+
+    def calibrate(self, queries: npt.ArrayLike | None = None) -> Calibration:
+        """Set ``ef_search`` to the smallest value whose recall@10 reaches ``target_recall``.
+
+        Recall is measured against exact answers (a flat scan of the graph's own
+        stored vectors, tombstones skipped) on ``queries``, or by default on
+        ``calibration_queries`` new vectors drawn like the stored ones (see
+        :func:`index.recall.gaussian_queries`); pass real queries (user vectors)
+        where there are some. ``efSearch`` doubles from 16 and is then bisected
+        (:func:`index.recall.smallest_passing`), at most ``max_ef_search``; a
+        value passes when its recall minus two standard errors reaches the
+        target. Searches wait while it runs (at 1M items, tens of seconds).
+
+        Raises
+        ------
+        core.errors.InvalidRequest
+            Without a ``target_recall``, with fewer than 2 items, or on queries
+            of the wrong shape.
+        """
+        if not self.target_recall:
+            raise InvalidRequest("calibration needs a target_recall above 0")
+        started = time.perf_counter()
+        with self._lock:
+            live = np.fromiter(self._to_row.values(), dtype=np.int64, count=len(self._to_row))
+            if len(live) < 2:
+                raise InvalidRequest(f"calibration needs 2 items or more, got {len(live)}")
+            rng = np.random.default_rng(len(live))  # the same index calibrates the same way
+            if queries is None:
+                fit_rows = np.sort(rng.choice(live, size=min(len(live), self._FIT_SAMPLE),
+                                              replace=False))
+                sample = self._index.reconstruct_batch(fit_rows)
+                rows = gaussian_queries(sample, self.calibration_queries, rng)
+            else:
+                rows = self._query_rows(queries)
+            selector, keep = self._selector([]) if self._dead else (None, [])
+            exact = faiss.downcast_index(self._index.storage)
+            flat_params: Any = None
+            if selector is not None:
+                flat_params = faiss.SearchParameters()
+                flat_params.sel = selector
+            truth = _search(exact, rows, self._K, flat_params)[1]
+
+            def measure(ef: int) -> RecallEstimate:
+                found = _search(self._index, rows, self._K, self._params(selector, ef))[1]
+                return estimate_recall(truth, found)
+
+            ef, recall = smallest_passing(measure, self.target_recall,
+                                          start=min(16, self.max_ef_search),
+                                          cap=self.max_ef_search)
+            del keep  # the searches are done with the selector
+            self.ef_search = ef
+            done = Calibration(ef, recall, self.target_recall, len(live),
+                               time.perf_counter() - started)
+            self.calibration = done
+            self._calibrated_at = (self.rebuilds, len(live))
+        log.log(logging.INFO if done.met else logging.WARNING,
+                "HNSW (M=%d) efSearch %d: recall@%d %.3f +- %.3f on %d queries over %d items, "
+                "target %.3f %s, %.1f s", self.m, ef, self._K, recall.mean, recall.stderr,
+                recall.queries, done.n_items, done.target,
+                "met" if done.met else f"NOT met at the efSearch cap {self.max_ef_search}",
+                done.seconds)
+        return done
 
     @classmethod
     def load(cls, path: Path) -> HnswIndex:
-        """Read an index written by :meth:`save`.
+        """Read an index written by :meth:`save` (its ``ef_search`` as calibrated then).
 
         Raises
         ------
@@ -356,6 +519,8 @@ class HnswIndex(_RowIndex):
             When ``path`` holds no saved HNSW index.
         """
         index: HnswIndex = cls._load(path)
+        if index.target_recall:  # it was calibrated on these items before it was saved
+            index._calibrated_at = (index.rebuilds, len(index))
         return index
 
 

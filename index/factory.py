@@ -3,8 +3,9 @@
 Up to ``flat_max`` items the index is exact (:class:`index.faiss_index.FaissIndex`,
 ``IndexIDMap2`` over ``IndexFlatIP``): a flat scan of 50k x 64 floats takes about
 a millisecond and is always right. Beyond it the approximate
-:class:`index.ann.HnswIndex` keeps queries fast; ``docs/benchmarks.md`` records
-its recall@10 against exact search.
+:class:`index.ann.HnswIndex` keeps queries fast, with ``efSearch`` calibrated to
+reach ``target_recall`` against exact search; ``docs/benchmarks.md`` records the
+measured recall@10.
 
 ``device="gpu"`` asks for FAISS on a GPU (the optional ``gpu`` extra, a faiss
 build with CUDA). FAISS has no HNSW on GPU, and a GPU scans millions of vectors
@@ -46,8 +47,8 @@ def gpu_unavailable_reason() -> str | None:
 
 def build_vector_index(
     dim: int, n_items: int, *, flat_max: int = 50_000, kind: IndexKind = "hnsw",
-    device: Device = "cpu", hnsw_m: int = 32, ef_construction: int = 128,
-    ef_search: int = 256, rebuild_fraction: float = 0.2,
+    device: Device = "cpu", hnsw_m: int = 48, ef_construction: int = 128,
+    ef_search: int = 256, target_recall: float = 0.95, rebuild_fraction: float = 0.2,
 ) -> VectorIndex:
     """An empty index for about ``n_items`` vectors of width ``dim``.
 
@@ -63,15 +64,18 @@ def build_vector_index(
         The approximate index past ``flat_max``: ``"hnsw"``.
     device
         ``"gpu"`` for FAISS on a GPU where available (else CPU with a warning).
-    hnsw_m, ef_construction, ef_search, rebuild_fraction
-        :class:`index.ann.HnswIndex` hyperparameters.
+    hnsw_m, ef_construction, ef_search, target_recall, rebuild_fraction
+        :class:`index.ann.HnswIndex` hyperparameters (``target_recall``: the
+        recall@10 that calibration sets ``efSearch`` for; 0 keeps ``ef_search``).
 
     Examples
     --------
     >>> build_vector_index(64, 3_600, flat_max=50_000)
     FaissIndex(dim=64)  # 0 items
-    >>> build_vector_index(64, 1_000_000, flat_max=50_000, ef_search=96)
-    HnswIndex(dim=64, m=32, ef_construction=128, ef_search=96, rebuild_fraction=0.2)  # 0 items
+    >>> build_vector_index(64, 1_000_000, flat_max=50_000, target_recall=0.9)
+    ... # doctest: +NORMALIZE_WHITESPACE
+    HnswIndex(dim=64, m=48, ef_construction=128, ef_search=256, target_recall=0.9,
+              calibration_queries=1000, max_ef_search=4096, rebuild_fraction=0.2)  # 0 items
     """
     if n_items < 0 or flat_max < 0:
         raise InvalidRequest(f"n_items and flat_max must be >= 0, got {n_items}, {flat_max}")
@@ -88,7 +92,7 @@ def build_vector_index(
     if n_items <= flat_max:
         return FaissIndex(dim)
     return HnswIndex(dim, m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search,
-                     rebuild_fraction=rebuild_fraction)
+                     target_recall=target_recall, rebuild_fraction=rebuild_fraction)
 
 
 _LOADERS: dict[str, Any] = {

@@ -239,6 +239,7 @@ def build_index(
         vectors.shape[1], len(items), flat_max=settings.index_flat_max,
         kind=settings.index_kind, device=settings.index_device, hnsw_m=settings.index_hnsw_m,
         ef_construction=settings.index_ef_construction, ef_search=settings.index_ef_search,
+        target_recall=settings.index_target_recall,
         rebuild_fraction=settings.index_rebuild_fraction,
     )
     nonzero = np.linalg.norm(vectors, axis=1) > 0  # names sharing no term: no vector

@@ -14,11 +14,20 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from core.ports import ALL_ITEMS, RatingParams, StateUpdate, UserState, Vector
+from core.ports import (
+    ALL_ITEMS,
+    HistoryMode,
+    RatingParams,
+    StateUpdate,
+    UserState,
+    Vector,
+    covisit_anchors,
+    covisit_scope,
+)
 from core.types import ScoredItems
 
 __all__ = ["DecayedScores", "InMemoryStateStore", "decay_scale", "unique_newest_first"]
@@ -226,13 +235,22 @@ class InMemoryStateStore:
         with self._lock:
             return list(self._recent.get(user_id, [])[: max(0, n)])
 
-    def user_state(self, user_id: str, recent_n: int, factors_version: str) -> UserState:
+    def user_state(
+        self, user_id: str, recent_n: int, factors_version: str, *,
+        covisit_n: int = 0, anchors: Sequence[str] = (), recent_anchors: int = 0,
+        history: HistoryMode = "always",
+    ) -> UserState:
+        recent = self.recent_items(user_id, max(recent_n, recent_anchors))
+        linked = covisit_anchors(anchors, recent[:recent_anchors]) if covisit_n > 0 else []
+        factors = self.get_user_factors([user_id], factors_version).get(user_id)
+        wanted = history == "always" or (history == "without_factors" and factors is None)
         return UserState(
-            recent=self.recent_items(user_id, recent_n),
+            recent=recent[: max(recent_n, 0)],
             purchased=self.purchased_items(user_id),
             profile=self.get_profiles([user_id]).get(user_id),
-            factors=self.get_user_factors([user_id], factors_version).get(user_id),
-            history=self.get_histories([user_id]).get(user_id, {}),
+            factors=factors,
+            history=self.get_histories([user_id]).get(user_id, {}) if wanted else {},
+            covisited={a: self.top_popular(covisit_n, covisit_scope(a)) for a in linked},
         )
 
     def recent_items_many(self, user_ids: Sequence[str], n: int = 50) -> dict[str, list[str]]:
@@ -258,9 +276,11 @@ class InMemoryStateStore:
         with self._lock:
             return {u: dict(self._history[u]) for u in user_ids if u in self._history}
 
-    def remember_impressions(self, rec_id: str, items: dict[str, str], ttl_s: int) -> None:
+    def remember_impressions(self, shown: Mapping[str, Mapping[str, str]], ttl_s: int) -> None:
         with self._lock:
-            self._impressions[rec_id] = (self.clock() + ttl_s, dict(items))
+            for rec_id, items in shown.items():
+                if items:
+                    self._impressions[rec_id] = (self.clock() + ttl_s, dict(items))
 
     def get_blob(self, name: str) -> bytes | None:
         with self._lock:

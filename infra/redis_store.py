@@ -39,8 +39,9 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -50,7 +51,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import ConfigurationError, TemporaryFailure
-from core.ports import ALL_ITEMS, RatingParams, StateUpdate, UserState, Vector
+from core.ports import (
+    ALL_ITEMS,
+    HistoryMode,
+    RatingParams,
+    StateUpdate,
+    UserState,
+    Vector,
+    covisit_scope,
+)
 from core.types import ScoredItems
 from infra.memory_store import (
     DEFAULT_COVISIT_MAX,
@@ -68,43 +77,82 @@ __all__ = ["RedisStateStore", "redis_client"]
 _DEDUPE_BUCKETS = 8
 
 # One script applies a whole batch, sent as ONE JSON argument (decoded by the server's
-# cjson): encoding one string is far cheaper for the client than thousands of
-# arguments. It does what needs server-side reads (the popularity rebase, maxima) or
-# would otherwise cost a command per item (recent lists, popularity and history
-# increments, purchased sets). KEYS: meta hash, scopes set. ARGV[1]: the payload (see
-# RedisStateStore._payload).
+# cjson) plus ONE binary argument (the float32 vectors, back to back): encoding two
+# strings is far cheaper for the client than thousands of arguments. It does what needs
+# server-side reads (the popularity rebase, maxima) or would otherwise cost a command
+# per item. Lists are flat (``key, n, member...``): far fewer Lua tables to decode.
+# Numbers go to redis.call as Lua numbers: Redis formats them with %.17g itself (exact,
+# and cheaper than string.format in the loop).
+# KEYS: meta hash, scopes set. ARGV[1]: the payload (see RedisStateStore._payload);
+# ARGV[2]: the vectors of ``p.vec``.
 _APPLY_LUA = """
 local meta, scopes = KEYS[1], KEYS[2]
 local p = cjson.decode(ARGV[1])
+local blob = ARGV[2]
 local t, hl, max_exp = p.t, p.hl, p.max_exp
+-- cmd(key, list[first..last]) a slice at a time (unpack is bounded by Lua's C stack);
+-- returns the last reply.
+local function call_many(cmd, key, list, first, last)
+  local reply
+  for i = first, last, 4000 do
+    reply = redis.call(cmd, key, unpack(list, i, math.min(i + 3999, last)))
+  end
+  return reply
+end
+if #p.ids > 0 then
+  call_many('SADD', p.seen_key, p.ids, 1, #p.ids)
+  redis.call('EXPIRE', p.seen_key, p.seen_ttl)
+end
 if p.last then
   local old = redis.call('HGET', meta, 'last_event_ts')
   if (not old) or tonumber(old) < p.last then
     redis.call('HSET', meta, 'last_event_ts', string.format('%.17g', p.last))
   end
 end
-for _, entry in ipairs(p.recent) do
-  local key, items = p.recent_prefix .. entry[1], entry[2]
-  for j = 1, #items do redis.call('LREM', key, 0, items[j]) end
-  for j = #items, 1, -1 do redis.call('LPUSH', key, items[j]) end
-  redis.call('LTRIM', key, 0, p.recent_max - 1)
+-- recent: user, n, n distinct items oldest first (LPUSH leaves the last at the head)
+local r, i = p.recent, 1
+while i <= #r do
+  local key, n = p.recent_prefix .. r[i], r[i + 1]
+  for j = i + 2, i + 1 + n do redis.call('LREM', key, 0, r[j]) end
+  if call_many('LPUSH', key, r, i + 2, i + 1 + n) > p.recent_max then
+    redis.call('LTRIM', key, 0, p.recent_max - 1)
+  end
+  i = i + 2 + n
 end
-for _, entry in ipairs(p.hist) do
-  local key, pairs_ = p.hist_prefix .. entry[1], entry[2]
-  for j = 1, #pairs_ do
-    redis.call('HINCRBYFLOAT', key, pairs_[j][1], string.format('%.17g', pairs_[j][2]))
+-- hist, ihist: owner, n, n (member, increment) pairs
+for _, section in ipairs({{p.hist_prefix, p.hist}, {p.ihist_prefix, p.ihist}}) do
+  local prefix, h = section[1], section[2]
+  i = 1
+  while i <= #h do
+    local key, n = prefix .. h[i], h[i + 1]
+    for j = i + 2, i + 2 * n, 2 do redis.call('HINCRBYFLOAT', key, h[j], h[j + 1]) end
+    i = i + 2 + 2 * n
   end
 end
-for _, entry in ipairs(p.ihist) do
-  local key, pairs_ = p.ihist_prefix .. entry[1], entry[2]
-  for j = 1, #pairs_ do
-    redis.call('HINCRBYFLOAT', key, pairs_[j][1], string.format('%.17g', pairs_[j][2]))
+-- bought: user, n, n items
+local b = p.bought
+i = 1
+while i <= #b do
+  call_many('SADD', p.bought_prefix .. b[i], b, i + 2, i + 1 + b[i + 1])
+  i = i + 2 + b[i + 1]
+end
+-- vec: hash key, bytes per value, n, n fields; the values are consecutive in ARGV[2]
+local v, offset = p.vec, 0
+i = 1
+while i <= #v do
+  local key, size, n = v[i], v[i + 1], v[i + 2]
+  local args = {}
+  for j = i + 3, i + 2 + n do
+    args[#args + 1] = v[j]
+    args[#args + 1] = string.sub(blob, offset + 1, offset + size)
+    offset = offset + size
   end
+  call_many('HSET', key, args, 1, #args)
+  i = i + 3 + n
 end
-for _, entry in ipairs(p.bought) do
-  redis.call('SADD', p.bought_prefix .. entry[1], unpack(entry[2]))
-end
-if #p.pop == 0 then return 0 end
+-- pop: scope, n, n (item, weight) pairs
+local pop = p.pop
+if #pop == 0 then return 0 end
 local ref = tonumber(redis.call('HGET', meta, 'pop_ref') or t)
 local rebased = 0
 if (t - ref) / hl > max_exp then
@@ -122,18 +170,67 @@ if (not now) or tonumber(now) < t then
   redis.call('HSET', meta, 'pop_now', string.format('%.17g', t))
 end
 local scale = 2 ^ ((t - ref) / hl)
-for _, entry in ipairs(p.pop) do
-  local scope, pairs_ = entry[1], entry[2]
+local names = {}
+i = 1
+while i <= #pop do
+  local scope, n = pop[i], pop[i + 1]
   local key = p.pop_prefix .. scope
-  redis.call('SADD', scopes, scope)
-  for j = 1, #pairs_ do
-    redis.call('ZINCRBY', key, string.format('%.17g', pairs_[j][2] * scale), pairs_[j][1])
+  names[#names + 1] = scope
+  for j = i + 2, i + 2 * n, 2 do
+    redis.call('ZINCRBY', key, pop[j + 1] * scale, pop[j])
   end
   if string.sub(scope, 1, 3) == 'co:' and redis.call('ZCARD', key) > p.co_cap then
     redis.call('ZREMRANGEBYRANK', key, 0, -(p.co_cap + 1))
   end
+  i = i + 2 + 2 * n
 end
+call_many('SADD', scopes, names, 1, #names)
 return rebased
+"""
+
+# One recommendation's per-user reads, in one round trip. ARGV: recent key, purchased key,
+# profiles hash, user id, factors hash, history key, recent n, co-visit n, recent anchors,
+# co-visitation key prefix, meta key, history mode, explicit anchors... Returns recent, purchased,
+# profile, factors, history (flat), then, with co-visit n > 0, the popularity meta
+# (pop_ref, pop_now) and a flat [anchor, [item, score, ...], ...] list.
+_USER_STATE_LUA = """
+local recent_n, co_n, n_anchors = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local recent = redis.call('LRANGE', ARGV[1], 0, math.max(recent_n, n_anchors, 1) - 1)
+local factors, history = redis.call('HGET', ARGV[5], ARGV[4]), {}
+if ARGV[12] == 'always' or (ARGV[12] == 'without_factors' and not factors) then
+  history = redis.call('HGETALL', ARGV[6])
+end
+local out = {recent, redis.call('SMEMBERS', ARGV[2]), redis.call('HGET', ARGV[3], ARGV[4]),
+             factors, history}
+if co_n > 0 then
+  local anchors, seen = {}, {}
+  for j = 13, #ARGV do
+    if not seen[ARGV[j]] then seen[ARGV[j]] = true; anchors[#anchors + 1] = ARGV[j] end
+  end
+  for j = 1, math.min(n_anchors, #recent) do
+    local a = recent[j]
+    if not seen[a] then seen[a] = true; anchors[#anchors + 1] = a end
+  end
+  local lists = {}
+  for _, a in ipairs(anchors) do
+    lists[#lists + 1] = a
+    lists[#lists + 1] = redis.call('ZREVRANGE', ARGV[10] .. a, 0, co_n - 1, 'WITHSCORES')
+  end
+  out[6] = redis.call('HMGET', ARGV[11], 'pop_ref', 'pop_now')
+  out[7] = lists
+end
+return out
+"""
+
+# KEYS: meta key, then one sorted set per scope. ARGV[1]: n. Returns the meta pair
+# (pop_ref, pop_now), then each scope's flat [item, score, ...] top n: raw strings,
+# which parse far faster than redis-py's per-pair score conversion.
+_TOP_MANY_LUA = """
+local out = {redis.call('HMGET', KEYS[1], 'pop_ref', 'pop_now')}
+for j = 2, #KEYS do
+  out[j] = redis.call('ZREVRANGE', KEYS[j], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
+end
+return out
 """
 
 # KEYS: none. ARGV[1]: JSON list of keys. Returns each list's first ARGV[2] elements.
@@ -152,13 +249,19 @@ for i, key in ipairs(cjson.decode(ARGV[1])) do out[i] = redis.call('HGETALL', ke
 return out
 """
 
-# KEYS: the live dedupe buckets. ARGV: event ids. Returns 1/0 per id (seen in any bucket).
+# KEYS: the live dedupe buckets. ARGV[1]: JSON list of event ids. Returns the ids found
+# in any bucket (usually none): one SMISMEMBER per bucket, not one call per id and bucket.
 _SEEN_LUA = """
+local ids = cjson.decode(ARGV[1])
 local out = {}
-for i, id in ipairs(ARGV) do
-  out[i] = 0
-  for _, key in ipairs(KEYS) do
-    if redis.call('SISMEMBER', key, id) == 1 then out[i] = 1; break end
+for _, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then
+    for i = 1, #ids, 4000 do
+      local flags = redis.call('SMISMEMBER', key, unpack(ids, i, math.min(i + 3999, #ids)))
+      for k = 1, #flags do
+        if flags[k] == 1 then out[#out + 1] = ids[i + k - 1] end
+      end
+    end
   end
 end
 return out
@@ -179,6 +282,12 @@ def redis_failures(what: str) -> Iterator[None]:
         yield
     except (RedisConnectionError, RedisTimeoutError, BusyLoadingError) as exc:
         raise TemporaryFailure(f"Redis {what} failed: {exc}") from exc
+
+
+def _scored(flat: list[bytes], scale: float) -> ScoredItems:
+    """A flat ``[item, score, item, score, ...]`` reply as scored items, scores times ``scale``."""
+    ids = [item.decode() for item in flat[0::2]]
+    return ScoredItems(ids, np.array(flat[1::2], dtype=np.float64) * scale)
 
 
 def _num(value: float) -> str:
@@ -240,6 +349,8 @@ class RedisStateStore:
         self._seen_script = client.register_script(_SEEN_LUA)
         self._lrange_many = client.register_script(_LRANGE_MANY_LUA)
         self._hgetall_many = client.register_script(_HGETALL_MANY_LUA)
+        self._user_state = client.register_script(_USER_STATE_LUA)
+        self._top_many = client.register_script(_TOP_MANY_LUA)
         self._meta = f"{prefix}meta"
         self._scopes = f"{prefix}meta:scopes"
         self._profiles = f"{prefix}profiles"
@@ -302,30 +413,16 @@ class RedisStateStore:
             return set()
         keys = [self._seen_key(b) for b in self._live_buckets(self.clock())]
         with redis_failures("seen_events"):
-            flags: list[int] = self._seen_script(keys=keys, args=ids)
-        return {i for i, flag in zip(ids, flags, strict=True) if flag}
+            found: list[bytes] = self._seen_script(keys=keys, args=[json.dumps(ids)])
+        return {i.decode() for i in found}
 
     def apply(self, update: StateUpdate) -> None:
         pipe = self.client.pipeline(transaction=True)
         queued = False
-        if update.event_ids:
-            now = self.clock()
-            bucket = math.floor(now / self._bucket_s)
-            key = self._seen_key(bucket)
-            pipe.sadd(key, *update.event_ids)
-            # The bucket lives until its last member is older than the TTL.
-            pipe.expire(key, math.ceil((bucket + 1) * self._bucket_s + self.dedupe_ttl_s - now))
-            queued = True
-        payload = self._payload(update)
-        if payload is not None:
+        script = self._script_args(update)
+        if script is not None:
             # Plain EVAL inside MULTI: a NOSCRIPT error there would leave the rest applied.
-            pipe.eval(_APPLY_LUA, 2, self._meta, self._scopes, payload)
-            queued = True
-        if update.profiles:
-            pipe.hset(self._profiles, mapping={
-                user: np.asarray(vector, dtype=np.float32).tobytes()
-                for user, vector in update.profiles.items()
-            })
+            pipe.eval(_APPLY_LUA, 2, self._meta, self._scopes, *script)
             queued = True
         if update.blobs:
             pipe.hset(f"{self.prefix}blobs", mapping=dict(update.blobs.items()))
@@ -333,23 +430,6 @@ class RedisStateStore:
         if update.rating is not None:
             pipe.hset(self._rating_key("meta"), mapping={
                 "n": repr(update.rating.n), "mean": repr(update.rating.mean)})
-            for kind, params in (("u", update.rating.users), ("i", update.rating.items)):
-                if params:
-                    pipe.hset(self._rating_key(kind), mapping={
-                        k: np.asarray(v, dtype=np.float32).tobytes() for k, v in params.items()
-                    })
-            queued = True
-        if update.item_factors:
-            pipe.hset(f"{self.prefix}ifactors:{update.factors_version}", mapping={
-                item: np.asarray(v, dtype=np.float32).tobytes()
-                for item, v in update.item_factors.items()
-            })
-            queued = True
-        if update.user_factors:
-            pipe.hset(self._factors_key(update.factors_version), mapping={
-                user: np.asarray(vector, dtype=np.float32).tobytes()
-                for user, vector in update.user_factors.items()
-            })
             queued = True
         for name, delta in update.counters.items():
             pipe.hincrby(self._counters, name, int(delta))
@@ -358,32 +438,61 @@ class RedisStateStore:
             with redis_failures("apply"):
                 pipe.execute()
 
-    def _payload(self, update: StateUpdate) -> str | None:
-        recent = [
-            [user, newest] for user, items in update.recent.items()
-            if (newest := unique_newest_first(items)[: self.recent_max])
-        ]
-        pop = [[scope, list(weights.items())] for scope, weights in update.popularity.items()
-               if weights]
-        hist = [[user, list(weights.items())] for user, weights in update.history.items()
-                if weights]
-        bought = [[user, list(dict.fromkeys(items))] for user, items in update.purchased.items()
-                  if items]
-        ihist = [[item, list(w.items())] for item, w in update.item_history.items() if w]
-        if not (recent or pop or hist or bought or ihist) and update.last_event_ts is None:
+    def _script_args(self, update: StateUpdate) -> tuple[str, bytes] | None:
+        """The apply script's payload (JSON) and vectors (float32 bytes), or None: no work."""
+        recent: list[str | int] = []
+        for user, items in update.recent.items():
+            newest = unique_newest_first(items)[: self.recent_max] if len(items) > 1 else items
+            if newest:
+                recent += (user, len(newest), *reversed(newest))
+        vec: list[str | int] = []
+        blob: list[bytes] = []
+        for key, vectors in self._vector_hashes(update):
+            # One section per value size (a hash's vectors normally share one).
+            by_size: dict[int, list[tuple[str, bytes]]] = {}
+            for field_, vector in vectors.items():
+                raw = np.asarray(vector, dtype=np.float32).tobytes()
+                by_size.setdefault(len(raw), []).append((field_, raw))
+            for size, entries in by_size.items():
+                vec += (key, size, len(entries), *(f for f, _ in entries))
+                blob += (raw for _, raw in entries)
+        pop = _flat_pairs(update.popularity)
+        hist = _flat_pairs(update.history)
+        ihist = _flat_pairs(update.item_history)
+        bought: list[str | int] = []
+        for user, items in update.purchased.items():
+            if items:
+                distinct = list(dict.fromkeys(items))
+                bought += (user, len(distinct), *distinct)
+        if not (update.event_ids or recent or vec or pop or hist or ihist or bought
+                or update.last_event_ts is not None):
             return None
-        payload = {
+        now = self.clock()
+        bucket = math.floor(now / self._bucket_s)
+        payload: dict[str, Any] = {
             "t": update.popularity_at, "hl": self.half_life_s, "max_exp": self.max_exponent,
-            "co_cap": self.covisit_max,
-            "recent_max": self.recent_max, "recent_prefix": self._recent_key(""),
-            "pop_prefix": self._pop_key(""), "hist_prefix": self._history_key(""),
+            "co_cap": self.covisit_max, "recent_max": self.recent_max,
+            "ids": update.event_ids, "seen_key": self._seen_key(bucket),
+            # The bucket lives until its last member is older than the TTL.
+            "seen_ttl": math.ceil((bucket + 1) * self._bucket_s + self.dedupe_ttl_s - now),
+            "recent_prefix": self._recent_key(""), "pop_prefix": self._pop_key(""),
+            "hist_prefix": self._history_key(""), "ihist_prefix": f"{self.prefix}ihist:",
             "bought_prefix": self._purchased_key(""),
-            "recent": recent, "pop": pop, "hist": hist, "bought": bought, "ihist": ihist,
-            "ihist_prefix": f"{self.prefix}ihist:",
+            "recent": recent, "pop": pop, "hist": hist, "ihist": ihist, "bought": bought,
+            "vec": vec,
         }
         if update.last_event_ts is not None:  # JSON null would be a truthy userdata in Lua
             payload["last"] = update.last_event_ts
-        return json.dumps(payload, separators=(",", ":"))
+        return json.dumps(payload, separators=(",", ":")), b"".join(blob)
+
+    def _vector_hashes(self, update: StateUpdate) -> Iterator[tuple[str, dict[str, Vector]]]:
+        """(hash key, field -> vector) of every float32 vector the update writes."""
+        yield self._profiles, update.profiles
+        if update.rating is not None:
+            yield self._rating_key("u"), update.rating.users
+            yield self._rating_key("i"), update.rating.items
+        yield f"{self.prefix}ifactors:{update.factors_version}", update.item_factors
+        yield self._factors_key(update.factors_version), update.user_factors
 
     def recent_items(self, user_id: str, n: int = 50) -> list[str]:
         if n <= 0:
@@ -392,21 +501,32 @@ class RedisStateStore:
             raw: list[Any] = self.client.lrange(self._recent_key(user_id), 0, n - 1)
         return [item.decode() for item in raw]
 
-    def user_state(self, user_id: str, recent_n: int, factors_version: str) -> UserState:
+    def user_state(
+        self, user_id: str, recent_n: int, factors_version: str, *,
+        covisit_n: int = 0, anchors: Sequence[str] = (), recent_anchors: int = 0,
+        history: HistoryMode = "always",
+    ) -> UserState:
+        args: list[str | int] = [
+            self._recent_key(user_id), self._purchased_key(user_id), self._profiles,
+            user_id, self._factors_key(factors_version), self._history_key(user_id),
+            max(recent_n, 0), max(covisit_n, 0), max(recent_anchors, 0),
+            self._pop_key(covisit_scope("")), self._meta, history, *anchors]
         with redis_failures("user_state"):
-            pipe = self.client.pipeline(transaction=False)
-            pipe.lrange(self._recent_key(user_id), 0, max(recent_n, 1) - 1)
-            pipe.smembers(self._purchased_key(user_id))
-            pipe.hget(self._profiles, user_id)
-            pipe.hget(self._factors_key(factors_version), user_id)
-            pipe.hgetall(self._history_key(user_id))
-            recent, bought, profile, factors, history = pipe.execute()
+            reply: list[Any] = self._user_state(keys=[], args=args)
+        recent, bought, profile, factors, weights = reply[:5]
+        covisited: dict[str, ScoredItems] = {}
+        if len(reply) > 5:
+            scale, lists = self._read_scale(reply[5]), reply[6]
+            covisited = {lists[j].decode(): _scored(lists[j + 1], scale)
+                         for j in range(0, len(lists), 2)}
         return UserState(
             recent=[i.decode() for i in recent][: max(recent_n, 0)],
             purchased={i.decode() for i in bought},
             profile=None if profile is None else np.frombuffer(profile, np.float32).copy(),
             factors=None if factors is None else np.frombuffer(factors, np.float32).copy(),
-            history={k.decode(): float(v) for k, v in history.items()},
+            history={weights[j].decode(): float(weights[j + 1])
+                     for j in range(0, len(weights), 2)},
+            covisited=covisited,
         )
 
     def recent_items_many(self, user_ids: Sequence[str], n: int = 50) -> dict[str, list[str]]:
@@ -423,16 +543,10 @@ class RedisStateStore:
         if n <= 0 or not wanted:
             return {scope: ScoredItems.empty() for scope in wanted}
         with redis_failures("top_popular_many"):
-            pipe = self.client.pipeline(transaction=True)
-            for scope in wanted:
-                pipe.zrevrange(self._pop_key(scope), 0, n - 1, withscores=True)
-            pipe.hmget(self._meta, ["pop_ref", "pop_now"])
-            *ranked, meta = pipe.execute()
+            meta, *ranked = self._top_many(
+                keys=[self._meta, *(self._pop_key(scope) for scope in wanted)], args=[n])
         scale = self._read_scale(meta)
-        return {
-            scope: ScoredItems.from_pairs([(i.decode(), score * scale) for i, score in pairs])
-            for scope, pairs in zip(wanted, ranked, strict=True)
-        }
+        return {scope: _scored(flat, scale) for scope, flat in zip(wanted, ranked, strict=True)}
 
     def _read_scale(self, pipe_result: list[Any]) -> float:
         ref, now = pipe_result
@@ -443,13 +557,7 @@ class RedisStateStore:
     def top_popular(self, n: int, scope: str = ALL_ITEMS) -> ScoredItems:
         if n <= 0:
             return ScoredItems.empty()
-        with redis_failures("top_popular"):
-            pipe = self.client.pipeline(transaction=True)  # no rebase between the reads
-            pipe.zrevrange(self._pop_key(scope), 0, n - 1, withscores=True)
-            pipe.hmget(self._meta, ["pop_ref", "pop_now"])
-            ranked, meta = pipe.execute()
-        scale = self._read_scale(meta)
-        return ScoredItems.from_pairs([(item.decode(), score * scale) for item, score in ranked])
+        return self.top_popular_many([scope], n)[scope]
 
     def popularity(self, item_ids: Sequence[str], scope: str = ALL_ITEMS) -> ScoredItems:
         ids = list(dict.fromkeys(item_ids))
@@ -490,14 +598,17 @@ class RedisStateStore:
             if flat
         }
 
-    def remember_impressions(self, rec_id: str, items: dict[str, str], ttl_s: int) -> None:
-        if not items:
+    def remember_impressions(self, shown: Mapping[str, Mapping[str, str]], ttl_s: int) -> None:
+        lists = {rec_id: items for rec_id, items in shown.items() if items}
+        if not lists:
             return
-        key = f"{self.prefix}imp:{rec_id}"
         with redis_failures("remember_impressions"):
             pipe = self.client.pipeline(transaction=True)
-            pipe.hset(key, mapping=dict(items.items()))
-            pipe.expire(key, ttl_s)
+            for rec_id, items in lists.items():
+                key = f"{self.prefix}imp:{rec_id}"
+                fields: dict[Any, Any] = dict(items)
+                pipe.hset(key, mapping=fields)
+                pipe.expire(key, ttl_s)
             pipe.execute()
 
     def get_blob(self, name: str) -> bytes | None:
@@ -585,6 +696,16 @@ class RedisStateStore:
                     batch.clear()
             if batch:
                 self.client.unlink(*batch)
+
+
+def _flat_pairs(nested: dict[str, dict[str, float]]) -> list[str | int | float]:
+    """``{key: {member: x}}`` as the script's flat ``key, n, member, x, ...``."""
+    flat: list[str | int | float] = []
+    for key, members in nested.items():
+        if members:
+            flat += (key, len(members))
+            flat += chain.from_iterable(members.items())
+    return flat
 
 
 def _glob_escape(text: str) -> str:

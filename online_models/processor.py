@@ -9,7 +9,7 @@ changes nothing twice: applied event ids are skipped.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -94,7 +94,10 @@ class StreamProcessor:
         """The state change of ``events``, skipping ones already applied.
 
         ``counters`` are extra increments to write in the same transaction
-        (dead letters of the batch, for instance).
+        (dead letters of the batch, for instance). Everything is summed over the
+        batch before it reaches the store (one increment per scope and item, per
+        user and item, one recent-list push per user), so the store's work grows
+        with the distinct keys a batch touches, not with its events.
         """
         update = StateUpdate(counters=dict(counters or {}))
         if not events:
@@ -102,8 +105,9 @@ class StreamProcessor:
         seen = self.store.seen_events([e.event_id for e in events])
         fresh: list[InteractionEvent] = []
         stamps: list[float] = []
-        for ts, _, event in sorted(((e.ts, n, e) for n, e in enumerate(events)),
-                                   key=lambda t: (t[0], t[1])):
+        # Event time once per event (``ts`` converts a datetime each time); ties keep
+        # arrival order.
+        for ts, _, event in sorted([(e.ts, n, e) for n, e in enumerate(events)]):
             if event.event_id in seen:
                 continue
             seen.add(event.event_id)  # a duplicate inside the batch counts once too
@@ -121,42 +125,43 @@ class StreamProcessor:
         # Increments are all written at the batch's time: pre-decay each one so the
         # result equals applying it at its own event time.
         decays = np.exp2((np.array(stamps) - batch_ts) / self.half_life_s).tolist()
-        vectors = self.index.get(list({e.item_id for e in fresh}))
-        tally: dict[str, int] = defaultdict(int, update.counters)
-        popularity: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-        recent: dict[str, list[str]] = defaultdict(list)
-        # Each user's items before this batch, newest first; advanced event by event.
-        users = list({e.user_id for e in fresh})
+        vectors = self.index.get(list(dict.fromkeys(e.item_id for e in fresh)))
+        users = list(dict.fromkeys(e.user_id for e in fresh))
+        # Each user's newest items before this batch, advanced event by event.
         history = self.store.recent_items_many(users, self.covisit_window)
+        window = self.covisit_window
+        overall: dict[str, float] = defaultdict(float)
+        covisits: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        recent: dict[str, list[str]] = defaultdict(list)
         weights: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-        profile_steps: dict[str, list[tuple[str, float]]] = defaultdict(list)
+        steps: tuple[list[str], list[str], list[float]] = ([], [], [])  # user, item, weight
+        unknown = 0
 
         for event, decay in zip(fresh, decays, strict=True):
-            update.event_ids.append(event.event_id)
-            tally[f"events.{event.event_type}"] += 1
-            recent[event.user_id].append(event.item_id)
+            user, item = event.user_id, event.item_id
+            recent[user].append(item)
             weight = implicit_weight(event)
             if weight > 0:
-                weights[event.user_id][event.item_id] += weight
+                weights[user][item] += weight
             if isinstance(event, Purchased):
-                update.purchased.setdefault(event.user_id, []).append(event.item_id)
+                update.purchased.setdefault(user, []).append(item)
             decayed = weight * decay
-            popularity[ALL_ITEMS][event.item_id] += decayed
-            category = self.categories.get(event.item_id)
-            if category:
-                popularity[category_scope(category)][event.item_id] += decayed
-            before = history.get(event.user_id, [])
-            for partner in before[: self.covisit_window]:
-                if partner != event.item_id:
-                    popularity[covisit_scope(event.item_id)][partner] += decayed
-                    popularity[covisit_scope(partner)][event.item_id] += decayed
-            history[event.user_id] = [event.item_id, *(i for i in before if i != event.item_id)]
-            if event.item_id not in vectors:
-                tally["events.unknown_item"] += 1
+            overall[item] += decayed
+            before = history.get(user, ())
+            for partner in before:
+                if partner != item:
+                    covisits[item][partner] += decayed
+                    covisits[partner][item] += decayed
+            history[user] = [item, *[i for i in before if i != item][: window - 1]]
+            if item not in vectors:
+                unknown += 1
             elif weight > 0:  # a 1-star rating says "not this", not "more like this"
-                profile_steps[event.user_id].append((event.item_id, weight))
+                steps[0].append(user)
+                steps[1].append(item)
+                steps[2].append(weight)
 
-        self._fold_profiles(update, profile_steps, vectors)
+        update.event_ids = [e.event_id for e in fresh]
+        self._fold_profiles(update, steps, vectors)
         self._learn_clicks(update, [e for e in fresh if isinstance(e, ItemClicked) and e.rec_id])
         ratings = [e for e in fresh if isinstance(e, Rated)]
         if ratings and self.rating_model is not None:
@@ -165,11 +170,28 @@ class StreamProcessor:
             update.rating = self.rating_model.learn(ratings, params)
         update.history = {u: dict(w) for u, w in weights.items()}
         self._fold_in(update, users)
-        tally["events.total"] += len(fresh)
-        update.counters = {**dict(tally), **update.counters}
-        update.popularity = {scope: dict(items) for scope, items in popularity.items()}
+        kinds = Counter(e.event_type for e in fresh)
+        tally = {f"events.{kind}": n for kind, n in kinds.items()}
+        if unknown:
+            tally["events.unknown_item"] = unknown
+        tally["events.total"] = len(fresh)
+        update.counters = {**tally, **update.counters}
+        update.popularity = self._scopes(overall, covisits)
         update.recent = dict(recent)
         return update
+
+    def _scopes(
+        self, overall: dict[str, float], covisits: dict[str, dict[str, float]]
+    ) -> dict[str, dict[str, float]]:
+        """Popularity increments by scope: all items, per category, co-visitation."""
+        scopes: dict[str, dict[str, float]] = {ALL_ITEMS: dict(overall)}
+        for item, weight in overall.items():
+            category = self.categories.get(item)
+            if category:
+                scopes.setdefault(category_scope(category), {})[item] = weight
+        for item, partners in covisits.items():
+            scopes[covisit_scope(item)] = dict(partners)
+        return scopes
 
     def _learn_clicks(self, update: StateUpdate, clicks: list[InteractionEvent]) -> None:
         if self.blender is None or not clicks:
@@ -188,19 +210,18 @@ class StreamProcessor:
     def _fold_profiles(
         self,
         update: StateUpdate,
-        steps: Mapping[str, list[tuple[str, float]]],
+        steps: tuple[list[str], list[str], list[float]],
         vectors: Mapping[str, Vector],
     ) -> None:
-        """Each user's content profile after their events of the batch, in one product."""
-        if not steps:
+        """Every user's content profile after their events of the batch, in one pass."""
+        users, items, weights = steps
+        if not users:
             return
-        current = self.store.get_profiles(list(steps))
-        for user, touched in steps.items():
-            update.profiles[user] = self.profile.fold(
-                current.get(user),
-                np.stack([vectors[item] for item, _ in touched]),
-                np.array([w for _, w in touched]),
-            )
+        rows = {item: n for n, item in enumerate(dict.fromkeys(items))}
+        matrix = np.stack([vectors[item] for item in rows])
+        update.profiles = self.profile.fold_many(
+            self.store.get_profiles(list(dict.fromkeys(users))), users,
+            matrix[[rows[item] for item in items]], np.array(weights))
 
     def _fold_in(self, update: StateUpdate, users: list[str]) -> None:
         foldin = self.collaborative() if self.collaborative is not None else None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -92,3 +93,11 @@ def toy_services(settings: Settings | None = None, accounts: AccountStore | None
         accounts=accounts or toy_accounts(),
         health_checks={"redis": state.ping, "kafka": lambda: not publisher.fail},
     )
+
+
+def wait_until(condition: Callable[[], object], timeout_s: float = 5.0) -> None:
+    """Poll ``condition`` until it is true; fail the test after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.005)

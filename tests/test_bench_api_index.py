@@ -31,13 +31,30 @@ def test_index_bench_writes_a_row_per_index_with_recall_and_qps(tmp_path: Path) 
         "--ef-construction", "40", "--ef-search", "16,64", "--json", str(out)])
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())
-    assert [(r["index"], r.get("ef_search")) for r in rows] == [
-        ("flat", None), ("hnsw", 16), ("hnsw", 64)]
+    assert [(r["index"], r.get("calibrated")) for r in rows] == [
+        ("flat", None), ("hnsw", True), ("hnsw", False), ("hnsw", False)]
+    assert [r["ef_search"] for r in rows[2:]] == [16, 64]
+    calibrated = rows[1]
+    assert calibrated["calibrated"] is True and calibrated["target_recall"] == 0.95
+    assert calibrated["calibration_met"] is True and calibrated["calibrated_recall"] >= 0.95
+    assert calibrated["m"] == 8 and 16 <= calibrated["ef_search"] <= 4096
+    assert _positive(calibrated["calibrate_s"])
     for row in rows:
         assert row["n_items"] == 2000
         assert 0 < row["recall_at_10"] <= 1
         assert _positive(row["qps"]) and _positive(row["qps_batch"])
+        assert _positive(row["build_s"])
     assert rows[0]["recall_at_10"] == 1.0
+
+
+def test_index_bench_without_a_target_measures_only_the_asked_ef_search(tmp_path: Path) -> None:
+    out = tmp_path / "index.json"
+    result = CliRunner().invoke(bench_group, [
+        "index", "--sizes", "500", "--dim", "8", "--queries", "20", "--m", "8",
+        "--target-recall", "0", "--ef-search", "32", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())
+    assert [(r["index"], r.get("ef_search")) for r in rows] == [("flat", None), ("hnsw", 32)]
 
 
 def test_index_bench_rejects_a_malformed_size_list() -> None:

@@ -28,6 +28,7 @@ def test_clicks_on_served_lists_teach_the_blender_and_the_learned_variant_follow
     for n in range(40):  # the shopper keeps clicking content matches, skipping popular mugs
         shown = client.get("/api/recommendations?user_id=s&k=8&variant=default").get_json()
         content_pick = next(i for i in shown["items"] if i["category"] == "Bags")
+        services.impressions.flush()  # written in the background: a real click comes later
         processor.apply([ItemClicked(user_id=f"s{n}", item_id=content_pick["item_id"],
                                      rec_id=shown["rec_id"], timestamp=200.0 + n)])
 

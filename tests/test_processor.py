@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pytest
 
-from core.events import ItemViewed, Purchased, Rated
+from core.events import (
+    AddedToCart,
+    InteractionEvent,
+    ItemClicked,
+    ItemViewed,
+    Purchased,
+    Rated,
+)
+from core.ports import Vector
 from infra.memory_store import InMemoryStateStore
 from online_models.processor import StreamProcessor
 from online_models.profile import ContentProfile
@@ -130,3 +140,90 @@ def test_profiles_do_not_depend_on_how_the_stream_is_cut_into_batches(store) -> 
             processor.apply(batch)
     np.testing.assert_allclose(whole.get_profiles(["u1"])["u1"],
                                split.get_profiles(["u1"])["u1"], atol=1e-6)
+
+
+def mixed_stream(n: int, users: int, seed: int) -> list[InteractionEvent]:
+    """Mixed kinds (ratings and unknown items too) in time order; some ids redelivered later."""
+    rng = np.random.default_rng(seed)
+    items = [*toy_catalog(), "not-in-catalog"]
+    kinds = (ItemViewed, ItemClicked, AddedToCart, Purchased, Rated)
+    keyed: list[tuple[float, InteractionEvent]] = []
+    for k in range(n):
+        kind = kinds[int(rng.integers(len(kinds)))]
+        extra = {"rating": int(rng.integers(1, 6))} if kind is Rated else {}
+        event = kind(user_id=f"u{rng.integers(users)}",
+                     item_id=items[int(rng.integers(len(items)))],
+                     timestamp=1_000_000.0 + 7 * k + float(rng.uniform(0, 6)), **extra)
+        keyed.append((k, event))
+        if rng.random() < 0.05:  # a producer's retry, somewhere after the original
+            keyed.append((float(rng.uniform(k + 0.5, n)), event))
+    return [event for _, event in sorted(keyed, key=lambda pair: pair[0])]
+
+
+class _State(NamedTuple):
+    counters: dict[str, int]
+    recent: dict[str, list[str]]
+    popularity: dict[str, dict[str, float]]
+    histories: dict[str, dict[str, float]]
+    purchased: dict[str, set[str]]
+    profiles: dict[str, Vector]
+
+
+def _state(store: InMemoryStateStore, users: list[str]) -> _State:
+    scopes = ["all", *(f"cat:{c}" for c in CATEGORIES), *(f"co:{i}" for i in toy_catalog())]
+    return _State(
+        store.counters(), store.recent_items_many(users, 50),
+        {s: store.top_popular(100, s).as_dict() for s in scopes},
+        store.get_histories(users), {u: store.purchased_items(u) for u in users},
+        store.get_profiles(users),
+    )
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_summing_a_batch_gives_the_state_of_one_event_at_a_time(seed: int) -> None:
+    # The processor adds up a batch (per scope and item, per user) before the store sees
+    # it; however the stream is cut, the state must be that of one event per batch.
+    index = toy_index(toy_catalog())
+    categories = {i: it.category for i, it in toy_catalog().items()}
+    events = mixed_stream(600, 25, seed)
+    users = [f"u{n}" for n in range(25)]
+    cuts = np.random.default_rng(seed).integers(1, 120, len(events)).tolist()
+    states = []
+    for sizes in ([1] * len(events), cuts, [len(events)]):
+        store = InMemoryStateStore(half_life_s=HOUR, covisit_max=1000)
+        processor = StreamProcessor(store, index, categories, half_life_s=HOUR,
+                                    profile=ContentProfile(0.3), covisit_window=3)
+        start = 0
+        for size in sizes:
+            processor.apply(events[start:start + size])
+            start += size
+        states.append(_state(store, users))
+    one_by_one = states[0]
+    assert one_by_one.counters["events.duplicate"] > 0
+    for other in states[1:]:
+        assert other.counters == one_by_one.counters
+        assert other.recent == one_by_one.recent
+        assert other.purchased == one_by_one.purchased
+        for scope, scores in one_by_one.popularity.items():
+            assert other.popularity[scope] == pytest.approx(scores, rel=1e-9)
+        for user, history in one_by_one.histories.items():
+            assert other.histories[user] == pytest.approx(history)
+        assert other.profiles.keys() == one_by_one.profiles.keys()
+        for user, profile in one_by_one.profiles.items():
+            np.testing.assert_allclose(other.profiles[user], profile, atol=1e-5)
+
+
+def test_folding_many_users_at_once_equals_each_users_own_fold() -> None:
+    rng = np.random.default_rng(3)
+    profile = ContentProfile(0.3)
+    owners = [f"u{k}" for k in rng.integers(0, 6, 40)]
+    vectors = rng.normal(size=(40, 8)).astype(np.float32)
+    weights = rng.choice([0.5, 1.0, 2.0, 8.0], 40)
+    start = {"u0": rng.normal(size=8).astype(np.float32), "u3": np.zeros(8, np.float32)}
+    together = profile.fold_many(start, owners, vectors, weights)
+    assert set(together) == set(owners)
+    for user in set(owners):
+        mine = [k for k, owner in enumerate(owners) if owner == user]
+        np.testing.assert_allclose(
+            together[user], profile.fold(start.get(user), vectors[mine], weights[mine]),
+            rtol=1e-5, atol=1e-6)

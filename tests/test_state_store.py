@@ -173,3 +173,77 @@ def test_in_memory_store_forgets_expired_ids_when_it_purges() -> None:
     store.apply(StateUpdate(event_ids=["new"]))
     assert store.seen_events(["old1", "new"]) == {"new"}
     assert len(store._seen) == 1  # purged, not merely hidden
+
+
+@pytest.mark.integration
+class TestRedisMatchesMemory:
+    """The Redis apply script does what the in-memory store does, on real processor output."""
+
+    @pytest.fixture(autouse=True)
+    def _redis(self, redis_client: redis.Redis, redis_prefix: str) -> None:
+        self.client = redis_client
+        self.prefix = redis_prefix
+
+    def test_a_processed_stream_leaves_redis_in_the_memory_stores_state(self) -> None:
+        from online_models.processor import StreamProcessor
+        from online_models.profile import ContentProfile
+        from online_models.rating_mf import OnlineRatingMF
+        from tests.fakes import CATEGORIES, toy_catalog, toy_index
+        from tests.test_processor import mixed_stream
+
+        # A short half-life forces rebases; small caps make the trims work.
+        options: dict[str, Any] = {"half_life_s": 300.0, "recent_max": 6, "covisit_max": 5}
+        memory = InMemoryStateStore(**options)
+        store = RedisStateStore(self.client, prefix=self.prefix, **options)
+        catalog = toy_catalog()
+        index = toy_index(catalog)
+        categories = {i: it.category for i, it in catalog.items()}
+        events = mixed_stream(1500, 40, seed=4)
+        for target in (memory, store):
+            processor = StreamProcessor(
+                target, index, categories, half_life_s=300.0, profile=ContentProfile(0.3),
+                covisit_window=3, rating_model=OnlineRatingMF(n_factors=3))
+            for start in range(0, len(events), 97):
+                processor.apply(events[start:start + 97])
+        assert float(self.client.hget(self.prefix + "meta", "pop_ref") or 0) > 1_000_000
+        users = [f"u{n}" for n in range(40)]
+        items = [*catalog, "not-in-catalog"]
+        assert store.counters() == memory.counters()
+        assert store.recent_items_many(users, 50) == memory.recent_items_many(users, 50)
+        for scope in ["all", *(f"cat:{c}" for c in CATEGORIES), *(f"co:{i}" for i in items)]:
+            got, want = store.top_popular(50, scope), memory.top_popular(50, scope)
+            assert got.ids == want.ids, scope
+            np.testing.assert_allclose(got.scores, want.scores, rtol=1e-9)
+        assert store.get_histories(users).keys() == memory.get_histories(users).keys()
+        for user, history in memory.get_histories(users).items():
+            assert store.get_histories([user])[user] == pytest.approx(history, rel=1e-12)
+        assert all(store.purchased_items(u) == memory.purchased_items(u) for u in users)
+        mine, theirs = store.get_profiles(users), memory.get_profiles(users)
+        assert mine.keys() == theirs.keys()
+        for user in mine:
+            np.testing.assert_array_equal(mine[user], theirs[user])
+        got_r = store.get_rating_params(users, items)
+        want_r = memory.get_rating_params(users, items)
+        assert (got_r.n, got_r.mean) == (want_r.n, want_r.mean)
+        assert got_r.users.keys() == want_r.users.keys()
+        assert got_r.items.keys() == want_r.items.keys()
+        ids = [e.event_id for e in events]
+        assert store.seen_events(ids) == memory.seen_events(ids) == set(ids)
+        assert store.last_event_ts() == memory.last_event_ts()
+
+    def test_one_update_bigger_than_a_lua_unpack_is_applied_whole(self) -> None:
+        # The script passes long lists to Redis a slice at a time (Lua's C stack is ~8000).
+        store = RedisStateStore(self.client, prefix=self.prefix, recent_max=6000)
+        ids = [f"e{i}" for i in range(9000)]
+        items = [f"i{i}" for i in range(9000)]
+        store.apply(StateUpdate(
+            event_ids=ids, recent={"u": items}, purchased={"u": items},
+            popularity={ALL_ITEMS: dict.fromkeys(items, 1.0)}, popularity_at=T0,
+            profiles={f"p{i}": np.full(4, i, np.float32) for i in range(9000)},
+        ))
+        assert store.seen_events([*ids, "new"]) == set(ids)
+        assert store.recent_items("u", 6000) == items[::-1][:6000]
+        assert store.purchased_items("u") == set(items)
+        assert len(store.top_popular(10_000)) == 9000
+        profiles = store.get_profiles(["p0", "p8999"])
+        assert profiles["p8999"].tolist() == [8999.0] * 4 and profiles["p0"].tolist() == [0.0] * 4

@@ -23,6 +23,7 @@ from flask import Blueprint, Response, abort, current_app, g, jsonify, render_te
 from flask import session as flask_session
 from werkzeug.exceptions import HTTPException
 
+from api.attribution import written_before
 from api.services import ApiServices, services
 from core.errors import InvalidEvent, ServiceUnavailable, StreamrecError, TemporaryFailure
 from core.events import InteractionEvent
@@ -213,7 +214,7 @@ def _streamrec_error(exc: StreamrecError) -> tuple[Response | str, int]:
 def emit(events: Sequence[InteractionEvent], svc: ApiServices | None = None) -> bool:
     """Publish storefront events; a broker outage is logged, never shown as an error page."""
     try:
-        (svc or services()).publisher.publish(list(events))
+        (svc or services()).publisher.publish(written_before(events, svc))
         return True
     except TemporaryFailure as exc:
         log.warning("storefront events not published: %s", exc)

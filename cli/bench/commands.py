@@ -50,10 +50,13 @@ def bench_group() -> None:
 @click.option("--profile", is_flag=True,
               help="Run the pipeline once more under cProfile; print the top to stderr.")
 @click.option("--profile-top", type=click.IntRange(min=1), default=15, show_default=True)
+@click.option("--processes", type=click.IntRange(min=1), default=None,
+              help="Consumer processes in the group, as `streamrec consume --processes` "
+                   "[default: 2, at most PARTITIONS].")
 @click.pass_context
 def ingest_command(
     ctx: click.Context, events: int, users: int, partitions: int, json_path: Path | None,
-    archive_off: bool, profile: bool, profile_top: int,
+    archive_off: bool, profile: bool, profile_top: int, processes: int | None,
 ) -> None:
     """Events/s from Kafka through the consumers into Redis, beside a bare consume loop.
 
@@ -68,6 +71,8 @@ def ingest_command(
         _settings(ctx), events=events, users=users, partitions=partitions,
         archive_off=archive_off, profile=profile, profile_top=profile_top,
         profile_out=sys.stderr,
+        # Two cores here: a second process overlaps one's Python with the other's Redis.
+        processes=min(2, partitions) if processes is None else processes,
     )
     print_figures("ingest", figures)
     write_json(json_path, figures)
@@ -168,6 +173,16 @@ def _int_list(_ctx: click.Context, _param: click.Parameter, value: str) -> list[
     return numbers
 
 
+def _setting_default(name: str) -> object:
+    # The shipped default, not the environment's: this runs when the CLI is imported.
+    return Settings.model_fields[name].default
+
+
+def _optional_int_list(ctx: click.Context, param: click.Parameter, value: str | None
+                       ) -> list[int]:
+    return _int_list(ctx, param, value) if value else []
+
+
 @bench_group.command("api")
 @click.option("--catalog-size", type=click.IntRange(min=1), default=20_000, show_default=True,
               help="Items in the catalog (the shipped one plus generated products).")
@@ -215,28 +230,33 @@ def api_command(
               help="Catalog sizes (comma-separated).")
 @click.option("--dim", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--queries", type=click.IntRange(min=1), default=1000, show_default=True)
-@click.option("--m", "m", type=click.IntRange(min=2), default=32, show_default=True,
-              help="HNSW links per node.")
-@click.option("--ef-construction", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--ef-search", default="128,256,384,512", show_default=True, callback=_int_list,
-              help="HNSW efSearch values to measure (comma-separated).")
+@click.option("--m", "m", type=click.IntRange(min=2), default=_setting_default("index_hnsw_m"),
+              show_default=True, help="HNSW links per node.")
+@click.option("--ef-construction", type=click.IntRange(min=1),
+              default=_setting_default("index_ef_construction"), show_default=True)
+@click.option("--target-recall", type=click.FloatRange(0, 1),
+              default=_setting_default("index_target_recall"), show_default=True,
+              help="Recall@10 the HNSW index calibrates its efSearch for (0: no calibrated row).")
+@click.option("--ef-search", default=None, callback=_optional_int_list,
+              help="Also measure HNSW at these efSearch values (comma-separated).")
 @_json_option
 def index_command(
     sizes: list[int], dim: int, queries: int, m: int, ef_construction: int,
-    ef_search: list[int], json_path: Path | None,
+    target_recall: float, ef_search: list[int], json_path: Path | None,
 ) -> None:
     """Recall@10 against exact search and queries/s of the flat and HNSW indexes.
 
     Writes a JSON list of rows (``index``, ``n_items``, ``recall_at_10``, ``qps``,
-    ``qps_batch``, ``build_s``, ...).
+    ``qps_batch``, ``build_s``; HNSW rows add ``m``, ``ef_search``, ``calibrated``,
+    and the calibrated row ``target_recall``, ``calibrated_recall``, ``calibrate_s``).
     """
     import json
 
     from cli.bench.index import run_index_bench
 
     rows = run_index_bench(sizes, dim=dim, queries=queries, m=m,
-                           ef_construction=ef_construction, ef_search=ef_search,
-                           log=sys.stdout)
+                           ef_construction=ef_construction, target_recall=target_recall,
+                           ef_search=ef_search, log=sys.stdout)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(rows, indent=2, sort_keys=True) + "\n")

@@ -3,10 +3,13 @@
 Random unit vectors (a hard case for graph indexes: no cluster structure) at
 each size; exact search (:class:`index.faiss_index.FaissIndex`, a flat scan) is
 both the baseline and the ground truth for the recall of
-:class:`index.ann.HnswIndex` at each ``efSearch``. Queries go through the
-streamrec classes, as the API calls them: ``qps`` is one query per call on one
-thread (the API's case), ``qps_batch`` one ``search_many`` over every query
-(FAISS then uses every core).
+:class:`index.ann.HnswIndex`, at the ``efSearch`` it calibrates for a target
+recall (on its own Gaussian queries, not the bench's) and at each ``efSearch``
+asked for. The bench's queries are 1,000 other random unit vectors, so the
+calibrated row shows whether calibration predicts recall on unseen queries.
+Queries go through the streamrec classes, as the API calls them: ``qps`` is one
+query per call on one thread (the API's case), ``qps_batch`` one
+``search_many`` over every query (FAISS then uses every core).
 """
 
 from __future__ import annotations
@@ -55,11 +58,17 @@ def _batch_qps(index: Any, queries: npt.NDArray[np.float32], k: int) -> float:
 
 
 def run_index_bench(
-    sizes: Sequence[int], *, dim: int = 64, queries: int = 1000, k: int = 10, m: int = 32,
-    ef_construction: int = 128, ef_search: Sequence[int] = (128, 256), seed: int = 0,
-    single_budget_s: float = 5.0, log: Any = None,
+    sizes: Sequence[int], *, dim: int = 64, queries: int = 1000, k: int = 10, m: int = 48,
+    ef_construction: int = 128, target_recall: float = 0.95, ef_search: Sequence[int] = (),
+    seed: int = 0, single_budget_s: float = 5.0, log: Any = None,
 ) -> list[dict[str, Any]]:
-    """One row per (index, size[, efSearch]): build time, recall@k and queries/s."""
+    """Rows of build time, recall@k against exact search and queries/s, per size.
+
+    Each size gives a ``flat`` row (exact search, the ground truth), then with
+    ``target_recall`` above 0 the ``hnsw`` row at the ``efSearch`` the index
+    calibrated for itself (``calibrated: true``; ``build_s`` leaves out
+    ``calibrate_s``), then one ``hnsw`` row per value in ``ef_search``.
+    """
     rows: list[dict[str, Any]] = []
     for n in sizes:
         rng = np.random.default_rng(seed + n)
@@ -70,31 +79,46 @@ def run_index_bench(
         start = time.perf_counter()
         exact = FaissIndex(dim)
         exact.upsert(ids, vectors)
-        flat_build = time.perf_counter() - start
-        rows.append({
-            "index": "flat", "n_items": n, "dim": dim, "build_s": flat_build,
-            "recall_at_10": 1.0, "qps": _single_qps(exact, probe, k, single_budget_s),
-            "qps_batch": _batch_qps(exact, probe, k),
-        })
+        rows.append({"index": "flat", "n_items": n, "dim": dim,
+                     "build_s": time.perf_counter() - start, "recall_at_10": 1.0,
+                     **_speeds(exact, probe, k, single_budget_s)})
         _say(log, rows[-1])
 
         start = time.perf_counter()
-        ann = HnswIndex(dim, m=m, ef_construction=ef_construction, ef_search=ef_search[0])
-        ann.upsert(ids, vectors)
-        hnsw_build = time.perf_counter() - start
+        ann = HnswIndex(dim, m=m, ef_construction=ef_construction, target_recall=target_recall)
+        ann.upsert(ids, vectors)  # calibrates efSearch at the end when target_recall > 0
+        calibration = ann.calibration
+        calibrate_s = calibration.seconds if calibration is not None else 0.0
+        hnsw = {"index": "hnsw", "n_items": n, "dim": dim, "m": m,
+                "ef_construction": ef_construction,
+                "build_s": time.perf_counter() - start - calibrate_s}
+        if calibration is not None:
+            rows.append(_hnsw_row(ann, exact, probe, k, single_budget_s, {
+                **hnsw, "calibrated": True, "target_recall": target_recall,
+                "calibrated_recall": calibration.recall.mean, "calibration_met": calibration.met,
+                "calibrate_s": calibrate_s}))
+            _say(log, rows[-1])
         for ef in ef_search:
             ann.ef_search = ef
-            rows.append({
-                "index": "hnsw", "n_items": n, "dim": dim, "m": m,
-                "ef_construction": ef_construction, "ef_search": ef, "build_s": hnsw_build,
-                "recall_at_10": recall_at_k(ann, exact, probe, k),
-                "qps": _single_qps(ann, probe, k, single_budget_s),
-                "qps_batch": _batch_qps(ann, probe, k),
-            })
+            rows.append(_hnsw_row(ann, exact, probe, k, single_budget_s,
+                                  {**hnsw, "calibrated": False}))
             _say(log, rows[-1])
         del exact, ann, vectors, ids
         gc.collect()
     return rows
+
+
+def _hnsw_row(ann: HnswIndex, exact: FaissIndex, probe: npt.NDArray[np.float32], k: int,
+              single_budget_s: float, fields: dict[str, Any]) -> dict[str, Any]:
+    return {**fields, "ef_search": ann.ef_search,
+            "recall_at_10": recall_at_k(ann, exact, probe, k),
+            **_speeds(ann, probe, k, single_budget_s)}
+
+
+def _speeds(index: VectorIndex, probe: npt.NDArray[np.float32], k: int,
+            single_budget_s: float) -> dict[str, float]:
+    return {"qps": _single_qps(index, probe, k, single_budget_s),
+            "qps_batch": _batch_qps(index, probe, k)}
 
 
 def _say(log: Any, row: dict[str, Any]) -> None:

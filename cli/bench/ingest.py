@@ -13,23 +13,35 @@ start of the first batch to the end of the batch that completes N (group join is
 excluded); the baseline's from its first non-empty fetch to its last. Both read
 with the consumers' ``fetch_max_wait_ms`` and ``consumer_max_records``, so the
 ratio is the cost of processing alone.
+
+With ``processes`` > 1 each pipeline run is that many consumer processes in one
+group (what ``streamrec consume --processes N`` runs). A group that is joined while
+it consumes stops for a rebalance (seconds on Tansu), so these runs read a fresh
+topic: the members join first, and the N events are produced once every partition
+is assigned. The clock is the same: first batch start to last batch end, over all
+members.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import cProfile
 import io
 import logging
+import multiprocessing
 import pstats
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 
 from cli.bench.common import (
     BenchEnv,
@@ -39,10 +51,11 @@ from cli.bench.common import (
     event_mix,
     machine_info,
     make_events,
+    process_cpu_seconds,
     redis_for,
     used_memory,
 )
-from consumers.app import build_consumer_app
+from consumers.app import build_consumer_app, tuned_gc
 from consumers.handlers import (
     ArchiveBatchHandler,
     BatchResult,
@@ -60,9 +73,12 @@ from infra.bootstrap import (
     build_state_store,
     ensure_catalog,
 )
-from infra.kafka import produce_batch
+from infra.kafka import ensure_topics, produce_batch
+from infra.redis_store import RedisStateStore
 
-__all__ = ["PipelineRun", "bare_consume", "produce_all", "run_ingest", "run_pipeline"]
+__all__ = [
+    "PipelineRun", "bare_consume", "pipeline_member", "produce_all", "run_ingest", "run_pipeline",
+]
 
 log = logging.getLogger(__name__)
 
@@ -187,73 +203,263 @@ class _ProfiledExecutor(ThreadPoolExecutor):
         return super().submit(self.profiler.runcall, fn, *args, **kwargs)
 
 
-async def run_pipeline(
-    settings: Settings, n: int, *, archive: bool, timeout_s: float,
-    profilers: tuple[cProfile.Profile, cProfile.Profile] | None = None,
-    cpu: Callable[[], dict[str, float]] | None = None,
-) -> tuple[PipelineRun, dict[str, int]]:
-    """Run the consumers' FastStream app until ``n`` events are applied.
+@contextlib.asynccontextmanager
+async def _pipeline(
+    settings: Settings, clock: PipelineRun, *, archive: bool,
+    listener: ConsumerRebalanceListener | None = None,
+) -> AsyncIterator[RedisStateStore]:
+    """The consumers' FastStream app, started, with the batch clock around its observer.
 
-    Wired as :func:`consumers.app.create_consumer_app` wires it, with the batch
-    clock around the metrics observer and the archive optional. ``profilers``
-    (loop thread, worker thread) profile the run. Returns the clock and the
-    store's counters.
+    Wired as :func:`consumers.app.create_consumer_app` wires it, the archive
+    optional. Yields the state store; stops the app on exit.
     """
     catalog = ensure_catalog(settings)
     index, _ = build_index(settings, catalog)
     store = build_state_store(settings)
     processor = build_processor(settings, store, index, catalog)
     sql = build_sql_store(settings) if archive else None
-    clock = PipelineRun(n, cpu)
 
     def handler_factory(sink: Any, observe: Any) -> InteractionBatchHandler:
         return InteractionBatchHandler(processor, sink, clock.wrap(observe))
 
     archive_handler = ArchiveBatchHandler(sql.archive_events) if sql is not None else None
     _app, broker = build_consumer_app(
-        settings, handler_factory, ConsumerMetrics(), archive_handler=archive_handler
+        settings, handler_factory, ConsumerMetrics(), archive_handler=archive_handler,
+        listener=listener,
     )
+    with tuned_gc():  # as `streamrec consume` does once it is built
+        try:
+            await broker.start()
+            yield store
+        finally:
+            await broker.stop()
+            store.client.close()
+            if sql is not None:
+                sql.close()
+
+
+async def run_pipeline(
+    settings: Settings, n: int, *, archive: bool, timeout_s: float,
+    profilers: tuple[cProfile.Profile, cProfile.Profile] | None = None,
+    cpu: Callable[[], dict[str, float]] | None = None,
+) -> tuple[PipelineRun, dict[str, int]]:
+    """Run the consumers' FastStream app in this process until ``n`` events are applied.
+
+    ``profilers`` (loop thread, worker thread) profile the run. Returns the clock
+    and the store's counters.
+    """
+    clock = PipelineRun(n, cpu)
     loop = asyncio.get_running_loop()
     if profilers is not None:
         loop.set_default_executor(_ProfiledExecutor(profilers[1]))
         profilers[0].enable()
     try:
-        await broker.start()
-        await asyncio.wait_for(clock.done.wait(), timeout_s)
+        async with _pipeline(settings, clock, archive=archive) as store:
+            try:
+                await asyncio.wait_for(clock.done.wait(), timeout_s)
+            finally:
+                counters = store.counters()
     except TimeoutError as exc:
         raise TemporaryFailure(
             f"the pipeline applied {clock.applied} of {n} events in {timeout_s:g} s") from exc
     finally:
         if profilers is not None:
             profilers[0].disable()
-        await broker.stop()
-        counters = store.counters()
-        store.client.close()
-        if sql is not None:
-            sql.close()
     return clock, counters
+
+
+class _AssignmentReporter(ConsumerRebalanceListener):
+    """Tells the bench process which interactions partitions this member holds."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.conn.send(("assigned", []))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.conn.send(("assigned", sorted(tp.partition for tp in assigned)))
+
+
+def pipeline_member(settings_json: str, archive: bool, conn: Connection) -> None:
+    """Child process: one member of a multi-process pipeline run, until told to stop.
+
+    Reports its partition assignments, then (on ``"stop"``) its batch clock:
+    ``("clock", first, last, applied, batches)``.
+    """
+    logging.basicConfig(level=logging.WARNING)
+    settings = Settings.model_validate_json(settings_json)
+
+    async def member() -> tuple[float | None, float | None, int, int]:
+        clock = PipelineRun(sys.maxsize)  # the bench process decides when all are done
+        async with _pipeline(settings, clock, archive=archive,
+                             listener=_AssignmentReporter(conn)):
+            await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+        return clock.first, clock.last, clock.applied, clock.batches
+
+    conn.send(("clock", *asyncio.run(member())))
+
+
+@dataclass
+class _Members:
+    """The child processes of a multi-process pipeline run and what they reported."""
+
+    processes: list[Any]
+    conns: list[Connection]
+    assigned: list[list[int] | None]
+
+    @classmethod
+    def start(cls, settings: Settings, count: int, *, archive: bool) -> _Members:
+        context = multiprocessing.get_context("spawn")  # fresh interpreters, as in production
+        processes, conns = [], []
+        for i in range(count):
+            mine, theirs = context.Pipe()
+            child = context.Process(target=pipeline_member, name=f"bench-member-{i}",
+                                    args=(settings.model_dump_json(), archive, theirs))
+            child.start()
+            processes.append(child)
+            conns.append(mine)
+        return cls(processes, conns, [None] * count)
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes if p.pid is not None]
+
+    def wait_assigned(self, partitions: int, timeout_s: float) -> None:
+        """Until every member holds partitions and together they hold all, once each."""
+        deadline = time.monotonic() + timeout_s
+        while not self._settled(partitions):
+            if time.monotonic() > deadline:
+                raise TemporaryFailure(f"the consumer group did not settle: {self.assigned}")
+            for i, conn in enumerate(self.conns):
+                if not self.processes[i].is_alive():
+                    raise TemporaryFailure(f"pipeline member {i} exited")
+                while conn.poll(0.05):
+                    message = conn.recv()
+                    if message[0] == "assigned":
+                        self.assigned[i] = message[1]
+
+    def _settled(self, partitions: int) -> bool:
+        held = [p for mine in self.assigned if mine for p in mine]
+        return all(self.assigned) and sorted(held) == list(range(partitions))
+
+    def stop(self) -> list[tuple[float | None, float | None, int, int]]:
+        """Stop every member; their clocks (first, last, applied, batches)."""
+        for conn in self.conns:
+            conn.send("stop")
+        clocks = []
+        for conn, child in zip(self.conns, self.processes, strict=True):
+            while True:
+                message = conn.recv()
+                if message[0] == "clock":
+                    clocks.append(tuple(message[1:]))
+                    break
+            child.join(60)
+        return clocks
+
+    def kill(self) -> None:
+        for child in self.processes:
+            if child.is_alive():
+                child.kill()
+                child.join(10)
+
+
+class _Progress(threading.Thread):
+    """Polls the state's event count; reads the CPU clocks at the first event and at ``n``."""
+
+    def __init__(self, store: RedisStateStore, n: int,
+                 cpu: Callable[[], dict[str, float]]) -> None:
+        super().__init__(daemon=True, name="bench-progress")
+        self.store, self.n, self.cpu = store, n, cpu
+        self.started: tuple[float, dict[str, float]] | None = None
+        self.finished: tuple[float, dict[str, float]] | None = None
+        self.done = threading.Event()
+        self.stopping = threading.Event()
+
+    def applied(self) -> int:
+        return self.store.counters().get("events.total", 0)
+
+    def run(self) -> None:
+        while not self.stopping.wait(0.005):
+            applied = self.applied()
+            if applied and self.started is None:
+                self.started = (time.perf_counter(), self.cpu())
+            if applied >= self.n:
+                self.finished = (time.perf_counter(), self.cpu())
+                self.done.set()
+                return
+
+    def cores(self) -> dict[str, float]:
+        if self.started is None or self.finished is None:
+            return {}
+        (t0, first), (t1, last) = self.started, self.finished
+        return {k: (last[k] - v) / (t1 - t0) for k, v in first.items() if k in last}
+
+
+def _multi_process_run(
+    settings: Settings, records: Sequence[tuple[bytes, bytes]], n: int, processes: int,
+    *, archive: bool, timeout_s: float, broker_pid: int | None, client: Any,
+) -> tuple[float, int, dict[str, float], dict[str, int]]:
+    """``processes`` members on a fresh topic; (seconds, batches, cores, counters)."""
+    ensure_topics(settings.kafka_bootstrap, {settings.interactions_topic:
+                                             settings.topic_partitions})
+    members = _Members.start(settings, processes, archive=archive)
+    store = build_state_store(settings)
+    try:
+        members.wait_assigned(settings.topic_partitions, timeout_s)
+
+        def cpu() -> dict[str, float]:
+            out = cpu_seconds(client, broker_pid)
+            out["consumers"] = sum(process_cpu_seconds(pid) or 0.0 for pid in members.pids())
+            return out
+
+        progress = _Progress(store, n, cpu)
+        progress.start()
+        asyncio.run(produce_all(settings, records))
+        if not progress.done.wait(timeout_s):
+            progress.stopping.set()
+            raise TemporaryFailure(f"the pipeline applied {progress.applied()} of {n} events "
+                                   f"in {timeout_s:g} s")
+        clocks = members.stop()
+        counters = store.counters()
+    except BaseException:
+        members.kill()
+        raise
+    finally:
+        store.client.close()
+    firsts = [c[0] for c in clocks if c[0] is not None]
+    lasts = [c[1] for c in clocks if c[1] is not None]
+    return max(lasts) - min(firsts), sum(c[3] for c in clocks), progress.cores(), counters
 
 
 def _pipeline_figures(
     env: BenchEnv, label: str, n: int, users: int, *, archive: bool, timeout_s: float,
-    memory: bool,
+    memory: bool, processes: int = 1, records: Sequence[tuple[bytes, bytes]] = (),
 ) -> dict[str, Any]:
     settings = env.run(label)
+    if processes > 1:  # a fresh topic of the same partitions, produced once all have joined
+        settings = settings.model_copy(update={
+            "interactions_topic": f"{settings.interactions_topic}-{uuid.uuid4().hex[:8]}"})
     client = redis_for(settings)
     try:
         before_mem = used_memory(client)
-        clock, counters = asyncio.run(run_pipeline(
-            settings, n, archive=archive, timeout_s=timeout_s,
-            cpu=lambda: cpu_seconds(client, env.broker_pid)))
+        if processes > 1:
+            seconds, batches, cores, counters = _multi_process_run(
+                settings, records, n, processes, archive=archive, timeout_s=timeout_s,
+                broker_pid=env.broker_pid, client=client)
+        else:
+            clock, counters = asyncio.run(run_pipeline(
+                settings, n, archive=archive, timeout_s=timeout_s,
+                cpu=lambda: cpu_seconds(client, env.broker_pid)))
+            seconds, batches, cores = clock.seconds, clock.batches, clock.cores
         after_mem = used_memory(client)
         total = counters.get("events.total", 0)
         if total != n:
             raise TemporaryFailure(f"state counts {total} events applied, {n} expected")
         figures: dict[str, Any] = {
-            "events_per_s": n / clock.seconds,
-            "seconds": clock.seconds,
-            "batches": clock.batches,
-            "cpu_cores": clock.cores,
+            "events_per_s": n / seconds,
+            "seconds": seconds,
+            "batches": batches,
+            "cpu_cores": cores,
         }
         if memory:
             figures.update(_memory_figures(client, settings, after_mem - before_mem, users))
@@ -302,16 +508,20 @@ def _profile(env: BenchEnv, n: int, timeout_s: float, top: int, out: Any) -> Non
 def run_ingest(
     settings: Settings, *, events: int = 200_000, users: int = 100_000, partitions: int = 4,
     archive_off: bool = True, profile: bool = False, profile_top: int = 15,
-    timeout_s: float = 600.0, seed: int = 7, profile_out: Any = None,
+    timeout_s: float = 600.0, seed: int = 7, profile_out: Any = None, processes: int = 1,
 ) -> dict[str, Any]:
     """Run the ingest benchmark on ``settings``' services (embedded where none); return figures.
 
     Keys: ``events_per_s`` (pipeline with the archive), ``baseline_events_per_s``
     (bare consume loop), ``ratio``, ``events_per_s_archive_off``, memory per
-    100k users, produce rate and the CPU cores each part used (``pipeline_cpu_cores``).
+    100k users, produce rate, ``consumer_processes`` and the CPU cores each part
+    used (``pipeline_cpu_cores``; ``consumers`` is the member processes' sum when
+    there are several, and ``bench_process`` then the producer).
     """
     if events < 1 or users < 1:
         raise ValueError("events and users must be >= 1")
+    if not 1 <= processes <= partitions:
+        raise ValueError("processes must be between 1 and the number of partitions")
     with bench_services(settings, label="ingest", partitions=partitions) as env:
         generated = make_events(events, users, env.item_ids, seed=seed)
         distinct_users = len({e.user_id for e in generated})
@@ -320,18 +530,21 @@ def run_ingest(
         del generated
         log.info("producing %d events for %d users", events, distinct_users)
         produce_s = asyncio.run(produce_all(env.settings, records))
-        del records
+        if processes == 1:
+            records = []  # memory: only multi-process runs produce them again
 
         log.info("baseline: bare aiokafka consume loop")
         base_s, _ = asyncio.run(bare_consume(env.settings, events, timeout_s))
         log.info("pipeline with the SQL archive")
         on = _pipeline_figures(env, "archive-on", events, distinct_users, archive=True,
-                               timeout_s=timeout_s, memory=True)
+                               timeout_s=timeout_s, memory=True, processes=processes,
+                               records=records)
         off = None
         if archive_off:
             log.info("pipeline with the SQL archive off")
             off = _pipeline_figures(env, "archive-off", events, distinct_users, archive=False,
-                                    timeout_s=timeout_s, memory=False)
+                                    timeout_s=timeout_s, memory=False, processes=processes,
+                                    records=records)
         if profile:
             log.info("pipeline under cProfile")
             _profile(env, events, timeout_s, profile_top, profile_out or sys.stderr)
@@ -341,6 +554,7 @@ def run_ingest(
         "events": events,
         "users": distinct_users,
         "partitions": partitions,
+        "consumer_processes": processes,
         "event_mix": mix,
         "events_per_s": on.pop("events_per_s"),
         "baseline_events_per_s": baseline,

@@ -187,8 +187,11 @@ class StateStoreContract:
 
     def test_impressions_are_remembered_until_they_expire(self) -> None:
         store = self.store()
-        store.remember_impressions("rec1", {"a": "content", "b": "covisit"}, ttl_s=60)
+        store.remember_impressions({"rec1": {"a": "content", "b": "covisit"},
+                                    "rec2": {"c": "collab"}, "empty": {}}, ttl_s=60)
         assert store.impressions("rec1") == {"a": "content", "b": "covisit"}
+        assert store.impressions("rec2") == {"c": "collab"}
+        assert store.impressions("empty") == {}
         assert store.impressions("unknown") == {}
 
     def test_user_state_reads_everything_of_one_user_at_once(self) -> None:
@@ -202,9 +205,27 @@ class StateStoreContract:
         assert state.history == {"a": 1.0}
         np.testing.assert_array_equal(state.profile, vec)
         np.testing.assert_array_equal(state.factors, vec * 3)
+        assert store.user_state("u", 1, "v", history="never").history == {}
+        assert store.user_state("u", 1, "v", history="without_factors").history == {}
+        assert store.user_state("u", 1, "new", history="without_factors").history == {"a": 1.0}
         nobody = store.user_state("nobody", 5, "v")
         assert (nobody.recent, nobody.purchased, nobody.profile, nobody.factors,
                 nobody.history) == ([], set(), None, None, {})
+
+    def test_user_state_reads_the_items_co_visited_with_its_anchors(self) -> None:
+        store = self.store()
+        store.apply(StateUpdate(recent={"u": ["c", "b", "a"]}, popularity={
+            "co:a": {"x": 1.0, "y": 3.0}, "co:ctx": {"z": 2.0}, "co:b": {"x": 5.0},
+        }))
+        state = store.user_state("u", 1, "v", covisit_n=1, anchors=["ctx"], recent_anchors=2)
+        assert state.recent == ["a"]  # recent_n still bounds the recent list
+        assert list(state.covisited) == ["ctx", "a", "b"]  # anchors, then the latest items
+        assert state.covisited["a"].ids == ["y"]  # the strongest covisit_n of each
+        assert state.covisited["ctx"].ids == ["z"] and state.covisited["b"].ids == ["x"]
+        assert store.user_state("u", 5, "v").covisited == {}  # only when asked
+        lonely = store.user_state("nobody", 5, "v", covisit_n=3, anchors=["ctx"],
+                                  recent_anchors=3)
+        assert list(lonely.covisited) == ["ctx"]
 
     def test_new_items_histories_and_factors_are_kept(self) -> None:
         store = self.store()

@@ -1,0 +1,160 @@
+"""One process's snapshot of item popularity, re-read at most every ``refresh_s`` seconds.
+
+Popularity is global: every request of every user reads the same decayed counts.
+Reading them per request (the top lists, then each candidate's count) cost two
+Redis round trips and most of a recommendation's parsing time; a snapshot of the
+``size`` most popular items, re-read in the background once it is ``refresh_s``
+old, serves every request in between from memory. What a user did themselves
+is still read per request (recent items, profile, co-visitation), so their own
+clicks change their next list at once; the popularity they add to items shows
+after at most ``refresh_s`` (default 1 s, ``STREAMREC_POPULARITY_REFRESH_S``;
+0 re-reads on every request). Items past the snapshot's ``size`` (default 5,000)
+get no popularity score (left out, as a source that cannot score does): the long
+tail's counts are small, and a re-read holds the worker's GIL for its parsing,
+so it is kept short (about 8 ms for 5,000 items) and rare.
+
+>>> from core.types import Item
+>>> from infra.memory_store import InMemoryStateStore
+>>> from core.ports import StateUpdate
+>>> store = InMemoryStateStore()
+>>> store.apply(StateUpdate(popularity={"all": {"a": 3.0, "b": 1.0}}))
+>>> catalog = {"a": Item("a", "A", "Mugs", 1.0), "b": Item("b", "B", "Bags", 2.0)}
+>>> snapshot = PopularitySnapshot(store, catalog, refresh_s=0).current()
+>>> snapshot.top(None, 5).ids, snapshot.top("Bags", 5).ids
+(['a', 'b'], ['b'])
+>>> snapshot.scores(["b", "zz"]).tolist()
+[1.0, nan]
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from core.errors import TemporaryFailure
+from core.ports import StateStore
+from core.types import Item, ScoredItems
+
+__all__ = ["PopularitySnapshot", "Snapshot"]
+
+log = logging.getLogger(__name__)
+
+#: Items kept per category list: enough for k=200 after a user's exclusions.
+PER_CATEGORY = 500
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Decayed popularity of the most popular items at one moment."""
+
+    popular: ScoredItems
+    by_category: dict[str, ScoredItems] = field(default_factory=dict)
+    read_at: float = 0.0
+    _scores: dict[str, float] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_scores", self.popular.as_dict())
+
+    @classmethod
+    def of(cls, popular: ScoredItems, catalog: Mapping[str, Item],
+           read_at: float = 0.0) -> Snapshot:
+        """Split ``popular`` (best first) into per-category lists of the catalog's categories."""
+        lists: dict[str, list[int]] = {}
+        for j, item_id in enumerate(popular.ids):
+            item = catalog.get(item_id)
+            if item is not None and item.category:
+                rows = lists.setdefault(item.category, [])
+                if len(rows) < PER_CATEGORY:
+                    rows.append(j)
+        by_category = {
+            c: ScoredItems([popular.ids[j] for j in rows], popular.scores[rows])
+            for c, rows in lists.items()
+        }
+        return cls(popular, by_category, read_at)
+
+    @property
+    def scale(self) -> float:
+        """log1p of the top popularity (the popularity source's 1.0)."""
+        return math.log1p(max(float(self.popular.scores[0]), 0.0)) if len(self.popular) else 0.0
+
+    def top(self, category: str | None, n: int) -> ScoredItems:
+        """The ``n`` most popular items, overall (``None``) or of one category."""
+        found = self.popular if category is None else self.by_category.get(category)
+        if found is None:
+            return ScoredItems.empty()
+        return ScoredItems(found.ids[:n], found.scores[:n])
+
+    def scores(self, item_ids: Sequence[str]) -> npt.NDArray[np.float64]:
+        """Popularity of each item; NaN where the snapshot does not know it."""
+        known = self._scores
+        return np.fromiter((known.get(i, math.nan) for i in item_ids), np.float64,
+                           count=len(item_ids))
+
+
+class PopularitySnapshot:
+    """Keeps a :class:`Snapshot` of the state store's popularity, re-read when stale.
+
+    Parameters
+    ----------
+    state
+        Where popularity lives.
+    catalog
+        item id -> item (the live mapping), for the per-category lists.
+    refresh_s
+        Age after which the next request triggers a re-read in the background
+        (it is served from the old snapshot meanwhile); 0 re-reads on every call.
+    size
+        How many of the most popular items the snapshot holds.
+    clock
+        Monotonic seconds (tests pass a fake).
+    """
+
+    def __init__(self, state: StateStore, catalog: Mapping[str, Item], refresh_s: float = 1.0,
+                 size: int = 5_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self.state = state
+        self.catalog = catalog
+        self.refresh_s = refresh_s
+        self.size = size
+        self.clock = clock
+        self._snapshot: Snapshot | None = None
+        self._refreshing = threading.Lock()
+        #: After a failed re-read, the next waits ``refresh_s`` (not one per request).
+        self._next_try = -math.inf
+
+    def current(self) -> Snapshot:
+        """The latest snapshot (read now when there is none or ``refresh_s`` is 0).
+
+        Raises :class:`core.errors.TemporaryFailure` only when no snapshot could
+        ever be read; a failed background re-read keeps the old one (and logs).
+        """
+        snapshot = self._snapshot
+        if snapshot is None or self.refresh_s <= 0:
+            return self.refresh()
+        due = max(snapshot.read_at + self.refresh_s, self._next_try)
+        if self.clock() >= due and self._refreshing.acquire(blocking=False):
+            threading.Thread(target=self._refresh_in_background, daemon=True,
+                             name="streamrec-popularity").start()
+        return snapshot
+
+    def refresh(self) -> Snapshot:
+        """Read the popularity now."""
+        read_at = self.clock()
+        snapshot = Snapshot.of(self.state.top_popular(self.size), self.catalog, read_at)
+        self._snapshot = snapshot
+        return snapshot
+
+    def _refresh_in_background(self) -> None:
+        try:
+            self.refresh()
+        except TemporaryFailure as exc:  # served from the old snapshot until Redis is back
+            self._next_try = self.clock() + self.refresh_s
+            log.warning("popularity snapshot not refreshed: %s", exc)
+        finally:
+            self._refreshing.release()
