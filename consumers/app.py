@@ -300,7 +300,15 @@ def run_consumer_processes(settings: Settings, processes: int) -> int:
         child.start()
         children.append(child)
 
+    stopping = False
+
     def stop(*_: object) -> None:
+        # Once only: a second SIGTERM would hit a child whose graceful shutdown already
+        # put the default handler back, and kill it mid-commit (exit code -15).
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
         for child in children:
             if child.is_alive() and child.pid is not None:
                 child.terminate()
