@@ -143,10 +143,12 @@ def dialect_insert(dialect: str, table: sa.Table) -> Any:
 def create_tables(engine: Engine, tables: sa.MetaData, schema: str | None = None) -> None:
     """Create ``schema`` (PostgreSQL) and the tables that are missing.
 
-    Safe when several processes start at once (gunicorn workers): the loser of a
-    CREATE race sees "already exists", and the next attempt finds the tables there.
+    Safe when several processes start at once (gunicorn workers, consumer processes):
+    the loser of a CREATE race sees "already exists" (or, on SQLite, "database is
+    locked" while the winner holds the file), and a later attempt finds the tables there.
     """
-    for attempt in range(3):
+    attempts = 6
+    for attempt in range(attempts):
         try:
             with engine.begin() as conn:
                 if schema:
@@ -154,8 +156,9 @@ def create_tables(engine: Engine, tables: sa.MetaData, schema: str | None = None
                 tables.create_all(conn)
             return
         except (OperationalError, ProgrammingError, IntegrityError) as exc:
-            lost_race = "already exists" in str(exc) or "duplicate key" in str(exc)
-            if not lost_race or attempt == 2:
+            lost_race = any(sign in str(exc) for sign in (
+                "already exists", "duplicate key", "database is locked"))
+            if not lost_race or attempt == attempts - 1:
                 raise TemporaryFailure(f"creating tables failed: {exc.orig!r}") from exc
             time.sleep(0.05 * (attempt + 1))
 
