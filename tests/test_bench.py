@@ -57,16 +57,22 @@ def test_histogram_quantile_interpolates_within_the_bucket_like_prometheus() -> 
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.parametrize(("options", "processes", "busy"), [
+    ([], 2, "consumers"),  # their own processes, the default
+    (["--processes", "1"], 1, "bench_process"),  # a consumer in the bench's process
+])
 def test_ingest_bench_applies_every_event_and_writes_its_figures(
-    bench_settings: Settings, tmp_path: Path
+    bench_settings: Settings, tmp_path: Path, options: list[str], processes: int, busy: str
 ) -> None:
     out = tmp_path / "ingest.json"
     result = CliRunner().invoke(
         bench_group,
         ["ingest", "--events", "2000", "--users", "500", "--partitions", "2",
-         "--no-archive-off", "--json", str(out)],
+         "--no-archive-off", "--json", str(out), *options],
         obj=bench_settings, catch_exceptions=False,
     )
+    # The bench itself fails unless the state counts exactly the events produced, so
+    # each event was applied once across the group.
     assert result.exit_code == 0, result.output
     figures = json.loads(out.read_text())
     for key in ("events_per_s", "baseline_events_per_s", "ratio", "produce_events_per_s",
@@ -74,30 +80,8 @@ def test_ingest_bench_applies_every_event_and_writes_its_figures(
         assert _positive(figures[key]), (key, figures[key])
     assert figures["events"] == 2000 and figures["users"] == 500
     assert "events_per_s" in result.output
-    # Two consumer processes by default; the bench fails unless the state counts
-    # exactly the events produced, so each was applied once across the group.
-    assert figures["consumer_processes"] == 2
-    assert _positive(figures["pipeline_cpu_cores"]["consumers"])
-
-
-@pytest.mark.integration
-@pytest.mark.slow
-def test_ingest_bench_in_one_process_applies_every_event(
-    bench_settings: Settings, tmp_path: Path
-) -> None:
-    out = tmp_path / "ingest.json"
-    result = CliRunner().invoke(
-        bench_group,
-        ["ingest", "--events", "2000", "--users", "500", "--partitions", "2",
-         "--processes", "1", "--no-archive-off", "--json", str(out)],
-        obj=bench_settings, catch_exceptions=False,
-    )
-    # The bench itself fails unless the state counts exactly the events produced.
-    assert result.exit_code == 0, result.output
-    figures = json.loads(out.read_text())
-    assert figures["consumer_processes"] == 1
-    assert _positive(figures["events_per_s"])
-    assert _positive(figures["pipeline_cpu_cores"]["bench_process"])
+    assert figures["consumer_processes"] == processes
+    assert _positive(figures["pipeline_cpu_cores"][busy])
 
 
 @pytest.mark.integration

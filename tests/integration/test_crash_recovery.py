@@ -54,14 +54,19 @@ async def produce(settings: Settings, events: list[InteractionEvent]) -> None:
         await producer.stop()
 
 
-def consumer_process(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **{
+def consumer_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a ``streamrec consume`` process on ``settings``' services."""
+    return {**os.environ, **{
         f"STREAMREC_{name.upper()}": str(value)
         for name, value in settings.model_dump().items()
         if name in {"kafka_bootstrap", "redis_url", "database_url", "state_dir",
                     "interactions_topic", "catalog_topic", "dead_letter_topic",
                     "consumer_group", "redis_prefix", "topic_partitions"}
-    }, "STREAMREC_CONSUMER_MAX_RECORDS": "200"}
+    }, "STREAMREC_CONSUMER_MAX_RECORDS": "200", **extra}
+
+
+def consumer_process(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    env = consumer_env(settings)
     with open(log, "ab") as out:
         return subprocess.Popen([sys.executable, "-m", "cli.main", "consume"], env=env,
                                 stdout=out, stderr=subprocess.STDOUT)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import socket
 import subprocess
@@ -24,7 +23,7 @@ from core.settings import Settings
 from infra.bootstrap import build_state_store
 from infra.embedded import free_port
 from tests.integration.conftest import consumer_for
-from tests.integration.test_crash_recovery import produce, stream, wait_for
+from tests.integration.test_crash_recovery import consumer_env, produce, stream, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -77,13 +76,7 @@ def test_two_consumer_processes_share_the_stream_and_count_each_event_once(
         "consumer_group": f"ref-{uuid.uuid4().hex[:8]}",
         "redis_prefix": live_settings.redis_prefix + "ref:",
     })
-    env = {**os.environ, **{
-        f"STREAMREC_{name.upper()}": str(value)
-        for name, value in live_settings.model_dump().items()
-        if name in {"kafka_bootstrap", "redis_url", "database_url", "state_dir",
-                    "interactions_topic", "catalog_topic", "dead_letter_topic",
-                    "consumer_group", "redis_prefix", "topic_partitions"}
-    }, "STREAMREC_CONSUMER_MAX_RECORDS": "200", "STREAMREC_CONSUMER_METRICS_PORT": str(port)}
+    env = consumer_env(live_settings, STREAMREC_CONSUMER_METRICS_PORT=str(port))
     store, ref_store = build_state_store(live_settings), build_state_store(reference)
     log = tmp_path / "consume.log"
     with open(log, "wb") as out:
