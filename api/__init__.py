@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Flask
 
+from api.json_provider import OrjsonProvider
 from api.services import ApiServices
 from core.settings import Settings
 
@@ -34,6 +35,7 @@ def create_app(
         services = build_services(settings)
 
     app = Flask(__name__)
+    app.json = OrjsonProvider(app)
     app.config.update(
         # Flask would turn debug on from FLASK_DEBUG; only the settings configure the app.
         DEBUG=False,
@@ -47,7 +49,6 @@ def create_app(
         PERMANENT_SESSION_LIFETIME=timedelta(
             seconds=settings.session_lifetime_s),
     )
-    app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["streamrec"] = services
     register_error_handlers(app)
     init_rate_limit(app, settings)

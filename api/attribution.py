@@ -19,7 +19,7 @@ from api.recommender import Recommendation
 from api.services import ApiServices, services
 from core.errors import TemporaryFailure
 from core.events import InteractionEvent
-from online_models.blender import impression, lead_of
+from online_models.blender import Shown, decode_shown
 
 __all__ = ["attribute", "remember", "written_before"]
 
@@ -31,8 +31,8 @@ def remember(rec: Recommendation) -> None:
     and for the online blender, which learns from clicks on the list (consumers).
     """
     api_metrics().observe_lead_sources(r.lead_source for r in rec.items)
-    shown = {r.item.item_id: impression(rank, r.lead_source, r.sources)
-             for rank, r in enumerate(rec.items)}
+    shown = [(r.item.item_id, Shown(rank, r.lead_source, r.sources))
+             for rank, r in enumerate(rec.items)]
     if shown:
         services().impressions.add(rec.rec_id, shown)
 
@@ -57,8 +57,8 @@ def attribute(events: Iterable[InteractionEvent]) -> None:
         if event.rec_id is None or event.event_type not in FEEDBACK_TYPES:
             continue
         try:
-            shown = services().state.impressions(event.rec_id).get(event.item_id)
+            shown = decode_shown(services().state.impressions(event.rec_id)).get(event.item_id)
         except TemporaryFailure:
             return
         if shown is not None:
-            metrics.observe_attributed(lead_of(shown), event.event_type)
+            metrics.observe_attributed(shown.lead, event.event_type)

@@ -1,17 +1,22 @@
 """Served lists, written to the state store off the request path.
 
 A recommendation request queues what it showed; a background thread per process
-writes the queue in one round trip per batch. A shopper's click comes seconds
-later; feedback handled in the same process flushes the queue before it looks.
+writes the queue in one round trip per batch, every ``interval_s`` or as soon as
+``batch_size`` lists wait. Requests never wake the thread one by one: under load,
+a wake-up per request cost more than the write (GIL hand-offs between the
+request threads and the writer). A shopper's click comes seconds later; feedback
+handled in the same process flushes the queue before it looks.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 
 from core.errors import TemporaryFailure
 from core.ports import StateStore
+from online_models.blender import Shown, encode_shown
 
 __all__ = ["IMPRESSION_TTL_S", "ImpressionWriter"]
 
@@ -33,21 +38,31 @@ class ImpressionWriter:
     max_pending
         Lists queued at most while the store is unreachable; older ones are dropped
         (attribution is best effort, the recommendations are not).
+    interval_s
+        How long a list waits at most before the thread writes it.
+    batch_size
+        Lists that wake the thread before ``interval_s``.
     """
 
     def __init__(self, state: StateStore, ttl_s: int = IMPRESSION_TTL_S,
-                 max_pending: int = 10_000) -> None:
+                 max_pending: int = 10_000, interval_s: float = 0.05,
+                 batch_size: int = 200) -> None:
+        if interval_s <= 0 or batch_size < 1:
+            raise ValueError("interval_s must be > 0 and batch_size >= 1")
         self.state = state
         self.ttl_s = ttl_s
         self.max_pending = max_pending
-        self._pending: dict[str, dict[str, str]] = {}
+        self.interval_s = interval_s
+        self.batch_size = batch_size
+        self._pending: dict[str, Sequence[tuple[str, Shown]]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
         self._thread: threading.Thread | None = None
 
-    def add(self, rec_id: str, shown: dict[str, str]) -> None:
-        """Queue one list; the background thread writes it shortly (at once once closed)."""
+    def add(self, rec_id: str, shown: Sequence[tuple[str, Shown]]) -> None:
+        """Queue one list (item, what was shown), best first; the background thread encodes
+        and writes it shortly (at once once closed)."""
         with self._lock:
             if len(self._pending) >= self.max_pending:
                 dropped = next(iter(self._pending))
@@ -55,6 +70,7 @@ class ImpressionWriter:
                 log.warning("impressions of %s dropped: %d lists waiting", dropped,
                             self.max_pending)
             self._pending[rec_id] = shown
+            full = len(self._pending) >= self.batch_size
             closed = self._closed
             if self._thread is None and not closed:  # the first request's: after forking
                 self._thread = threading.Thread(target=self._run, daemon=True,
@@ -62,7 +78,7 @@ class ImpressionWriter:
                 self._thread.start()
         if closed:
             self._flush_logged()
-        else:
+        elif full:
             self._wake.set()
 
     def flush(self) -> None:
@@ -72,7 +88,9 @@ class ImpressionWriter:
         if not batch:
             return
         try:
-            self.state.remember_impressions(batch, self.ttl_s)
+            self.state.remember_impressions(
+                {rec_id: encode_shown(items) for rec_id, items in batch.items() if items},
+                self.ttl_s)
         except TemporaryFailure:
             with self._lock:
                 self._pending = {**batch, **self._pending}
@@ -100,7 +118,7 @@ class ImpressionWriter:
 
     def _run(self) -> None:
         while not self._closed:
-            self._wake.wait()
+            self._wake.wait(self.interval_s)
             self._wake.clear()
             if not self._flush_logged() and not self._closed:
-                self._wake.wait(1.0)  # Redis is down: retry on the next list or in 1 s
+                self._wake.wait(1.0)  # Redis is down: retry in 1 s (or on a full batch)

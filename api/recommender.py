@@ -27,6 +27,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -222,16 +223,19 @@ class Recommender:
                  and variant in self.learned_variants else None)
         order = self._rank(scored, weights, model)
         chosen = self._choose(ctx, scored, order, request.k)
-        items = [self._explain(ctx, weights, scored, row, score) for row, score in chosen]
-        return Recommendation(request.user_id, items, variant=variant)
+        return Recommendation(request.user_id, self._explain(ctx, weights, scored, chosen),
+                              variant=variant)
 
     def _context(self, request: RecRequest, n: int) -> _Context:
         foldin, factor_index = self.models() if self.models is not None else (None, None)
         anchors = [request.context_item] if request.context_item else []
+        # Co-visited lists come without what the user has seen (or bought, by the rules):
+        # n usable items per anchor, not n plus up to recent_max to throw away here.
         user = self.state.user_state(
             request.user_id, self.recent_max, foldin.version if foldin is not None else "",
-            covisit_n=n + self.recent_max, anchors=anchors, recent_anchors=COVISIT_ANCHORS,
-            history="without_factors" if foldin is not None else "never")
+            covisit_n=n, anchors=anchors, recent_anchors=COVISIT_ANCHORS,
+            history="without_factors" if foldin is not None else "never",
+            covisit_skip="seen_and_purchased" if self.rules.exclude_purchased else "seen")
         excluded = set(user.recent)
         if self.rules.exclude_purchased:
             excluded |= user.purchased
@@ -286,17 +290,14 @@ class Recommender:
     @staticmethod
     def _first(ids: Iterable[str], n: int, excluded: set[str]) -> list[str]:
         """The first ``n`` of ``ids`` not in ``excluded``."""
-        out: list[str] = []
-        for item_id in ids:
-            if len(out) == n:
-                break
-            if item_id not in excluded:
-                out.append(item_id)
-        return out
+        return list(islice((i for i in ids if i not in excluded), max(n, 0)))
 
     def _score(self, ctx: _Context) -> _Scored:
-        """Every source scores every candidate it can (NaN where it cannot)."""
-        ids = [i for i in ctx.candidates if i not in ctx.excluded and i in self.catalog]
+        """Every source scores every candidate it can (NaN where it cannot).
+
+        Rows are in item id order, so a stable sort by score breaks ties by id.
+        """
+        ids = sorted(i for i in ctx.candidates if i not in ctx.excluded and i in self.catalog)
         row_of = {item_id: j for j, item_id in enumerate(ids)}
         matrix = np.full((len(ids), len(SOURCES)), np.nan)
         for name, by_item in ctx.scores.items():
@@ -325,16 +326,15 @@ class Recommender:
     def _rank(self, scored: _Scored, weights: Mapping[str, float], model: Any = None
               ) -> list[tuple[int, float]]:
         """(row, blended score) of every candidate, best first, ties by item id."""
+        if not scored.ids:
+            return []
         if model is not None:  # the online blender: probability of a click
             blended = np.array([OnlineBlender.score(model, scored.sources(j))
                                 for j in range(len(scored.ids))], dtype=np.float64)
         else:
-            w = np.array([weights.get(name, 0.0) for name in SOURCES])
-            blended = np.nan_to_num(scored.matrix, nan=0.0) @ w
-        if not scored.ids:
-            return []
-        order = np.lexsort((np.array(scored.ids, dtype=str), -blended))
-        return [(int(j), float(blended[j])) for j in order]
+            blended = np.nan_to_num(scored.matrix, nan=0.0) @ _weight_vector(weights)
+        order = np.argsort(-blended, kind="stable")  # rows are in id order: ties by id
+        return list(zip(order.tolist(), blended[order].tolist(), strict=True))
 
     def _choose(self, ctx: _Context, scored: _Scored, order: Iterable[tuple[int, float]],
                 k: int) -> list[tuple[int, float]]:
@@ -354,11 +354,29 @@ class Recommender:
         return out
 
     def _explain(self, ctx: _Context, weights: Mapping[str, float], scored: _Scored,
-                 row: int, score: float) -> ScoredRecommendation:
-        item_id, sources = scored.ids[row], scored.sources(row)
-        lead = self._lead(sources, weights)
-        return ScoredRecommendation(self.catalog[item_id], score, sources,
-                                    self._reason(lead, ctx.anchor_of.get(item_id)), lead)
+                 chosen: Sequence[tuple[int, float]]) -> list[ScoredRecommendation]:
+        """The chosen rows as items with their sources, leading source and reason.
+
+        The lead is the source contributing most under ``weights`` (the first in
+        ``SOURCES`` order on ties; popularity when no source could score the item).
+        """
+        if not chosen:
+            return []
+        rows = [row for row, _ in chosen]
+        values = scored.matrix[rows]
+        known = ~np.isnan(values)
+        contributions = np.where(known, values * _weight_vector(weights), -np.inf)
+        leads = [SOURCES[j] if has_any else "popularity" for j, has_any in
+                 zip(contributions.argmax(axis=1).tolist(), known.any(axis=1).tolist(),
+                     strict=True)]
+        items = []
+        for (row, score), lead, line in zip(chosen, leads, values.tolist(), strict=True):
+            item_id = scored.ids[row]
+            sources = {name: v for name, v in zip(SOURCES, line, strict=True) if v == v}
+            items.append(ScoredRecommendation(
+                self.catalog[item_id], score, sources,
+                self._reason(lead, ctx.anchor_of.get(item_id)), lead))
+        return items
 
     def _allowed(self, item: Item, ctx: _Context) -> bool:
         request = ctx.request
@@ -377,33 +395,25 @@ class Recommender:
 
     @staticmethod
     def _covisited(lists: Mapping[str, ScoredItems]) -> tuple[dict[str, float], dict[str, str]]:
-        """Co-visitation scores in [0, 1], strongest first, and per item its strongest anchor."""
-        anchors = [a for a, linked in lists.items() if len(linked)]
-        if not anchors:
-            return {}, {}
-        ids = np.array([i for a in anchors for i in lists[a].ids], dtype=str)
-        weights = np.concatenate([lists[a].scores for a in anchors])
-        which = np.repeat(np.arange(len(anchors)), [len(lists[a]) for a in anchors])
-        unique, inverse = np.unique(ids, return_inverse=True)
-        total = np.bincount(inverse, weights=weights)
-        top = float(total.max())
+        """Co-visitation scores in [0, 1], strongest first (ties by id), and per item its
+        strongest anchor (the earlier anchor on ties).
+
+        Plain dictionaries: a few dozen pairs per anchor, where NumPy's per-call cost and
+        its sort of strings cost more than the loop.
+        """
+        total: dict[str, float] = {}
+        best: dict[str, tuple[float, str]] = {}
+        for anchor, linked in lists.items():
+            for item, weight in zip(linked.ids, linked.scores.tolist(), strict=True):
+                total[item] = total.get(item, 0.0) + weight
+                if weight > 0 and (item not in best or weight > best[item][0]):
+                    best[item] = (weight, anchor)
+        top = max(total.values(), default=0.0)
         if top <= 0:
             return {}, {}
-        # Strongest link first (the earlier anchor on ties): each item's first entry wins.
-        order = np.lexsort((np.arange(len(weights)), -weights))
-        _, first = np.unique(inverse[order], return_index=True)
-        best = order[first]
-        names = unique.tolist()
-        ranked = np.lexsort((unique, -total))
-        scores = {names[j]: float(total[j] / top) for j in ranked.tolist()}
-        anchor_of = {names[j]: anchors[which[e]] for j, e in enumerate(best.tolist())
-                     if weights[e] > 0}
-        return scores, anchor_of
-
-    @staticmethod
-    def _lead(sources: Mapping[str, float], weights: Mapping[str, float]) -> str:
-        contributions = {n: weights.get(n, 0.0) * v for n, v in sources.items()}
-        return max(contributions, key=lambda n: contributions[n], default="popularity")
+        ranked = sorted(total.items(), key=lambda pair: (-pair[1], pair[0]))
+        return ({item: weight / top for item, weight in ranked},
+                {item: anchor for item, (_, anchor) in best.items()})
 
     def _reason(self, main: str, anchor: str | None) -> str:
         if main == "covisit" and anchor is not None and anchor in self.catalog:
@@ -443,6 +453,11 @@ class Recommender:
         ]
         items.sort(key=lambda r: (-r.score, r.item.item_id))
         return Recommendation(None, items[:k])
+
+
+def _weight_vector(weights: Mapping[str, float]) -> np.ndarray:
+    """``weights`` in ``SOURCES`` order (0 for a source without a weight)."""
+    return np.array([weights.get(name, 0.0) for name in SOURCES])
 
 
 def log_scaled(raw: np.ndarray, scale: float) -> np.ndarray:

@@ -29,6 +29,7 @@ __all__ = [
     "DeadLetter",
     "InteractionBatchHandler",
     "Record",
+    "parse_records",
 ]
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,29 @@ class BatchResult:
 
 DeadLetterSink = Callable[[Sequence[DeadLetter]], Awaitable[None]]
 BatchObserver = Callable[[Sequence[Record], BatchResult, float], None]
-#: Writes events to the archive (idempotent by event id); returns how many were new.
-Archive = Callable[[Sequence[InteractionEvent]], int]
+#: Writes events to the archive (idempotent by event id), given each one's wire bytes in
+#: the same order; returns how many were new.
+Archive = Callable[[Sequence[InteractionEvent], Sequence[bytes]], int]
+
+
+def parse_records(
+    records: Sequence[Record],
+) -> tuple[list[InteractionEvent], list[bytes], list[DeadLetter]]:
+    """Valid events, the wire bytes of each (same order), and the invalid records."""
+    events: list[InteractionEvent] = []
+    wire: list[bytes] = []
+    bad: list[DeadLetter] = []
+    for record in records:
+        if record.value is None:
+            bad.append(DeadLetter(record, "empty message (tombstone)"))
+            continue
+        try:
+            events.append(parse_interaction(record.value))
+        except InvalidEvent as exc:
+            bad.append(DeadLetter(record, exc.message))
+        else:
+            wire.append(record.value)
+    return events, wire, bad
 
 
 class InteractionBatchHandler:
@@ -93,16 +115,7 @@ class InteractionBatchHandler:
 
     @staticmethod
     def validate(records: Sequence[Record]) -> tuple[list[InteractionEvent], list[DeadLetter]]:
-        events: list[InteractionEvent] = []
-        bad: list[DeadLetter] = []
-        for record in records:
-            if record.value is None:
-                bad.append(DeadLetter(record, "empty message (tombstone)"))
-                continue
-            try:
-                events.append(parse_interaction(record.value))
-            except InvalidEvent as exc:
-                bad.append(DeadLetter(record, exc.message))
+        events, _, bad = parse_records(records)
         return events, bad
 
     async def handle(self, records: Sequence[Record]) -> BatchResult:
@@ -138,18 +151,19 @@ class ArchiveBatchHandler:
 
     Off the state path: the archive's speed does not slow recommendations down.
     Invalid records are skipped here (the interactions handler dead-letters them).
-    Idempotent by event id, so a redelivered batch inserts nothing twice.
+    Idempotent by event id, so a redelivered batch inserts nothing twice. The archive
+    gets the records' wire bytes too: it stores them rather than serialise each event.
     """
 
     def __init__(self, archive: Archive) -> None:
         self.archive = archive
 
     async def handle(self, records: Sequence[Record]) -> int:
-        events, _ = InteractionBatchHandler.validate(records)
+        events, wire, _ = parse_records(records)
         if not events:
             return 0
         try:
-            return await asyncio.to_thread(self.archive, events)
+            return await asyncio.to_thread(self.archive, events, wire)
         except StreamrecError:
             raise
         except Exception as exc:

@@ -21,6 +21,7 @@ from core.types import Item, ScoredItems
 __all__ = [
     "ALL_ITEMS",
     "CatalogLog",
+    "CovisitSkip",
     "Embedder",
     "EventPublisher",
     "HistoryMode",
@@ -40,6 +41,10 @@ Vector = npt.NDArray[np.float32]
 
 #: When :meth:`StateStore.user_state` reads a user's weighted history.
 HistoryMode = Literal["always", "without_factors", "never"]
+
+#: What :meth:`StateStore.user_state` leaves out of co-visited lists: ``"seen"`` = the
+#: anchors and the recent items it returns; ``"seen_and_purchased"`` = those and purchases.
+CovisitSkip = Literal["nothing", "seen", "seen_and_purchased"]
 
 #: Popularity scope of the whole catalog; categories use ``"cat:<name>"``.
 ALL_ITEMS = "all"
@@ -159,13 +164,15 @@ class StateStore(Protocol):
     def user_state(
         self, user_id: str, recent_n: int, factors_version: str, *,
         covisit_n: int = 0, anchors: Sequence[str] = (), recent_anchors: int = 0,
-        history: HistoryMode = "always",
+        history: HistoryMode = "always", covisit_skip: CovisitSkip = "nothing",
     ) -> UserState:
         """Recent items, purchases, profile, collaborative vector and history of a user.
 
         With ``covisit_n`` > 0, also the ``covisit_n`` items most co-visited with each
         of ``anchors`` and of the user's ``recent_anchors`` latest items (all in the
-        same round trip: a recommendation needs them all and nothing else per user).
+        same round trip: a recommendation needs them all and nothing else per user),
+        leaving out what ``covisit_skip`` names -- the next strongest take their places,
+        so a recommender reads no more pairs than it can use.
         The history (only needed to fold in a vector) is read ``"always"``, only
         ``"without_factors"`` stored for ``factors_version``, or ``"never"`` (then empty).
         """
@@ -211,12 +218,13 @@ class StateStore(Protocol):
         """Factors folded in for items the model ``version`` never saw."""
         ...
 
-    def remember_impressions(self, shown: Mapping[str, Mapping[str, str]], ttl_s: int) -> None:
-        """Remember what recommendation lists showed: rec id -> item -> a caller's description."""
+    def remember_impressions(self, shown: Mapping[str, str], ttl_s: int) -> None:
+        """Remember what recommendation lists showed: rec id -> the caller's encoding of the
+        list (one opaque string per list: written per request, read only on feedback)."""
         ...
 
-    def impressions(self, rec_id: str) -> dict[str, str]:
-        """What :meth:`remember_impressions` kept for ``rec_id`` (empty when expired)."""
+    def impressions(self, rec_id: str) -> str | None:
+        """What :meth:`remember_impressions` kept for ``rec_id`` (None when expired)."""
         ...
 
     def get_blob(self, name: str) -> bytes | None:

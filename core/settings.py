@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     covisit_window: int = Field(5, ge=1, le=100)
     #: Co-visited items kept per item (the weakest are trimmed).
     covisit_max: int = Field(100, ge=1, le=10_000)
+    #: Redis popularity and co-visitation sets of this many members or more are kept as
+    #: skiplists: 2-3x cheaper to update than Redis's compact form (used up to 128
+    #: members), for more memory. 0: Redis decides. The sets' contents are the same.
+    popularity_skiplist_min: int = Field(64, ge=0, le=100_000)
     #: Event ids are remembered this long to apply each event exactly once.
     dedupe_ttl_s: int = Field(7 * 24 * 3600, ge=60)
     blend_weights: dict[str, float] = {

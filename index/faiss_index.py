@@ -299,11 +299,18 @@ class FaissIndex(_VectorChecks):
             scores, numbers = _search_threads(self._index, queries, fetch)
             names = self._to_str
             results = []
-            for row_scores, row_numbers in zip(scores, numbers, strict=True):
-                pairs = [(names[int(n)], float(s))
-                         for s, n in zip(row_scores, row_numbers, strict=True)
-                         if n >= 0 and names[int(n)] not in skip]
-                results.append(ScoredItems.from_pairs(pairs[:k]))
+            # Python ints and floats (tolist) map to names several times faster than
+            # NumPy scalars one by one.
+            for row_scores, row_numbers in zip(scores.tolist(), numbers.tolist(), strict=True):
+                ids: list[str] = []
+                kept: list[float] = []
+                for s, n in zip(row_scores, row_numbers, strict=True):
+                    if n >= 0 and (name := names[n]) not in skip:
+                        ids.append(name)
+                        kept.append(s)
+                        if len(ids) == k:
+                            break
+                results.append(ScoredItems(ids, np.array(kept, dtype=np.float64)))
             return results
 
     def save(self, path: Path) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 
 from core.ports import (
     ALL_ITEMS,
+    CovisitSkip,
     HistoryMode,
     RatingParams,
     StateUpdate,
@@ -167,7 +168,7 @@ class InMemoryStateStore:
         self._item_factors: dict[str, dict[str, Vector]] = {}
         self._purchased: dict[str, set[str]] = {}
         self._rating = RatingParams()
-        self._impressions: dict[str, tuple[float, dict[str, str]]] = {}
+        self._impressions: dict[str, tuple[float, str]] = {}
         self._blobs: dict[str, bytes] = {}
         self._factors: dict[str, dict[str, Vector]] = {}
         self._counters: dict[str, int] = {}
@@ -238,19 +239,29 @@ class InMemoryStateStore:
     def user_state(
         self, user_id: str, recent_n: int, factors_version: str, *,
         covisit_n: int = 0, anchors: Sequence[str] = (), recent_anchors: int = 0,
-        history: HistoryMode = "always",
+        history: HistoryMode = "always", covisit_skip: CovisitSkip = "nothing",
     ) -> UserState:
         recent = self.recent_items(user_id, max(recent_n, recent_anchors))
         linked = covisit_anchors(anchors, recent[:recent_anchors]) if covisit_n > 0 else []
         factors = self.get_user_factors([user_id], factors_version).get(user_id)
         wanted = history == "always" or (history == "without_factors" and factors is None)
+        purchased = self.purchased_items(user_id)
+        skip: set[str] = set()
+        if covisit_skip != "nothing":
+            skip = {*anchors, *recent[: max(recent_n, 0)]}
+        if covisit_skip == "seen_and_purchased":
+            skip |= purchased
+        with self._lock:
+            covisited = {a: ScoredItems.from_pairs(
+                [(i, s) for i, s in self._popularity.top(covisit_scope(a), covisit_n + len(skip))
+                 if i not in skip][:covisit_n]) for a in linked}
         return UserState(
             recent=recent[: max(recent_n, 0)],
-            purchased=self.purchased_items(user_id),
+            purchased=purchased,
             profile=self.get_profiles([user_id]).get(user_id),
             factors=factors,
             history=self.get_histories([user_id]).get(user_id, {}) if wanted else {},
-            covisited={a: self.top_popular(covisit_n, covisit_scope(a)) for a in linked},
+            covisited=covisited,
         )
 
     def recent_items_many(self, user_ids: Sequence[str], n: int = 50) -> dict[str, list[str]]:
@@ -276,20 +287,19 @@ class InMemoryStateStore:
         with self._lock:
             return {u: dict(self._history[u]) for u in user_ids if u in self._history}
 
-    def remember_impressions(self, shown: Mapping[str, Mapping[str, str]], ttl_s: int) -> None:
+    def remember_impressions(self, shown: Mapping[str, str], ttl_s: int) -> None:
         with self._lock:
-            for rec_id, items in shown.items():
-                if items:
-                    self._impressions[rec_id] = (self.clock() + ttl_s, dict(items))
+            for rec_id, encoded in shown.items():
+                self._impressions[rec_id] = (self.clock() + ttl_s, encoded)
 
     def get_blob(self, name: str) -> bytes | None:
         with self._lock:
             return self._blobs.get(name)
 
-    def impressions(self, rec_id: str) -> dict[str, str]:
+    def impressions(self, rec_id: str) -> str | None:
         with self._lock:
-            expires, sources = self._impressions.get(rec_id, (0.0, {}))
-            return dict(sources) if expires > self.clock() else {}
+            expires, encoded = self._impressions.get(rec_id, (0.0, ""))
+            return encoded if expires > self.clock() else None
 
     def get_rating_params(self, user_ids: Sequence[str], item_ids: Sequence[str]) -> RatingParams:
         with self._lock:

@@ -19,7 +19,7 @@ key                           type       content
 ``ihist:<item>``              hash       user -> weight, for items the ALS model never saw
 ``ifactors:<version>``        hash       item -> float32 bytes (folded-in new items)
 ``rating:{meta,u,i}``         hash       online rating model: global mean; user/item params
-``imp:<rec_id>``              hash       item -> what a served list showed (expires)
+``shown:<rec_id>``            string     what a served list showed, encoded (expires)
 ``blobs``                     hash       name -> small model kept whole (online blender)
 ``ufactors:<version>``        hash       user -> float32 bytes (ALS fold-in vector)
 ``counters``                  hash       name -> integer
@@ -53,6 +53,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from core.errors import ConfigurationError, TemporaryFailure
 from core.ports import (
     ALL_ITEMS,
+    CovisitSkip,
     HistoryMode,
     RatingParams,
     StateUpdate,
@@ -71,10 +72,12 @@ from infra.memory_store import (
 if TYPE_CHECKING:
     from core.settings import Settings
 
-__all__ = ["RedisStateStore", "redis_client"]
+__all__ = ["DEFAULT_SKIPLIST_MIN", "RedisStateStore", "redis_client"]
 
 #: Dedupe buckets per TTL: ``seen_events`` checks this many sets (plus one).
 _DEDUPE_BUCKETS = 8
+#: Popularity sets of this many members or more are kept as skiplists (see _APPLY_LUA).
+DEFAULT_SKIPLIST_MIN = 64
 
 # One script applies a whole batch, sent as ONE JSON argument (decoded by the server's
 # cjson) plus ONE binary argument (the float32 vectors, back to back): encoding two
@@ -171,6 +174,12 @@ if (not now) or tonumber(now) < t then
 end
 local scale = 2 ^ ((t - ref) / hl)
 local names = {}
+-- A sorted set of up to 128 members is a listpack (ziplist before Redis 7), whose every
+-- ZINCRBY scans and re-parses the members: at 100 members, 2-3x the cost of the
+-- skiplist form. Redis converts a set holding a member longer than 64 bytes and never
+-- converts it back on removals, so adding and removing such a member (never an item id:
+-- ids have at most 128 characters) turns a set into a skiplist with the same contents.
+local long_member = string.rep('~', 1024)
 i = 1
 while i <= #pop do
   local scope, n = pop[i], pop[i + 1]
@@ -179,7 +188,13 @@ while i <= #pop do
   for j = i + 2, i + 2 * n, 2 do
     redis.call('ZINCRBY', key, pop[j + 1] * scale, pop[j])
   end
-  if string.sub(scope, 1, 3) == 'co:' and redis.call('ZCARD', key) > p.co_cap then
+  local card = redis.call('ZCARD', key)
+  if p.skiplist_min > 0 and card >= p.skiplist_min
+      and redis.call('OBJECT', 'ENCODING', key) ~= 'skiplist' then
+    redis.call('ZADD', key, 0, long_member)
+    redis.call('ZREM', key, long_member)
+  end
+  if card > p.co_cap and string.sub(scope, 1, 3) == 'co:' then
     redis.call('ZREMRANGEBYRANK', key, 0, -(p.co_cap + 1))
   end
   i = i + 2 + 2 * n
@@ -190,9 +205,10 @@ return rebased
 
 # One recommendation's per-user reads, in one round trip. ARGV: recent key, purchased key,
 # profiles hash, user id, factors hash, history key, recent n, co-visit n, recent anchors,
-# co-visitation key prefix, meta key, history mode, explicit anchors... Returns recent, purchased,
-# profile, factors, history (flat), then, with co-visit n > 0, the popularity meta
-# (pop_ref, pop_now) and a flat [anchor, [item, score, ...], ...] list.
+# co-visitation key prefix, meta key, history mode, co-visit skip mode, explicit anchors...
+# Returns recent, purchased, profile, factors, history (flat), then, with co-visit n > 0, the
+# popularity meta (pop_ref, pop_now) and a flat [anchor, [item, score, ...], ...] list whose
+# lists leave out the skipped items (read on in chunks until n are kept or the set ends).
 _USER_STATE_LUA = """
 local recent_n, co_n, n_anchors = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local recent = redis.call('LRANGE', ARGV[1], 0, math.max(recent_n, n_anchors, 1) - 1)
@@ -200,21 +216,43 @@ local factors, history = redis.call('HGET', ARGV[5], ARGV[4]), {}
 if ARGV[12] == 'always' or (ARGV[12] == 'without_factors' and not factors) then
   history = redis.call('HGETALL', ARGV[6])
 end
-local out = {recent, redis.call('SMEMBERS', ARGV[2]), redis.call('HGET', ARGV[3], ARGV[4]),
-             factors, history}
+local bought = redis.call('SMEMBERS', ARGV[2])
+local out = {recent, bought, redis.call('HGET', ARGV[3], ARGV[4]), factors, history}
 if co_n > 0 then
-  local anchors, seen = {}, {}
-  for j = 13, #ARGV do
+  local anchors, seen, skip = {}, {}, {}
+  for j = 14, #ARGV do
     if not seen[ARGV[j]] then seen[ARGV[j]] = true; anchors[#anchors + 1] = ARGV[j] end
   end
   for j = 1, math.min(n_anchors, #recent) do
     local a = recent[j]
     if not seen[a] then seen[a] = true; anchors[#anchors + 1] = a end
   end
+  if ARGV[13] ~= 'nothing' then
+    for j = 14, #ARGV do skip[ARGV[j]] = true end
+    for j = 1, math.min(recent_n, #recent) do skip[recent[j]] = true end
+    if ARGV[13] == 'seen_and_purchased' then
+      for _, item in ipairs(bought) do skip[item] = true end
+    end
+  end
+  local n_skip = 0
+  for _ in pairs(skip) do n_skip = n_skip + 1 end
+  -- The first read allows for the skipped items (one call per anchor, usually).
+  local first = co_n + math.min(n_skip, co_n)
   local lists = {}
   for _, a in ipairs(anchors) do
+    local kept, start, chunk = {}, 0, first
+    while true do
+      local got = redis.call('ZREVRANGE', ARGV[10] .. a, start, start + chunk - 1, 'WITHSCORES')
+      for j = 1, #got, 2 do
+        if #kept < 2 * co_n and not skip[got[j]] then
+          kept[#kept + 1] = got[j]; kept[#kept + 1] = got[j + 1]
+        end
+      end
+      if #kept >= 2 * co_n or #got < 2 * chunk then break end
+      start, chunk = start + chunk, co_n
+    end
     lists[#lists + 1] = a
-    lists[#lists + 1] = redis.call('ZREVRANGE', ARGV[10] .. a, 0, co_n - 1, 'WITHSCORES')
+    lists[#lists + 1] = kept
   end
   out[6] = redis.call('HMGET', ARGV[11], 'pop_ref', 'pop_now')
   out[7] = lists
@@ -315,6 +353,10 @@ class RedisStateStore:
         Wall clock for the dedupe buckets.
     covisit_max
         Items kept per co-visitation scope (``co:<item>``): the lowest are trimmed.
+    skiplist_min
+        A popularity set (co-visitation included) of this many members or more is kept
+        in Redis's skiplist form, cheaper to update than the compact form Redis uses up
+        to 128 members, for more memory; 0: Redis's own choice. Same contents either way.
     """
 
     def __init__(
@@ -328,11 +370,14 @@ class RedisStateStore:
         max_exponent: float = DEFAULT_MAX_EXPONENT,
         clock: Callable[[], float] = time.time,
         covisit_max: int = DEFAULT_COVISIT_MAX,
+        skiplist_min: int = DEFAULT_SKIPLIST_MIN,
     ) -> None:
         if half_life_s <= 0 or dedupe_ttl_s <= 0 or recent_max < 1 or covisit_max < 1:
             raise ValueError(
                 "half_life_s and dedupe_ttl_s must be > 0, recent_max and covisit_max >= 1"
             )
+        if skiplist_min < 0:
+            raise ValueError("skiplist_min must be >= 0")
         if client.get_connection_kwargs().get("decode_responses"):
             # Profiles are raw float32 bytes; a decoding client would mangle them.
             raise ConfigurationError("RedisStateStore needs a client with decode_responses=False")
@@ -344,6 +389,7 @@ class RedisStateStore:
         self.max_exponent = max_exponent
         self.clock = clock
         self.covisit_max = covisit_max
+        self.skiplist_min = skiplist_min
         self._bucket_s = max(1.0, dedupe_ttl_s / _DEDUPE_BUCKETS)
         # Script objects run EVALSHA and reload the script on NOSCRIPT (a restarted Redis).
         self._seen_script = client.register_script(_SEEN_LUA)
@@ -368,6 +414,7 @@ class RedisStateStore:
             dedupe_ttl_s=settings.dedupe_ttl_s,
             half_life_s=settings.popularity_half_life_s,
             covisit_max=settings.covisit_max,
+            skiplist_min=settings.popularity_skiplist_min,
         )
 
     def __repr__(self) -> str:
@@ -472,6 +519,7 @@ class RedisStateStore:
         payload: dict[str, Any] = {
             "t": update.popularity_at, "hl": self.half_life_s, "max_exp": self.max_exponent,
             "co_cap": self.covisit_max, "recent_max": self.recent_max,
+            "skiplist_min": self.skiplist_min,
             "ids": update.event_ids, "seen_key": self._seen_key(bucket),
             # The bucket lives until its last member is older than the TTL.
             "seen_ttl": math.ceil((bucket + 1) * self._bucket_s + self.dedupe_ttl_s - now),
@@ -504,13 +552,13 @@ class RedisStateStore:
     def user_state(
         self, user_id: str, recent_n: int, factors_version: str, *,
         covisit_n: int = 0, anchors: Sequence[str] = (), recent_anchors: int = 0,
-        history: HistoryMode = "always",
+        history: HistoryMode = "always", covisit_skip: CovisitSkip = "nothing",
     ) -> UserState:
         args: list[str | int] = [
             self._recent_key(user_id), self._purchased_key(user_id), self._profiles,
             user_id, self._factors_key(factors_version), self._history_key(user_id),
             max(recent_n, 0), max(covisit_n, 0), max(recent_anchors, 0),
-            self._pop_key(covisit_scope("")), self._meta, history, *anchors]
+            self._pop_key(covisit_scope("")), self._meta, history, covisit_skip, *anchors]
         with redis_failures("user_state"):
             reply: list[Any] = self._user_state(keys=[], args=args)
         recent, bought, profile, factors, weights = reply[:5]
@@ -598,17 +646,13 @@ class RedisStateStore:
             if flat
         }
 
-    def remember_impressions(self, shown: Mapping[str, Mapping[str, str]], ttl_s: int) -> None:
-        lists = {rec_id: items for rec_id, items in shown.items() if items}
-        if not lists:
+    def remember_impressions(self, shown: Mapping[str, str], ttl_s: int) -> None:
+        if not shown:
             return
         with redis_failures("remember_impressions"):
-            pipe = self.client.pipeline(transaction=True)
-            for rec_id, items in lists.items():
-                key = f"{self.prefix}imp:{rec_id}"
-                fields: dict[Any, Any] = dict(items)
-                pipe.hset(key, mapping=fields)
-                pipe.expire(key, ttl_s)
+            pipe = self.client.pipeline(transaction=False)  # independent keys
+            for rec_id, encoded in shown.items():
+                pipe.set(f"{self.prefix}shown:{rec_id}", encoded, ex=ttl_s)
             pipe.execute()
 
     def get_blob(self, name: str) -> bytes | None:
@@ -616,10 +660,10 @@ class RedisStateStore:
             raw: Any = self.client.hget(f"{self.prefix}blobs", name)
         return None if raw is None else bytes(raw)
 
-    def impressions(self, rec_id: str) -> dict[str, str]:
+    def impressions(self, rec_id: str) -> str | None:
         with redis_failures("impressions"):
-            raw: dict[Any, Any] = self.client.hgetall(f"{self.prefix}imp:{rec_id}")
-        return {k.decode(): v.decode() for k, v in raw.items()}
+            raw: Any = self.client.get(f"{self.prefix}shown:{rec_id}")
+        return None if raw is None else bytes(raw).decode()
 
     def get_rating_params(self, user_ids: Sequence[str], item_ids: Sequence[str]) -> RatingParams:
         users, items = list(dict.fromkeys(user_ids)), list(dict.fromkeys(item_ids))

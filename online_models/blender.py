@@ -12,16 +12,39 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 
 from river import linear_model, optim
 
-__all__ = ["BLOB", "OnlineBlender", "Shown", "impression", "lead_of"]
+__all__ = ["BLOB", "OnlineBlender", "Shown", "decode_shown", "encode_shown"]
 
 #: Name of the model's blob in the state store.
 BLOB = "blender"
 
-Shown = Mapping[str, str]  # item -> JSON {"rank": n, "lead": source, "sources": {...}}
+
+class Shown(NamedTuple):
+    """One item of a served list, as remembered for attribution and learning."""
+
+    rank: int
+    lead: str
+    sources: dict[str, float]
+
+
+def encode_shown(items: Iterable[tuple[str, Shown]]) -> str:
+    """A served list as one compact JSON object: item -> [rank, lead, sources].
+
+    One encoding per list (not per item): lists are written on every request.
+    """
+    return json.dumps({item: shown for item, shown in items}, separators=(",", ":"))
+
+
+def decode_shown(raw: str | None) -> dict[str, Shown]:
+    """What :func:`encode_shown` wrote (empty for None: the list expired or never was)."""
+    if not raw:
+        return {}
+    return {item: Shown(int(rank), str(lead), dict(sources))
+            for item, (rank, lead, sources) in json.loads(raw).items()}
 
 
 class OnlineBlender:
@@ -37,8 +60,8 @@ class OnlineBlender:
     Examples
     --------
     >>> b = OnlineBlender()
-    >>> shown = {"a": json.dumps({"rank": 0, "sources": {"popularity": 1.0}}),
-    ...          "b": json.dumps({"rank": 1, "sources": {"content": 0.9}})}
+    >>> shown = encode_shown([("a", Shown(0, "popularity", {"popularity": 1.0})),
+    ...                       ("b", Shown(1, "content", {"content": 0.9}))])
     >>> model = b.new_model()
     >>> for _ in range(50):
     ...     _ = b.learn(model, shown, clicked="b")
@@ -53,16 +76,18 @@ class OnlineBlender:
     def new_model(self) -> linear_model.LogisticRegression:
         return linear_model.LogisticRegression(optimizer=optim.SGD(self.learning_rate))
 
-    def learn(self, model: linear_model.LogisticRegression, shown: Shown, clicked: str) -> int:
-        """Learn one click on a served list; return how many examples were learnt."""
-        if clicked not in shown:
+    def learn(self, model: linear_model.LogisticRegression, shown: str | None,
+              clicked: str) -> int:
+        """Learn one click on a served list (as :func:`encode_shown` wrote it, None when
+        unknown); return how many examples were learnt."""
+        rows = decode_shown(shown)
+        if clicked not in rows:
             return 0
-        rows = {item: json.loads(raw) for item, raw in shown.items()}
-        rank = rows[clicked]["rank"]
-        skipped = sorted((r["rank"], item) for item, r in rows.items() if r["rank"] < rank)
-        model.learn_one(rows[clicked]["sources"], True)
+        rank = rows[clicked].rank
+        skipped = sorted((r.rank, item) for item, r in rows.items() if r.rank < rank)
+        model.learn_one(rows[clicked].sources, True)
         for _, item in skipped[-self.max_negatives:]:
-            model.learn_one(rows[item]["sources"], False)
+            model.learn_one(rows[item].sources, False)
         return 1 + min(len(skipped), self.max_negatives)
 
     @staticmethod
@@ -79,14 +104,4 @@ class OnlineBlender:
         # Only blobs this project wrote into its own state store are ever loaded.
         model: linear_model.LogisticRegression = pickle.loads(blob)
         return model
-
-
-def impression(rank: int, lead: str, sources: Mapping[str, float]) -> str:
-    """The JSON an impression keeps per item (see :data:`Shown`)."""
-    return json.dumps({"rank": rank, "lead": lead, "sources": dict(sources)},
-                      separators=(",", ":"))
-
-
-def lead_of(raw: str) -> str:
-    return str(json.loads(raw).get("lead", ""))
 

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.bench.commands import bench_group
-from cli.bench.common import make_events, percentile_ms
+from cli.bench.common import make_events, make_history_events, percentile_ms
 from cli.bench.freshness import histogram_quantile
 from core.settings import Settings
 
@@ -33,6 +33,31 @@ def index_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _positive(value: object) -> bool:
     return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def test_history_events_give_every_user_the_same_number_of_events() -> None:
+    events = make_history_events(50, 3, ["a", "b", "c"], seed=1, start_ts=1_000.0, span_s=10)
+    assert len(events) == 150
+    per_user: dict[str, int] = {}
+    for event in events:
+        per_user[event.user_id] = per_user.get(event.user_id, 0) + 1
+    assert per_user == {f"u{n}": 3 for n in range(50)}
+    assert all(1_000.0 <= e.ts <= 1_010.0 for e in events)
+
+
+def test_the_pipeline_clock_times_only_the_batches_after_the_warm_up() -> None:
+    from cli.bench.ingest import PipelineRun
+    from consumers.handlers import BatchResult
+    from core.ports import StateUpdate
+
+    clock = PipelineRun(target=10, warmup=5)
+    observe = clock.wrap(None)
+    for size in (3, 3, 2, 2):  # the second batch reaches the warm-up: still not timed
+        observe([], BatchResult(size, 0, 0, StateUpdate()), 0.0)
+    assert clock.warmup_clock is not None and clock.warmup_clock[2:] == (6, 2)
+    assert (clock.applied, clock.batches, clock.total) == (4, 2, 10)
+    assert clock.done.is_set()
+    assert clock.seconds >= 0
 
 
 def test_generated_events_cover_every_user_and_mix_the_kinds() -> None:

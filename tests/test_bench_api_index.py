@@ -85,7 +85,8 @@ def test_api_bench_serves_real_requests_and_writes_every_key(
     assert result.exit_code == 0, result.output
     figures = json.loads(out.read_text())
     for key in ("p50_ms", "p99_ms", "rate", "peak_rps", "hello_peak_rps",
-                "client_p50_ms", "client_p99_ms"):
+                "client_p50_ms", "client_p99_ms",
+                "server_cpu_us_per_request", "hello_server_cpu_us_per_request"):
         assert _positive(figures[key]), key
     assert figures["rate"] == 50
     assert figures["steady_errors"] == 0

@@ -90,3 +90,34 @@ async def test_a_store_outage_fails_the_batch_so_it_is_redelivered(parts, store,
             await test_broker.publish(dump_event(ItemViewed(user_id="u3", item_id="bags-2")),
                                       settings.interactions_topic)
     assert store.recent_items("u3") == []
+
+
+async def test_the_archive_stores_valid_records_as_received_and_skips_invalid_ones(store):
+    from consumers.handlers import ArchiveBatchHandler
+    from infra.sql import SqlStore
+
+    settings = Settings(kafka_bootstrap="127.0.0.1:1", redis_url="redis://unused")
+    catalog = toy_catalog()
+    processor = StreamProcessor(store, toy_index(catalog),
+                                {i: it.category for i, it in catalog.items()},
+                                half_life_s=3600.0, profile=ContentProfile(0.3))
+    sql = SqlStore("sqlite://")
+    sql.create_schema()
+    _app, broker = build_consumer_app(
+        settings, lambda sink, observe: InteractionBatchHandler(processor, sink, observe),
+        archive_handler=ArchiveBatchHandler(sql.archive_events))
+    # Epoch-seconds time and spaces: kept as sent, not re-serialised.
+    valid = (b'{"event_type": "view", "event_id": "w1", "user_id": "u5", '
+             b'"item_id": "bags-1", "timestamp": 1300000000}')
+    invalid = b'{"event_type": "view", "user_id": "u5"}'
+    try:
+        async with TestKafkaBroker(broker) as test_broker:
+            await test_broker.publish_batch(invalid, valid, topic=settings.interactions_topic)
+            await test_broker.publish_batch(valid, topic=settings.interactions_topic)  # again
+        assert sql.count_events() == 1
+        with sql.engine.connect() as conn:
+            stored = conn.exec_driver_sql("SELECT payload FROM events").scalar_one()
+        assert stored == valid.decode()
+        assert sql.events()[0]["timestamp"] == 1300000000
+    finally:
+        sql.close()

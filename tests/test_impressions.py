@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from api.impressions import ImpressionWriter
 from core.errors import TemporaryFailure
 from infra.memory_store import InMemoryStateStore
+from online_models.blender import Shown, decode_shown
 from tests.fakes import wait_until
 
 
@@ -18,41 +20,63 @@ class RecordingStore(InMemoryStateStore):
         self.batches: list[list[str]] = []
         self.fail = False
 
-    def remember_impressions(self, shown: Mapping[str, Mapping[str, str]], ttl_s: int) -> None:
+    def remember_impressions(self, shown: Mapping[str, str], ttl_s: int) -> None:
         if self.fail:
             raise TemporaryFailure("Redis down (fake)")
         self.batches.append(list(shown))
         super().remember_impressions(shown, ttl_s)
 
+    def shown(self, rec_id: str) -> dict[str, Shown]:
+        return decode_shown(self.impressions(rec_id))
 
 
-def test_a_queued_list_is_written_in_the_background() -> None:
+def _list(item: str, source: str = "content") -> list[tuple[str, Shown]]:
+    return [(item, Shown(0, source, {source: 0.5}))]
+
+
+def test_a_queued_list_is_written_in_the_background_and_read_back_whole() -> None:
     store = RecordingStore()
-    writer = ImpressionWriter(store, ttl_s=60)
-    writer.add("r1", {"a": "x"})
-    wait_until(lambda: store.impressions("r1") == {"a": "x"})
+    writer = ImpressionWriter(store, ttl_s=60, interval_s=0.01)
+    writer.add("r1", [("a", Shown(0, "covisit", {"covisit": 1.0, "popularity": 0.25})),
+                      ("b", Shown(1, "content", {"content": 0.5}))])
+    wait_until(lambda: bool(store.shown("r1")))
+    assert store.shown("r1") == {
+        "a": Shown(0, "covisit", {"covisit": 1.0, "popularity": 0.25}),
+        "b": Shown(1, "content", {"content": 0.5})}
+    writer.close()
+
+
+def test_requests_do_not_wake_the_writer_until_a_batch_is_full() -> None:
+    store = RecordingStore()
+    writer = ImpressionWriter(store, ttl_s=60, interval_s=30.0, batch_size=3)
+    writer.add("r1", _list("a"))
+    writer.add("r2", _list("b"))
+    time.sleep(0.2)
+    assert store.batches == []  # waiting for the interval (30 s) or a full batch
+    writer.add("r3", _list("c"))
+    wait_until(lambda: store.batches == [["r1", "r2", "r3"]])
     writer.close()
 
 
 def test_flush_writes_everything_queued_in_one_batch() -> None:
     store = RecordingStore()
     writer = ImpressionWriter(store, ttl_s=60)
-    writer._pending = {"r1": {"a": "x"}, "r2": {"b": "y"}}  # as if the thread had not run yet
+    writer._pending = {"r1": _list("a"), "r2": _list("b")}  # as if the thread had not run yet
     writer.flush()
     assert store.batches == [["r1", "r2"]]
-    assert store.impressions("r2") == {"b": "y"}
+    assert list(store.shown("r2")) == ["b"]
 
 
 def test_a_failed_write_keeps_the_lists_for_the_next_one() -> None:
     store = RecordingStore()
     writer = ImpressionWriter(store, ttl_s=60)
     store.fail = True
-    writer._pending = {"r1": {"a": "x"}}
+    writer._pending = {"r1": _list("a")}
     with pytest.raises(TemporaryFailure):
         writer.flush()
     store.fail = False
     writer.flush()
-    assert store.impressions("r1") == {"a": "x"}
+    assert list(store.shown("r1")) == ["a"]
 
 
 def test_while_the_store_is_down_the_oldest_lists_go_first() -> None:
@@ -61,18 +85,23 @@ def test_while_the_store_is_down_the_oldest_lists_go_first() -> None:
     writer = ImpressionWriter(store, ttl_s=60, max_pending=2)
     writer.close()  # no thread: every add writes (and fails) at once, keeping the queue
     for n in range(4):
-        writer.add(f"r{n}", {"a": str(n)})
+        writer.add(f"r{n}", _list(str(n)))
     store.fail = False
     writer.flush()
-    assert store.impressions("r0") == {} and store.impressions("r1") == {}
-    assert store.impressions("r2") == {"a": "2"} and store.impressions("r3") == {"a": "3"}
+    assert store.impressions("r0") is None and store.impressions("r1") is None
+    assert list(store.shown("r2")) == ["2"] and list(store.shown("r3")) == ["3"]
 
 
 def test_close_writes_what_is_left_and_later_lists_are_written_at_once() -> None:
     store = RecordingStore()
-    writer = ImpressionWriter(store, ttl_s=60)
-    writer.add("r1", {"a": "x"})
+    writer = ImpressionWriter(store, ttl_s=60, interval_s=30.0)
+    writer.add("r1", _list("a"))
     writer.close()
-    assert store.impressions("r1") == {"a": "x"}
-    writer.add("r2", {"b": "y"})
-    assert store.impressions("r2") == {"b": "y"}
+    assert list(store.shown("r1")) == ["a"]
+    writer.add("r2", _list("b"))
+    assert list(store.shown("r2")) == ["b"]
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="interval_s"):
+        ImpressionWriter(InMemoryStateStore(), interval_s=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import ConfigurationError, TemporaryFailure
-from core.events import ItemUpserted, ItemViewed, Purchased, parse_interaction
+from core.events import ItemUpserted, ItemViewed, Purchased, dump_event, parse_interaction
 from core.settings import Settings
 from core.types import Item
 from infra.embedded import free_port
@@ -120,3 +121,36 @@ def test_unreachable_postgres_is_a_temporary_failure() -> None:
     with pytest.raises(TemporaryFailure, match="database count_events failed"):
         store.count_events()
     store.close()
+
+
+def test_wire_bytes_are_archived_as_received_and_parse_back(store: SqlStore) -> None:
+    wire = (b'{"event_type":"view","event_id":"w1","user_id":" u1 ","item_id":"85123A",'
+            b'"timestamp":1300000000,"session_id":"s1"}')
+    event = parse_interaction(wire)
+    assert store.archive_events([event], [wire]) == 1
+    assert store.archive_events([event], [wire]) == 0  # idempotent by event id
+    (payload,) = store.events()
+    assert payload == json.loads(wire)  # as sent: epoch seconds, untrimmed user id
+    assert parse_interaction(payload) == event
+
+
+def test_wire_bytes_that_would_not_parse_back_are_serialised_instead(store: SqlStore) -> None:
+    # Without an id or a time the parsed event got defaults; JSON's NaN/Infinity are not
+    # JSON to PostgreSQL. Each of these is archived as the event serialised.
+    no_id = b'{"event_type":"view","user_id":"u1","item_id":"a","timestamp":1300000000}'
+    no_time = b'{"event_type":"view","event_id":"t1","user_id":"u1","item_id":"b"}'
+    infinite = (b'{"event_type":"purchase","event_id":"p1","user_id":"u1","item_id":"c",'
+                b'"timestamp":1300000001,"price":Infinity}')
+    events = [parse_interaction(w) for w in (no_id, no_time, infinite)]
+    assert store.archive_events(events, [no_id, no_time, infinite]) == 3
+    by_id = {p["event_id"]: p for p in store.events()}
+    assert by_id.keys() == {e.event_id for e in events}  # the generated id included
+    assert parse_interaction(by_id[events[0].event_id]) == events[0]
+    assert parse_interaction(by_id["t1"]) == events[1]  # the time it was given
+    assert by_id["p1"]["price"] is None  # as the event serialises it
+
+
+def test_wire_bytes_must_match_the_events_one_to_one(store: SqlStore) -> None:
+    with pytest.raises(ValueError):
+        store.archive_events([_view(1), _view(2)], [dump_event(_view(1))])
+    assert store.count_events() == 0

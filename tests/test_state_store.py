@@ -143,6 +143,7 @@ class TestRedisStateStore(StateStoreContract):
         settings = tmp_settings.model_copy(update={"recent_items_max": 2})
         store = RedisStateStore.from_settings(self.client, settings, prefix=self.prefix)
         assert store.half_life_s == settings.popularity_half_life_s
+        assert store.skiplist_min == settings.popularity_skiplist_min
         store.apply(StateUpdate(recent={"u": ["a", "b", "c"]}))
         assert store.recent_items("u") == ["c", "b"]
 
@@ -184,7 +185,13 @@ class TestRedisMatchesMemory:
         self.client = redis_client
         self.prefix = redis_prefix
 
-    def test_a_processed_stream_leaves_redis_in_the_memory_stores_state(self) -> None:
+    # skiplist_min 4: every set of 4 members or more is converted to a skiplist (and
+    # converted again after each rebase, whose ZUNIONSTORE makes compact sets): what the
+    # readers see must not change.
+    @pytest.mark.parametrize("skiplist_min", [0, 4])
+    def test_a_processed_stream_leaves_redis_in_the_memory_stores_state(
+        self, skiplist_min: int
+    ) -> None:
         from online_models.processor import StreamProcessor
         from online_models.profile import ContentProfile
         from online_models.rating_mf import OnlineRatingMF
@@ -194,7 +201,8 @@ class TestRedisMatchesMemory:
         # A short half-life forces rebases; small caps make the trims work.
         options: dict[str, Any] = {"half_life_s": 300.0, "recent_max": 6, "covisit_max": 5}
         memory = InMemoryStateStore(**options)
-        store = RedisStateStore(self.client, prefix=self.prefix, **options)
+        store = RedisStateStore(self.client, prefix=self.prefix, skiplist_min=skiplist_min,
+                                **options)
         catalog = toy_catalog()
         index = toy_index(catalog)
         categories = {i: it.category for i, it in catalog.items()}
@@ -230,6 +238,46 @@ class TestRedisMatchesMemory:
         ids = [e.event_id for e in events]
         assert store.seen_events(ids) == memory.seen_events(ids) == set(ids)
         assert store.last_event_ts() == memory.last_event_ts()
+        for user in users:  # what a recommendation reads: co-visited items of recent ones
+            got_s = store.user_state(user, 6, "", covisit_n=4, recent_anchors=3)
+            want_s = memory.user_state(user, 6, "", covisit_n=4, recent_anchors=3)
+            assert got_s.covisited.keys() == want_s.covisited.keys()
+            for anchor, scored in want_s.covisited.items():
+                assert got_s.covisited[anchor].ids == scored.ids
+                np.testing.assert_allclose(got_s.covisited[anchor].scores, scored.scores,
+                                           rtol=1e-9)
+        encodings = {self.client.object("encoding", key) for key in
+                     self.client.scan_iter(match=f"{self.prefix}pop:co:*")}
+        assert (b"skiplist" in encodings) == (skiplist_min > 0), encodings
+
+    def test_big_popularity_sets_become_skiplists_with_the_same_top_n(self) -> None:
+        # The default threshold: a full co-visitation set (100 members) is a skiplist,
+        # trimmed like a compact one; small sets stay compact.
+        store = RedisStateStore(self.client, prefix=self.prefix, covisit_max=100)
+        plain = RedisStateStore(self.client, prefix=self.prefix + "plain:", covisit_max=100,
+                                skiplist_min=0)
+        rng = np.random.default_rng(3)
+        for batch in range(20):
+            partners = {f"i{n}": float(w) for n, w in
+                        enumerate(rng.exponential(size=40)) if rng.random() < 0.5}
+            update = StateUpdate(popularity={"co:big": {f"{k}-{batch % 7}": w for k, w in
+                                                        partners.items()},
+                                             "co:small": {"a": 1.0, "b": 2.0}},
+                                 popularity_at=T0 + batch)
+            store.apply(update)
+            plain.apply(update)
+        try:
+            assert self.client.object("encoding", self.prefix + "pop:co:big") == b"skiplist"
+            assert self.client.object("encoding", self.prefix + "pop:co:small") != b"skiplist"
+            assert self.client.object("encoding",
+                                      self.prefix + "plain:pop:co:big") != b"skiplist"
+            assert self.client.zcard(self.prefix + "pop:co:big") == 100
+            for n in (1, 20, 100, 150):
+                got, want = store.top_popular(n, "co:big"), plain.top_popular(n, "co:big")
+                assert got.ids == want.ids
+                np.testing.assert_array_equal(got.scores, want.scores)
+        finally:
+            plain.clear()
 
     def test_one_update_bigger_than_a_lua_unpack_is_applied_whole(self) -> None:
         # The script passes long lists to Redis a slice at a time (Lua's C stack is ~8000).

@@ -293,6 +293,29 @@ def _latency_buckets(url: str) -> dict[float, float]:
     return buckets
 
 
+def _tree_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) of a process and its children; None off Linux."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total, found = 0.0, False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):  # itself or a child
+            total += (int(fields[11]) + int(fields[12])) / tick
+            found = True
+    return total if found else None
+
+
+def _cpu_per_request_us(before: float | None, after: float | None,
+                        levels: Sequence[dict[str, Any]]) -> float | None:
+    served = sum(level["ok"] for level in levels)
+    if before is None or after is None or not served:
+        return None
+    return (after - before) / served * 1e6
+
+
 # --- the benchmark ----------------------------------------------------------------------------
 def run_api_bench(
     settings: Settings, *, catalog_size: int = 20_000, users: int = 3_000,
@@ -382,7 +405,7 @@ def _bench(live: Settings, tmp: Path, say: Any, *, catalog_size: int, users: int
                                "seeded_events": events}
     with _LoadGenerator() as gen:
         api_args = ["cli.main", "serve", "--workers", str(workers), "--threads", str(threads)]
-        with _server(api_args, env, tmp / "api.log", f"{base}/healthz"):
+        with _server(api_args, env, tmp / "api.log", f"{base}/healthz") as api_proc:
             # Warm-up: every worker loads its index and opens its Redis pool.
             gen.run("closed", live.api_port, paths, duration=min(3.0, peak_duration),
                     concurrency=4)
@@ -392,18 +415,24 @@ def _bench(live: Settings, tmp: Path, say: Any, *, catalog_size: int, users: int
             after = _latency_buckets(f"{base}/metrics")
             delta = {b: after.get(b, 0.0) - before.get(b, 0.0) for b in after}
             say(f"steady: {steady}")
+            cpu_before = _tree_cpu_s(api_proc.pid)
             peak, levels = gen.peak(live.api_port, paths, peak_duration, concurrency)
+            api_cpu = _cpu_per_request_us(cpu_before, _tree_cpu_s(api_proc.pid), levels)
             say(f"api peak: {levels}")
         hello_port = _free_port()
         hello_args = ["gunicorn", "--workers", str(workers), "--threads", str(threads),
-                      "--worker-class", "gthread", "--bind", f"127.0.0.1:{hello_port}",
+                      "--worker-class", "gthread", "--reuse-port",
+                      "--bind", f"127.0.0.1:{hello_port}",
                       "--log-level", "warning", "cli.bench.api:hello_app()"]
         hello_url = f"http://127.0.0.1:{hello_port}/hello"
-        with _server(hello_args, env, tmp / "hello.log", hello_url):
+        with _server(hello_args, env, tmp / "hello.log", hello_url) as hello_proc:
             gen.run("closed", hello_port, ["/hello"], duration=min(3.0, peak_duration),
                     concurrency=4)
+            cpu_before = _tree_cpu_s(hello_proc.pid)
             hello_peak, hello_levels = gen.peak(hello_port, ["/hello"], peak_duration,
                                                 concurrency)
+            hello_cpu = _cpu_per_request_us(cpu_before, _tree_cpu_s(hello_proc.pid),
+                                            hello_levels)
             say(f"hello peak: {hello_levels}")
 
     server_requests = delta.get(math.inf, 0.0)
@@ -419,6 +448,10 @@ def _bench(live: Settings, tmp: Path, say: Any, *, catalog_size: int, users: int
         "peak_rps": peak,
         "hello_peak_rps": hello_peak,
         "peak_ratio": peak / hello_peak if hello_peak else math.nan,
+        # CPU of the server (gunicorn and its workers) per request during the peak phases:
+        # unlike requests/s, hardly moved by other work on the machine.
+        "server_cpu_us_per_request": api_cpu,
+        "hello_server_cpu_us_per_request": hello_cpu,
         "peak_levels": levels,
         "hello_levels": hello_levels,
         "setup_s": time.perf_counter() - started,

@@ -43,6 +43,7 @@ __all__ = [
     "event_mix",
     "machine_info",
     "make_events",
+    "make_history_events",
     "percentile_ms",
     "print_figures",
     "process_cpu_seconds",
@@ -144,6 +145,30 @@ def make_events(
     first = min(n, users)
     user_idx[:first] = rng.permutation(users)[:first]  # every user appears
     rng.shuffle(user_idx)
+    return _events_of(rng, user_idx, item_ids, start_ts, span_s)
+
+
+def make_history_events(
+    users: int, per_user: int, item_ids: Sequence[str], *, seed: int = 7,
+    start_ts: float | None = None, span_s: float = 60.0,
+) -> list[InteractionEvent]:
+    """``per_user`` events of each of ``users`` users (``u0``...): histories to warm state.
+
+    Items and kinds as in :func:`make_events`; the users' events are interleaved.
+    """
+    if users < 1 or per_user < 0 or not item_ids:
+        raise ValueError("need users >= 1, per_user >= 0 and at least one item id")
+    rng = np.random.default_rng(seed)
+    user_idx = np.tile(np.arange(users), per_user)
+    rng.shuffle(user_idx)
+    return _events_of(rng, user_idx, item_ids, start_ts, span_s)
+
+
+def _events_of(
+    rng: np.random.Generator, user_idx: np.ndarray, item_ids: Sequence[str],
+    start_ts: float | None, span_s: float,
+) -> list[InteractionEvent]:
+    n = len(user_idx)
     item_idx = _long_tail(rng, len(item_ids), n)
     kinds = list(EVENT_MIX)
     kind_idx = rng.choice(len(kinds), size=n, p=list(EVENT_MIX.values()))

@@ -8,18 +8,25 @@ N realistic events are produced into a fresh topic first; then, in the same run,
 3. the same pipeline with the SQL archive off, so the archive's share is visible;
 4. with ``profile``, once more under cProfile (figures of that run are not reported).
 
+Steady state: before the N timed events, each pipeline run applies a warm-up of
+``warmup_per_user`` events for every user of the N (default ``covisit_window``), so
+the timed events meet what a long-running pipeline meets: users whose recent lists
+fill the co-visitation window, co-visitation sets at their cap, a large archive.
+The warm-up is timed too (``events_per_s_fresh``: state filling from empty), but
+``events_per_s`` is the steady figure.
+
 Each pipeline run has its own consumer group and Redis prefix. Times run from the
-start of the first batch to the end of the batch that completes N (group join is
-excluded); the baseline's from its first non-empty fetch to its last. Both read
-with the consumers' ``fetch_max_wait_ms`` and ``consumer_max_records``, so the
-ratio is the cost of processing alone.
+start of the first timed batch to the end of the batch that completes N (group
+join and warm-up are excluded); the baseline's from its first non-empty fetch to
+its last. Both read with the consumers' ``fetch_max_wait_ms`` and
+``consumer_max_records``, so the ratio is the cost of processing alone.
 
 With ``processes`` > 1 each pipeline run is that many consumer processes in one
 group (what ``streamrec consume --processes N`` runs). A group that is joined while
 it consumes stops for a rebalance (seconds on Tansu), so these runs read a fresh
 topic: the members join first, and the N events are produced once every partition
-is assigned. The clock is the same: first batch start to last batch end, over all
-members.
+is assigned; the warm-up first, then, once the state counts it all, the N. The
+clock is the same: first batch start to last batch end, over all members.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import contextlib
 import cProfile
 import io
 import logging
+import math
 import multiprocessing
 import pstats
 import sys
@@ -51,6 +59,7 @@ from cli.bench.common import (
     event_mix,
     machine_info,
     make_events,
+    make_history_events,
     process_cpu_seconds,
     redis_for,
     used_memory,
@@ -136,24 +145,45 @@ async def bare_consume(settings: Settings, n: int, timeout_s: float) -> tuple[fl
         await consumer.stop()
 
 
+#: A clock's reading: (first batch start, last batch end, events applied, batches).
+ClockReading = tuple[float | None, float | None, int, int]
+
+
 @dataclass
 class PipelineRun:
     """Batch clock of one pipeline run: first batch start, last batch end, events applied.
 
-    ``cpu`` (a :func:`cpu_seconds` reader) is read at the end of the first batch and
-    of the last one; :attr:`cores` is what each part used over that window.
+    The batches that apply the first ``warmup`` events (the one that reaches it
+    included) are not timed: once they are done the clock restarts, and
+    :attr:`warmup_clock` keeps what it read until then. ``target`` counts all
+    events, warm-up included. ``cpu`` (a :func:`cpu_seconds` reader) is read at the
+    end of the first timed batch and of the last one; :attr:`cores` is what each
+    part used over that window.
     """
 
     target: int
     cpu: Callable[[], dict[str, float]] | None = None
+    warmup: int = 0
     first: float | None = None
     first_end: float | None = None
     last: float | None = None
     applied: int = 0
     batches: int = 0
+    total: int = 0
+    warmup_clock: ClockReading | None = None
     cpu_first: dict[str, float] = field(default_factory=dict)
     cpu_last: dict[str, float] = field(default_factory=dict)
     done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def reading(self) -> ClockReading:
+        return self.first, self.last, self.applied, self.batches
+
+    def restart(self) -> None:
+        """End the warm-up: keep its reading, time the next batches afresh."""
+        self.warmup_clock = self.reading()
+        self.first = self.first_end = self.last = None
+        self.applied = self.batches = 0
+        self.warmup = 0
 
     @property
     def seconds(self) -> float:
@@ -174,6 +204,8 @@ class PipelineRun:
              ) -> Callable[[Sequence[Record], BatchResult, float], None]:
         def timed(records: Sequence[Record], result: BatchResult, seconds: float) -> None:
             now = time.perf_counter()
+            self.total += result.applied
+            warming = self.total - result.applied < self.warmup  # began before its end
             if self.first is None:
                 self.first = now - seconds  # the handler's own start of the first batch
                 self.first_end = now
@@ -184,7 +216,9 @@ class PipelineRun:
             self.batches += 1
             if observe is not None:
                 observe(records, result, seconds)
-            if self.applied >= self.target and not self.done.is_set():
+            if warming and self.total >= self.warmup:
+                self.restart()
+            if self.total >= self.target and not self.done.is_set():
                 if self.cpu is not None:
                     self.cpu_last = self.cpu()
                 self.done.set()
@@ -241,14 +275,15 @@ async def _pipeline(
 async def run_pipeline(
     settings: Settings, n: int, *, archive: bool, timeout_s: float,
     profilers: tuple[cProfile.Profile, cProfile.Profile] | None = None,
-    cpu: Callable[[], dict[str, float]] | None = None,
+    cpu: Callable[[], dict[str, float]] | None = None, warmup: int = 0,
 ) -> tuple[PipelineRun, dict[str, int]]:
-    """Run the consumers' FastStream app in this process until ``n`` events are applied.
+    """Run the consumers' FastStream app in this process until ``warmup + n`` are applied.
 
-    ``profilers`` (loop thread, worker thread) profile the run. Returns the clock
-    and the store's counters.
+    The clock times the batches after the first ``warmup`` events (see
+    :class:`PipelineRun`). ``profilers`` (loop thread, worker thread) profile the
+    run. Returns the clock and the store's counters.
     """
-    clock = PipelineRun(n, cpu)
+    clock = PipelineRun(warmup + n, cpu, warmup)
     loop = asyncio.get_running_loop()
     if profilers is not None:
         loop.set_default_executor(_ProfiledExecutor(profilers[1]))
@@ -260,8 +295,8 @@ async def run_pipeline(
             finally:
                 counters = store.counters()
     except TimeoutError as exc:
-        raise TemporaryFailure(
-            f"the pipeline applied {clock.applied} of {n} events in {timeout_s:g} s") from exc
+        raise TemporaryFailure(f"the pipeline applied {clock.total} of {warmup + n} events "
+                               f"in {timeout_s:g} s") from exc
     finally:
         if profilers is not None:
             profilers[0].disable()
@@ -284,18 +319,25 @@ class _AssignmentReporter(ConsumerRebalanceListener):
 def pipeline_member(settings_json: str, archive: bool, conn: Connection) -> None:
     """Child process: one member of a multi-process pipeline run, until told to stop.
 
-    Reports its partition assignments, then (on ``"stop"``) its batch clock:
+    Reports its partition assignments; on ``"restart"`` (the warm-up is applied)
+    restarts its batch clock and reports the warm-up's reading
+    ``("warmup", first, last, applied, batches)``; on ``"stop"`` reports its clock
     ``("clock", first, last, applied, batches)``.
     """
     logging.basicConfig(level=logging.WARNING)
     settings = Settings.model_validate_json(settings_json)
 
-    async def member() -> tuple[float | None, float | None, int, int]:
+    async def member() -> ClockReading:
         clock = PipelineRun(sys.maxsize)  # the bench process decides when all are done
+        loop = asyncio.get_running_loop()
         async with _pipeline(settings, clock, archive=archive,
                              listener=_AssignmentReporter(conn)):
-            await asyncio.get_running_loop().run_in_executor(None, conn.recv)
-        return clock.first, clock.last, clock.applied, clock.batches
+            # Back on the loop after each message: the clock is never touched mid-batch.
+            while await loop.run_in_executor(None, conn.recv) == "restart":
+                clock.restart()
+                assert clock.warmup_clock is not None
+                conn.send(("warmup", *clock.warmup_clock))
+        return clock.reading()
 
     conn.send(("clock", *asyncio.run(member())))
 
@@ -342,17 +384,25 @@ class _Members:
         held = [p for mine in self.assigned if mine for p in mine]
         return all(self.assigned) and sorted(held) == list(range(partitions))
 
-    def stop(self) -> list[tuple[float | None, float | None, int, int]]:
-        """Stop every member; their clocks (first, last, applied, batches)."""
+    def _ask(self, request: str, answer: str) -> list[ClockReading]:
+        """Send ``request`` to every member; their ``answer`` readings (others skipped)."""
         for conn in self.conns:
-            conn.send("stop")
-        clocks = []
-        for conn, child in zip(self.conns, self.processes, strict=True):
-            while True:
-                message = conn.recv()
-                if message[0] == "clock":
-                    clocks.append(tuple(message[1:]))
-                    break
+            conn.send(request)
+        readings = []
+        for conn in self.conns:
+            while (message := conn.recv())[0] != answer:
+                pass
+            readings.append(message[1:])
+        return readings
+
+    def restart(self) -> list[ClockReading]:
+        """Restart every member's clock (the warm-up is applied); their warm-up readings."""
+        return self._ask("restart", "warmup")
+
+    def stop(self) -> list[ClockReading]:
+        """Stop every member; their clocks (first, last, applied, batches)."""
+        clocks = self._ask("stop", "clock")
+        for child in self.processes:
             child.join(60)
         return clocks
 
@@ -364,12 +414,12 @@ class _Members:
 
 
 class _Progress(threading.Thread):
-    """Polls the state's event count; reads the CPU clocks at the first event and at ``n``."""
+    """Polls the state's event count; reads the CPU clocks past ``start`` and at ``start + n``."""
 
     def __init__(self, store: RedisStateStore, n: int,
-                 cpu: Callable[[], dict[str, float]]) -> None:
+                 cpu: Callable[[], dict[str, float]], start: int = 0) -> None:
         super().__init__(daemon=True, name="bench-progress")
-        self.store, self.n, self.cpu = store, n, cpu
+        self.store, self.n, self.cpu, self.start_count = store, n + start, cpu, start
         self.started: tuple[float, dict[str, float]] | None = None
         self.finished: tuple[float, dict[str, float]] | None = None
         self.done = threading.Event()
@@ -381,7 +431,7 @@ class _Progress(threading.Thread):
     def run(self) -> None:
         while not self.stopping.wait(0.005):
             applied = self.applied()
-            if applied and self.started is None:
+            if applied > self.start_count and self.started is None:
                 self.started = (time.perf_counter(), self.cpu())
             if applied >= self.n:
                 self.finished = (time.perf_counter(), self.cpu())
@@ -395,15 +445,61 @@ class _Progress(threading.Thread):
         return {k: (last[k] - v) / (t1 - t0) for k, v in first.items() if k in last}
 
 
+@dataclass(frozen=True)
+class _Timed:
+    """What one pipeline run measured: timed phase, warm-up (from empty state), archive."""
+
+    seconds: float
+    applied: int
+    batches: int
+    cores: dict[str, float]
+    counters: dict[str, int]
+    warmup_seconds: float
+    warmup_applied: int
+    #: Rows in the archive when the state had counted every event (None: archive off).
+    archived: int | None
+
+
+def _span(readings: Sequence[ClockReading]) -> tuple[float, int, int]:
+    """(seconds from the first batch start to the last end, applied, batches) of members."""
+    firsts = [r[0] for r in readings if r[0] is not None]
+    lasts = [r[1] for r in readings if r[1] is not None]
+    seconds = max(lasts) - min(firsts) if firsts and lasts else math.nan
+    return seconds, sum(r[2] for r in readings), sum(r[3] for r in readings)
+
+
+def _archived(settings: Settings, archive: bool) -> int | None:
+    if not archive:
+        return None
+    sql = build_sql_store(settings)
+    try:
+        return sql.count_events()
+    finally:
+        sql.close()
+
+
+def _wait_applied(store: RedisStateStore, n: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (applied := store.counters().get("events.total", 0)) < n:
+        if time.monotonic() > deadline:
+            raise TemporaryFailure(f"the warm-up applied {applied} of {n} events "
+                                   f"in {timeout_s:g} s")
+        time.sleep(0.02)
+
+
 def _multi_process_run(
-    settings: Settings, records: Sequence[tuple[bytes, bytes]], n: int, processes: int,
-    *, archive: bool, timeout_s: float, broker_pid: int | None, client: Any,
-) -> tuple[float, int, dict[str, float], dict[str, int]]:
-    """``processes`` members on a fresh topic; (seconds, batches, cores, counters)."""
+    settings: Settings, warmup_records: Sequence[tuple[bytes, bytes]],
+    records: Sequence[tuple[bytes, bytes]], processes: int, *, archive: bool,
+    timeout_s: float, broker_pid: int | None, client: Any,
+) -> _Timed:
+    """``processes`` members on a fresh topic: the warm-up, then the timed records."""
     ensure_topics(settings.kafka_bootstrap, {settings.interactions_topic:
                                              settings.topic_partitions})
+    # Built once here: members that all find no index snapshot would race to write it.
+    build_index(settings, ensure_catalog(settings))
     members = _Members.start(settings, processes, archive=archive)
     store = build_state_store(settings)
+    warmup, n = len(warmup_records), len(records)
     try:
         members.wait_assigned(settings.topic_partitions, timeout_s)
 
@@ -412,13 +508,19 @@ def _multi_process_run(
             out["consumers"] = sum(process_cpu_seconds(pid) or 0.0 for pid in members.pids())
             return out
 
-        progress = _Progress(store, n, cpu)
+        warm: list[ClockReading] = []
+        if warmup:
+            asyncio.run(produce_all(settings, warmup_records))
+            _wait_applied(store, warmup, timeout_s)
+            warm = members.restart()
+        progress = _Progress(store, n, cpu, start=warmup)
         progress.start()
         asyncio.run(produce_all(settings, records))
         if not progress.done.wait(timeout_s):
             progress.stopping.set()
-            raise TemporaryFailure(f"the pipeline applied {progress.applied()} of {n} events "
-                                   f"in {timeout_s:g} s")
+            raise TemporaryFailure(f"the pipeline applied {progress.applied()} of "
+                                   f"{warmup + n} events in {timeout_s:g} s")
+        archived = _archived(settings, archive)
         clocks = members.stop()
         counters = store.counters()
     except BaseException:
@@ -426,15 +528,34 @@ def _multi_process_run(
         raise
     finally:
         store.client.close()
-    firsts = [c[0] for c in clocks if c[0] is not None]
-    lasts = [c[1] for c in clocks if c[1] is not None]
-    return max(lasts) - min(firsts), sum(c[3] for c in clocks), progress.cores(), counters
+    seconds, applied, batches = _span(clocks)
+    warm_seconds, warm_applied, _ = _span(warm)
+    return _Timed(seconds, applied, batches, progress.cores(), counters, warm_seconds,
+                  warm_applied, archived)
+
+
+def _single_process_run(
+    settings: Settings, warmup: int, n: int, *, archive: bool, timeout_s: float,
+    broker_pid: int | None, client: Any,
+) -> _Timed:
+    """One consumer in this process over the bench topic (warm-up records first)."""
+    clock, counters = asyncio.run(run_pipeline(
+        settings, n, archive=archive, timeout_s=timeout_s, warmup=warmup,
+        cpu=lambda: cpu_seconds(client, broker_pid)))
+    warm_seconds, warm_applied, _ = _span(
+        [clock.warmup_clock] if clock.warmup_clock is not None else [])
+    return _Timed(clock.seconds, clock.applied, clock.batches, clock.cores, counters,
+                  warm_seconds, warm_applied, _archived(settings, archive))
 
 
 def _pipeline_figures(
     env: BenchEnv, label: str, n: int, users: int, *, archive: bool, timeout_s: float,
     memory: bool, processes: int = 1, records: Sequence[tuple[bytes, bytes]] = (),
+    warmup_records: Sequence[tuple[bytes, bytes]] = (), warmup: int = 0,
 ) -> dict[str, Any]:
+    """One pipeline run's figures. Several processes read a fresh topic (``warmup_records``
+    then ``records`` are produced there); one reads the bench topic (``warmup`` events
+    there, then ``n``)."""
     settings = env.run(label)
     if processes > 1:  # a fresh topic of the same partitions, produced once all have joined
         settings = settings.model_copy(update={
@@ -443,24 +564,27 @@ def _pipeline_figures(
     try:
         before_mem = used_memory(client)
         if processes > 1:
-            seconds, batches, cores, counters = _multi_process_run(
-                settings, records, n, processes, archive=archive, timeout_s=timeout_s,
-                broker_pid=env.broker_pid, client=client)
+            run = _multi_process_run(
+                settings, warmup_records, records, processes, archive=archive,
+                timeout_s=timeout_s, broker_pid=env.broker_pid, client=client)
         else:
-            clock, counters = asyncio.run(run_pipeline(
-                settings, n, archive=archive, timeout_s=timeout_s,
-                cpu=lambda: cpu_seconds(client, env.broker_pid)))
-            seconds, batches, cores = clock.seconds, clock.batches, clock.cores
+            run = _single_process_run(settings, warmup, n, archive=archive,
+                                      timeout_s=timeout_s, broker_pid=env.broker_pid,
+                                      client=client)
         after_mem = used_memory(client)
-        total = counters.get("events.total", 0)
-        if total != n:
-            raise TemporaryFailure(f"state counts {total} events applied, {n} expected")
+        total = run.counters.get("events.total", 0)
+        if total != warmup + n:
+            raise TemporaryFailure(f"state counts {total} events applied, {warmup + n} expected")
         figures: dict[str, Any] = {
-            "events_per_s": n / seconds,
-            "seconds": seconds,
-            "batches": batches,
-            "cpu_cores": cores,
+            "events_per_s": run.applied / run.seconds,
+            "seconds": run.seconds,
+            "batches": run.batches,
+            "cpu_cores": run.cores,
+            "events_per_s_fresh": (run.warmup_applied / run.warmup_seconds
+                                   if run.warmup_applied else None),
         }
+        if run.archived is not None:
+            figures["archived_when_applied"] = run.archived
         if memory:
             figures.update(_memory_figures(client, settings, after_mem - before_mem, users))
         return figures
@@ -509,42 +633,60 @@ def run_ingest(
     settings: Settings, *, events: int = 200_000, users: int = 100_000, partitions: int = 4,
     archive_off: bool = True, profile: bool = False, profile_top: int = 15,
     timeout_s: float = 600.0, seed: int = 7, profile_out: Any = None, processes: int = 1,
+    warmup_per_user: int | None = None,
 ) -> dict[str, Any]:
     """Run the ingest benchmark on ``settings``' services (embedded where none); return figures.
 
-    Keys: ``events_per_s`` (pipeline with the archive), ``baseline_events_per_s``
-    (bare consume loop), ``ratio``, ``events_per_s_archive_off``, memory per
-    100k users, produce rate, ``consumer_processes`` and the CPU cores each part
-    used (``pipeline_cpu_cores``; ``consumers`` is the member processes' sum when
-    there are several, and ``bench_process`` then the producer).
+    Keys: ``events_per_s`` (pipeline with the archive, steady state: after a warm-up
+    of ``warmup_per_user`` events per user, default ``covisit_window``; 0: none),
+    ``events_per_s_fresh`` (the warm-up, from empty state), ``baseline_events_per_s``
+    (bare consume loop), ``ratio``, ``events_per_s_archive_off``, memory per 100k
+    users (after warm-up and timed events), produce rate, ``consumer_processes``,
+    ``archived_when_applied`` (archive rows when the state had every event: the
+    archive keeping up or not) and the CPU cores each part used in the timed phase
+    (``pipeline_cpu_cores``; ``consumers`` is the member processes' sum when there
+    are several, and ``bench_process`` then the producer).
     """
     if events < 1 or users < 1:
         raise ValueError("events and users must be >= 1")
     if not 1 <= processes <= partitions:
         raise ValueError("processes must be between 1 and the number of partitions")
+    per_user = settings.covisit_window if warmup_per_user is None else warmup_per_user
+    if per_user < 0:
+        raise ValueError("warmup_per_user must be >= 0")
     with bench_services(settings, label="ingest", partitions=partitions) as env:
-        generated = make_events(events, users, env.item_ids, seed=seed)
+        now = time.time()
+        generated = make_events(events, users, env.item_ids, seed=seed, start_ts=now - 60.0)
         distinct_users = len({e.user_id for e in generated})
         records = [(e.user_id.encode(), dump_event(e)) for e in generated]
         mix = event_mix(generated)
-        del generated
-        log.info("producing %d events for %d users", events, distinct_users)
-        produce_s = asyncio.run(produce_all(env.settings, records))
+        # The warm-up's events lie before the timed ones (10 minutes' worth).
+        history = make_history_events(users, per_user, env.item_ids, seed=seed + 1,
+                                      start_ts=now - 660.0, span_s=600.0)
+        warmup_records = [(e.user_id.encode(), dump_event(e)) for e in history]
+        state_users = users if per_user else distinct_users
+        del generated, history
+        log.info("producing %d warm-up and %d timed events for %d users",
+                 len(warmup_records), events, state_users)
+        produce_s = asyncio.run(produce_all(env.settings, warmup_records + records))
+        produce_s *= events / (events + len(warmup_records))  # the rate's time for N
+        warmup = len(warmup_records)
         if processes == 1:
-            records = []  # memory: only multi-process runs produce them again
+            records, warmup_records = [], []  # memory: only multi-process runs produce again
 
         log.info("baseline: bare aiokafka consume loop")
         base_s, _ = asyncio.run(bare_consume(env.settings, events, timeout_s))
         log.info("pipeline with the SQL archive")
-        on = _pipeline_figures(env, "archive-on", events, distinct_users, archive=True,
+        on = _pipeline_figures(env, "archive-on", events, state_users, archive=True,
                                timeout_s=timeout_s, memory=True, processes=processes,
-                               records=records)
+                               records=records, warmup_records=warmup_records, warmup=warmup)
         off = None
         if archive_off:
             log.info("pipeline with the SQL archive off")
-            off = _pipeline_figures(env, "archive-off", events, distinct_users, archive=False,
+            off = _pipeline_figures(env, "archive-off", events, state_users, archive=False,
                                     timeout_s=timeout_s, memory=False, processes=processes,
-                                    records=records)
+                                    records=records, warmup_records=warmup_records,
+                                    warmup=warmup)
         if profile:
             log.info("pipeline under cProfile")
             _profile(env, events, timeout_s, profile_top, profile_out or sys.stderr)
@@ -553,6 +695,8 @@ def run_ingest(
     figures: dict[str, Any] = {
         "events": events,
         "users": distinct_users,
+        "warmup_per_user": per_user,
+        "warmup_events": warmup,
         "partitions": partitions,
         "consumer_processes": processes,
         "event_mix": mix,
@@ -573,5 +717,6 @@ def run_ingest(
         figures["events_per_s_archive_off"] = off["events_per_s"]
         figures["ratio_archive_off"] = off["events_per_s"] / baseline
         figures["pipeline_cpu_cores_archive_off"] = off["cpu_cores"]
+        figures["events_per_s_archive_off_fresh"] = off["events_per_s_fresh"]
     figures["machine"] = machine_info()
     return figures

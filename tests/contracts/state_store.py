@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core.ports import ALL_ITEMS, StateStore, StateUpdate
+from core.ports import ALL_ITEMS, CovisitSkip, StateStore, StateUpdate
 
 HOUR = 3600.0
 #: 2011-06-01, in the Online Retail data set's period.
@@ -187,12 +187,13 @@ class StateStoreContract:
 
     def test_impressions_are_remembered_until_they_expire(self) -> None:
         store = self.store()
-        store.remember_impressions({"rec1": {"a": "content", "b": "covisit"},
-                                    "rec2": {"c": "collab"}, "empty": {}}, ttl_s=60)
-        assert store.impressions("rec1") == {"a": "content", "b": "covisit"}
-        assert store.impressions("rec2") == {"c": "collab"}
-        assert store.impressions("empty") == {}
-        assert store.impressions("unknown") == {}
+        store.remember_impressions({"rec1": '{"a":[0,"content",{}]}', "rec2": "list 2",
+                                    "empty": ""}, ttl_s=60)
+        store.remember_impressions({}, ttl_s=60)  # nothing to write: no round trip, no error
+        assert store.impressions("rec1") == '{"a":[0,"content",{}]}'
+        assert store.impressions("rec2") == "list 2"
+        assert store.impressions("empty") == ""
+        assert store.impressions("unknown") is None
 
     def test_user_state_reads_everything_of_one_user_at_once(self) -> None:
         store = self.store()
@@ -226,6 +227,24 @@ class StateStoreContract:
         lonely = store.user_state("nobody", 5, "v", covisit_n=3, anchors=["ctx"],
                                   recent_anchors=3)
         assert list(lonely.covisited) == ["ctx"]
+
+    @pytest.mark.parametrize(("skip", "n", "expected"), [
+        ("nothing", 2, ["b", "p"]),
+        ("seen", 2, ["p", "x"]),  # the anchors and the recent items returned (not "c")
+        ("seen_and_purchased", 2, ["x", "c"]),  # the next strongest take their places
+        ("seen_and_purchased", 5, ["x", "c", "y", "z"]),  # until the set ends
+        ("seen_and_purchased", 1, ["x"]),  # read on past a first read of skipped items
+    ])
+    def test_user_state_leaves_what_it_is_told_to_skip_out_of_co_visited_lists(
+            self, skip: CovisitSkip, n: int, expected: list[str]) -> None:
+        store = self.store()
+        store.apply(StateUpdate(recent={"u": ["c", "b", "a"]}, purchased={"u": ["p"]},
+                                popularity={"co:a": {"b": 9.0, "p": 8.0, "x": 7.0, "c": 6.0,
+                                                     "y": 5.0, "z": 4.0, "ctx": 3.5}}))
+        state = store.user_state("u", 2, "v", covisit_n=n, anchors=["ctx"], recent_anchors=1,
+                                 covisit_skip=skip)
+        assert state.recent == ["a", "b"]
+        assert state.covisited["a"].ids == expected
 
     def test_new_items_histories_and_factors_are_kept(self) -> None:
         store = self.store()
