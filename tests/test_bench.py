@@ -82,12 +82,13 @@ def test_histogram_quantile_interpolates_within_the_bucket_like_prometheus() -> 
 
 @pytest.mark.integration
 @pytest.mark.slow
-@pytest.mark.parametrize(("options", "processes", "busy"), [
-    ([], 2, "consumers"),  # their own processes, the default
-    (["--processes", "1"], 1, "bench_process"),  # a consumer in the bench's process
+@pytest.mark.parametrize(("options", "processes", "busy", "warmup"), [
+    ([], 2, "consumers", 5),  # their own processes, warmed by covisit_window: the defaults
+    (["--processes", "1", "--warmup-per-user", "2"], 1, "bench_process", 2),  # in-process
 ])
 def test_ingest_bench_applies_every_event_and_writes_its_figures(
-    bench_settings: Settings, tmp_path: Path, options: list[str], processes: int, busy: str
+    bench_settings: Settings, tmp_path: Path, options: list[str], processes: int, busy: str,
+    warmup: int,
 ) -> None:
     out = tmp_path / "ingest.json"
     result = CliRunner().invoke(
@@ -107,6 +108,8 @@ def test_ingest_bench_applies_every_event_and_writes_its_figures(
     assert "events_per_s" in result.output
     assert figures["consumer_processes"] == processes
     assert _positive(figures["pipeline_cpu_cores"][busy])
+    assert figures["warmup_per_user"] == warmup
+    assert figures["warmup_events"] == warmup * 500
 
 
 @pytest.mark.integration

@@ -53,17 +53,23 @@ def bench_group() -> None:
 @click.option("--processes", type=click.IntRange(min=1), default=None,
               help="Consumer processes in the group, as `streamrec consume --processes` "
                    "[default: 2, at most PARTITIONS].")
+@click.option("--warmup-per-user", type=click.IntRange(min=0), default=None,
+              help="Events per user applied before the timed ones, so they meet full "
+                   "histories (steady state) [default: covisit_window; 0: time a fresh "
+                   "state].")
 @click.pass_context
 def ingest_command(
     ctx: click.Context, events: int, users: int, partitions: int, json_path: Path | None,
     archive_off: bool, profile: bool, profile_top: int, processes: int | None,
+    warmup_per_user: int | None,
 ) -> None:
     """Events/s from Kafka through the consumers into Redis, beside a bare consume loop.
 
     Produces EVENTS realistic events (views, clicks, carts, purchases over the
-    shipped catalog, USERS shoppers) to a fresh topic, then times a bare aiokafka
-    consumer and the real consumer pipeline over them, and measures Redis memory
-    per 100k users of state.
+    shipped catalog, USERS shoppers) to a fresh topic, after a warm-up that gives
+    every shopper a full history, then times a bare aiokafka consumer and the real
+    consumer pipeline over them (steady state and the warm-up's own fresh rate), and
+    measures Redis memory per 100k users of state.
     """
     from cli.bench.ingest import run_ingest
 
@@ -73,6 +79,7 @@ def ingest_command(
         profile_out=sys.stderr,
         # Two cores here: a second process overlaps one's Python with the other's Redis.
         processes=min(2, partitions) if processes is None else processes,
+        warmup_per_user=warmup_per_user,
     )
     print_figures("ingest", figures)
     write_json(json_path, figures)
