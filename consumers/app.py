@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import logging
 import multiprocessing
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -267,8 +270,29 @@ def create_consumer_app(settings: Settings) -> FastStream:
     return app
 
 
-def _consume(settings_json: str) -> None:
+#: prctl(2) option: the signal a process gets when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Have Linux send this process SIGTERM (a graceful stop) when its parent dies.
+
+    A supervisor that SIGKILLs the parent of :func:`run_consumer_processes` and starts
+    a new set must not leave the old children consuming beside it. Elsewhere a no-op.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _consume(settings_json: str, parent_pid: int) -> None:
     """One consumer process of :func:`run_consumer_processes` (a fresh interpreter)."""
+    die_with_parent(parent_pid)
     logging.basicConfig(level=logging.INFO)
     settings = Settings.model_validate_json(settings_json)
     asyncio.run(create_consumer_app(settings).run())
@@ -286,7 +310,8 @@ def run_consumer_processes(settings: Settings, processes: int) -> int:
     some of their learning steps are lost when two batches overlap. Process ``i``
     serves metrics on ``consumer_metrics_port + i``. SIGTERM/SIGINT stop them all
     gracefully; when one dies the others are stopped and its exit code returned,
-    so a supervisor restarts the set.
+    so a supervisor restarts the set; if this process is killed outright, the
+    children get SIGTERM from the kernel (Linux, :func:`die_with_parent`).
     """
     if processes < 1:
         raise ValueError("processes must be >= 1")
@@ -295,7 +320,8 @@ def run_consumer_processes(settings: Settings, processes: int) -> int:
     for i in range(processes):
         port = settings.consumer_metrics_port + i if settings.consumer_metrics_port else 0
         child_settings = settings.model_copy(update={"consumer_metrics_port": port})
-        child = context.Process(target=_consume, args=(child_settings.model_dump_json(),),
+        child = context.Process(target=_consume,
+                                args=(child_settings.model_dump_json(), os.getpid()),
                                 name=f"streamrec-consumer-{i}")
         child.start()
         children.append(child)
