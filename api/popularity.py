@@ -42,13 +42,17 @@ from core.errors import TemporaryFailure
 from core.ports import StateStore
 from core.types import Item, ScoredItems
 
-__all__ = ["PopularitySnapshot", "Snapshot"]
+__all__ = ["PopularitySnapshot", "Snapshot", "log_scale"]
 
 log = logging.getLogger(__name__)
 
 #: Items kept per category list: enough for k=200 after a user's exclusions.
 PER_CATEGORY = 500
 
+
+def log_scale(popular: ScoredItems) -> float:
+    """log1p of the top score of ``popular`` (best first): the popularity source's 1.0."""
+    return math.log1p(max(float(popular.scores[0]), 0.0)) if len(popular) else 0.0
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -82,7 +86,7 @@ class Snapshot:
     @property
     def scale(self) -> float:
         """log1p of the top popularity (the popularity source's 1.0)."""
-        return math.log1p(max(float(self.popular.scores[0]), 0.0)) if len(self.popular) else 0.0
+        return log_scale(self.popular)
 
     def top(self, category: str | None, n: int) -> ScoredItems:
         """The ``n`` most popular items, overall (``None``) or of one category."""

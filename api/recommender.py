@@ -22,7 +22,6 @@ their preferred categories.
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -33,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from api.experiments import VariantAssigner
-from api.popularity import PopularitySnapshot, Snapshot
+from api.popularity import PopularitySnapshot, Snapshot, log_scale
 from core.ports import ALL_ITEMS, SearchIndex, StateStore, VectorIndex, category_scope
 from core.types import Item, ScoredItems
 from online_models.als_foldin import ALSFoldIn
@@ -444,7 +443,7 @@ class Recommender:
         """The most popular items now, overall or in one category."""
         scope = ALL_ITEMS if category is None else category_scope(category)
         popular = self.state.top_popular(k * 2, scope)
-        scale = math.log1p(max(float(popular.scores.max()), 0.0)) if len(popular) else 0.0
+        scale = log_scale(popular)
         label = "Trending now" if category is None else f"Trending in {category}"
         items = [
             ScoredRecommendation(self.catalog[i], p, {"popularity": p}, label)
