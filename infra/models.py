@@ -52,6 +52,8 @@ class ModelProvider:
         self._version: str | None = None
         self._foldin: ALSFoldIn | None = None
         self._item_index: InnerProductIndex | None = None
+        #: New items' factors as last put into ``_item_index`` (of ``_version``).
+        self._added: dict[str, Vector] = {}
         self._lock = threading.Lock()
 
     @property
@@ -77,10 +79,14 @@ class ModelProvider:
         """New products, folded in by the consumers, join the collaborative candidates."""
         if self.new_item_factors is None or self._item_index is None or self._version is None:
             return
-        added = self.new_item_factors(self._version)
+        # Only what changed since the last poll: re-upserting every folded-in item each
+        # poll grew with the number of new items and ran on a request's thread.
+        added = {item: vector for item, vector in self.new_item_factors(self._version).items()
+                 if item not in self._added or not np.array_equal(self._added[item], vector)}
         if added:
             ids = list(added)
             self._item_index.upsert(ids, np.stack([added[i] for i in ids]))
+            self._added.update(added)
 
     def _reload_if_new(self) -> None:
         latest = read_latest(self.artifacts_dir)
@@ -91,6 +97,7 @@ class ModelProvider:
         except DataNotFound:
             log.info("model version %s has no ALS model; collaborative scores off", latest)
             self._version, self._foldin, self._item_index = latest, None, None
+            self._added = {}
             return
         if not isinstance(model, ALSScorer):
             raise DataNotFound(f"als.pkl of version {latest} is not an ALS model")
@@ -103,5 +110,6 @@ class ModelProvider:
         item_index = InnerProductIndex(FaissIndex(foldin.n_factors + 1), foldin.item_ids,
                                        foldin.item_factors)
         self._foldin, self._item_index, self._version = foldin, item_index, latest
+        self._added = {}  # a new index: every new item goes in again
         log.info("loaded ALS model %s (%d items, %d factors)", latest,
                  len(model.item_ids_), foldin.n_factors)

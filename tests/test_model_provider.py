@@ -51,3 +51,34 @@ def test_items_folded_in_by_the_consumers_join_the_collaborative_index(tmp_path:
                              if version == "v1" else {})
     _, index = provider.current()
     assert index is not None and "brand-new" in index
+
+
+def test_a_poll_upserts_only_new_items_whose_factors_changed(tmp_path: Path) -> None:
+    import numpy as np
+
+    train(tiny(0), tmp_path, ["als"], version="v1")
+    folded = {"new-a": np.ones(64), "new-b": np.full(64, 2.0)}
+    provider = ModelProvider(tmp_path, min_interval_s=0,
+                             new_item_factors=lambda version: dict(folded))
+    _, index = provider.current()
+    assert index is not None and "new-a" in index and "new-b" in index
+    upserted: list[list[str]] = []
+    original = index.upsert
+
+    def spy(ids: list[str], vectors: np.ndarray) -> None:
+        upserted.append(list(ids))
+        original(ids, vectors)
+
+    index.upsert = spy  # type: ignore[method-assign]
+    provider.current()
+    assert upserted == []  # nothing changed since the last poll
+    folded["new-b"] = np.full(64, 3.0)
+    folded["new-c"] = np.ones(64)
+    provider.current()
+    assert upserted == [["new-b", "new-c"]]
+    assert "new-c" in index
+
+    train(tiny(5), tmp_path, ["als"], version="v2")  # a new model: a new index, all again
+    _, fresh = provider.current()
+    assert fresh is not None and fresh is not index
+    assert all(item in fresh for item in ("new-a", "new-b", "new-c"))
