@@ -114,6 +114,8 @@ class ImpressionWriter:
         except TemporaryFailure as exc:  # kept queued
             log.warning("impressions not kept yet: %s", exc)
             return False
+        except Exception:  # a bug must not end the thread: later lists still get written
+            log.exception("impressions of a batch lost")
         return True
 
     def _run(self) -> None:

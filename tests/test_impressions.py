@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
+import numpy as np
 import pytest
 
 from api.impressions import ImpressionWriter
 from core.errors import TemporaryFailure
 from infra.memory_store import InMemoryStateStore
-from online_models.blender import Shown, decode_shown
+from online_models.blender import Shown, decode_shown, encode_shown
 from tests.fakes import wait_until
 
 
@@ -44,6 +45,11 @@ def test_a_queued_list_is_written_in_the_background_and_read_back_whole() -> Non
         "a": Shown(0, "covisit", {"covisit": 1.0, "popularity": 0.25}),
         "b": Shown(1, "content", {"content": 0.5})}
     writer.close()
+
+
+def test_scores_held_as_numpy_floats_are_written_as_numbers() -> None:
+    encoded = encode_shown([("a", Shown(0, "content", {"content": np.float64(0.25)}))])
+    assert decode_shown(encoded) == {"a": Shown(0, "content", {"content": 0.25})}
 
 
 def test_requests_do_not_wake_the_writer_until_a_batch_is_full() -> None:
@@ -100,6 +106,18 @@ def test_close_writes_what_is_left_and_later_lists_are_written_at_once() -> None
     assert list(store.shown("r1")) == ["a"]
     writer.add("r2", _list("b"))
     assert list(store.shown("r2")) == ["b"]
+
+
+def test_an_unexpected_error_loses_that_batch_but_not_the_writer() -> None:
+    store = RecordingStore()
+    writer = ImpressionWriter(store, ttl_s=60, interval_s=0.01)
+    broken = [("a", Shown(0, "content", {"content": object()}))]  # not encodable
+    writer.add("r1", broken)  # type: ignore[arg-type]
+    wait_until(lambda: not writer._pending)
+    writer.add("r2", _list("b"))
+    wait_until(lambda: bool(store.shown("r2")))
+    assert store.impressions("r1") is None
+    writer.close()
 
 
 def test_bad_settings_are_refused() -> None:
