@@ -83,7 +83,7 @@ def test_histogram_quantile_interpolates_within_the_bucket_like_prometheus() -> 
 @pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.parametrize(("options", "processes", "busy", "warmup"), [
-    ([], 2, "consumers", 5),  # their own processes, warmed by covisit_window: the defaults
+    ([], 2, "consumers", 5),  # one process per partition, warmed by covisit_window: defaults
     (["--processes", "1", "--warmup-per-user", "2"], 1, "bench_process", 2),  # in-process
 ])
 def test_ingest_bench_applies_every_event_and_writes_its_figures(
