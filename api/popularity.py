@@ -54,6 +54,7 @@ def log_scale(popular: ScoredItems) -> float:
     """log1p of the top score of ``popular`` (best first): the popularity source's 1.0."""
     return math.log1p(max(float(popular.scores[0]), 0.0)) if len(popular) else 0.0
 
+
 @dataclass(frozen=True)
 class Snapshot:
     """Decayed popularity of the most popular items at one moment."""

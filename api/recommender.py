@@ -145,8 +145,12 @@ class _Scored:
     matrix: np.ndarray
 
     def sources(self, row: int) -> dict[str, float]:
-        return {name: float(v) for name, v in zip(SOURCES, self.matrix[row].tolist(),
-                                                  strict=True) if v == v}  # NaN != NaN
+        return _known_sources(self.matrix[row].tolist())
+
+
+def _known_sources(line: Sequence[float]) -> dict[str, float]:
+    """Source name -> score of one matrix row, the sources that could score it only."""
+    return {name: v for name, v in zip(SOURCES, line, strict=True) if v == v}  # NaN != NaN
 
 
 class Recommender:
@@ -220,9 +224,10 @@ class Recommender:
         scored = self._score(ctx)
         model = (self.blender() if self.blender is not None
                  and variant in self.learned_variants else None)
-        order = self._rank(scored, weights, model)
+        w = _weight_vector(weights)
+        order = self._rank(scored, w, model)
         chosen = self._choose(ctx, scored, order, request.k)
-        return Recommendation(request.user_id, self._explain(ctx, weights, scored, chosen),
+        return Recommendation(request.user_id, self._explain(ctx, w, scored, chosen),
                               variant=variant)
 
     def _context(self, request: RecRequest, n: int) -> _Context:
@@ -322,16 +327,19 @@ class Recommender:
             matrix[:, _COLUMN["popularity"]] = log_scaled(ctx.popular.scores(ids), scale)
         return _Scored(ids, matrix)
 
-    def _rank(self, scored: _Scored, weights: Mapping[str, float], model: Any = None
+    def _rank(self, scored: _Scored, w: np.ndarray, model: Any = None
               ) -> list[tuple[int, float]]:
-        """(row, blended score) of every candidate, best first, ties by item id."""
+        """(row, blended score) of every candidate, best first, ties by item id.
+
+        ``w``: the blend weights in ``SOURCES`` order (unless ``model`` ranks).
+        """
         if not scored.ids:
             return []
         if model is not None:  # the online blender: probability of a click
             blended = np.array([OnlineBlender.score(model, scored.sources(j))
                                 for j in range(len(scored.ids))], dtype=np.float64)
         else:
-            blended = np.nan_to_num(scored.matrix, nan=0.0) @ _weight_vector(weights)
+            blended = np.nan_to_num(scored.matrix, nan=0.0) @ w
         order = np.argsort(-blended, kind="stable")  # rows are in id order: ties by id
         return list(zip(order.tolist(), blended[order].tolist(), strict=True))
 
@@ -352,11 +360,11 @@ class Recommender:
                 out.append((row, score))
         return out
 
-    def _explain(self, ctx: _Context, weights: Mapping[str, float], scored: _Scored,
+    def _explain(self, ctx: _Context, w: np.ndarray, scored: _Scored,
                  chosen: Sequence[tuple[int, float]]) -> list[ScoredRecommendation]:
         """The chosen rows as items with their sources, leading source and reason.
 
-        The lead is the source contributing most under ``weights`` (the first in
+        The lead is the source contributing most under the weights ``w`` (the first in
         ``SOURCES`` order on ties; popularity when no source could score the item).
         """
         if not chosen:
@@ -364,16 +372,15 @@ class Recommender:
         rows = [row for row, _ in chosen]
         values = scored.matrix[rows]
         known = ~np.isnan(values)
-        contributions = np.where(known, values * _weight_vector(weights), -np.inf)
+        contributions = np.where(known, values * w, -np.inf)
         leads = [SOURCES[j] if has_any else "popularity" for j, has_any in
                  zip(contributions.argmax(axis=1).tolist(), known.any(axis=1).tolist(),
                      strict=True)]
         items = []
         for (row, score), lead, line in zip(chosen, leads, values.tolist(), strict=True):
             item_id = scored.ids[row]
-            sources = {name: v for name, v in zip(SOURCES, line, strict=True) if v == v}
             items.append(ScoredRecommendation(
-                self.catalog[item_id], score, sources,
+                self.catalog[item_id], score, _known_sources(line),
                 self._reason(lead, ctx.anchor_of.get(item_id)), lead))
         return items
 

@@ -106,4 +106,3 @@ class OnlineBlender:
         # Only blobs this project wrote into its own state store are ever loaded.
         model: linear_model.LogisticRegression = pickle.loads(blob)
         return model
-
