@@ -75,9 +75,11 @@ def serve(host: str | None, port: int | None, workers: int, threads: int) -> Non
 
 @cli.command()
 @click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Consumer processes in the group (each topic's partitions are shared out).")
+              help="State consumer processes in the group (each topic's partitions are "
+                   "shared out); above 1, the SQL archive runs in one more process of its "
+                   "own, at STREAMREC_ARCHIVE_PRIORITY (default: idle).")
 def consume(processes: int) -> None:
-    """Run the consumers: interactions -> online models -> Redis state."""
+    """Run the consumers: interactions -> online models -> Redis state (and SQL archive)."""
     from consumers.app import create_consumer_app, run_consumer_processes
 
     if processes > 1:

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from multiprocessing.connection import wait
-from typing import Any
+from typing import Any, Literal
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from faststream import AckPolicy, FastStream
@@ -37,13 +37,15 @@ from consumers.handlers import (
 )
 from consumers.metrics import ConsumerMetrics
 from core.errors import TemporaryFailure
-from core.settings import Settings
+from core.settings import ArchivePriority, Settings
 from online_models.catalog import CatalogUpdater
 
 __all__ = [
     "BackgroundConsumer",
+    "ConsumerRole",
     "build_consumer_app",
     "create_consumer_app",
+    "lower_priority",
     "records_of",
     "run_consumer_processes",
     "tune_gc",
@@ -53,6 +55,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 BatchHandle = Callable[[Sequence[Record]], Awaitable[object]]
+#: Which subscribers a consumers' app runs (see :func:`create_consumer_app`).
+ConsumerRole = Literal["all", "state", "archive"]
 
 #: Pause before a failed batch is redelivered, so an outage is not a busy loop.
 RETRY_PAUSE_S = 1.0
@@ -114,8 +118,9 @@ def build_consumer_app(
     ``handler_factory(dead_letter_sink, observe)`` returns the
     :class:`InteractionBatchHandler` (and ``catalog_handler_factory(dead_letter_sink)``
     the :class:`CatalogBatchHandler`, when given), built with the state store, index
-    and models that bootstrap made. ``listener`` hears the interactions
-    subscriber's partition assignments.
+    and models that bootstrap made; None: no state path (an archive-only process).
+    ``listener`` hears the partition assignments of the interactions subscriber (of
+    the archive's, in an archive-only app).
     """
     metrics = metrics or ConsumerMetrics()
     broker = KafkaBroker(
@@ -170,14 +175,16 @@ def build_consumer_app(
             if after is not None:
                 after(message, records)
 
-    handler: InteractionBatchHandler = handler_factory(send_dead_letters, metrics.observe_batch)
-    subscribe(
-        "interactions", settings.interactions_topic, settings.consumer_group, handler.handle,
-        max_wait_ms=settings.fetch_max_wait_ms,
-        description="Shopper interactions: validate, learn, update state.",
-        after=lambda message, records: _observe_lag(message, records, metrics),
-        listener=listener,
-    )
+    if handler_factory is not None:
+        handler: InteractionBatchHandler = handler_factory(send_dead_letters,
+                                                           metrics.observe_batch)
+        subscribe(
+            "interactions", settings.interactions_topic, settings.consumer_group,
+            handler.handle, max_wait_ms=settings.fetch_max_wait_ms,
+            description="Shopper interactions: validate, learn, update state.",
+            after=lambda message, records: _observe_lag(message, records, metrics),
+            listener=listener,
+        )
     if catalog_handler_factory is not None:
         catalog_handler: CatalogBatchHandler = catalog_handler_factory(send_dead_letters)
         # Each subscriber has its own group: members of one group with different
@@ -193,6 +200,7 @@ def build_consumer_app(
             "archive", settings.interactions_topic, f"{settings.consumer_group}.archive",
             archive_handler.handle, max_wait_ms=200,
             description="Every valid interaction into the SQL events archive.",
+            listener=listener if handler_factory is None else None,
         )
 
     broker.include_router(router)
@@ -224,28 +232,40 @@ def _observe_lag(
             metrics.observe_lag_seconds(topic, partition, seconds)
 
 
-def create_consumer_app(settings: Settings) -> FastStream:
-    """The consumers' app with its state store, index and models wired by infra."""
+def create_consumer_app(settings: Settings, role: ConsumerRole = "all") -> FastStream:
+    """The consumers' app with its state store, index and models wired by infra.
+
+    ``role``: ``"all"`` subscribes every handler; ``"state"`` the interactions and
+    catalog ones (the state path, no archive); ``"archive"`` only the SQL archive's
+    (nothing when ``archive_events`` is off), as :func:`run_consumer_processes` splits them.
+    """
     from infra import bootstrap
 
-    catalog = bootstrap.ensure_catalog(settings)
-    index, embedder = bootstrap.build_index(settings, catalog)
-    replica = bootstrap.build_replica(settings, catalog, index)
-    store = bootstrap.build_state_store(settings)
-    models = bootstrap.build_model_provider(settings)
-    processor = bootstrap.build_processor(settings, store, index, catalog, models)
     archive = bootstrap.build_sql_store(settings)
-    updater = CatalogUpdater(embedder, replica.log)
+    archive_handler = (ArchiveBatchHandler(archive.archive_events)
+                       if settings.archive_events and role != "state" else None)
     metrics = ConsumerMetrics()
-    app, _broker = build_consumer_app(
-        settings,
-        lambda sink, observe: InteractionBatchHandler(processor, sink, observe, replica=replica),
-        metrics,
-        lambda sink: CatalogBatchHandler(
-            updater, sink, save_products=archive.upsert_products, replica=replica
-        ),
-        ArchiveBatchHandler(archive.archive_events) if settings.archive_events else None,
-    )
+    if role == "archive":
+        app, _broker = build_consumer_app(settings, None, metrics,
+                                          archive_handler=archive_handler)
+    else:
+        catalog = bootstrap.ensure_catalog(settings)
+        index, embedder = bootstrap.build_index(settings, catalog)
+        replica = bootstrap.build_replica(settings, catalog, index)
+        store = bootstrap.build_state_store(settings)
+        models = bootstrap.build_model_provider(settings)
+        processor = bootstrap.build_processor(settings, store, index, catalog, models)
+        updater = CatalogUpdater(embedder, replica.log)
+        app, _broker = build_consumer_app(
+            settings,
+            lambda sink, observe: InteractionBatchHandler(processor, sink, observe,
+                                                          replica=replica),
+            metrics,
+            lambda sink: CatalogBatchHandler(
+                updater, sink, save_products=archive.upsert_products, replica=replica
+            ),
+            archive_handler,
+        )
     app.on_shutdown(archive.close)
 
     @app.on_startup
@@ -290,16 +310,40 @@ def die_with_parent(parent_pid: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _consume(settings_json: str, parent_pid: int) -> None:
+#: Niceness of an archive process at priority "low" (and "idle" where SCHED_IDLE is missing).
+LOW_PRIORITY_NICE = 10
+
+
+def lower_priority(priority: ArchivePriority) -> None:
+    """Make this process give the CPU to the state path's processes when the cores are busy.
+
+    ``"idle"``: Linux ``SCHED_IDLE``, the process runs only on CPU time nobody else
+    wants (elsewhere: nice 19); ``"low"``: nice 10 (CFS gives it about a tenth of a
+    core beside busy nice-0 processes); ``"normal"``: unchanged. Threads started
+    later inherit it. Under a burst the state is updated first and the archive lags,
+    catching up when the burst ends (its consumer group's lag shows by how much).
+    """
+    if priority == "normal":
+        return
+    if priority == "idle" and hasattr(os, "sched_setscheduler"):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    elif hasattr(os, "nice"):
+        os.nice(LOW_PRIORITY_NICE if priority == "low" else 19)
+
+
+def _consume(settings_json: str, parent_pid: int, role: ConsumerRole = "all") -> None:
     """One consumer process of :func:`run_consumer_processes` (a fresh interpreter)."""
     die_with_parent(parent_pid)
     logging.basicConfig(level=logging.INFO)
     settings = Settings.model_validate_json(settings_json)
-    asyncio.run(create_consumer_app(settings).run())
+    if role == "archive":
+        lower_priority(settings.archive_priority)
+    asyncio.run(create_consumer_app(settings, role).run())
 
 
 def run_consumer_processes(settings: Settings, processes: int) -> int:
-    """Run ``processes`` copies of the consumers' app in one consumer group; return an exit code.
+    """Run ``processes`` copies of the state consumers in one group, plus the archive's
+    own process; return an exit code.
 
     Each topic's partitions are shared out among the processes (more processes than
     partitions leave some idle), so they use several cores where one process and its
@@ -307,22 +351,29 @@ def run_consumer_processes(settings: Settings, processes: int) -> int:
     shared increments (popularity, co-visitation, counters) are atomic in the store.
     The models kept whole and replaced per batch (the online blender, the rating
     model's global mean and item parameters) are last-writer-wins between processes:
-    some of their learning steps are lost when two batches overlap. Process ``i``
-    serves metrics on ``consumer_metrics_port + i``. SIGTERM/SIGINT stop them all
-    gracefully; when one dies the others are stopped and its exit code returned,
-    so a supervisor restarts the set; if this process is killed outright, the
-    children get SIGTERM from the kernel (Linux, :func:`die_with_parent`).
+    some of their learning steps are lost when two batches overlap. The SQL archive
+    (when ``archive_events``) runs in one more process, its own consumer group, at
+    ``archive_priority`` (see :func:`lower_priority`): on busy cores it gives way to
+    the state path and catches up later. Process ``i`` serves metrics on
+    ``consumer_metrics_port + i`` (the archive's is the last). SIGTERM/SIGINT stop
+    them all gracefully; when one dies the others are stopped and its exit code
+    returned, so a supervisor restarts the set; if this process is killed outright,
+    the children get SIGTERM from the kernel (Linux, :func:`die_with_parent`).
     """
     if processes < 1:
         raise ValueError("processes must be >= 1")
     context = multiprocessing.get_context("spawn")  # no forked Kafka or Redis sockets
+    roles: list[ConsumerRole] = ["state"] * processes
+    if settings.archive_events:
+        roles.append("archive")
     children = []
-    for i in range(processes):
+    for i, role in enumerate(roles):
         port = settings.consumer_metrics_port + i if settings.consumer_metrics_port else 0
         child_settings = settings.model_copy(update={"consumer_metrics_port": port})
         child = context.Process(target=_consume,
-                                args=(child_settings.model_dump_json(), os.getpid()),
-                                name=f"streamrec-consumer-{i}")
+                                args=(child_settings.model_dump_json(), os.getpid(), role),
+                                name=f"streamrec-consumer-{i}" if role == "state"
+                                else "streamrec-archive")
         child.start()
         children.append(child)
 

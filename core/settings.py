@@ -18,7 +18,10 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings"]
+__all__ = ["ArchivePriority", "Settings"]
+
+#: CPU priority of the events archive's own consumer process (see ``consumers.app``).
+ArchivePriority = Literal["idle", "low", "normal"]
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,6 +60,10 @@ class Settings(BaseSettings):
     consumer_max_records: int = Field(1000, ge=1, le=100_000)
     #: Archive every interaction in SQL (for retraining and the dashboard's insights).
     archive_events: bool = True
+    #: CPU priority of the archive's own process under ``streamrec consume --processes N``:
+    #: "idle" (runs on spare CPU only), "low" (nice 10) or "normal". On busy cores the
+    #: state path goes first and the archive catches up later.
+    archive_priority: ArchivePriority = "idle"
     #: Port of the consumers' Prometheus endpoint (0 = not served).
     consumer_metrics_port: int = Field(0, ge=0, le=65535)
 

@@ -110,6 +110,10 @@ def test_ingest_bench_applies_every_event_and_writes_its_figures(
     assert _positive(figures["pipeline_cpu_cores"][busy])
     assert figures["warmup_per_user"] == warmup
     assert figures["warmup_events"] == warmup * 500
+    if processes > 1:  # the archive ran in its own process, as `consume --processes` runs it
+        assert "archive" in figures["pipeline_cpu_cores"]
+        assert _positive(figures["archive_events_per_s"])
+        assert figures["archive_caught_up_after_s"] >= 0
 
 
 @pytest.mark.integration

@@ -121,3 +121,50 @@ async def test_the_archive_stores_valid_records_as_received_and_skips_invalid_on
         assert sql.events()[0]["timestamp"] == 1300000000
     finally:
         sql.close()
+
+
+def _groups(broker) -> list[str | None]:
+    return sorted(s.group_id or "" for s in broker.subscribers)
+
+
+def test_an_archive_only_app_subscribes_the_archive_group_alone(tmp_path) -> None:
+    from consumers.app import create_consumer_app
+
+    settings = Settings(kafka_bootstrap="127.0.0.1:1", redis_url="redis://unused",
+                        database_url=f"sqlite:///{tmp_path / 'a.db'}", state_dir=tmp_path)
+    app = create_consumer_app(settings, "archive")
+    assert _groups(app.broker) == [f"{settings.consumer_group}.archive"]
+
+
+def test_a_state_app_leaves_the_archive_to_its_own_process(parts, store) -> None:
+    from consumers.app import build_consumer_app
+    from consumers.handlers import ArchiveBatchHandler
+
+    settings, broker, *_ = parts
+    # The fixture's app: the state path only, as role "state" builds it.
+    assert _groups(broker) == ["", settings.consumer_group]  # "": the dead-letter reader
+    processor = StreamProcessor(store, toy_index(toy_catalog()), {}, half_life_s=3600.0,
+                                profile=ContentProfile(0.3))
+    _app, both = build_consumer_app(
+        settings, lambda sink, observe: InteractionBatchHandler(processor, sink, observe),
+        archive_handler=ArchiveBatchHandler(lambda events, wire: 0))
+    assert _groups(both) == [settings.consumer_group, f"{settings.consumer_group}.archive"]
+
+
+@pytest.mark.parametrize(("priority", "policy", "nice"), [
+    ("idle", "SCHED_IDLE", 0), ("low", "SCHED_OTHER", 10), ("normal", "SCHED_OTHER", 0)])
+def test_the_archive_process_lowers_its_own_cpu_priority(priority, policy, nice) -> None:
+    import os
+    import subprocess
+    import sys
+
+    if not hasattr(os, "sched_getscheduler"):
+        pytest.skip("scheduling policies are Linux only")
+    code = ("import os; from consumers.app import lower_priority; before = os.nice(0); "
+            f"lower_priority({priority!r}); print(os.sched_getscheduler(0), "
+            "os.nice(0) - before)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    got_policy, got_nice = map(int, out.stdout.split())
+    assert got_policy == getattr(os, policy)
+    assert got_nice == min(nice, 19 - os.nice(0))  # niceness stops at 19

@@ -22,7 +22,9 @@ its last. Both read with the consumers' ``fetch_max_wait_ms`` and
 ``consumer_max_records``, so the ratio is the cost of processing alone.
 
 With ``processes`` > 1 each pipeline run is that many consumer processes in one
-group (what ``streamrec consume --processes N`` runs). A group that is joined while
+group, plus the SQL archive's own process at its CPU priority when the archive is on
+(what ``streamrec consume --processes N`` runs); the warm-up is then archived too
+before the timed events are produced. A group that is joined while
 it consumes stops for a rebalance (seconds on Tansu), so these runs read a fresh
 topic: the members join first, and the N events are produced once every partition
 is assigned; the warm-up first, then, once the state counts it all, the N. The
@@ -64,7 +66,7 @@ from cli.bench.common import (
     redis_for,
     used_memory,
 )
-from consumers.app import build_consumer_app, tuned_gc
+from consumers.app import build_consumer_app, lower_priority, tuned_gc
 from consumers.handlers import (
     ArchiveBatchHandler,
     BatchResult,
@@ -239,22 +241,25 @@ class _ProfiledExecutor(ThreadPoolExecutor):
 
 @contextlib.asynccontextmanager
 async def _pipeline(
-    settings: Settings, clock: PipelineRun, *, archive: bool,
+    settings: Settings, clock: PipelineRun, *, archive: bool, state: bool = True,
     listener: ConsumerRebalanceListener | None = None,
 ) -> AsyncIterator[RedisStateStore]:
     """The consumers' FastStream app, started, with the batch clock around its observer.
 
-    Wired as :func:`consumers.app.create_consumer_app` wires it, the archive
-    optional. Yields the state store; stops the app on exit.
+    Wired as :func:`consumers.app.create_consumer_app` wires it: the state path
+    (unless ``state`` is false: an archive-only member) and the archive optional.
+    Yields the state store; stops the app on exit.
     """
-    catalog = ensure_catalog(settings)
-    index, _ = build_index(settings, catalog)
     store = build_state_store(settings)
-    processor = build_processor(settings, store, index, catalog)
     sql = build_sql_store(settings) if archive else None
+    handler_factory: Callable[[Any, Any], InteractionBatchHandler] | None = None
+    if state:
+        catalog = ensure_catalog(settings)
+        index, _ = build_index(settings, catalog)
+        processor = build_processor(settings, store, index, catalog)
 
-    def handler_factory(sink: Any, observe: Any) -> InteractionBatchHandler:
-        return InteractionBatchHandler(processor, sink, clock.wrap(observe))
+        def handler_factory(sink: Any, observe: Any) -> InteractionBatchHandler:
+            return InteractionBatchHandler(processor, sink, clock.wrap(observe))
 
     archive_handler = ArchiveBatchHandler(sql.archive_events) if sql is not None else None
     _app, broker = build_consumer_app(
@@ -316,21 +321,26 @@ class _AssignmentReporter(ConsumerRebalanceListener):
         self.conn.send(("assigned", sorted(tp.partition for tp in assigned)))
 
 
-def pipeline_member(settings_json: str, archive: bool, conn: Connection) -> None:
+def pipeline_member(settings_json: str, archive: bool, conn: Connection,
+                    state: bool = True) -> None:
     """Child process: one member of a multi-process pipeline run, until told to stop.
 
-    Reports its partition assignments; on ``"restart"`` (the warm-up is applied)
-    restarts its batch clock and reports the warm-up's reading
+    ``state`` false: an archive-only member, at the archive's CPU priority (as
+    ``streamrec consume --processes N`` runs it). Reports its partition assignments;
+    on ``"restart"`` (the warm-up is applied) restarts its batch clock and reports the
+    warm-up's reading
     ``("warmup", first, last, applied, batches)``; on ``"stop"`` reports its clock
     ``("clock", first, last, applied, batches)``.
     """
     logging.basicConfig(level=logging.WARNING)
     settings = Settings.model_validate_json(settings_json)
+    if not state:
+        lower_priority(settings.archive_priority)
 
     async def member() -> ClockReading:
         clock = PipelineRun(sys.maxsize)  # the bench process decides when all are done
         loop = asyncio.get_running_loop()
-        async with _pipeline(settings, clock, archive=archive,
+        async with _pipeline(settings, clock, archive=archive, state=state,
                              listener=_AssignmentReporter(conn)):
             # Back on the loop after each message: the clock is never touched mid-batch.
             while await loop.run_in_executor(None, conn.recv) == "restart":
@@ -351,13 +361,15 @@ class _Members:
     assigned: list[list[int] | None]
 
     @classmethod
-    def start(cls, settings: Settings, count: int, *, archive: bool) -> _Members:
+    def start(cls, settings: Settings, count: int, *, archive: bool,
+              state: bool = True) -> _Members:
         context = multiprocessing.get_context("spawn")  # fresh interpreters, as in production
         processes, conns = [], []
         for i in range(count):
             mine, theirs = context.Pipe()
-            child = context.Process(target=pipeline_member, name=f"bench-member-{i}",
-                                    args=(settings.model_dump_json(), archive, theirs))
+            child = context.Process(target=pipeline_member,
+                                    name=f"bench-{'member' if state else 'archive'}-{i}",
+                                    args=(settings.model_dump_json(), archive, theirs, state))
             child.start()
             processes.append(child)
             conns.append(mine)
@@ -458,6 +470,9 @@ class _Timed:
     warmup_applied: int
     #: Rows in the archive when the state had counted every event (None: archive off).
     archived: int | None
+    #: From the first timed event applied to the archive holding every event (None:
+    #: archive off, or in the state's process).
+    archive_seconds: float | None = None
 
 
 def _span(readings: Sequence[ClockReading]) -> tuple[float, int, int]:
@@ -487,31 +502,51 @@ def _wait_applied(store: RedisStateStore, n: int, timeout_s: float) -> None:
         time.sleep(0.02)
 
 
+def _wait_archived(settings: Settings, n: int, timeout_s: float) -> None:
+    """Until the archive holds ``n`` events (polled: a count is a table scan on SQLite)."""
+    deadline = time.monotonic() + timeout_s
+    while (archived := _archived(settings, True) or 0) < n:
+        if time.monotonic() > deadline:
+            raise TemporaryFailure(f"the archive holds {archived} of {n} events "
+                                   f"after {timeout_s:g} s")
+        time.sleep(0.25)
+
+
 def _multi_process_run(
     settings: Settings, warmup_records: Sequence[tuple[bytes, bytes]],
     records: Sequence[tuple[bytes, bytes]], processes: int, *, archive: bool,
     timeout_s: float, broker_pid: int | None, client: Any,
 ) -> _Timed:
-    """``processes`` members on a fresh topic: the warm-up, then the timed records."""
+    """``processes`` state members on a fresh topic and, with ``archive``, the archive's
+    own member at its CPU priority (as ``streamrec consume --processes N`` runs them): the
+    warm-up (until state and archive hold it all), then the timed records."""
     ensure_topics(settings.kafka_bootstrap, {settings.interactions_topic:
                                              settings.topic_partitions})
     # Built once here: members that all find no index snapshot would race to write it.
     build_index(settings, ensure_catalog(settings))
-    members = _Members.start(settings, processes, archive=archive)
+    members = _Members.start(settings, processes, archive=False)
+    archivist = _Members.start(settings, 1, archive=True, state=False) if archive else None
+    groups = [members] if archivist is None else [members, archivist]
     store = build_state_store(settings)
     warmup, n = len(warmup_records), len(records)
     try:
-        members.wait_assigned(settings.topic_partitions, timeout_s)
+        for group in groups:
+            group.wait_assigned(settings.topic_partitions, timeout_s)
 
         def cpu() -> dict[str, float]:
             out = cpu_seconds(client, broker_pid)
             out["consumers"] = sum(process_cpu_seconds(pid) or 0.0 for pid in members.pids())
+            if archivist is not None:
+                out["archive"] = sum(process_cpu_seconds(pid) or 0.0
+                                     for pid in archivist.pids())
             return out
 
         warm: list[ClockReading] = []
         if warmup:
             asyncio.run(produce_all(settings, warmup_records))
             _wait_applied(store, warmup, timeout_s)
+            if archive:
+                _wait_archived(settings, warmup, timeout_s)
             warm = members.restart()
         progress = _Progress(store, n, cpu, start=warmup)
         progress.start()
@@ -521,17 +556,24 @@ def _multi_process_run(
             raise TemporaryFailure(f"the pipeline applied {progress.applied()} of "
                                    f"{warmup + n} events in {timeout_s:g} s")
         archived = _archived(settings, archive)
+        archive_seconds = None
+        if archive and progress.started is not None:
+            _wait_archived(settings, warmup + n, timeout_s)
+            archive_seconds = time.perf_counter() - progress.started[0]
         clocks = members.stop()
+        if archivist is not None:
+            archivist.stop()
         counters = store.counters()
     except BaseException:
-        members.kill()
+        for group in groups:
+            group.kill()
         raise
     finally:
         store.client.close()
     seconds, applied, batches = _span(clocks)
     warm_seconds, warm_applied, _ = _span(warm)
     return _Timed(seconds, applied, batches, progress.cores(), counters, warm_seconds,
-                  warm_applied, archived)
+                  warm_applied, archived, archive_seconds)
 
 
 def _single_process_run(
@@ -585,6 +627,9 @@ def _pipeline_figures(
         }
         if run.archived is not None:
             figures["archived_when_applied"] = run.archived
+        if run.archive_seconds is not None:
+            figures["archive_events_per_s"] = n / run.archive_seconds
+            figures["archive_caught_up_after_s"] = max(0.0, run.archive_seconds - run.seconds)
         if memory:
             figures.update(_memory_figures(client, settings, after_mem - before_mem, users))
         return figures
@@ -645,7 +690,12 @@ def run_ingest(
     ``archived_when_applied`` (archive rows when the state had every event: the
     archive keeping up or not) and the CPU cores each part used in the timed phase
     (``pipeline_cpu_cores``; ``consumers`` is the member processes' sum when there
-    are several, and ``bench_process`` then the producer).
+    are several, and ``bench_process`` then the producer). With several processes
+    the archive runs as ``streamrec consume --processes N`` runs it, in its own
+    process at ``archive_priority`` (CPU key ``archive``); ``archive_events_per_s`` (the
+    timed events over the time from the first one applied to the archive holding
+    all) and ``archive_caught_up_after_s`` (how long after the state it did) say
+    how it kept up.
     """
     if events < 1 or users < 1:
         raise ValueError("events and users must be >= 1")

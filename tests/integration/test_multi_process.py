@@ -1,9 +1,11 @@
-"""`streamrec consume --processes 2`: one group, each event counted once, stopped cleanly."""
+"""`streamrec consume --processes 2`: one group, each event counted once, the archive in its
+own lower-priority process, all stopped cleanly."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -20,7 +22,7 @@ import pytest
 
 from core.events import InteractionEvent
 from core.settings import Settings
-from infra.bootstrap import build_state_store
+from infra.bootstrap import build_sql_store, build_state_store
 from infra.embedded import free_port
 from tests.integration.conftest import consumer_for
 from tests.integration.test_crash_recovery import consumer_env, produce, stream, wait_for
@@ -32,13 +34,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PRODUCE_S = 20.0
 
 
-def two_free_ports() -> int:
-    """A port p with p and p + 1 free (process i serves metrics on p + i)."""
+def free_ports(n: int) -> int:
+    """A port p with p .. p + n - 1 free (process i serves metrics on p + i)."""
     while True:
         port = free_port()
-        with socket.socket() as probe:
+        with contextlib.ExitStack() as probes:
             try:
-                probe.bind(("127.0.0.1", port + 1))
+                for i in range(1, n):
+                    probes.enter_context(socket.socket()).bind(("127.0.0.1", port + i))
             except OSError:
                 continue
         return port
@@ -63,7 +66,7 @@ def produce_slowly(settings: Settings, events: list[InteractionEvent]) -> thread
     return thread
 
 
-def test_two_consumer_processes_share_the_stream_and_count_each_event_once(
+def test_two_consumer_processes_share_the_stream_count_each_event_once_and_archive_it_niced(
     live_settings: Settings, tmp_path: Path
 ) -> None:
     from offline.catalog import load_catalog
@@ -71,7 +74,7 @@ def test_two_consumer_processes_share_the_stream_and_count_each_event_once(
     item_ids = [i.item_id for i in load_catalog(live_settings.data_dir)][:400]
     events = stream(item_ids)  # with redelivered duplicates
     distinct = len({e.event_id for e in events})
-    port = two_free_ports()
+    port = free_ports(3)
     reference = live_settings.model_copy(update={
         "consumer_group": f"ref-{uuid.uuid4().hex[:8]}",
         "redis_prefix": live_settings.redis_prefix + "ref:",
@@ -98,7 +101,15 @@ def test_two_consumer_processes_share_the_stream_and_count_each_event_once(
         assert events_applied(port) > 0 and events_applied(port + 1) > 0
         children = [c for c in psutil.Process(parent.pid).children()
                     if "resource_tracker" not in " ".join(c.cmdline())]  # multiprocessing's
-        assert len(children) == 2
+        assert len(children) == 3
+        # The third is the archive's own process, on spare CPU only (SCHED_IDLE).
+        policies = sorted(os.sched_getscheduler(child.pid) for child in children)
+        assert policies == sorted([os.sched_getscheduler(0)] * 2 + [os.SCHED_IDLE])
+        sql = build_sql_store(live_settings)
+        try:
+            assert wait_for(lambda: sql.count_events() == distinct), sql.count_events()
+        finally:
+            sql.close()
 
         got, want = store.counters(), ref_store.counters()
         assert got["events.total"] == want["events.total"] == distinct
