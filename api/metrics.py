@@ -28,6 +28,7 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,27 @@ class ModelInfoCollector(Collector):
                 trained.add_metric([], latest.created_ts)
         yield info
         yield trained
+
+
+class _Children:
+    """One metric's labelled children, kept by their label values.
+
+    ``labels()`` converts, checks and locks on every call (~2 us); a recommendation
+    request counts under ten labels. The metric keeps its children anyway, so keeping
+    them here too holds nothing more.
+    """
+
+    __slots__ = ("_found", "_metric")
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._found: dict[tuple[object, ...], Any] = {}
+
+    def __call__(self, *values: object) -> Any:
+        child = self._found.get(values)
+        if child is None:  # prometheus_client turns each value into a str itself
+            child = self._found[values] = self._metric.labels(*values)
+        return child
 
 
 class ApiMetrics:
@@ -124,28 +146,32 @@ class ApiMetrics:
             ["source", "event_type"], registry=r,
         )
         self.registry.register(self.model_info)
+        self._latency, self._requests = _Children(self.latency), _Children(self.requests)
+        self._recommendations = _Children(self.recommendations)
+        self._items_served = _Children(self.items_served)
+        self._source_items = _Children(self.source_items)
+        self._lead_source_items = _Children(self.lead_source_items)
 
     # --- observations ----------------------------------------------------------------------
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
-        self.latency.labels(endpoint, method).observe(seconds)
-        self.requests.labels(endpoint, method, str(status)).inc()
+        self._latency(endpoint, method).observe(seconds)
+        self._requests(endpoint, method, status).inc()
 
     def observe_recommendation(
         self, endpoint: str, item_sources: Sequence[Iterable[str]], variant: str | None = None
     ) -> None:
         """One list served: ``item_sources`` holds, per item, the sources that scored it."""
         label = variant or DEFAULT_VARIANT
-        self.recommendations.labels(endpoint, label).inc()
+        self._recommendations(endpoint, label).inc()
         if item_sources:
-            self.items_served.labels(endpoint, label).inc(len(item_sources))
+            self._items_served(endpoint, label).inc(len(item_sources))
         # One increment per label, not per item: a multiprocess counter writes a file each time.
-        scored_by = collections.Counter(s for sources in item_sources for s in sources)
-        for source, count in scored_by.items():
-            self.source_items.labels(source).inc(count)
+        for source, count in collections.Counter(chain.from_iterable(item_sources)).items():
+            self._source_items(source).inc(count)
 
     def observe_lead_sources(self, lead_sources: Iterable[str]) -> None:
         for source, count in collections.Counter(lead_sources).items():
-            self.lead_source_items.labels(source).inc(count)
+            self._lead_source_items(source).inc(count)
 
     def observe_attributed(self, source: str, event_type: str) -> None:
         self.source_feedback.labels(source, event_type).inc()
@@ -210,7 +236,7 @@ def observe_recommendation(rec: Any, variant: str | None = None) -> None:
     """Count a served recommendation (``api.recommender.Recommendation``) on the current app."""
     variant = variant or getattr(rec, "variant", None)
     api_metrics().observe_recommendation(
-        _endpoint_label(), [list(item.sources) for item in rec.items], variant
+        _endpoint_label(), [item.sources for item in rec.items], variant
     )
 
 

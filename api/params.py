@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeAlias
 
 from flask import Request
 
 from core.errors import InvalidRequest
 
-__all__ = ["float_arg", "int_arg", "json_body", "list_arg", "str_arg"]
+__all__ = ["Args", "float_arg", "int_arg", "json_body", "list_arg", "str_arg"]
+
+#: Where parameters come from: a request, or its ``args`` read once (each read of
+#: ``request.args`` goes through Flask's context-local proxy).
+Args: TypeAlias = Request | Mapping[str, str]
+
+
+def _get(source: Args, name: str) -> str | None:
+    return (source.args if isinstance(source, Request) else source).get(name)
 
 
 def str_arg(
-    request: Request, name: str, *, required: bool = False, max_len: int = 128
+    request: Args, name: str, *, required: bool = False, max_len: int = 128
 ) -> str | None:
-    value = request.args.get(name)
+    value = _get(request, name)
     if value is None or value.strip() == "":
         if required:
             raise InvalidRequest(f"query parameter '{name}' is required",
@@ -27,8 +36,8 @@ def str_arg(
     return value
 
 
-def int_arg(request: Request, name: str, *, default: int, lo: int, hi: int) -> int:
-    raw = request.args.get(name)
+def int_arg(request: Args, name: str, *, default: int, lo: int, hi: int) -> int:
+    raw = _get(request, name)
     if raw is None or raw.strip() == "":
         return default
     try:
@@ -42,8 +51,8 @@ def int_arg(request: Request, name: str, *, default: int, lo: int, hi: int) -> i
     return value
 
 
-def float_arg(request: Request, name: str, *, lo: float, hi: float) -> float | None:
-    raw = request.args.get(name)
+def float_arg(request: Args, name: str, *, lo: float, hi: float) -> float | None:
+    raw = _get(request, name)
     if raw is None or raw.strip() == "":
         return None
     try:
@@ -57,7 +66,7 @@ def float_arg(request: Request, name: str, *, lo: float, hi: float) -> float | N
     return value
 
 
-def list_arg(request: Request, name: str, *, max_items: int = 20, max_len: int = 200) -> list[str]:
+def list_arg(request: Args, name: str, *, max_items: int = 20, max_len: int = 200) -> list[str]:
     """A comma-separated list parameter (empty entries dropped)."""
     raw = str_arg(request, name, max_len=max_items * (max_len + 1))
     if raw is None:

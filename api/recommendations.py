@@ -8,7 +8,7 @@ from api.attribution import remember
 from api.auth import require_token
 from api.degraded import degraded_body, popular_fallback
 from api.metrics import observe_recommendation
-from api.params import float_arg, int_arg, list_arg, str_arg
+from api.params import Args, float_arg, int_arg, list_arg, str_arg
 from api.recommender import Recommendation, RecRequest
 from api.services import services
 from core.errors import InvalidRequest, NotFound, TemporaryFailure
@@ -29,31 +29,32 @@ def _catch_up_with_the_catalog() -> None:
             current_app.logger.warning("catalog refresh skipped: %s", exc)
 
 
-def _k() -> int:
+def _k(args: Args = request) -> int:
     settings = services().settings
-    return int_arg(request, "k", default=settings.default_k, lo=1, hi=settings.max_k)
+    return int_arg(args, "k", default=settings.default_k, lo=1, hi=settings.max_k)
 
 
 @bp.get("/recommendations")
 def recommendations() -> Response:
-    user_id = str_arg(request, "user_id", required=True)
+    args, svc = request.args, services()  # each read through a context-local proxy
+    user_id = str_arg(args, "user_id", required=True)
     assert user_id is not None
-    recommender = services().recommender
-    variant = str_arg(request, "variant", max_len=64)
+    recommender = svc.recommender
+    variant = str_arg(args, "variant", max_len=64)
     if variant is not None and variant not in recommender.assigner.variants:
         raise InvalidRequest(f"unknown variant '{variant}'",
                              details=[{"field": "variant", "message": "not configured"}])
-    context_item = str_arg(request, "context_item")
-    if context_item is not None and context_item not in services().catalog:
+    context_item = str_arg(args, "context_item")
+    if context_item is not None and context_item not in svc.catalog:
         raise NotFound(f"unknown context item '{context_item}'")
     rec_request = RecRequest(
         user_id=user_id,
-        k=_k(),
+        k=_k(args),
         context_item=context_item,
-        category=str_arg(request, "category", max_len=200),
-        preferred_categories=tuple(list_arg(request, "preferred_categories")),
-        min_price=float_arg(request, "min_price", lo=0, hi=1e9),
-        max_price=float_arg(request, "max_price", lo=0, hi=1e9),
+        category=str_arg(args, "category", max_len=200),
+        preferred_categories=tuple(list_arg(args, "preferred_categories")),
+        min_price=float_arg(args, "min_price", lo=0, hi=1e9),
+        max_price=float_arg(args, "max_price", lo=0, hi=1e9),
         variant=variant,
     )
     fallback = popular_fallback()

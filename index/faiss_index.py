@@ -76,6 +76,19 @@ class _VectorChecks:
                 exclude: Sequence[str]) -> list[ScoredItems]:
         raise NotImplementedError
 
+    def get(self, ids: Sequence[str]) -> dict[str, Vector]:
+        raise NotImplementedError
+
+    def vectors_of(self, ids: Sequence[str]) -> tuple[list[int], npt.NDArray[np.float32]]:
+        """The stored vectors of the known ids among ``ids`` (distinct) as the rows of one
+        matrix, and each row's position in ``ids``: :meth:`get` without a dict of rows
+        to stack again."""
+        found = self.get(ids)
+        at = [j for j, item_id in enumerate(ids) if item_id in found]
+        if not at:
+            return [], np.zeros((0, self._dim), dtype=np.float32)
+        return at, np.stack([found[ids[j]] for j in at])
+
     def _unit_rows(self, vectors: npt.ArrayLike, n: int, what: str) -> npt.NDArray[np.float32]:
         """``vectors`` as ``(n, dim)`` float32 unit rows; InvalidRequest when they cannot be."""
         array = np.asarray(vectors, dtype=np.float32)
@@ -280,14 +293,22 @@ class FaissIndex(_VectorChecks):
 
     def get(self, ids: Sequence[str]) -> dict[str, Vector]:
         """The stored (unit) vectors of the known ids among ``ids``."""
+        known = list(dict.fromkeys(ids))
+        at, rows = self.vectors_of(known)
+        return {known[j]: row for j, row in zip(at, rows, strict=True)}
+
+    def vectors_of(self, ids: Sequence[str]) -> tuple[list[int], npt.NDArray[np.float32]]:
+        """The stored vectors of the known ids among ``ids`` (distinct) as the rows of one
+        matrix, and each row's position in ``ids``."""
         with self._lock:
-            known = [i for i in dict.fromkeys(ids) if i in self._to_int]
-            if not known:
-                return {}
+            to_int = self._to_int
+            at = [j for j, item_id in enumerate(ids) if item_id in to_int]
+            if not at:
+                return [], np.zeros((0, self._dim), dtype=np.float32)
             # One batch call: a reconstruct per id costs more than the search itself.
             rows = self._index.reconstruct_batch(
-                np.array([self._to_int[i] for i in known], dtype=np.int64))
-            return dict(zip(known, rows.astype(np.float32), strict=True))
+                np.array([to_int[ids[j]] for j in at], dtype=np.int64))
+        return at, rows.astype(np.float32, copy=False)
 
     def _search(self, queries: npt.NDArray[np.float32], k: int,
                 exclude: Sequence[str]) -> list[ScoredItems]:
