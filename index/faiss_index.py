@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +134,17 @@ def _last_wins(ids: Sequence[str], vectors: npt.NDArray[np.float32]
         return list(ids), vectors
     rows = sorted(last.values())
     return [ids[r] for r in rows], vectors[rows]
+
+
+def _reconstructed(index: Any, numbers: Mapping[str, int], ids: Sequence[str], dim: int
+                   ) -> tuple[list[int], npt.NDArray[np.float32]]:
+    """``vectors_of`` for a FAISS ``index`` whose vector of id ``i`` has number ``numbers[i]``."""
+    at = [j for j, item_id in enumerate(ids) if item_id in numbers]
+    if not at:
+        return [], np.zeros((0, dim), dtype=np.float32)
+    # One batch call: a reconstruct per id costs more than the search itself.
+    rows = index.reconstruct_batch(np.array([numbers[ids[j]] for j in at], dtype=np.int64))
+    return at, np.asarray(rows, dtype=np.float32)
 
 
 def _check_ids(ids: Sequence[str]) -> None:
@@ -301,14 +312,7 @@ class FaissIndex(_VectorChecks):
         """The stored vectors of the known ids among ``ids`` (distinct) as the rows of one
         matrix, and each row's position in ``ids``."""
         with self._lock:
-            to_int = self._to_int
-            at = [j for j, item_id in enumerate(ids) if item_id in to_int]
-            if not at:
-                return [], np.zeros((0, self._dim), dtype=np.float32)
-            # One batch call: a reconstruct per id costs more than the search itself.
-            rows = self._index.reconstruct_batch(
-                np.array([to_int[ids[j]] for j in at], dtype=np.int64))
-        return at, rows.astype(np.float32, copy=False)
+            return _reconstructed(self._index, self._to_int, ids, self._dim)
 
     def _search(self, queries: npt.NDArray[np.float32], k: int,
                 exclude: Sequence[str]) -> list[ScoredItems]:

@@ -2,8 +2,9 @@
 
 :func:`recall_at_k` compares two :class:`core.ports.VectorIndex` objects.
 :func:`estimate_recall`, :func:`gaussian_queries` and :func:`smallest_passing`
-are the parts of :meth:`index.ann.HnswIndex.calibrate`, which picks the
-smallest ``efSearch`` that reaches a target recall by measurement.
+are the parts of :meth:`index.ann.HnswIndex.calibrate` and
+:meth:`index.ann.IvfIndex.calibrate`, which pick the smallest ``efSearch`` or
+``nprobe`` that reaches a target recall by measurement.
 
 >>> import numpy as np
 >>> from index.ann import HnswIndex
@@ -139,7 +140,7 @@ def smallest_passing(measure: Callable[[int], RecallEstimate], target: float, *,
 
     Doubles from ``start`` until a value passes, then bisects between the last
     failing and the first passing one until they are within 1/16 of each other
-    (recall grows with ``efSearch``, so this needs about ``log2(cap / start) + 5``
+    (recall grows with ``efSearch`` and ``nprobe``, so this needs about ``log2(cap / start) + 5``
     measurements). When even ``cap`` fails, returns ``cap`` and its estimate.
 
     >>> smallest_passing(lambda ef: RecallEstimate(min(1.0, ef / 1000), 0.0, 1), 0.5,

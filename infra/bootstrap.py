@@ -225,8 +225,10 @@ def build_index(
 ) -> tuple[VectorIndex, ContentEmbedder]:
     """The item index and embedder for this catalog: loaded if built before, else built.
 
-    Exact (FAISS flat) up to ``index_flat_max`` items, HNSW beyond, on the GPU when
-    ``index_device=gpu`` and FAISS has one (else a logged fallback to the CPU).
+    Exact (FAISS flat) up to ``index_flat_max`` items, beyond it IVF up to
+    ``index_ivf_max`` and HNSW past that (``index_kind=ivf``; ``hnsw``: HNSW only),
+    or exact on the GPU when ``index_device=gpu`` and FAISS has one (else a logged
+    fallback to the CPU).
     """
     folder = settings.state_dir / "index" / _catalog_key(catalog, settings.embedding_dim)
     index_path, embedder_path = folder / "items.faiss", folder / "embedder.pkl"
@@ -237,7 +239,9 @@ def build_index(
     vectors = embedder.fit_transform(items)
     index = build_vector_index(
         vectors.shape[1], len(items), flat_max=settings.index_flat_max,
-        kind=settings.index_kind, device=settings.index_device, hnsw_m=settings.index_hnsw_m,
+        kind=settings.index_kind, ivf_max=settings.index_ivf_max,
+        ivf_nlist=settings.index_ivf_nlist, device=settings.index_device,
+        hnsw_m=settings.index_hnsw_m,
         ef_construction=settings.index_ef_construction, ef_search=settings.index_ef_search,
         target_recall=settings.index_target_recall,
         rebuild_fraction=settings.index_rebuild_fraction,

@@ -32,9 +32,12 @@ def test_index_bench_writes_a_row_per_index_with_recall_and_qps(tmp_path: Path) 
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())
     assert [(r["index"], r.get("calibrated")) for r in rows] == [
-        ("flat", None), ("hnsw", True), ("hnsw", False), ("hnsw", False)]
-    assert [r["ef_search"] for r in rows[2:]] == [16, 64]
-    calibrated = rows[1]
+        ("flat", None), ("ivf", True), ("hnsw", True), ("hnsw", False), ("hnsw", False)]
+    assert [r["ef_search"] for r in rows[3:]] == [16, 64]
+    ivf = rows[1]
+    assert ivf["trained"] is True and ivf["nlist"] == 51 and 1 <= ivf["nprobe"] <= 51
+    assert ivf["calibration_met"] is True and ivf["calibrated_recall"] >= 0.95
+    calibrated = rows[2]
     assert calibrated["calibrated"] is True and calibrated["target_recall"] == 0.95
     assert calibrated["calibration_met"] is True and calibrated["calibrated_recall"] >= 0.95
     assert calibrated["m"] == 8 and 16 <= calibrated["ef_search"] <= 4096

@@ -1,10 +1,12 @@
 """``streamrec bench index``: recall@10 and queries/s of the item indexes at scale.
 
-Random unit vectors (a hard case for graph indexes: no cluster structure) at
-each size; exact search (:class:`index.faiss_index.FaissIndex`, a flat scan) is
-both the baseline and the ground truth for the recall of
-:class:`index.ann.HnswIndex`, at the ``efSearch`` it calibrates for a target
-recall (on its own Gaussian queries, not the bench's) and at each ``efSearch``
+Random unit vectors (a hard case for graph indexes and worse for inverted
+files: no cluster structure) at each size; exact search
+(:class:`index.faiss_index.FaissIndex`, a flat scan) is both the baseline and
+the ground truth for the recall of :class:`index.ann.IvfIndex` (``nlist`` as the
+factory picks it for the size) at the ``nprobe`` it calibrates for a target
+recall, and of :class:`index.ann.HnswIndex` at the ``efSearch`` it calibrates
+(both on their own Gaussian queries, not the bench's) and at each ``efSearch``
 asked for. The bench's queries are 1,000 other random unit vectors, so the
 calibrated row shows whether calibration predicts recall on unseen queries.
 Queries go through the streamrec classes, as the API calls them: ``qps`` is one
@@ -23,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.ports import VectorIndex
-from index.ann import HnswIndex
+from index.ann import HnswIndex, IvfIndex
 from index.faiss_index import FaissIndex
 from index.recall import recall_at_k
 
@@ -60,14 +62,16 @@ def _batch_qps(index: Any, queries: npt.NDArray[np.float32], k: int) -> float:
 def run_index_bench(
     sizes: Sequence[int], *, dim: int = 64, queries: int = 1000, k: int = 10, m: int = 48,
     ef_construction: int = 128, target_recall: float = 0.95, ef_search: Sequence[int] = (),
-    seed: int = 0, single_budget_s: float = 5.0, log: Any = None,
+    seed: int = 0, single_budget_s: float = 5.0, log: Any = None, ivf: bool = True,
 ) -> list[dict[str, Any]]:
     """Rows of build time, recall@k against exact search and queries/s, per size.
 
     Each size gives a ``flat`` row (exact search, the ground truth), then with
-    ``target_recall`` above 0 the ``hnsw`` row at the ``efSearch`` the index
-    calibrated for itself (``calibrated: true``; ``build_s`` leaves out
-    ``calibrate_s``), then one ``hnsw`` row per value in ``ef_search``.
+    ``target_recall`` above 0 (and ``ivf``) the ``ivf`` row at the ``nprobe``
+    the index calibrated for itself, and the ``hnsw`` row at its calibrated
+    ``efSearch`` (``calibrated: true``; ``build_s`` leaves out ``calibrate_s``,
+    and for IVF includes the k-means training), then one ``hnsw`` row per
+    value in ``ef_search``.
     """
     rows: list[dict[str, Any]] = []
     for n in sizes:
@@ -83,6 +87,10 @@ def run_index_bench(
                      "build_s": time.perf_counter() - start, "recall_at_10": 1.0,
                      **_speeds(exact, probe, k, single_budget_s)})
         _say(log, rows[-1])
+
+        if ivf and target_recall:
+            rows.append(_ivf_row(ids, vectors, exact, probe, k, target_recall, single_budget_s))
+            _say(log, rows[-1])
 
         start = time.perf_counter()
         ann = HnswIndex(dim, m=m, ef_construction=ef_construction, target_recall=target_recall)
@@ -106,6 +114,26 @@ def run_index_bench(
         del exact, ann, vectors, ids
         gc.collect()
     return rows
+
+
+def _ivf_row(ids: list[str], vectors: npt.NDArray[np.float32], exact: FaissIndex,
+             probe: npt.NDArray[np.float32], k: int, target_recall: float,
+             single_budget_s: float) -> dict[str, Any]:
+    n, dim = vectors.shape
+    start = time.perf_counter()
+    ivf = IvfIndex(dim, nlist=IvfIndex.nlist_for(n), target_recall=target_recall)
+    ivf.upsert(ids, vectors)  # trains, then calibrates nprobe
+    calibration = ivf.calibration
+    calibrate_s = calibration.seconds if calibration is not None else 0.0
+    row: dict[str, Any] = {
+        "index": "ivf", "n_items": n, "dim": dim, "nlist": ivf.nlist, "trained": ivf.trained,
+        "build_s": time.perf_counter() - start - calibrate_s, "calibrated": calibration is not None,
+        "target_recall": target_recall, "nprobe": ivf.nprobe}
+    if calibration is not None:
+        row.update(calibrated_recall=calibration.recall.mean, calibration_met=calibration.met,
+                   calibrate_s=calibrate_s)
+    return {**row, "recall_at_10": recall_at_k(ivf, exact, probe, k),
+            **_speeds(ivf, probe, k, single_budget_s)}
 
 
 def _hnsw_row(ann: HnswIndex, exact: FaissIndex, probe: npt.NDArray[np.float32], k: int,
