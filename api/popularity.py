@@ -64,9 +64,11 @@ class Snapshot:
     by_category: dict[str, ScoredItems] = field(default_factory=dict)
     read_at: float = 0.0
     _scores: dict[str, float] = field(init=False, repr=False, compare=False)
+    _scale: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_scores", self.popular.as_dict())
+        object.__setattr__(self, "_scale", log_scale(self.popular))
 
     @classmethod
     def of(cls, popular: ScoredItems, catalog: Mapping[str, Item],
@@ -88,7 +90,13 @@ class Snapshot:
     @property
     def scale(self) -> float:
         """log1p of the top popularity (the popularity source's 1.0)."""
-        return log_scale(self.popular)
+        return self._scale
+
+    def ranked(self, category: str | None) -> Sequence[str]:
+        """Every item the snapshot ranks, best first, overall (``None``) or of one category
+        (the snapshot's own list, not a copy: callers read as far as they need)."""
+        found = self.popular if category is None else self.by_category.get(category)
+        return () if found is None else found.ids
 
     def top(self, category: str | None, n: int) -> ScoredItems:
         """The ``n`` most popular items, overall (``None``) or of one category."""

@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice, repeat
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -121,6 +122,7 @@ _REASONS = {
 #: The sources, in the order a response lists them.
 SOURCES = ("covisit", "context", "content", "collab", "popularity")
 _COLUMN = {name: j for j, name in enumerate(SOURCES)}
+_CATEGORY = attrgetter("category")
 
 
 @dataclass
@@ -299,8 +301,7 @@ class Recommender:
             categories.insert(0, request.category)
         categories += self._favourite_categories(ctx.seen)
         for category in [None, *dict.fromkeys(categories)]:
-            popular = ctx.popular.top(category, request.k + len(exclude))
-            ctx.propose(self._first(popular.ids, request.k, ctx.excluded))
+            ctx.propose(self._first(ctx.popular.ranked(category), request.k, ctx.excluded))
         if not ctx.candidates:  # an empty store: fall back to catalog order
             ctx.propose(list(self.catalog)[:n])
 
@@ -410,7 +411,8 @@ class Recommender:
 
     # --- sources -------------------------------------------------------------------------
     def _favourite_categories(self, seen: list[str]) -> list[str]:
-        counts = Counter(self.catalog[i].category for i in seen if i in self.catalog)
+        # map/filter/attrgetter: the ~50 lookups and the count run in C.
+        counts = Counter(map(_CATEGORY, filter(None, map(self.catalog.get, seen))))
         return [c for c, _ in counts.most_common(FAVOURITE_CATEGORIES) if c]
 
     @staticmethod
@@ -433,8 +435,9 @@ class Recommender:
         top = max(total.values(), default=0.0)
         if top <= 0:
             return {}, {}
-        ranked = sorted(total.items(), key=lambda pair: (-pair[1], pair[0]))
-        return {item: weight / top for item, weight in ranked}, anchor_of
+        # By id, then a stable sort by weight (reverse keeps ties in id order): keys in C.
+        ranked = sorted(sorted(total), key=total.__getitem__, reverse=True)
+        return {item: total[item] / top for item in ranked}, anchor_of
 
     def _reason(self, main: str, anchor: str | None) -> str:
         if main == "covisit" and anchor is not None and anchor in self.catalog:

@@ -58,6 +58,8 @@ def test_snapshot_splits_the_popular_list_by_catalog_category_best_first() -> No
     assert snap.top("Mugs", 5).scores.tolist() == [5.0, 2.0]
     assert snap.top("Bags", 5).ids == ["b"]
     assert snap.top("Unknown", 5).ids == []  # and items of no category join no list
+    assert list(snap.ranked(None)) == ["c", "x", "b", "a", "d"]
+    assert list(snap.ranked("Mugs")) == ["c", "a"] and list(snap.ranked("Unknown")) == []
     assert snap.scale == pytest.approx(np.log1p(5.0))
     assert np.isnan(snap.scores(["zz"])[0])  # cannot score: not a 0
 
