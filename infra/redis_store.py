@@ -239,8 +239,9 @@ if co_n > 0 then
   end
   local n_skip = 0
   for _ in pairs(skip) do n_skip = n_skip + 1 end
-  -- The first read allows for the skipped items (one call per anchor, usually).
-  local first = co_n + math.min(n_skip, co_n)
+  -- The first read allows for a few skipped items (one call per anchor, usually: an
+  -- anchor's strongest links hold the few seen items of its sessions, not all of them).
+  local first = co_n + math.min(n_skip, 10)
   local lists = {}
   for _, a in ipairs(anchors) do
     local kept, start, chunk = {}, 0, first

@@ -76,6 +76,26 @@ class TestRedisStateStore(StateStoreContract):
         assert stored[b"c"] == pytest.approx(1.0)
         assert stored[b"a"] == pytest.approx(2.0**-5)
 
+    def test_every_popularity_set_is_listed_for_the_rebase(self) -> None:
+        # The rebase rescales the sets listed in meta:scopes: every set a batch created
+        # must be listed, whether later batches touch it whole, in part or not at all.
+        store = self.store(half_life_s=10.0, max_exponent=4.0)
+        store.apply(StateUpdate(popularity={"co:a": {"b": 1.0, "c": 1.0}}, popularity_at=T0))
+        store.apply(StateUpdate(popularity={"co:a": {"b": 1.0}, "co:b": {"a": 1.0},
+                                            "cat:x": {"a": 2.0, "b": 1.0}},
+                                popularity_at=T0 + 1))
+        store.apply(StateUpdate(popularity={"co:a": {"b": 1.0, "c": 1.0, "d": 1.0},
+                                            "co:c": {"a": 4.0}}, popularity_at=T0 + 2))
+        scopes = {s.decode() for s in self.client.smembers(self.prefix + "meta:scopes")}
+        assert scopes == {"co:a", "co:b", "co:c", "cat:x"}
+        before = {s: store.top_popular(10, s) for s in sorted(scopes)}
+        store.apply(StateUpdate(popularity={ALL_ITEMS: {"z": 1.0}}, popularity_at=T0 + 60))
+        assert self._pop_ref() == T0 + 60
+        for scope, scored in before.items():  # rescaled to the new reference, same reads
+            after = store.top_popular(10, scope)
+            assert after.ids == scored.ids, scope
+            np.testing.assert_allclose(after.scores, scored.scores * 2.0**-5.8, rtol=1e-12)
+
     def test_apply_is_one_transaction_whose_size_does_not_grow_with_the_batch(self) -> None:
         store = self.store()
         calls: list[int] = []

@@ -246,6 +246,16 @@ class StateStoreContract:
         assert state.recent == ["a", "b"]
         assert state.covisited["a"].ids == expected
 
+    def test_user_state_reads_on_past_many_skipped_co_visited_items(self) -> None:
+        store = self.store()
+        seen = [f"s{j:02d}" for j in range(30)]  # all linked to the anchor, above the rest
+        links = {item: 100.0 - j for j, item in enumerate(seen)}
+        store.apply(StateUpdate(recent={"u": [*seen, "a"]}, popularity={
+            "co:a": {**links, "x": 2.0, "y": 1.0, "z": 0.5}}))
+        state = store.user_state("u", 31, "v", covisit_n=2, recent_anchors=1,
+                                 covisit_skip="seen")
+        assert state.covisited["a"].ids == ["x", "y"]
+
     def test_new_items_histories_and_factors_are_kept(self) -> None:
         store = self.store()
         store.apply(StateUpdate(item_history={"new": {"u1": 1.0}}))
