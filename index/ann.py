@@ -55,7 +55,6 @@ import numpy as np
 import numpy.typing as npt
 
 from core.errors import DataNotFound, InvalidRequest
-from core.ports import Vector
 from core.types import ScoredItems
 from index.faiss_index import (
     _check_ids,
@@ -196,12 +195,6 @@ class _RowIndex(_VectorChecks):
             self._maybe_rebuild()
             self._after_write()
             return len(rows)
-
-    def get(self, ids: Sequence[str]) -> dict[str, Vector]:
-        """The stored (unit) vectors of the known ids among ``ids``."""
-        known = list(dict.fromkeys(ids))
-        at, rows = self.vectors_of(known)
-        return {known[j]: row for j, row in zip(at, rows, strict=True)}
 
     def vectors_of(self, ids: Sequence[str]) -> tuple[list[int], npt.NDArray[np.float32]]:
         """The stored vectors of the known ids among ``ids`` (distinct) as the rows of one

@@ -76,8 +76,12 @@ class _VectorChecks:
                 exclude: Sequence[str]) -> list[ScoredItems]:
         raise NotImplementedError
 
+    # An index overrides at least one of get and vectors_of: each is written with the other.
     def get(self, ids: Sequence[str]) -> dict[str, Vector]:
-        raise NotImplementedError
+        """The stored (unit) vectors of the known ids among ``ids``."""
+        known = list(dict.fromkeys(ids))
+        at, rows = self.vectors_of(known)
+        return {known[j]: row for j, row in zip(at, rows, strict=True)}
 
     def vectors_of(self, ids: Sequence[str]) -> tuple[list[int], npt.NDArray[np.float32]]:
         """The stored vectors of the known ids among ``ids`` (distinct) as the rows of one
@@ -301,12 +305,6 @@ class FaissIndex(_VectorChecks):
             if numbers:
                 self._index.remove_ids(np.asarray(numbers, dtype=np.int64))
             return len(numbers)
-
-    def get(self, ids: Sequence[str]) -> dict[str, Vector]:
-        """The stored (unit) vectors of the known ids among ``ids``."""
-        known = list(dict.fromkeys(ids))
-        at, rows = self.vectors_of(known)
-        return {known[j]: row for j, row in zip(at, rows, strict=True)}
 
     def vectors_of(self, ids: Sequence[str]) -> tuple[list[int], npt.NDArray[np.float32]]:
         """The stored vectors of the known ids among ``ids`` (distinct) as the rows of one
