@@ -245,7 +245,8 @@ def api_command(
               default=_setting_default("index_ef_construction"), show_default=True)
 @click.option("--target-recall", type=click.FloatRange(0, 1),
               default=_setting_default("index_target_recall"), show_default=True,
-              help="Recall@10 the HNSW index calibrates its efSearch for (0: no calibrated row).")
+              help="Recall@10 the IVF and HNSW indexes calibrate nprobe and efSearch for "
+                   "(0: no calibrated rows).")
 @click.option("--ef-search", default=None, callback=_optional_int_list,
               help="Also measure HNSW at these efSearch values (comma-separated).")
 @_json_option
@@ -253,11 +254,13 @@ def index_command(
     sizes: list[int], dim: int, queries: int, m: int, ef_construction: int,
     target_recall: float, ef_search: list[int], json_path: Path | None,
 ) -> None:
-    """Recall@10 against exact search and queries/s of the flat and HNSW indexes.
+    """Recall@10 against exact search and queries/s of the flat, IVF and HNSW indexes.
 
     Writes a JSON list of rows (``index``, ``n_items``, ``recall_at_10``, ``qps``,
-    ``qps_batch``, ``build_s``; HNSW rows add ``m``, ``ef_search``, ``calibrated``,
-    and the calibrated row ``target_recall``, ``calibrated_recall``, ``calibrate_s``).
+    ``qps_batch``, ``build_s``; IVF rows add ``nlist``, ``nprobe``, ``trained``, HNSW
+    rows ``m``, ``ef_search``, ``calibrated``, and the calibrated rows ``target_recall``,
+    ``calibrated_recall``, ``calibrate_s``). The vectors are random (no cluster
+    structure): the hard case for IVF (docs/benchmarks.md has item embeddings too).
     """
     import json
 
