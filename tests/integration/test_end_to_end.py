@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,8 +15,10 @@ from flask import Flask
 
 from api import create_app
 from core.settings import Settings
+from index.ann import IvfIndex
 from infra.kafka import KafkaEventPublisher
 from infra.sql import SqlStore
+from tests.integration.conftest import consumer_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -143,6 +146,41 @@ async def read_topic(
 def test_a_new_product_posted_to_the_catalog_is_recommendable_without_a_restart(
     app: Flask, running_consumer: object
 ) -> None:
+    check_a_new_product_is_recommendable(app)
+
+
+def test_past_the_flat_index_size_an_ivf_index_serves_and_takes_new_products(
+    live_settings: Settings, tmp_path: Path
+) -> None:
+    # The shipped catalog (3.6k items) past a flat-index size of 100: every process builds
+    # or loads a trained IVF index (its own state dir: the shared one holds a flat index).
+    settings = live_settings.model_copy(update={"index_flat_max": 100,
+                                                "state_dir": tmp_path / "ivf-state"})
+    app = create_app(settings)
+    consumer = consumer_for(settings).start()
+    try:
+        index = app.extensions["streamrec"].index
+        assert isinstance(index, IvfIndex) and index.trained
+        assert index.calibration is not None and index.calibration.met
+        check_a_new_product_is_recommendable(app)
+        # A shopper who views candle holders gets recommendations scored by the index.
+        client = app.test_client()
+        holders = client.get("/api/items/NEW-001/similar?k=5").get_json()["items"]
+        for item in holders[:3]:
+            client.post("/api/events", json={"event_type": "view", "user_id": "ivf-shopper",
+                                             "item_id": item["item_id"]})
+        state = app.extensions["streamrec"].state
+        assert poll(lambda: "ivf-shopper" in state.get_profiles(["ivf-shopper"]))
+        body = client.get("/api/recommendations?user_id=ivf-shopper&k=10").get_json()
+        assert len(body["items"]) == 10
+        assert any("content" in item["sources"] for item in body["items"])
+    finally:
+        consumer.stop()
+        app.extensions["streamrec"].close()
+
+
+def check_a_new_product_is_recommendable(app: Flask) -> None:
+    """A product posted to the catalog gets similar items and moves a viewer's profile."""
     client = app.test_client()
     assert client.get("/api/items/NEW-001").status_code == 404
     response = client.post("/api/catalog", json={
