@@ -50,6 +50,29 @@ def test_index_bench_writes_a_row_per_index_with_recall_and_qps(tmp_path: Path) 
     assert rows[0]["recall_at_10"] == 1.0
 
 
+def test_index_bench_on_content_vectors_embeds_a_catalog_and_queries_profiles(
+        tmp_path: Path) -> None:
+    out = tmp_path / "index.json"
+    result = CliRunner().invoke(bench_group, [
+        "index", "--sizes", "5000", "--vectors", "content", "--dim", "32", "--queries", "50",
+        "--m", "8", "--ef-construction", "40", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())
+    assert [r["index"] for r in rows] == ["flat", "ivf", "hnsw"]
+    assert {r["vectors"] for r in rows} == {"content"}
+    # Every shipped product plus generated ones: a few may embed to nothing and are left out.
+    assert {r["n_items"] for r in rows} == {rows[0]["n_items"]} and rows[0]["n_items"] > 4900
+    ivf = rows[1]
+    assert ivf["trained"] is True and ivf["calibration_met"] is True
+    assert ivf["recall_at_10"] > 0.8  # on queries calibration never saw
+
+
+def test_index_bench_refuses_content_catalogs_past_what_it_embeds() -> None:
+    result = CliRunner().invoke(bench_group, ["index", "--sizes", "300000",
+                                              "--vectors", "content"])
+    assert result.exit_code != 0 and "at most 200000 items" in result.output
+
+
 def test_index_bench_without_a_target_measures_only_the_asked_ef_search(tmp_path: Path) -> None:
     out = tmp_path / "index.json"
     result = CliRunner().invoke(bench_group, [

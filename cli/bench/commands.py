@@ -249,26 +249,39 @@ def api_command(
                    "(0: no calibrated rows).")
 @click.option("--ef-search", default=None, callback=_optional_int_list,
               help="Also measure HNSW at these efSearch values (comma-separated).")
+@click.option("--vectors", type=click.Choice(["random", "content"]), default="random",
+              show_default=True,
+              help="random: unit vectors with no structure; content: the content embeddings "
+                   "of the shipped catalog plus generated variants of its products, queried "
+                   "by shopper-like profiles (at most 200,000 items).")
 @_json_option
+@click.pass_context
 def index_command(
-    sizes: list[int], dim: int, queries: int, m: int, ef_construction: int,
-    target_recall: float, ef_search: list[int], json_path: Path | None,
+    ctx: click.Context, sizes: list[int], dim: int, queries: int, m: int,
+    ef_construction: int, target_recall: float, ef_search: list[int], vectors: str,
+    json_path: Path | None,
 ) -> None:
     """Recall@10 against exact search and queries/s of the flat, IVF and HNSW indexes.
 
     Writes a JSON list of rows (``index``, ``n_items``, ``recall_at_10``, ``qps``,
     ``qps_batch``, ``build_s``; IVF rows add ``nlist``, ``nprobe``, ``trained``, HNSW
     rows ``m``, ``ef_search``, ``calibrated``, and the calibrated rows ``target_recall``,
-    ``calibrated_recall``, ``calibrate_s``). The vectors are random (no cluster
-    structure): the hard case for IVF (docs/benchmarks.md has item embeddings too).
+    ``calibrated_recall``, ``calibrate_s``; every row its ``vectors``). Random vectors
+    have no cluster structure, the hard case for IVF; ``--vectors content`` measures
+    item embeddings, the case the index defaults are chosen for.
     """
     import json
 
-    from cli.bench.index import run_index_bench
+    from cli.bench.index import CONTENT_MAX, run_index_bench
 
+    if vectors == "content" and max(sizes) > CONTENT_MAX:
+        raise click.BadParameter(f"content vectors are embedded: at most {CONTENT_MAX} items",
+                                 param_hint="--sizes")
     rows = run_index_bench(sizes, dim=dim, queries=queries, m=m,
                            ef_construction=ef_construction, target_recall=target_recall,
-                           ef_search=ef_search, log=sys.stdout)
+                           ef_search=ef_search, log=sys.stdout,
+                           vectors="content" if vectors == "content" else "random",
+                           data_dir=_settings(ctx).data_dir)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(rows, indent=2, sort_keys=True) + "\n")
