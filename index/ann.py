@@ -64,7 +64,14 @@ from index.faiss_index import (
     _VectorChecks,
     _write_dir,
 )
-from index.recall import RecallEstimate, estimate_recall, gaussian_queries, smallest_passing
+from index.recall import (
+    RecallEstimate,
+    estimate_recall,
+    gaussian_queries,
+    profile_queries,
+    smallest_passing,
+    worst,
+)
 
 __all__ = ["Calibration", "GpuFlatIndex", "HnswIndex", "IvfIndex"]
 
@@ -437,12 +444,14 @@ class _Calibrated(_RowIndex):
 
         Recall is measured against exact answers (of the index's own stored
         vectors, tombstones skipped) on ``queries``, or by default on
-        ``calibration_queries`` new vectors drawn like the stored ones (see
-        :func:`index.recall.gaussian_queries`); pass real queries (user vectors)
-        where there are some. The knob doubles from its smallest value and is
-        then bisected (:func:`index.recall.smallest_passing`), up to its cap; a
-        value passes when its recall minus two standard errors reaches the
-        target. Searches wait while it runs (at 1M items, tens of seconds).
+        ``calibration_queries`` new vectors, half drawn like the stored ones
+        (:func:`index.recall.gaussian_queries`) and half shaped like shoppers'
+        profiles (:func:`index.recall.profile_queries`), each half having to reach
+        the target; pass real queries (user vectors) where there are some. The
+        knob doubles from its smallest value and is then bisected
+        (:func:`index.recall.smallest_passing`), up to its cap; a value passes when
+        its recall minus two standard errors reaches the target. Searches wait
+        while it runs (at 1M items, tens of seconds).
 
         Raises
         ------
@@ -465,15 +474,18 @@ class _Calibrated(_RowIndex):
                 fit_rows = np.sort(rng.choice(live, size=min(len(live), self._FIT_SAMPLE),
                                               replace=False))
                 sample = self._index.reconstruct_batch(fit_rows)
-                rows = gaussian_queries(sample, self.calibration_queries, rng)
+                half = max(1, self.calibration_queries // 2)
+                rows = np.vstack([gaussian_queries(sample, half, rng),
+                                  profile_queries(sample, half, rng)])
+                kinds = [slice(0, half), slice(half, None)]  # each kind must pass
             else:
-                rows = self._query_rows(queries)
+                rows, kinds = self._query_rows(queries), [slice(None)]
             selector, keep = self._selector([]) if self._dead else (None, [])
             truth = self._exact_rows(rows, selector)
 
             def measure(value: int) -> RecallEstimate:
                 found = _search(self._index, rows, self._K, self._params(selector, value))[1]
-                return estimate_recall(truth, found)
+                return worst(*(estimate_recall(truth[kind], found[kind]) for kind in kinds))
 
             start, cap = self._knob_range()
             value, recall = smallest_passing(measure, self.target_recall, start=start, cap=cap)

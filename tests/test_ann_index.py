@@ -225,7 +225,8 @@ def test_calibration_reaches_the_target_on_unseen_queries_with_the_smallest_ef_s
     calibration = ann.calibration
     assert calibration is not None and calibration.met and calibration.n_items == 10_000
     assert ann.ef_search == calibration.value < ann.max_ef_search
-    assert calibration.recall.lower_bound >= 0.95 and calibration.recall.queries == 500
+    # Half the 500 queries item-like, half profile-like: the worse half is reported.
+    assert calibration.recall.lower_bound >= 0.95 and calibration.recall.queries == 250
     [line] = [r.getMessage() for r in caplog.records]
     assert f"efSearch {ann.ef_search}: recall@10 " in line and "target 0.950 met" in line
 
