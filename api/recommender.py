@@ -89,8 +89,8 @@ class ScoredRecommendation:
             "name": self.item.name,
             "category": self.item.category,
             "price": self.item.price,
-            "score": _rounded(self.score),
-            "sources": {k: _rounded(v) for k, v in self.sources.items()},
+            "score": round(self.score, 6),
+            "sources": {k: round(v, 6) for k, v in self.sources.items()},
             "reason": self.reason,
         }
 
@@ -328,7 +328,7 @@ class Recommender:
                 continue
             column = matrix[:, _COLUMN[name]]
             missing = np.flatnonzero(np.isnan(column))
-            at, vectors = _vectors_of(index, list(map(ids.__getitem__, missing.tolist())))
+            at, vectors = index.vectors_of(list(map(ids.__getitem__, missing.tolist())))
             if at:
                 unit = query / (np.linalg.norm(query) or 1.0)
                 column[missing[at]] = np.maximum(vectors @ unit, 0.0)
@@ -478,29 +478,6 @@ class Recommender:
 def _lookup(values: Mapping[str, float], ids: Sequence[str]) -> npt.NDArray[np.float64]:
     """``values`` of ``ids``, NaN where missing (the lookups run in C: ``map`` over ``get``)."""
     return np.fromiter(map(values.get, ids, repeat(np.nan)), np.float64, count=len(ids))
-
-
-def _vectors_of(index: SearchIndex, ids: list[str]) -> tuple[list[int], np.ndarray]:
-    """The vectors ``index`` holds of ``ids`` (distinct) stacked, and their positions in ``ids``."""
-    if not ids:
-        return [], np.zeros((0, 0), dtype=np.float32)
-    stacked = getattr(index, "vectors_of", None)  # the indexes of ``index`` skip the dict
-    if stacked is not None:
-        found: tuple[list[int], np.ndarray] = stacked(ids)
-        return found
-    vectors = index.get(ids)
-    at = [j for j, item_id in enumerate(ids) if item_id in vectors]
-    return at, (np.stack([vectors[ids[j]] for j in at]) if at else np.zeros((0, 0)))
-
-
-def _rounded(x: float) -> float:
-    """``round(x, 6)``, in half the time: both round through the same correctly
-    rounded decimal digits (``_Py_dg_dtoa``'s mode 3), and ~80 values a list.
-
-    >>> all(_rounded(v) == round(v, 6) for v in (0.1234565, 2.5e-7, -1e-9, 1 / 3, 7.0))
-    True
-    """
-    return float(f"{x:.6f}")
 
 
 def _weight_vector(weights: Mapping[str, float]) -> np.ndarray:

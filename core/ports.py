@@ -257,6 +257,11 @@ class SearchIndex(Protocol):
 
     def get(self, ids: Sequence[str]) -> dict[str, Vector]: ...
 
+    def vectors_of(self, ids: Sequence[str]) -> tuple[list[int], npt.NDArray[np.float32]]:
+        """The stored vectors of the known ids among ``ids`` (distinct) as one matrix's
+        rows, and each row's position in ``ids``."""
+        ...
+
     def search(
         self, query: npt.ArrayLike, k: int, exclude: Sequence[str] = ()
     ) -> ScoredItems: ...
@@ -283,6 +288,10 @@ class VectorIndex(Protocol):
 
     def get(self, ids: Sequence[str]) -> dict[str, Vector]:
         """The stored vectors of the known ids among ``ids``."""
+        ...
+
+    def vectors_of(self, ids: Sequence[str]) -> tuple[list[int], npt.NDArray[np.float32]]:
+        """:meth:`get` as one matrix (for scoring many candidates at once)."""
         ...
 
     def search(

@@ -38,6 +38,9 @@ class InnerProductIndex:
     ...                         np.array([[1.0, 0.0], [3.0, 0.3]]))
     >>> idx.search(np.array([1.0, 0.0]), 2).ids  # cosine would put "small" first
     ['big', 'small']
+    >>> at, rows = idx.vectors_of(["unknown", "big"])  # the rows get() returns, stacked
+    >>> at, bool(np.allclose(rows[0], idx.get(["big"])["big"]))
+    ([1], True)
     """
 
     def __init__(self, inner: VectorIndex, ids: Sequence[str], vectors: npt.ArrayLike) -> None:
@@ -86,3 +89,8 @@ class InnerProductIndex:
     def get(self, ids: Sequence[str]) -> dict[str, Vector]:
         """Each item's vector divided by ``M`` (so ``dot(x/|x|, v)`` is its search score)."""
         return {i: v[:-1].copy() for i, v in self.inner.get(ids).items()}
+
+    def vectors_of(self, ids: Sequence[str]) -> tuple[list[int], npt.NDArray[np.float32]]:
+        """:meth:`get` as one matrix's rows, and each row's position in ``ids``."""
+        at, rows = self.inner.vectors_of(ids)
+        return at, np.ascontiguousarray(rows[:, :-1])

@@ -11,7 +11,7 @@ for. Exact search
 the ground truth for the recall of :class:`index.ann.IvfIndex` (``nlist`` as the
 factory picks it for the size) at the ``nprobe`` it calibrates for a target
 recall, and of :class:`index.ann.HnswIndex` at the ``efSearch`` it calibrates
-(both on their own Gaussian queries, not the bench's) and at each ``efSearch``
+(both on their own queries, Gaussian and profile-like, not the bench's) and at each ``efSearch``
 asked for. The bench's queries are 1,000 other vectors (random ones, or profiles), so
 the calibrated row shows whether calibration predicts recall on unseen queries.
 Queries go through the streamrec classes, as the API calls them: ``qps`` is one
