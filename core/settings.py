@@ -22,6 +22,7 @@ __all__ = ["ArchivePriority", "Settings"]
 
 #: CPU priority of the events archive's own consumer process (see ``consumers.app``).
 ArchivePriority = Literal["idle", "low", "normal"]
+CovisitDirection = Literal["both", "forward"]
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,6 +82,9 @@ class Settings(BaseSettings):
     recent_items_max: int = Field(50, ge=1, le=10_000)
     #: An item co-occurs with this many of the user's previous items (co-visitation).
     covisit_window: int = Field(5, ge=1, le=100)
+    #: "both": an item's co-visited list holds what was viewed before and after it;
+    #: "forward": only what the same shoppers went on to view after it (half the writes).
+    covisit_direction: CovisitDirection = "both"
     #: Co-visited items kept per item (the weakest are trimmed).
     covisit_max: int = Field(100, ge=1, le=10_000)
     #: Redis popularity and co-visitation sets of this many members or more are kept as

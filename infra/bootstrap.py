@@ -339,6 +339,7 @@ def build_processor(
         half_life_s=settings.popularity_half_life_s,
         profile=ContentProfile(settings.profile_learning_rate),
         covisit_window=settings.covisit_window,
+        covisit_direction=settings.covisit_direction,
         collaborative=models.foldin if models is not None else None,
         rating_model=OnlineRatingMF(n_factors=settings.rating_factors),
         blender=OnlineBlender(),

@@ -24,6 +24,7 @@ from core.ports import (
     category_scope,
     covisit_scope,
 )
+from core.settings import CovisitDirection
 from online_models.als_foldin import ALSFoldIn
 from online_models.blender import BLOB, OnlineBlender
 from online_models.profile import ContentProfile
@@ -55,7 +56,10 @@ class StreamProcessor:
         The content-profile model.
     covisit_window
         Each event's item co-occurs with this many of the user's previous items
-        (co-visitation: scope ``co:<item>``, both directions, decayed like popularity).
+        (co-visitation: scope ``co:<item>``, decayed like popularity).
+    covisit_direction
+        ``"both"``: a pair counts in both items' scopes; ``"forward"``: only in the
+        earlier item's (``co:<a>`` holds what shoppers viewed after ``a``), half the writes.
     collaborative
         Returns the current ALS fold-in (None without a trained model). The user's
         weighted history is kept either way, so a model trained later folds them in.
@@ -74,6 +78,7 @@ class StreamProcessor:
         half_life_s: float,
         profile: ContentProfile,
         covisit_window: int = 5,
+        covisit_direction: CovisitDirection = "both",
         collaborative: Callable[[], ALSFoldIn | None] | None = None,
         rating_model: OnlineRatingMF | None = None,
         blender: OnlineBlender | None = None,
@@ -84,6 +89,10 @@ class StreamProcessor:
         self.half_life_s = half_life_s
         self.profile = profile
         self.covisit_window = covisit_window
+        if covisit_direction not in ("both", "forward"):
+            raise ValueError(f"covisit_direction must be 'both' or 'forward', "
+                             f"not {covisit_direction!r}")
+        self.covisit_direction = covisit_direction
         self.collaborative = collaborative
         self.rating_model = rating_model
         self.blender = blender
@@ -130,6 +139,7 @@ class StreamProcessor:
         # Each user's newest items before this batch, advanced event by event.
         history = self.store.recent_items_many(users, self.covisit_window)
         window = self.covisit_window
+        both_ways = self.covisit_direction == "both"
         overall: dict[str, float] = defaultdict(float)
         covisits: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         recent: dict[str, list[str]] = defaultdict(list)
@@ -150,8 +160,9 @@ class StreamProcessor:
             before = history.get(user, ())
             for partner in before:
                 if partner != item:
-                    covisits[item][partner] += decayed
-                    covisits[partner][item] += decayed
+                    covisits[partner][item] += decayed  # partner came first
+                    if both_ways:
+                        covisits[item][partner] += decayed
             history[user] = [item, *[i for i in before if i != item][: window - 1]]
             if item not in vectors:
                 unknown += 1

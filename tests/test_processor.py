@@ -16,6 +16,8 @@ from core.events import (
     Rated,
 )
 from core.ports import Vector
+from core.settings import Settings
+from infra.bootstrap import build_processor
 from infra.memory_store import InMemoryStateStore
 from online_models.processor import StreamProcessor
 from online_models.profile import ContentProfile
@@ -117,6 +119,29 @@ def test_items_viewed_one_after_another_become_co_visited_both_ways(processor, s
     assert set(store.top_popular(10, scope="co:candles-1").ids) == {"bags-1", "mugs-1"}
     # u2 had no earlier item: nothing co-visited with its first view.
     assert store.top_popular(10, scope="co:bags-1").as_dict()["mugs-1"] > 0
+
+
+def test_forward_co_visitation_lists_only_what_was_viewed_after_an_item(store) -> None:
+    processor = StreamProcessor(store, toy_index(toy_catalog()), {}, half_life_s=HOUR,
+                                profile=ContentProfile(0.3), covisit_direction="forward")
+    processor.apply([view("u1", "bags-1", 10), view("u1", "mugs-1", 20)])
+    processor.apply([view("u1", "candles-1", 30)])
+    assert set(store.top_popular(10, scope="co:bags-1").ids) == {"mugs-1", "candles-1"}
+    assert store.top_popular(10, scope="co:mugs-1").ids == ["candles-1"]
+    assert store.top_popular(10, scope="co:candles-1").ids == []
+
+
+def test_the_co_visitation_settings_reach_the_processor(store) -> None:
+    settings = Settings(covisit_window=3, covisit_direction="forward")
+    catalog = toy_catalog()
+    processor = build_processor(settings, store, toy_index(catalog), catalog)
+    assert (processor.covisit_window, processor.covisit_direction) == (3, "forward")
+
+
+def test_an_unknown_co_visitation_direction_is_refused(store) -> None:
+    with pytest.raises(ValueError, match="covisit_direction"):
+        StreamProcessor(store, toy_index(toy_catalog()), {}, half_life_s=HOUR,
+                        profile=ContentProfile(0.3), covisit_direction="backward")  # type: ignore[arg-type]
 
 
 def test_co_visitation_looks_back_only_over_the_window(store) -> None:
