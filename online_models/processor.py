@@ -77,7 +77,7 @@ class StreamProcessor:
         *,
         half_life_s: float,
         profile: ContentProfile,
-        covisit_window: int = 5,
+        covisit_window: int = 3,
         covisit_direction: CovisitDirection = "both",
         collaborative: Callable[[], ALSFoldIn | None] | None = None,
         rating_model: OnlineRatingMF | None = None,

@@ -55,8 +55,8 @@ def bench_group() -> None:
                    "[default: one per partition, at most 4].")
 @click.option("--warmup-per-user", type=click.IntRange(min=0), default=None,
               help="Events per user applied before the timed ones, so they meet full "
-                   "histories (steady state) [default: covisit_window; 0: time a fresh "
-                   "state].")
+                   "histories (steady state) [default: 5, or covisit_window if larger; "
+                   "0: time a fresh state].")
 @click.pass_context
 def ingest_command(
     ctx: click.Context, events: int, users: int, partitions: int, json_path: Path | None,
