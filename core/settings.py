@@ -22,6 +22,7 @@ __all__ = ["ArchivePriority", "Settings"]
 
 #: CPU priority of the events archive's own consumer process (see ``consumers.app``).
 ArchivePriority = Literal["idle", "low", "normal"]
+#: Which of a co-visited pair's two items lists the other (see ``covisit_direction``).
 CovisitDirection = Literal["both", "forward"]
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent

@@ -132,10 +132,10 @@ def test_forward_co_visitation_lists_only_what_was_viewed_after_an_item(store) -
 
 
 def test_the_co_visitation_settings_reach_the_processor(store) -> None:
-    settings = Settings(covisit_window=3, covisit_direction="forward")
+    settings = Settings(covisit_window=4, covisit_direction="forward")
     catalog = toy_catalog()
     processor = build_processor(settings, store, toy_index(catalog), catalog)
-    assert (processor.covisit_window, processor.covisit_direction) == (3, "forward")
+    assert (processor.covisit_window, processor.covisit_direction) == (4, "forward")
 
 
 def test_an_unknown_co_visitation_direction_is_refused(store) -> None:
