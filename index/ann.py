@@ -48,7 +48,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import faiss
 import numpy as np
@@ -222,6 +222,18 @@ class _RowIndex(_VectorChecks):
 
         _write_dir(path, write)
 
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        """Read an index of this class written by :meth:`save` (an ANN index with its
+        search setting as calibrated then; a trained IVF index stays trained).
+
+        Raises
+        ------
+        core.errors.DataNotFound
+            When ``path`` holds no saved index of this class.
+        """
+        return cls._load(path)
+
     # --- internals ----------------------------------------------------------------------
 
     def _bury(self, rows: Sequence[int]) -> None:
@@ -303,7 +315,7 @@ class _RowIndex(_VectorChecks):
             return results
 
     @classmethod
-    def _load(cls, path: Path, **kwargs: Any) -> Any:
+    def _load(cls, path: Path, **kwargs: Any) -> Self:
         meta = _read_meta(path, cls._FORMAT)
         faiss_path = Path(path) / _FAISS_FILE
         if not faiss_path.is_file():
@@ -503,7 +515,7 @@ class _Calibrated(_RowIndex):
         return done
 
     @classmethod
-    def _load(cls, path: Path, **kwargs: Any) -> Any:
+    def _load(cls, path: Path, **kwargs: Any) -> Self:
         index = super()._load(path, **kwargs)
         if index.target_recall:  # it was calibrated on these items before it was saved
             index._calibrated_at = (index.rebuilds, len(index))
@@ -620,18 +632,6 @@ class HnswIndex(_Calibrated):
 
     def _label(self) -> str:
         return f"HNSW (M={self.m})"
-
-    @classmethod
-    def load(cls, path: Path) -> HnswIndex:
-        """Read an index written by :meth:`save` (its ``ef_search`` as calibrated then).
-
-        Raises
-        ------
-        core.errors.DataNotFound
-            When ``path`` holds no saved HNSW index.
-        """
-        index: HnswIndex = cls._load(path)
-        return index
 
 
 class IvfIndex(_Calibrated):
@@ -819,18 +819,6 @@ class IvfIndex(_Calibrated):
     def _label(self) -> str:
         return f"IVF (nlist={self.nlist})"
 
-    @classmethod
-    def load(cls, path: Path) -> IvfIndex:
-        """Read an index written by :meth:`save` (trained, and its ``nprobe`` as calibrated).
-
-        Raises
-        ------
-        core.errors.DataNotFound
-            When ``path`` holds no saved IVF index.
-        """
-        index: IvfIndex = cls._load(path)
-        return index
-
 
 class GpuFlatIndex(_RowIndex):
     """Exact cosine search on a GPU (``faiss.GpuIndexFlatIP``), with string ids.
@@ -892,7 +880,7 @@ class GpuFlatIndex(_RowIndex):
             return super()._search(queries, k, exclude)
 
     @classmethod
-    def load(cls, path: Path, *, resources: Any = None) -> GpuFlatIndex:
+    def load(cls, path: Path, *, resources: Any = None) -> Self:
         """Read an index written by :meth:`save` onto the GPU.
 
         Raises
@@ -900,5 +888,4 @@ class GpuFlatIndex(_RowIndex):
         core.errors.DataNotFound
             When ``path`` holds no saved GPU flat index.
         """
-        index: GpuFlatIndex = cls._load(path, resources=resources)
-        return index
+        return cls._load(path, resources=resources)

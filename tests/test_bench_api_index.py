@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -24,13 +25,18 @@ def _positive(value: object) -> bool:
     return isinstance(value, int | float) and math.isfinite(value) and value > 0
 
 
-def test_index_bench_writes_a_row_per_index_with_recall_and_qps(tmp_path: Path) -> None:
+def _index_rows(tmp_path: Path, *options: str) -> list[dict[str, Any]]:
+    """Run ``streamrec bench index`` with ``options``; the rows of its JSON."""
     out = tmp_path / "index.json"
-    result = CliRunner().invoke(bench_group, [
-        "index", "--sizes", "2000", "--dim", "16", "--queries", "50", "--m", "8",
-        "--ef-construction", "40", "--ef-search", "16,64", "--json", str(out)])
+    result = CliRunner().invoke(bench_group, ["index", *options, "--json", str(out)])
     assert result.exit_code == 0, result.output
-    rows = json.loads(out.read_text())
+    rows: list[dict[str, Any]] = json.loads(out.read_text())
+    return rows
+
+
+def test_index_bench_writes_a_row_per_index_with_recall_and_qps(tmp_path: Path) -> None:
+    rows = _index_rows(tmp_path, "--sizes", "2000", "--dim", "16", "--queries", "50",
+                       "--m", "8", "--ef-construction", "40", "--ef-search", "16,64")
     assert [(r["index"], r.get("calibrated")) for r in rows] == [
         ("flat", None), ("ivf", True), ("hnsw", True), ("hnsw", False), ("hnsw", False)]
     assert [r["ef_search"] for r in rows[3:]] == [16, 64]
@@ -52,12 +58,8 @@ def test_index_bench_writes_a_row_per_index_with_recall_and_qps(tmp_path: Path) 
 
 def test_index_bench_on_content_vectors_embeds_a_catalog_and_queries_profiles(
         tmp_path: Path) -> None:
-    out = tmp_path / "index.json"
-    result = CliRunner().invoke(bench_group, [
-        "index", "--sizes", "5000", "--vectors", "content", "--dim", "32", "--queries", "50",
-        "--m", "8", "--ef-construction", "40", "--json", str(out)])
-    assert result.exit_code == 0, result.output
-    rows = json.loads(out.read_text())
+    rows = _index_rows(tmp_path, "--sizes", "5000", "--vectors", "content", "--dim", "32",
+                       "--queries", "50", "--m", "8", "--ef-construction", "40")
     assert [r["index"] for r in rows] == ["flat", "ivf", "hnsw"]
     assert {r["vectors"] for r in rows} == {"content"}
     # Every shipped product plus generated ones: a few may embed to nothing and are left out.
@@ -74,12 +76,8 @@ def test_index_bench_refuses_content_catalogs_past_what_it_embeds() -> None:
 
 
 def test_index_bench_without_a_target_measures_only_the_asked_ef_search(tmp_path: Path) -> None:
-    out = tmp_path / "index.json"
-    result = CliRunner().invoke(bench_group, [
-        "index", "--sizes", "500", "--dim", "8", "--queries", "20", "--m", "8",
-        "--target-recall", "0", "--ef-search", "32", "--json", str(out)])
-    assert result.exit_code == 0, result.output
-    rows = json.loads(out.read_text())
+    rows = _index_rows(tmp_path, "--sizes", "500", "--dim", "8", "--queries", "20", "--m", "8",
+                       "--target-recall", "0", "--ef-search", "32")
     assert [(r["index"], r.get("ef_search")) for r in rows] == [("flat", None), ("hnsw", 32)]
 
 
