@@ -15,11 +15,11 @@ import contextlib
 from collections.abc import Iterable, Sequence
 
 from api.metrics import FEEDBACK_TYPES, api_metrics
-from api.recommender import Recommendation
 from api.services import ApiServices, services
 from core.errors import TemporaryFailure
 from core.events import InteractionEvent
 from online_models.blender import Shown, decode_shown
+from online_models.serving.pipeline import Recommendation
 
 __all__ = ["attribute", "remember", "written_before"]
 

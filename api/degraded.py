@@ -27,9 +27,11 @@ from typing import Any
 
 from flask import current_app
 
-from api.recommender import Recommendation, Recommender, RecRequest, Rules, ScoredRecommendation
 from core.errors import TemporaryFailure
+from core.ports import RecRequest
 from core.types import Item
+from online_models.serving.filters import CandidateFilter
+from online_models.serving.pipeline import Recommendation, Recommender, ScoredRecommendation
 
 __all__ = ["DEFAULT_REFRESH_S", "PopularFallback", "degraded_body", "popular_fallback"]
 
@@ -98,34 +100,24 @@ class PopularFallback:
         return True
 
     def items(
-        self, k: int, request: RecRequest | None = None, rules: Rules | None = None
+        self, k: int, request: RecRequest | None = None,
+        candidate_filter: CandidateFilter | None = None,
     ) -> list[ScoredRecommendation]:
-        """Up to ``k`` popular items that pass the request's and the rules' filters."""
+        """Up to ``k`` popular items that pass the request's and the rules' filters (the
+        recommender's own filter object)."""
         ranked = self._popular or [(i, 0.0) for i in self.catalog]
         label = "Popular right now" if self._popular else "From our catalog"
+        allowed = (candidate_filter or CandidateFilter()).allowed(request)
         out: list[ScoredRecommendation] = []
         for item_id, score in ranked:
             item = self.catalog.get(item_id)
-            if item is None or not _allowed(item, request, rules):
+            if item is None or not allowed(item):
                 continue
             sources = {"popularity": score} if self._popular else {}
             out.append(ScoredRecommendation(item, score, sources, label))
             if len(out) == k:
                 break
         return out
-
-
-def _allowed(item: Item, request: RecRequest | None, rules: Rules | None) -> bool:
-    if not item.in_stock or (rules is not None and item.category in rules.excluded_categories):
-        return False
-    if request is None:
-        return True
-    return (
-        item.item_id != request.context_item
-        and (request.category is None or item.category == request.category)
-        and (request.min_price is None or item.price >= request.min_price)
-        and (request.max_price is None or item.price <= request.max_price)
-    )
 
 
 def popular_fallback() -> PopularFallback:

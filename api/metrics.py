@@ -233,7 +233,7 @@ def init_metrics(app: Flask, metrics: ApiMetrics) -> None:
 
 
 def observe_recommendation(rec: Any, variant: str | None = None) -> None:
-    """Count a served recommendation (``api.recommender.Recommendation``) on the current app."""
+    """Count a served recommendation (a ``Recommendation`` of the pipeline) on the current app."""
     variant = variant or getattr(rec, "variant", None)
     api_metrics().observe_recommendation(
         _endpoint_label(), [item.sources for item in rec.items], variant

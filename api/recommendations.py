@@ -9,10 +9,11 @@ from api.auth import require_token
 from api.degraded import degraded_body, popular_fallback
 from api.metrics import observe_recommendation
 from api.params import Args, float_arg, int_arg, list_arg, str_arg
-from api.recommender import Recommendation, RecRequest
 from api.services import services
 from core.errors import InvalidRequest, NotFound, TemporaryFailure
+from core.ports import RecRequest
 from online_models.rating_mf import OnlineRatingMF
+from online_models.serving.pipeline import Recommendation
 
 __all__ = ["bp"]
 
@@ -63,7 +64,7 @@ def recommendations() -> Response:
     except TemporaryFailure as exc:  # the state store is down: popular items, marked so
         current_app.logger.warning("degraded recommendations for %s: %s", user_id, exc)
         rec = Recommendation(
-            user_id, fallback.items(rec_request.k, rec_request, recommender.rules),
+            user_id, fallback.items(rec_request.k, rec_request, recommender.filter),
             variant=variant or recommender.assigner.variant(user_id))
         observe_recommendation(rec)
         return jsonify(degraded_body(rec, f"state store unavailable: {exc.message}"))
@@ -82,7 +83,7 @@ def trending() -> Response:
         rec = services().recommender.trending(k, category)
     except TemporaryFailure as exc:  # the state store is down: the last good list
         rec = Recommendation(None, popular_fallback().items(
-            k, RecRequest("", k, category=category), services().recommender.rules))
+            k, RecRequest("", k, category=category), services().recommender.filter))
         return jsonify({"category": category,
                         **degraded_body(rec, f"state store unavailable: {exc.message}")})
     return jsonify({"category": category, **rec.to_dict()})

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from flask import current_app
 
 from api.impressions import ImpressionWriter
-from api.popularity import PopularitySnapshot
-from api.recommender import Recommender, Rules
 from core.ports import EventPublisher, StateStore, VectorIndex
 from core.settings import Settings
 from core.types import Item
 from infra.accounts import AccountStore
-from online_models.blender import BLOB, OnlineBlender
 from online_models.catalog import CatalogReplica
+from online_models.serving.pipeline import Recommender
 
 __all__ = ["ApiServices", "build_services", "services"]
 
@@ -55,25 +51,6 @@ def services() -> ApiServices:
     return found
 
 
-class BlenderCache:
-    """The online blender's latest model from the state store, re-read every few seconds."""
-
-    def __init__(self, state: StateStore, max_age_s: float = 5.0) -> None:
-        self.state = state
-        self.max_age_s = max_age_s
-        self._read_at = -float("inf")
-        self._model: Any = None
-
-    def current(self) -> Any:
-        now = time.monotonic()
-        if now - self._read_at >= self.max_age_s:
-            self._read_at = now
-            blob = self.state.get_blob(BLOB)
-            if blob is not None:
-                self._model = OnlineBlender.loads(blob)
-        return self._model
-
-
 def build_services(settings: Settings) -> ApiServices:
     """Everything the API needs, wired from ``settings`` by infra's builders."""
     from infra import bootstrap
@@ -91,20 +68,7 @@ def build_services(settings: Settings) -> ApiServices:
         index=index,
         catalog=catalog,
         publisher=publisher,
-        recommender=Recommender(
-            state, index, catalog, settings.blend_weights, settings.recent_items_max,
-            models=bootstrap.build_model_provider(settings, state).current,
-            variants=settings.variants, variant_weights=settings.variant_weights,
-            rules=Rules(
-                exclude_purchased=settings.exclude_purchased,
-                excluded_categories=frozenset(settings.excluded_categories),
-                max_per_category=settings.max_per_category,
-            ),
-            blender=BlenderCache(state).current,
-            learned_variants=settings.learned_variants,
-            popularity=PopularitySnapshot(state, catalog, settings.popularity_refresh_s,
-                                          settings.popularity_snapshot_size),
-        ),
+        recommender=bootstrap.build_recommender(settings, state, index, catalog),
         accounts=accounts,
         health_checks={
             "redis": state.ping,

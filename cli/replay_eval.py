@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from api.recommender import Recommender, RecRequest
 from api.services import build_services
 from consumers.app import BackgroundConsumer, create_consumer_app
 from core.events import Purchased
+from core.ports import RecRequest
 from core.scoring import Interactions
 from core.settings import Settings
 from infra.bootstrap import (
@@ -47,6 +47,7 @@ from offline.datasets import Dataset
 from offline.evaluation.prequential import PrequentialScore
 from offline.models.als import ALSScorer
 from offline.train import load_model, train
+from online_models.serving.pipeline import Recommender
 
 __all__ = ["run_replay"]
 
@@ -86,8 +87,8 @@ def _static_ranker(model: ALSScorer) -> Callable[[str, int, set[str]], list[str]
 def _live_ranker(
     live: Recommender, weights: dict[str, float]
 ) -> Callable[[str, int, set[str]], list[str]]:
-    recommender = Recommender(live.state, live.index, live.catalog, weights, live.recent_max,
-                              models=live.models)
+    recommender = Recommender(live.state, live.index, live.catalog, live.sources, weights,
+                              live.recent_max, known_sources=live.names)
 
     def top(user: str, k: int, seen: set[str]) -> list[str]:
         rec = recommender.run(RecRequest(user_id=user, k=k + 40))

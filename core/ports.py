@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -20,13 +20,18 @@ from core.types import Item, ScoredItems
 
 __all__ = [
     "ALL_ITEMS",
+    "CandidateScorer",
+    "CandidateSource",
     "CatalogLog",
     "CovisitSkip",
     "Embedder",
     "EventPublisher",
     "HistoryMode",
     "RatingParams",
+    "RecContext",
+    "RecRequest",
     "SearchIndex",
+    "StateRead",
     "StateStore",
     "StateUpdate",
     "UserState",
@@ -348,3 +353,85 @@ class EventPublisher(Protocol):
     def close(self) -> None: ...
 
 
+
+
+# --- recommendation sources: the one interface of the live pipeline and of `served` -----
+
+@dataclass(frozen=True)
+class RecRequest:
+    """What a caller asks for; every field but ``user_id`` and ``k`` is optional."""
+
+    user_id: str
+    k: int
+    context_item: str | None = None
+    category: str | None = None
+    preferred_categories: tuple[str, ...] = ()
+    min_price: float | None = None
+    max_price: float | None = None
+    variant: str | None = None
+
+
+@dataclass
+class StateRead:
+    """What one request reads of its user's state, in one round trip.
+
+    Sources add what they need in :meth:`CandidateSource.prepare` (the collaborative
+    source its model version, co-visitation its anchors), then the pipeline reads it
+    all at once with :meth:`StateStore.user_state`.
+    """
+
+    recent_n: int
+    factors_version: str = ""
+    covisit_n: int = 0
+    anchors: list[str] = field(default_factory=list)
+    recent_anchors: int = 0
+    history: HistoryMode = "never"
+    covisit_skip: CovisitSkip = "nothing"
+
+
+@dataclass
+class RecContext:
+    """One request as the sources see it: the request, its user's state, what is excluded.
+
+    ``memo`` holds what a source computed once for the request (a folded-in vector,
+    the popularity snapshot) under the source's name.
+    """
+
+    request: RecRequest
+    #: Candidates each source proposes (enough to fill ``k`` after the filters).
+    n: int
+    read: StateRead
+    user: UserState = field(default_factory=lambda: UserState([], set(), None, None, {}))
+    #: Items never recommended to this request (seen, bought by the rules, the context).
+    excluded: set[str] = field(default_factory=set)
+    memo: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class CandidateSource(Protocol):
+    """Proposes items for a request (LensKit's candidate selector)."""
+
+    #: The source's name in the registry, the blend weights and the response's ``sources``.
+    name: str
+
+    def prepare(self, ctx: RecContext) -> None:
+        """Add what the source needs to ``ctx.read`` (called before the state is read)."""
+        ...
+
+    def candidates(self, ctx: RecContext) -> Mapping[str, float]:
+        """Proposed items, best first, each with the source's score of it (NaN: proposed
+        without a score; :meth:`CandidateScorer.score` scores it later)."""
+        ...
+
+
+@runtime_checkable
+class CandidateScorer(Protocol):
+    """Scores given candidates, leaving out what it cannot score (LensKit's scorer)."""
+
+    name: str
+
+    def prepare(self, ctx: RecContext) -> None: ...
+
+    def score(self, ctx: RecContext, item_ids: Sequence[str]) -> npt.NDArray[np.float64]:
+        """One score per item in [0, 1]; NaN where the source cannot score it (never 0)."""
+        ...

@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     popularity_skiplist_min: int = Field(64, ge=0, le=100_000)
     #: Event ids are remembered this long to apply each event exactly once.
     dedupe_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+    #: The recommender's sources, in the order a response lists them (names of
+    #: ``online_models.serving.registry.SOURCES``; a source whose model is unavailable in
+    #: a process is absent there).
+    sources: list[str] = ["covisit", "context", "content", "collab", "popularity"]
     blend_weights: dict[str, float] = {
         "content": 0.3, "collab": 0.25, "covisit": 0.15, "context": 0.2, "popularity": 0.1,
     }
@@ -111,6 +115,9 @@ class Settings(BaseSettings):
     #: Variants ranked by the online blender (learnt from clicks) instead of fixed weights;
     #: until it has learnt anything they use ``blend_weights``.
     learned_variants: list[str] = ["learned"]
+    #: Variants ranked by the learned ranker (``streamrec train``) when one was trained; until
+    #: then (and for a source it lacks) they fall back to the blender or ``blend_weights``.
+    ranked_variants: list[str] = ["default"]
     #: Leave out items the user already bought.
     exclude_purchased: bool = True
     #: Categories never recommended.

@@ -36,11 +36,15 @@ from infra.sql import SqlStore
 from offline.catalog import load_catalog
 from offline.content import ContentEmbedder
 from offline.datasets import Dataset
-from online_models.blender import OnlineBlender
+from online_models.blender import BlenderCache, OnlineBlender
 from online_models.catalog import CatalogReplica, CategoryLookup
 from online_models.processor import StreamProcessor, implicit_weight
 from online_models.profile import ContentProfile
 from online_models.rating_mf import OnlineRatingMF
+from online_models.serving.filters import Rules
+from online_models.serving.pipeline import Recommender
+from online_models.serving.popularity import PopularitySnapshot
+from online_models.serving.registry import SOURCES, SourceDeps, build_sources
 
 __all__ = [
     "EmbeddedStack",
@@ -292,6 +296,31 @@ def build_model_provider(
     return ModelProvider(
         settings.artifacts_dir, min_interval_s=settings.model_poll_s,
         new_item_factors=store.get_item_factors if store is not None else None,
+    )
+
+
+def build_recommender(
+    settings: Settings, state: StateStore, index: VectorIndex, catalog: dict[str, Item],
+    models: ModelProvider | None = None,
+) -> Recommender:
+    """The recommendation pipeline of ``settings.sources`` (the API's and ``served``'s)."""
+    models = models if models is not None else build_model_provider(settings, state)
+    popularity = PopularitySnapshot(state, catalog, settings.popularity_refresh_s,
+                                    settings.popularity_snapshot_size)
+    deps = SourceDeps(state, index, catalog, popularity, collaborative=models.current)
+    return Recommender(
+        state, index, catalog, build_sources(settings.sources, deps), settings.blend_weights,
+        settings.recent_items_max, variants=settings.variants,
+        variant_weights=settings.variant_weights,
+        rules=Rules(
+            exclude_purchased=settings.exclude_purchased,
+            excluded_categories=frozenset(settings.excluded_categories),
+            max_per_category=settings.max_per_category,
+        ),
+        blender=BlenderCache(state).current,
+        learned_variants=settings.learned_variants,
+        ranker=models.ranker, ranked_variants=settings.ranked_variants,
+        known_sources=SOURCES,
     )
 
 

@@ -18,6 +18,8 @@ from index.mips import InnerProductIndex
 from offline.models.als import ALSScorer
 from offline.train import load_model, read_latest
 from online_models.als_foldin import ALSFoldIn
+from online_models.serving.ranker import FILE as RANKER_FILE
+from online_models.serving.ranker import GbdtRanker
 
 __all__ = ["ModelProvider"]
 
@@ -52,6 +54,7 @@ class ModelProvider:
         self._version: str | None = None
         self._foldin: ALSFoldIn | None = None
         self._item_index: InnerProductIndex | None = None
+        self._ranker: GbdtRanker | None = None
         #: New items' factors as last put into ``_item_index`` (of ``_version``).
         self._added: dict[str, Vector] = {}
         self._lock = threading.Lock()
@@ -75,6 +78,11 @@ class ModelProvider:
                     self._add_new_items()
         return self._foldin, self._item_index
 
+    def ranker(self) -> GbdtRanker | None:
+        """The learned ranker of the current version, or None when none was trained."""
+        self.current()
+        return self._ranker
+
     def _add_new_items(self) -> None:
         """New products, folded in by the consumers, join the collaborative candidates."""
         if self.new_item_factors is None or self._item_index is None or self._version is None:
@@ -88,10 +96,23 @@ class ModelProvider:
             self._item_index.upsert(ids, np.stack([added[i] for i in ids]))
             self._added.update(added)
 
+    def _load_ranker(self, version: str) -> GbdtRanker | None:
+        path = self.artifacts_dir / version / RANKER_FILE
+        if not path.exists():
+            return None
+        try:
+            ranker = GbdtRanker.load(path)
+        except DataNotFound as exc:
+            log.warning("model version %s: ranker not loaded (%s)", version, exc)
+            return None
+        log.info("loaded the learned ranker of %s (sources %s)", version, list(ranker.sources))
+        return ranker
+
     def _reload_if_new(self) -> None:
         latest = read_latest(self.artifacts_dir)
         if latest is None or latest == self._version:
             return
+        self._ranker = self._load_ranker(latest)
         try:
             model = load_model(self.artifacts_dir, latest, "als")
         except DataNotFound:

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import json
 import pickle
+import time
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 import orjson
 from river import linear_model, optim
 
-__all__ = ["BLOB", "OnlineBlender", "Shown", "decode_shown", "encode_shown"]
+from core.ports import StateStore
+
+__all__ = ["BLOB", "BlenderCache", "OnlineBlender", "Shown", "decode_shown", "encode_shown"]
 
 #: Name of the model's blob in the state store.
 BLOB = "blender"
@@ -106,3 +109,22 @@ class OnlineBlender:
         # Only blobs this project wrote into its own state store are ever loaded.
         model: linear_model.LogisticRegression = pickle.loads(blob)
         return model
+
+
+class BlenderCache:
+    """The online blender's latest model from the state store, re-read every few seconds."""
+
+    def __init__(self, state: StateStore, max_age_s: float = 5.0) -> None:
+        self.state = state
+        self.max_age_s = max_age_s
+        self._read_at = -float("inf")
+        self._model: linear_model.LogisticRegression | None = None
+
+    def current(self) -> linear_model.LogisticRegression | None:
+        now = time.monotonic()
+        if now - self._read_at >= self.max_age_s:
+            self._read_at = now
+            blob = self.state.get_blob(BLOB)
+            if blob is not None:
+                self._model = OnlineBlender.loads(blob)
+        return self._model

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from api.recommender import Recommender
 from api.services import ApiServices
 from core.errors import TemporaryFailure
 from core.events import InteractionEvent, ItemUpserted
@@ -16,6 +16,11 @@ from core.types import Item
 from index.faiss_index import ExactIndex
 from infra.accounts import AccountStore
 from infra.memory_store import InMemoryStateStore
+from online_models.serving.filters import Rules
+from online_models.serving.pipeline import Recommender
+from online_models.serving.popularity import PopularitySnapshot
+from online_models.serving.registry import DEFAULT_SOURCES, SOURCES, SourceDeps, build_sources
+from online_models.serving.sources import CollaborativeModels
 
 CATEGORIES = ("Candles", "Bags", "Mugs")
 DIM = 8
@@ -88,11 +93,23 @@ def toy_services(settings: Settings | None = None, accounts: AccountStore | None
     publisher = RecordingPublisher()
     return ApiServices(
         settings=settings, state=state, index=index, catalog=catalog, publisher=publisher,
-        recommender=Recommender(state, index, catalog, settings.blend_weights,
-                                settings.recent_items_max),
+        recommender=live_recommender(state, index, catalog, settings.blend_weights,
+                                     settings.recent_items_max),
         accounts=accounts or toy_accounts(),
         health_checks={"redis": state.ping, "kafka": lambda: not publisher.fail},
     )
+
+
+def live_recommender(
+    state: Any, index: Any, catalog: Mapping[str, Item], weights: Mapping[str, float],
+    recent_max: int = 50, *, rules: Rules | None = None,
+    models: CollaborativeModels | None = None, **options: Any,
+) -> Recommender:
+    """The default sources over these parts; popularity re-read on every request."""
+    deps = SourceDeps(state, index, catalog, PopularitySnapshot(state, catalog, refresh_s=0),
+                      collaborative=models or (lambda: (None, None)))
+    return Recommender(state, index, catalog, build_sources(DEFAULT_SOURCES, deps), weights,
+                       recent_max, rules=rules, known_sources=SOURCES, **options)
 
 
 def wait_until(condition: Callable[[], object], timeout_s: float = 5.0) -> None:

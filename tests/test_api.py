@@ -7,7 +7,7 @@ import pytest
 from api import create_app
 from api.services import ApiServices
 from core.events import ItemViewed
-from tests.fakes import RecordingPublisher, toy_services
+from tests.fakes import RecordingPublisher, live_recommender, toy_services
 
 
 def learn_views(services: ApiServices, user: str, items: list[str]) -> None:
@@ -189,8 +189,9 @@ def test_a_trained_collaborative_model_scores_items_from_the_users_history(clien
     foldin = ALSFoldIn(ids, factors, regularization=0.1, alpha=10.0, version="v1")
     factor_index = ExactIndex(2)
     factor_index.upsert(ids, factors.astype(np.float32))
-    services.recommender.models = lambda: (foldin, factor_index)
-    services.recommender.weights = {"collab": 1.0}
+    services.recommender = live_recommender(
+        services.state, services.index, services.catalog, {"collab": 1.0},
+        models=lambda: (foldin, factor_index))
 
     learn_views(services, "mug-lover", ["mugs-1", "mugs-2"])  # stored history, no factors yet
     items = client.get("/api/recommendations?user_id=mug-lover&k=5").get_json()["items"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 from flask.testing import FlaskClient
 
 from api import create_app
-from api.experiments import VariantAssigner
 from core.events import ItemClicked, ItemViewed
 from online_models.blender import BLOB, OnlineBlender
 from online_models.processor import StreamProcessor
 from online_models.profile import ContentProfile
+from online_models.serving.variants import VariantAssigner
 from tests.fakes import toy_services
 
 

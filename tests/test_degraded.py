@@ -11,14 +11,15 @@ from flask.testing import FlaskClient
 
 from api import create_app
 from api.degraded import PopularFallback
-from api.recommender import Recommender, RecRequest, Rules
 from api.services import ApiServices
 from core.errors import TemporaryFailure
 from core.events import ItemViewed
+from core.ports import RecRequest
 from infra.memory_store import InMemoryStateStore
 from online_models.processor import StreamProcessor
 from online_models.profile import ContentProfile
-from tests.fakes import toy_services
+from online_models.serving.filters import CandidateFilter, Rules
+from tests.fakes import live_recommender, toy_services
 
 
 class FlakyStore:
@@ -64,8 +65,8 @@ def services(store: FlakyStore) -> ApiServices:
     services = toy_services()
     state: Any = store
     services.state = state
-    services.recommender = Recommender(state, services.index, services.catalog,
-                                       services.settings.blend_weights, 50)
+    services.recommender = live_recommender(state, services.index, services.catalog,
+                                            services.settings.blend_weights, 50)
     services.health_checks["redis"] = store.ping
     return services
 
@@ -246,7 +247,7 @@ def test_the_fallback_leaves_out_excluded_categories_and_out_of_stock_items(
     catalog["mugs-0"] = replace(catalog["mugs-0"], in_stock=False)
     fallback = PopularFallback(catalog)
     items = fallback.items(100, RecRequest("u", 100),
-                           Rules(excluded_categories=frozenset({"Bags"})))
+                           CandidateFilter(Rules(excluded_categories=frozenset({"Bags"}))))
     ids = {r.item.item_id for r in items}
     assert "mugs-0" not in ids
     assert not any(i.startswith("bags-") for i in ids)

@@ -8,11 +8,11 @@ import time
 import numpy as np
 import pytest
 
-from api.popularity import PER_CATEGORY, PopularitySnapshot, Snapshot
 from core.errors import TemporaryFailure
 from core.ports import StateUpdate
 from core.types import Item, ScoredItems
 from infra.memory_store import InMemoryStateStore
+from online_models.serving.popularity import PER_CATEGORY, PopularitySnapshot, Snapshot
 from tests.fakes import wait_until
 
 CATALOG = {

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from api.recommender import Recommender, Rules
 from core.errors import InvalidEvent
 from core.events import (
     AddedToCart,
@@ -25,7 +24,9 @@ from core.events import (
 from infra.memory_store import InMemoryStateStore
 from online_models.processor import StreamProcessor
 from online_models.profile import ContentProfile
-from tests.fakes import toy_catalog, toy_index
+from online_models.serving.filters import Rules
+from online_models.serving.pipeline import Recommender
+from tests.fakes import live_recommender, toy_catalog, toy_index
 
 PROPERTY_SETTINGS = settings(max_examples=150, deadline=None,
                              suppress_health_check=[HealthCheck.too_slow])
@@ -159,7 +160,7 @@ def recommender_after(history: list[tuple[type, str, str]], rules: Rules
                                 half_life_s=3600.0, profile=ContentProfile(0.3))
     processor.apply([kind(user_id=user, item_id=item, timestamp=1_000.0 + n)
                      for n, (kind, user, item) in enumerate(history)])
-    return Recommender(state, INDEX, CATALOG, WEIGHTS, 50, rules=rules), state
+    return live_recommender(state, INDEX, CATALOG, WEIGHTS, 50, rules=rules), state
 
 
 @PROPERTY_SETTINGS

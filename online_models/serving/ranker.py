@@ -1,0 +1,98 @@
+"""The learned ranker of the live pipeline: gradient-boosted trees over the sources' scores.
+
+Trained by ``streamrec train`` (and inside ``streamrec evaluate --models served``) on
+the pipeline's own score matrices for a validation slice of the log; served by the
+same pipeline on the same features: :func:`ranker_features` is the one function both
+call. The model is LightGBM's text format inside a JSON file -- data, never code, when
+read (no pickle).
+
+>>> import numpy as np
+>>> from core.ports import RecContext, RecRequest, StateRead, UserState
+>>> ctx = RecContext(RecRequest("u", 5), 30, StateRead(50),
+...                  UserState(["a", "b"], set(), None, None, {}))
+>>> ranker_features(np.array([[0.5, np.nan], [1.0, 0.2]]), ctx).round(2).tolist()
+[[0.5, nan, 0.5, nan, 1.0, 2.0], [1.0, 0.2, 1.0, 1.0, 2.0, 2.0]]
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from core.errors import DataNotFound
+from core.ports import RecContext
+
+__all__ = ["FILE", "GbdtRanker", "ranker_features"]
+
+#: The ranker's file in an artifact version folder.
+FILE = "ranker.json"
+FORMAT = "streamrec.gbdt-ranker/1"
+
+
+def ranker_features(matrix: npt.NDArray[np.float64], ctx: RecContext) -> npt.NDArray[np.float64]:
+    """Features of each candidate row: each source's score (NaN: cannot score), the score
+    relative to that source's best in this request, how many sources scored the item,
+    and the user's number of recent items (how much the personal sources know)."""
+    n = matrix.shape[0]
+    with warnings.catch_warnings():  # an all-NaN column: its relative scores stay NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        best = np.nanmax(matrix, axis=0) if n else np.zeros(matrix.shape[1])
+    relative = matrix / np.where(best > 0, best, np.nan)
+    known = np.sum(~np.isnan(matrix), axis=1, dtype=np.float64)
+    history = np.full(n, float(len(ctx.user.recent)))
+    return np.column_stack([matrix, relative, known, history])
+
+
+class GbdtRanker:
+    """A LightGBM binary model (will this candidate be among the user's next items?)
+    over :func:`ranker_features` of the sources ``sources``.
+
+    Parameters
+    ----------
+    booster
+        The trained ``lightgbm.Booster``.
+    sources
+        The source names of the matrix columns it was trained on, in order.
+    info
+        What training reported (validation figures, settings), kept in the file.
+    """
+
+    def __init__(self, booster: Any, sources: Sequence[str], info: dict[str, Any] | None = None
+                 ) -> None:
+        self.booster = booster
+        self.sources = tuple(sources)
+        self.info = dict(info or {})
+
+    def __repr__(self) -> str:
+        return f"GbdtRanker(sources={list(self.sources)})"
+
+    def rank(self, matrix: npt.NDArray[np.float64], ctx: RecContext) -> npt.NDArray[np.float64]:
+        scores: npt.NDArray[np.float64] = self.booster.predict(
+            ranker_features(matrix, ctx), num_threads=1)
+        return scores
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps({
+            "format": FORMAT, "sources": list(self.sources), "info": self.info,
+            "model": self.booster.model_to_string(),
+        }))
+
+    @classmethod
+    def load(cls, path: Path) -> GbdtRanker:
+        """Read a saved ranker (plain JSON and LightGBM text: nothing executes)."""
+        import lightgbm
+
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise DataNotFound(f"no readable ranker at {path}: {exc}") from exc
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise DataNotFound(f"{path} is not a {FORMAT} file")
+        booster = lightgbm.Booster(model_str=str(data["model"]))
+        return cls(booster, [str(s) for s in data["sources"]], dict(data.get("info", {})))

@@ -1,0 +1,77 @@
+"""Source names -> factories: the recommender's sources are configuration.
+
+Adding a source = one class, one line in :data:`SOURCES` and its contract test
+(``tests/contracts/source.py``). ``infra.bootstrap`` builds the enabled ones
+(``STREAMREC_SOURCES``) from the process's :class:`SourceDeps`; a factory returns
+None when the source cannot exist in this process (its model was never trained, an
+optional dependency is missing) -- the source is then absent, said once in the log.
+
+>>> sorted(SOURCES)[:3]
+['collab', 'content', 'context']
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.errors import ConfigurationError
+from core.ports import StateStore, VectorIndex
+from core.types import Item
+from online_models.serving.popularity import PopularitySnapshot
+from online_models.serving.sources import (
+    CollaborativeModels,
+    CollabSource,
+    ContentSource,
+    ContextSource,
+    CovisitSource,
+    PopularitySource,
+    Source,
+)
+
+__all__ = ["DEFAULT_SOURCES", "SOURCES", "SourceDeps", "build_sources"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SourceDeps:
+    """What sources may be built from (one process's state, index, catalog and models)."""
+
+    state: StateStore
+    index: VectorIndex
+    catalog: Mapping[str, Item]
+    popularity: PopularitySnapshot
+    #: The current ALS fold-in and an index over its item factors (None, None: no model).
+    collaborative: CollaborativeModels = lambda: (None, None)
+    #: Other artifacts by name (current version), for sources that serve a trained model.
+    artifacts: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
+
+
+SOURCES: dict[str, Callable[[SourceDeps], Source | None]] = {
+    "covisit": lambda d: CovisitSource(d.catalog),
+    "context": lambda d: ContextSource(d.index),
+    "content": lambda d: ContentSource(d.index),
+    "collab": lambda d: CollabSource(d.collaborative),
+    "popularity": lambda d: PopularitySource(d.catalog, d.popularity),
+}
+
+#: The order a response lists sources in (and ties of the leading source break by).
+DEFAULT_SOURCES = ("covisit", "context", "content", "collab", "popularity")
+
+
+def build_sources(names: Sequence[str], deps: SourceDeps) -> list[Source]:
+    """The named sources, in order; unknown names are a configuration error."""
+    unknown = [n for n in names if n not in SOURCES]
+    if unknown:
+        raise ConfigurationError(f"unknown sources {unknown}; choose from {sorted(SOURCES)}")
+    built = []
+    for name in dict.fromkeys(names):
+        source = SOURCES[name](deps)
+        if source is None:
+            log.info("source %r is absent in this process (its model is unavailable)", name)
+            continue
+        built.append(source)
+    return built
