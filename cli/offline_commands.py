@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import click
 
 from core.errors import StreamrecError
+from core.scoring import Scorer
 from core.settings import Settings
 from offline.datasets import DATASETS, Dataset, load_dataset
 from offline.evaluation.harness import DEFAULT_KS, evaluate
@@ -20,13 +22,23 @@ from offline.train import train
 __all__ = ["evaluate_command", "train_command"]
 
 IMPLICIT_MODELS = ("popularity", "trending", "item_knn", "als", "ease", "content", "hybrid",
-                   "ranker")
+                   "ranker", "served")
 RATING_MODELS = ("rating_mf", "svd", "biased_als", "item_knn_baseline", "rating_blend")
 DEFAULT_PROTOCOL = {"online-retail": "temporal", "amazon-scientific": "leave-one-out",
                     "ml-100k": "kfold", "csv": "temporal", "archive": "temporal"}
 #: Besides the data sets, training reads the events the consumers archived in SQL.
 ARCHIVE = "archive"
 TRAIN_MODELS = ("popularity", "item_knn", "als", "ease", "content", "hybrid")
+
+
+def _served(protocol: str = "temporal", random_state: int = 0) -> Scorer:
+    from infra.served import ServedModel
+
+    return ServedModel(protocol=protocol, random_state=random_state, settings=Settings())
+
+
+#: Models wired by infra (the API's own pipeline), evaluated beside the registry's.
+SERVING_MODELS = {"served": _served}
 
 
 def _load(dataset: str, data: str | None, items: str | None) -> Dataset:
@@ -43,9 +55,10 @@ def _model_list(models: str | None, dataset: Dataset) -> list[str]:
     if not models:
         return list(RATING_MODELS if dataset.interactions.is_rating else IMPLICIT_MODELS)
     names = [m.strip() for m in models.split(",") if m.strip()]
-    unknown = [m for m in names if m not in MODELS]
+    known = {*MODELS, *SERVING_MODELS}
+    unknown = [m for m in names if m not in known]
     if unknown:
-        raise click.BadParameter(f"unknown models {unknown}; choose from {sorted(MODELS)}",
+        raise click.BadParameter(f"unknown models {unknown}; choose from {sorted(known)}",
                                  param_hint="--models")
     return names
 
@@ -94,7 +107,7 @@ def evaluate_command(dataset: str, data: str | None, items: str | None, models: 
         t0 = time.perf_counter()
         result = evaluate(ds, names, protocol=proto, k=k, ks=tuple(sorted({*DEFAULT_KS, k})),
                           n_folds=folds, test_fraction=test_fraction, random_state=seed,
-                          progress=progress)
+                          progress=progress, extra_models=SERVING_MODELS)
     except StreamrecError as exc:
         raise click.ClickException(exc.message) from exc
     elapsed = time.perf_counter() - t0
@@ -155,8 +168,11 @@ def _evaluate_replay(dataset: str, data: str | None, items: str | None, k: int,
 @click.option("--evaluate/--no-evaluate", "run_eval", default=False, show_default=True,
               help="Also evaluate the models and store the metrics in the manifest.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--ranker/--no-ranker", default=True, show_default=True,
+              help="Also learn how the live pipeline combines its sources (the learned "
+                   "ranker the API serves), on a validation slice of the data.")
 def train_command(dataset: str, data: str | None, items: str | None, models: str,
-                  state_dir: str | None, run_eval: bool, seed: int) -> None:
+                  state_dir: str | None, run_eval: bool, seed: int, ranker: bool) -> None:
     """Fit the batch models and publish a new artifact version."""
     settings = Settings()
     artifacts = (Path(state_dir) / "artifacts") if state_dir else settings.artifacts_dir
@@ -164,12 +180,25 @@ def train_command(dataset: str, data: str | None, items: str | None, models: str
         ds = _load(dataset, data, items)
         names = _model_list(models, ds)
         proto = DEFAULT_PROTOCOL[dataset]
-        metrics = (evaluate(ds, names, protocol=proto, random_state=seed,
-                            progress=False).metrics if run_eval else None)
+        serving = [n for n in names if n in SERVING_MODELS]
+        names = [n for n in names if n not in SERVING_MODELS]
+        metrics = (evaluate(ds, [*names, *serving], protocol=proto, random_state=seed,
+                            progress=False, extra_models=SERVING_MODELS).metrics
+                   if run_eval else None)
+        extras = {}
+        if ranker:
+            from infra.served import train_ranker
+
+            extras["ranker"] = partial(train_ranker, settings, ds, protocol=proto,
+                                       random_state=seed)
         result = train(ds, artifacts, names, metrics=metrics, protocol=proto,
-                       random_state=seed)
+                       random_state=seed, extras=extras)
     except StreamrecError as exc:
         raise click.ClickException(exc.message) from exc
     click.echo(f"trained {', '.join(names)} on {ds.name} "
                f"({result.manifest['events']} events) -> {result.path}")
     click.echo(f"version {result.version} (data sha256 {result.manifest['data_sha256'][:12]})")
+    if "ranker" in result.manifest["models"]:
+        entry = result.manifest["models"]["ranker"]
+        click.echo(f"sources combined by: {entry['info'].get('chosen')} "
+                   f"(validation NDCG {entry['info'].get('validation_ndcg')})")

@@ -78,6 +78,13 @@ class ModelProvider:
                     self._add_new_items()
         return self._foldin, self._item_index
 
+    def refresh(self) -> None:
+        """Look for a new version now (not only every ``min_interval_s``)."""
+        with self._lock:
+            self._checked_at = self.clock()
+            self._reload_if_new()
+            self._add_new_items()
+
     def ranker(self) -> GbdtRanker | None:
         """The learned ranker of the current version, or None when none was trained."""
         self.current()

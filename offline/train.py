@@ -18,7 +18,7 @@ import os
 import pickle
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,10 +75,13 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def train(dataset: Dataset, artifacts_dir: Path, models: Sequence[str], *,
           metrics: dict[str, dict[str, float]] | None = None, protocol: str = "temporal",
-          random_state: int = 0, version: str | None = None) -> TrainResult:
+          random_state: int = 0, version: str | None = None,
+          extras: Mapping[str, Callable[[Path], dict[str, Any]]] | None = None) -> TrainResult:
     """Fit ``models`` on the whole data set and publish them as a new version.
 
     ``metrics`` (from an evaluation run on the same data) go into the manifest.
+    ``extras`` write more files into the version folder before it is published (the
+    learned ranker); each returns its manifest entry.
     The ``latest`` pointer moves only after every file of the version is written.
     """
     digest = data_sha256(dataset.interactions)
@@ -95,6 +98,8 @@ def train(dataset: Dataset, artifacts_dir: Path, models: Sequence[str], *,
         with open(staging / f"{name}.pkl", "wb") as f:
             pickle.dump(model, f, protocol=pickle.HIGHEST_PROTOCOL)
         entries[name] = {"file": f"{name}.pkl", "params": repr(model), "fit_s": fit_s}
+    for name, write in (extras or {}).items():
+        entries[name] = write(staging)
     manifest = {
         "version": version,
         "created_at": datetime.now(UTC).isoformat(),

@@ -11,7 +11,7 @@ scorers row by row through ``score``.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,8 +75,15 @@ def _rating_metrics(model: Scorer, train: Interactions, test: Interactions) -> d
 def evaluate_split(split: Split, items: Sequence[Any], model_names: Sequence[str], *,
                    protocol: str, ks: Sequence[int], batch_size: int = 512,
                    random_state: int = 0, progress: bool = True,
-                   errors: dict[str, str] | None = None) -> dict[str, dict[str, float]]:
-    """Metrics of each model on one split (models that fail to fit are skipped)."""
+                   errors: dict[str, str] | None = None,
+                   extra_models: Mapping[str, Callable[..., Scorer]] | None = None,
+                   ) -> dict[str, dict[str, float]]:
+    """Metrics of each model on one split (models that fail to fit are skipped).
+
+    ``extra_models`` are factories of models the registry cannot build (``served``: the
+    API's pipeline, wired by ``infra``), called like the registry's.
+    """
+    extra = extra_models or {}
     train, test = split.train, split.test
     universe = sorted(set(np.unique(train.items).tolist()) | {i.item_id for i in items})
     i_index = {it: j for j, it in enumerate(universe)}
@@ -97,7 +104,8 @@ def evaluate_split(split: Split, items: Sequence[Any], model_names: Sequence[str
     k_max = max(ks)
     out: dict[str, dict[str, float]] = {}
     for name in model_names:
-        model = make_model(name, protocol=protocol, random_state=random_state)
+        model = (extra[name](protocol=protocol, random_state=random_state) if name in extra
+                 else make_model(name, protocol=protocol, random_state=random_state))
         t0 = time.perf_counter()
         try:
             model.fit(train, items)
@@ -141,7 +149,9 @@ def evaluate_split(split: Split, items: Sequence[Any], model_names: Sequence[str
 
 def evaluate(dataset: Dataset, model_names: Sequence[str], *, protocol: str, k: int = 10,
              ks: Sequence[int] = DEFAULT_KS, n_folds: int = 5, test_fraction: float = 0.2,
-             random_state: int = 0, progress: bool = True) -> EvaluationResult:
+             random_state: int = 0, progress: bool = True,
+             extra_models: Mapping[str, Callable[..., Scorer]] | None = None,
+             ) -> EvaluationResult:
     """Evaluate models on a data set under a protocol; metrics averaged over splits.
 
     The flat keys ``coverage`` and ``novelty`` are those at ``k``.
@@ -152,7 +162,8 @@ def evaluate(dataset: Dataset, model_names: Sequence[str], *, protocol: str, k: 
                    test_fraction=test_fraction, random_state=random_state)
     per_split = [
         evaluate_split(s, dataset.items, model_names, protocol=protocol, ks=all_ks,
-                       random_state=random_state, progress=progress, errors=result.errors)
+                       random_state=random_state, progress=progress, errors=result.errors,
+                       extra_models=extra_models)
         for s in tqdm(parts, desc="splits", disable=not progress or len(parts) == 1)
     ]
     for name in model_names:

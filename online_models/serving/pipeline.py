@@ -46,6 +46,7 @@ __all__ = [
     "Recommendation",
     "Recommender",
     "Rules",
+    "ScoredCandidates",
     "ScoredRecommendation",
     "SourceRanker",
 ]
@@ -101,7 +102,7 @@ class Recommendation:
 
 
 @dataclass
-class _Scored:
+class ScoredCandidates:
     """Candidates (not excluded, in the catalog) and every source's score of each, in the
     sources' order; NaN: cannot score. Rows are in item id order (ties break by id)."""
 
@@ -216,6 +217,13 @@ class Recommender:
         return Recommendation(request.user_id, self._explain(ctx, w, scored, chosen),
                               variant=variant)
 
+    def candidates(self, request: RecRequest) -> tuple[RecContext, ScoredCandidates]:
+        """The request's context and its scored candidates (before ranking and filters):
+        what a learned ranker is trained on."""
+        ctx = self.context(request)
+        self._propose(ctx)
+        return ctx, self.score(ctx)
+
     def context(self, request: RecRequest) -> RecContext:
         """The request's context: what every source asked for, read in one round trip."""
         n = max(2 * request.k, 30)  # per source: enough to fill k after the filters
@@ -249,7 +257,7 @@ class Recommender:
         ctx.memo["pipeline.proposed"] = proposed
         ctx.memo["pipeline.scores"] = scores
 
-    def score(self, ctx: RecContext) -> _Scored:
+    def score(self, ctx: RecContext) -> ScoredCandidates:
         """Every source scores every candidate it can (NaN where it cannot).
 
         Rows are in item id order, so a stable sort by score breaks ties by id.
@@ -260,7 +268,7 @@ class Recommender:
         ids = sorted((proposed.keys() & self.catalog.keys()) - ctx.excluded)
         matrix = np.full((len(ids), len(self.sources)), np.nan)
         if not ids:
-            return _Scored(ids, matrix, self.names)
+            return ScoredCandidates(ids, matrix, self.names)
         for j, source in enumerate(self.sources):
             column = matrix[:, j]
             own = scores.get(source.name)
@@ -274,9 +282,9 @@ class Recommender:
             elif len(missing):
                 column[missing] = source.score(ctx, list(map(ids.__getitem__,
                                                              missing.tolist())))
-        return _Scored(ids, matrix, self.names)
+        return ScoredCandidates(ids, matrix, self.names)
 
-    def _rank(self, ctx: RecContext, scored: _Scored, w: np.ndarray, variant: str
+    def _rank(self, ctx: RecContext, scored: ScoredCandidates, w: np.ndarray, variant: str
               ) -> list[tuple[int, float]]:
         """(row, score) of every candidate, best first, ties by item id."""
         if not scored.ids:
@@ -296,7 +304,7 @@ class Recommender:
         order = np.argsort(-blended, kind="stable")  # rows are in id order: ties by id
         return list(zip(order.tolist(), blended[order].tolist(), strict=True))
 
-    def _columns(self, scored: _Scored, names: Sequence[str]) -> npt.NDArray[np.float64]:
+    def _columns(self, scored: ScoredCandidates, names: Sequence[str]) -> npt.NDArray[np.float64]:
         """The score matrix with the columns ``names`` (NaN for a source not enabled)."""
         if tuple(names) == scored.names:
             return scored.matrix
@@ -307,7 +315,7 @@ class Recommender:
                 out[:, j] = scored.matrix[:, col[name]]
         return out
 
-    def _choose(self, ctx: RecContext, scored: _Scored, order: Iterable[tuple[int, float]],
+    def _choose(self, ctx: RecContext, scored: ScoredCandidates, order: Iterable[tuple[int, float]],
                 k: int) -> list[tuple[int, float]]:
         """The first ``k`` allowed rows, at most ``max_per_category`` of one category."""
         cap = self.rules.max_per_category
@@ -325,7 +333,7 @@ class Recommender:
                 out.append((row, score))
         return out
 
-    def _explain(self, ctx: RecContext, w: np.ndarray, scored: _Scored,
+    def _explain(self, ctx: RecContext, w: np.ndarray, scored: ScoredCandidates,
                  chosen: Sequence[tuple[int, float]]) -> list[ScoredRecommendation]:
         """The chosen rows as items with their sources, leading source and reason.
 

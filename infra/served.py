@@ -1,0 +1,408 @@
+"""``served``: the API's own recommendation pipeline, measured offline and trained for serving.
+
+A :class:`ServedWorld` is what one API process has, built from an interaction log: the
+batch ALS artifact trained on the log, the content index of the catalog, and the online
+state reached by replaying the log, event by event in time order, through the same
+stream processor the consumers run (into the in-memory state store), with the same
+pipeline (:func:`infra.bootstrap.build_recommender`, the sources of ``settings``) on top.
+
+:class:`ServedModel` is ``served`` in ``streamrec evaluate``: inside ``fit`` it carves a
+validation slice from the training log only (:func:`offline.evaluation.protocols.validation_split`),
+builds a world of the earlier part, learns how to combine the sources on the
+held-out items (:func:`fit_combiner`: the LightGBM ranker over the pipeline's own score
+matrices, or blend weights, whichever ranks the validation users better), then builds
+the world of the whole training log with that combiner and asks it for every test user.
+``streamrec train`` calls :func:`train_ranker` to ship the same combiner with a model
+version (:mod:`online_models.serving.ranker`), so what is served is what was measured.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from core.events import Purchased
+from core.ports import RecRequest
+from core.scoring import Interactions
+from core.settings import Settings
+from core.types import Item, ScoredItems
+from infra.memory_store import InMemoryStateStore
+from infra.models import ModelProvider
+from offline.datasets import Dataset
+from offline.evaluation.protocols import validation_split
+from online_models.processor import StreamProcessor
+from online_models.serving.pipeline import Recommender
+from online_models.serving.ranker import GbdtRanker, ranker_features
+
+__all__ = ["ServedModel", "ServedWorld", "fit_combiner", "train_ranker"]
+
+log = logging.getLogger(__name__)
+
+#: Events per replayed batch. Larger than a consumer's batch (4,000 records): the final
+#: state is the same sums, with fewer fold-ins and trims of the same users' lists.
+REPLAY_BATCH = 10_000
+#: Items asked of the pipeline per evaluated user (the harness scores up to k=50).
+EVAL_K = 60
+#: Validation users the combiner learns from (a sample when there are more).
+MAX_VALIDATION_USERS = 4_000
+
+
+def catalog_of(train: Interactions, items: Sequence[Item]) -> dict[str, Item]:
+    """The shop's catalog: its items, plus a bare item for any id only the log knows."""
+    catalog = {item.item_id: item for item in items}
+    for item_id in np.unique(train.items).tolist():
+        catalog.setdefault(item_id, Item(item_id, item_id, "", 0.0))
+    return catalog
+
+
+def replay_events(log_: Interactions, tag: str) -> list[Purchased]:
+    """The log as purchase events, in time order (ties keep the log's order); event ids
+    are ``<tag>-<position in the log>``."""
+    order = np.argsort(log_.timestamps, kind="stable")
+    users, items, ts = log_.users[order], log_.items[order], log_.timestamps[order]
+    return [Purchased(event_id=f"{tag}-{n}", user_id=u, item_id=i, timestamp=t)
+            for n, u, i, t in zip(order.tolist(), users.tolist(), items.tolist(), ts.tolist(),
+                                  strict=True)]
+
+
+@dataclass
+class ServedWorld:
+    """One process's worth of serving state, reached from a log (see the module doc)."""
+
+    settings: Settings
+    catalog: dict[str, Item]
+    state: InMemoryStateStore
+    recommender: Recommender
+    models: ModelProvider
+    processor: StreamProcessor
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, settings: Settings, log_: Interactions, *, catalog: dict[str, Item]
+              ) -> ServedWorld:
+        from infra.bootstrap import build_index, build_processor, build_recommender
+        from offline.train import train
+
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        train(Dataset("served", log_, list(catalog.values())), settings.artifacts_dir, ["als"])
+        models = ModelProvider(settings.artifacts_dir, min_interval_s=3600.0)
+        timings["als_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        index, _ = build_index(settings, catalog)
+        timings["index_s"] = time.perf_counter() - t0
+        state = InMemoryStateStore(recent_max=settings.recent_items_max,
+                                   half_life_s=settings.popularity_half_life_s,
+                                   covisit_max=settings.covisit_max)
+        processor = build_processor(settings, state, index, catalog, models)
+        recommender = build_recommender(settings, state, index, catalog, models)
+        world = cls(settings, catalog, state, recommender, models, processor, timings)
+        world.replay(log_, "a")
+        return world
+
+    def replay(self, log_: Interactions, tag: str) -> None:
+        """Apply ``log_`` through the stream processor, in batches, in time order."""
+        t0 = time.perf_counter()
+        events = replay_events(log_, tag)
+        for start in range(0, len(events), REPLAY_BATCH):
+            self.processor.apply(events[start:start + REPLAY_BATCH])
+        self.timings["replay_s"] = self.timings.get("replay_s", 0.0) + time.perf_counter() - t0
+
+    def extend(self, full: Interactions, rest: Interactions) -> None:
+        """Go on to the state of ``full`` (= the log so far + ``rest``), as the live system
+        does: a model trained on ``full`` is published (and picked up), then ``rest``
+        streams in."""
+        from offline.train import train
+
+        t0 = time.perf_counter()
+        train(Dataset("served", full, list(self.catalog.values())),
+              self.settings.artifacts_dir, ["als"])
+        self.models.refresh()
+        self.timings["als_s"] = self.timings.get("als_s", 0.0) + time.perf_counter() - t0
+        self.replay(rest, "b")
+
+    def top(self, user_id: str, k: int) -> list[str]:
+        rec = self.recommender.run(RecRequest(user_id, k))
+        return [r.item.item_id for r in rec.items]
+
+    def matrices(self, users: Sequence[str], k: int
+                 ) -> Iterator[tuple[str, list[str], npt.NDArray[np.float64]]]:
+        """Per user: the candidate ids and :func:`ranker_features` of the pipeline's scores."""
+        for user in users:
+            ctx, scored = self.recommender.candidates(RecRequest(user, k))
+            if scored.ids:
+                yield user, scored.ids, ranker_features(scored.matrix, ctx)
+
+
+@contextmanager
+def world_settings(base: Settings | None) -> Iterator[Settings]:
+    """Settings of a throw-away world: its own state folder (artifacts, index)."""
+    with tempfile.TemporaryDirectory(prefix="streamrec-served-") as tmp:
+        yield (base or Settings()).model_copy(update={"state_dir": Path(tmp)})
+
+
+@dataclass
+class Combiner:
+    """How the sources are combined: a learned ranker, or else blend weights."""
+
+    ranker: GbdtRanker | None
+    weights: dict[str, float]
+    info: dict[str, Any]
+
+
+def _ndcg(order_scores: npt.NDArray[np.float64], labels: npt.NDArray[np.float64], k: int
+          ) -> float:
+    order = np.argsort(-order_scores, kind="stable")[:k]
+    gains = labels[order] / np.log2(np.arange(2, len(order) + 2))
+    ideal = np.sort(labels)[::-1][:k] / np.log2(np.arange(2, min(k, len(labels)) + 2))
+    return float(gains.sum() / ideal.sum()) if ideal.sum() > 0 else 0.0
+
+
+def fit_combiner(world: ServedWorld, holdout: Mapping[str, set[str]], *, k: int = 10,
+                 random_state: int = 0) -> Combiner:
+    """Learn how to combine the sources on held-out items of ``holdout``'s users.
+
+    Three candidates are compared on a fifth of the validation users none of them learnt
+    from: the configured blend weights, blend weights tuned by coordinate ascent, and a
+    LightGBM lambdarank model over :func:`ranker_features`; the best NDCG@k wins.
+    Sources that scored nothing for any validation user are dropped (logged and
+    reported), so a source that cannot work on a shop does not blur the others.
+    """
+    import lightgbm
+
+    rng = np.random.default_rng(random_state)
+    users = sorted(holdout)
+    if len(users) > MAX_VALIDATION_USERS:
+        users = sorted(rng.choice(users, MAX_VALIDATION_USERS, replace=False).tolist())
+    names = world.recommender.names
+    n_src = len(names)
+    rows: list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]] = []
+    for user, ids, features in world.matrices(users, EVAL_K):
+        labels = np.fromiter((i in holdout[user] for i in ids), np.float64, count=len(ids))
+        if labels.any():
+            rows.append((features, labels))
+    configured = {n: world.settings.blend_weights.get(n, 0.0) for n in names}
+    info: dict[str, Any] = {"validation_users": len(users), "users_with_a_hit": len(rows)}
+    if len(rows) < 20:
+        info["chosen"] = "configured weights (too few validation users with a candidate hit)"
+        return Combiner(None, configured, info)
+    scored_any = np.any([np.any(~np.isnan(f[:, :n_src]), axis=0) for f, _ in rows], axis=0)
+    skipped = [n for n, ok in zip(names, scored_any.tolist(), strict=True) if not ok]
+    if skipped:
+        log.warning("served: sources %s scored no validation candidate; left out", skipped)
+    info["skipped_sources"] = skipped
+    order = rng.permutation(len(rows))
+    cut = max(1, len(rows) // 5)
+    held, fit = [rows[i] for i in order[:cut]], [rows[i] for i in order[cut:]]
+
+    def quality(score_rows: Sequence[npt.NDArray[np.float64]]) -> float:
+        return float(np.mean([_ndcg(s, lab, k) for s, (_, lab) in
+                              zip(score_rows, held, strict=True)]))
+
+    def blended(w: npt.NDArray[np.float64], part: Sequence[tuple[Any, Any]]
+                ) -> list[npt.NDArray[np.float64]]:
+        return [np.nan_to_num(f[:, :n_src], nan=0.0) @ w for f, _ in part]
+
+    base_w = np.array([configured[n] for n in names])
+    results: dict[str, float] = {"configured": quality(blended(base_w, held))}
+    tuned_w = _coordinate_ascent(fit, n_src, skipped_mask=~scored_any, k=k)
+    results["tuned"] = quality(blended(tuned_w, held))
+    x = np.vstack([f for f, _ in fit])
+    y = np.concatenate([lab for _, lab in fit])
+    groups = [len(lab) for _, lab in fit]
+    params = {"objective": "lambdarank", "learning_rate": 0.05, "num_leaves": 31,
+              "min_data_in_leaf": 50, "feature_fraction": 0.9, "lambdarank_truncation_level": 20,
+              "eval_at": [k], "verbose": -1, "num_threads": 2, "seed": random_state}
+    x_held = np.vstack([f for f, _ in held])
+    y_held = np.concatenate([lab for _, lab in held])
+    booster = lightgbm.train(
+        params, lightgbm.Dataset(x, y, group=groups),
+        num_boost_round=400,
+        valid_sets=[lightgbm.Dataset(x_held, y_held,
+                                     group=[len(lab) for _, lab in held])],
+        callbacks=[lightgbm.early_stopping(30, verbose=False)],
+    )
+    ranker = GbdtRanker(booster, names, {})
+    splits = np.cumsum([len(lab) for _, lab in held])[:-1]
+    ranked = np.split(booster.predict(x_held, num_threads=1), splits)
+    results["ranker"] = quality(ranked)
+    info.update({"validation_ndcg": {key: round(v, 5) for key, v in results.items()},
+                 "tuned_weights": {n: round(float(w), 3) for n, w in zip(names, tuned_w,
+                                                                          strict=True)},
+                 "ranker_rounds": int(booster.best_iteration or booster.current_iteration())})
+    best = max(results, key=results.__getitem__)
+    info["chosen"] = best
+    log.info("served: validation NDCG@%d %s -> %s", k, info["validation_ndcg"], best)
+    if best == "ranker":
+        ranker.info = info
+        return Combiner(ranker, configured, info)
+    weights = configured if best == "configured" else dict(zip(names, tuned_w.tolist(),
+                                                                 strict=True))
+    return Combiner(None, weights, info)
+
+
+def _coordinate_ascent(rows: Sequence[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]],
+                       n_src: int, *, skipped_mask: npt.NDArray[np.bool_], k: int,
+                       rounds: int = 2) -> npt.NDArray[np.float64]:
+    """Blend weights on a grid of 0..1 (step 0.1), one source at a time, a few rounds."""
+    mats = [np.nan_to_num(f[:, :n_src], nan=0.0) for f, _ in rows]
+    labels = [lab for _, lab in rows]
+
+    def quality(w: npt.NDArray[np.float64]) -> float:
+        return float(np.mean([_ndcg(m @ w, lab, k) for m, lab in
+                              zip(mats, labels, strict=True)]))
+
+    w = np.where(skipped_mask, 0.0, 1.0)
+    best = quality(w)
+    grid = np.round(np.arange(0.0, 1.01, 0.1), 2)
+    for _ in range(rounds):
+        changed = False
+        for j in range(n_src):
+            if skipped_mask[j]:
+                continue
+            for value in grid:
+                trial = w.copy()
+                trial[j] = value
+                if not trial.any():
+                    continue
+                q = quality(trial)
+                if q > best + 1e-9:
+                    best, w, changed = q, trial, True
+        if not changed:
+            break
+    return w
+
+
+def _holdout(split_test: Interactions, fit_part: Interactions) -> dict[str, set[str]]:
+    """Held-out items per user known in ``fit_part``, minus what they already had there."""
+    seen: dict[str, set[str]] = {}
+    for u, i in zip(fit_part.users.tolist(), fit_part.items.tolist(), strict=True):
+        seen.setdefault(u, set()).add(i)
+    out: dict[str, set[str]] = {}
+    for u, i in zip(split_test.users.tolist(), split_test.items.tolist(), strict=True):
+        if u in seen and i not in seen[u]:
+            out.setdefault(u, set()).add(i)
+    return out
+
+
+def _remainder(full: Interactions, part: Interactions) -> Interactions:
+    """The events of ``full`` that are not in ``part`` (a sub-log of it), as a multiset."""
+    left = Counter(zip(part.users.tolist(), part.items.tolist(), part.timestamps.tolist(),
+                       strict=True))
+    keep = np.ones(len(full), dtype=bool)
+    for n, key in enumerate(zip(full.users.tolist(), full.items.tolist(),
+                                full.timestamps.tolist(), strict=True)):
+        if left[key] > 0:
+            left[key] -= 1
+            keep[n] = False
+    return full.subset(keep)
+
+
+def learn_combiner(world_of: Callable[[Interactions], ServedWorld], train: Interactions, *,
+                   protocol: str, random_state: int = 0) -> tuple[Combiner, ServedWorld]:
+    """Carve validation from ``train``, build the earlier part's world, learn the combiner;
+    then bring the world up to all of ``train`` (see :meth:`ServedWorld.extend`)."""
+    split = validation_split(train, protocol)
+    holdout = _holdout(split.test, split.train)
+    world = world_of(split.train)
+    combiner = fit_combiner(world, holdout, random_state=random_state)
+    combiner.info["validation"] = {"protocol": protocol, "fit_events": len(split.train),
+                                   "held_out_events": len(split.test)}
+    world.extend(train, _remainder(train, split.train))
+    return combiner, world
+
+
+def train_ranker(settings: Settings, dataset: Dataset, folder: Path, *,
+                 protocol: str = "temporal", random_state: int = 0) -> dict[str, Any]:
+    """Learn the combiner on ``dataset`` and write it into a model version's ``folder``.
+
+    Returns the manifest entry. A ranker goes to ``ranker.json`` (data only); tuned blend
+    weights are reported (set ``STREAMREC_BLEND_WEIGHTS`` to serve them).
+    """
+    from online_models.serving.ranker import FILE
+
+    t0 = time.perf_counter()
+    catalog = catalog_of(dataset.interactions, dataset.items)
+    with world_settings(settings) as inner:
+        combiner, _ = learn_combiner(partial(ServedWorld.build, inner, catalog=catalog),
+                                     dataset.interactions, protocol=protocol,
+                                     random_state=random_state)
+    entry: dict[str, Any] = {"fit_s": time.perf_counter() - t0, "info": combiner.info}
+    if combiner.ranker is not None:
+        combiner.ranker.save(folder / FILE)
+        entry["file"] = FILE
+    else:
+        entry["weights"] = combiner.weights
+    return entry
+
+
+class ServedModel:
+    """``served`` in the evaluation harness: exactly the pipeline the API runs.
+
+    Parameters
+    ----------
+    protocol
+        How the validation slice is carved from the training log (as the test was).
+    random_state
+        Seed of the validation sample and the ranker.
+    settings
+        The serving settings (sources, weights, decay, windows); default: ``Settings()``.
+    """
+
+    name = "served"
+
+    def __init__(self, protocol: str = "temporal", random_state: int = 0,
+                 settings: Settings | None = None) -> None:
+        self.protocol = protocol
+        self.random_state = random_state
+        self.settings = settings
+        self.info_: dict[str, Any] = {}
+        self._world: ServedWorld | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    def __repr__(self) -> str:
+        return f"ServedModel(protocol={self.protocol!r}, random_state={self.random_state})"
+
+    def fit(self, train: Interactions, items: Sequence[Item] = ()) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+        # One state folder for both worlds: the content index is built once per catalog.
+        self._tmp = tempfile.TemporaryDirectory(prefix="streamrec-served-")
+        base = (self.settings or Settings()).model_copy(
+            update={"state_dir": Path(self._tmp.name)})
+        catalog = catalog_of(train, items)
+        combiner, world = learn_combiner(partial(ServedWorld.build, base, catalog=catalog),
+                                         train, protocol=self.protocol,
+                                         random_state=self.random_state)
+        world.recommender.weights = dict(combiner.weights)
+        ranker = combiner.ranker
+        if ranker is not None:
+            world.recommender.ranker = lambda: ranker
+            world.recommender.ranked_variants = frozenset(world.recommender.assigner.variants)
+        self._world = world
+        self.info_ = {**combiner.info, "timings": world.timings}
+
+    def score(self, user_id: str, item_ids: Sequence[str] | None = None) -> ScoredItems:
+        """The served list's items, scored by rank (the pipeline ranks; it does not score
+        items it did not choose: those are left out)."""
+        if self._world is None:
+            raise RuntimeError("fit first")
+        ranked = self._world.top(user_id, EVAL_K)
+        wanted = None if item_ids is None else set(item_ids)
+        kept = [i for i in ranked if wanted is None or i in wanted]
+        return ScoredItems(kept, np.arange(len(kept), 0, -1, dtype=np.float64))
+
+    def __del__(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
