@@ -53,13 +53,15 @@ def _fill_below(z: FloatMatrix) -> FloatMatrix:
 
 
 def _blend(parts: list[FloatMatrix], weights: Sequence[float]) -> FloatMatrix:
-    """Weighted sum where a NaN part counts as absent; NaN only where all parts are."""
+    """Weighted sum of the filled parts (``_fill_below``); NaN where no part could score
+    (an item no component knows stays left out)."""
     total = np.zeros_like(parts[0])
     known = np.zeros(parts[0].shape, dtype=bool)
     for part, w in zip(parts, weights, strict=True):
-        ok = ~np.isnan(part)
-        total[ok] += w * part[ok]
-        known |= ok
+        filled = _fill_below(part)
+        ok = ~np.isnan(filled)
+        total[ok] += w * filled[ok]
+        known |= ~np.isnan(part)
     total[~known] = np.nan
     return total
 
@@ -137,8 +139,7 @@ class HybridScorer:
                             "note": "log too small to validate: even weights"}
             return even
         models = fit_validation_copies(self.models_, self.components, val.train, items)
-        parts = [_fill_below(zscore_rows(m.score_many(val.users, val.item_ids)))
-                 for m in models.values()]
+        parts = [zscore_rows(m.score_many(val.users, val.item_ids)) for m in models.values()]
 
         def quality(w: Sequence[float]) -> float:
             return validation_ndcg(_blend(parts, w), val.seen, val.relevant)
@@ -186,8 +187,7 @@ class HybridScorer:
         universe = self._all_items()
         extra = sorted(set(ids) - set(universe))
         full = [*universe, *extra]
-        parts = [_fill_below(zscore_rows(m.score_many(user_ids, full)))
-                 for m in self.models_.values()]
+        parts = [zscore_rows(m.score_many(user_ids, full)) for m in self.models_.values()]
         blended = _blend(parts, self.weights_)
         if full == ids:
             return blended
