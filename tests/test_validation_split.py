@@ -58,7 +58,7 @@ def test_a_user_whose_events_all_tie_gets_one_random_item_held_out() -> None:
     rows = [("u", "a", 1, 1), ("u", "b", 1, 2),            # ordered
             ("w", "x", 1, 7), ("w", "y", 1, 7), ("w", "z", 1, 7)]  # one basket only
     log = Interactions.from_records(rows)
-    fit, holdout, info = validation_split(log, "leave-one-out", seed=3)
+    _, holdout, info = validation_split(log, "leave-one-out", seed=3)
     held_w = [i for u, i in _pairs(holdout) if u == "w"]
     assert len(held_w) == 1 and held_w[0] in {"x", "y", "z"}
     assert info.unordered_users == 1

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from core.scoring import BatchScorer, Interactions
 from core.types import Item
 from offline.models.base import skip_reason
 
-__all__ = ["Factory", "fit_components", "fit_validation_copies"]
+__all__ = ["Factory", "combined_report", "fit_components", "fit_validation_copies"]
 
 log = logging.getLogger(__name__)
 
@@ -53,3 +54,16 @@ def fit_validation_copies(fitted: dict[str, BatchScorer], factories: dict[str, F
         copy.fit(fit_part, items)
         out[name] = copy
     return out
+
+
+def combined_report(own: dict[str, Any], fitted: dict[str, BatchScorer],
+                    dropped: dict[str, str]) -> dict[str, Any]:
+    """A combining model's tuning report: its own choices, its components' (EASE's
+    lambda, under ``components``) and the components it dropped (under ``dropped``)."""
+    parts: dict[str, Any] = {}
+    for name, model in fitted.items():
+        report = getattr(model, "tuning_report", None)
+        if callable(report) and (value := report()):
+            parts[name] = value
+    return {**own, **({"components": parts} if parts else {}),
+            **({"dropped": dict(dropped)} if dropped else {})}

@@ -13,7 +13,11 @@ from core.scoring import BatchScorer, Interactions
 from core.types import Item, ScoredItems
 from offline.evaluation.ranking import validation_ndcg
 from offline.models.base import FloatMatrix
-from offline.models.components import fit_components, fit_validation_copies
+from offline.models.components import (
+    combined_report,
+    fit_components,
+    fit_validation_copies,
+)
 from offline.models.tuning import make_validation_slice
 
 __all__ = ["HybridScorer", "zscore_rows"]
@@ -176,10 +180,7 @@ class HybridScorer:
     def tuning_report(self) -> dict[str, Any]:
         """Chosen weights, validation NDCG (blend and each component alone), what was dropped
         and how the validation split was carved; components' own tuning (EASE's lambda)."""
-        own = {n: r for n, m in self.models_.items()
-               if (r := getattr(m, "tuning_report", lambda: {})())}
-        return {**self.tuning_, **({"components": own} if own else {}),
-                **({"dropped": dict(self.dropped_)} if self.dropped_ else {})}
+        return combined_report(self.tuning_, self.models_, self.dropped_)
 
     def score_many(self, user_ids: Sequence[str], item_ids: Sequence[str]) -> FloatMatrix:
         # normalise against every known item, so a short item list scores like the full one

@@ -26,7 +26,11 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from core.scoring import BatchScorer, Interactions
 from core.types import Item, ScoredItems
 from offline.evaluation.ranking import mask_seen, relevance_matrix, validation_ndcg
-from offline.models.components import fit_components, fit_validation_copies
+from offline.models.components import (
+    combined_report,
+    fit_components,
+    fit_validation_copies,
+)
 from offline.models.hybrid import zscore_rows
 from offline.models.tuning import ValidationSlice, make_validation_slice
 
@@ -155,10 +159,7 @@ class LearnedRanker:
     def tuning_report(self) -> dict[str, Any]:
         """Whether the trees serve or a base model does, the check that decided it, what was
         dropped, and the base models' own tuning (EASE's lambda)."""
-        own = {n: r for n, m in self.models_.items()
-               if (r := getattr(m, "tuning_report", lambda: {})())}
-        return {**self.tuning_, **({"components": own} if own else {}),
-                **({"dropped": dict(self.dropped_)} if self.dropped_ else {})}
+        return combined_report(self.tuning_, self.models_, self.dropped_)
 
     # -- features -------------------------------------------------------------------
     def _features(self, users: Sequence[str], item_ids: Sequence[str], seen: sp.csr_matrix
