@@ -26,6 +26,7 @@ from offline.datasets import Dataset
 from offline.evaluation import metrics as m
 from offline.evaluation.protocols import Split, splits
 from offline.evaluation.ranking import hits_of, relevance_matrix, top_k
+from offline.models.base import skip_reason
 from offline.models.registry import make_model
 
 __all__ = ["EvaluationResult", "evaluate", "evaluate_split"]
@@ -42,12 +43,29 @@ class EvaluationResult:
     k: int
     ks: tuple[int, ...]
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: model -> why it was skipped (cannot be fitted, or can score nothing on this data set)
     errors: dict[str, str] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    #: model -> split name -> what the model tuned on its validation split
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, dict[str, float]]:
-        """Model name -> metrics (the JSON the CLI writes)."""
-        return self.metrics
+    def to_json(self) -> dict[str, dict[str, Any]]:
+        """Model name -> metrics, plus ``params`` (what tuning chose, per split) for
+        self-tuning models, and ``{"skipped": reason}`` for skipped models (the JSON the
+        CLI writes).
+
+        >>> r = EvaluationResult("d", "temporal", 10, (10,), {"ease": {"ndcg@10": 0.1}},
+        ...                      {"content": "no item text"}, params={"ease": {"t": {"l2": 5}}})
+        >>> r.to_json()["ease"]["params"], r.to_json()["content"]
+        ({'t': {'l2': 5}}, {'skipped': 'no item text'})
+        """
+        out: dict[str, dict[str, Any]] = {}
+        for name, res in self.metrics.items():
+            out[name] = {**res, **({"params": self.params[name]} if name in self.params
+                                   else {})}
+        for name, reason in self.errors.items():
+            out.setdefault(name, {"skipped": reason})
+        return out
 
 
 def _scores_block(model: Scorer, users: Sequence[str], items: Sequence[str]
@@ -76,12 +94,17 @@ def evaluate_split(split: Split, items: Sequence[Any], model_names: Sequence[str
                    protocol: str, ks: Sequence[int], batch_size: int = 512,
                    random_state: int = 0, progress: bool = True,
                    errors: dict[str, str] | None = None,
+                   params: dict[str, dict[str, Any]] | None = None,
                    extra_models: Mapping[str, Callable[..., Scorer]] | None = None,
                    ) -> dict[str, dict[str, float]]:
-    """Metrics of each model on one split (models that fail to fit are skipped).
+    """Metrics of each model on one split.
 
-    ``extra_models`` are factories of models the registry cannot build (``served``: the
-    API's pipeline, wired by ``infra``), called like the registry's.
+    Models that cannot be fitted, or that can score nothing on this data set (see
+    :func:`offline.models.base.skip_reason`), are skipped: their reason goes to
+    ``errors``. What self-tuning models chose (``tuning_report()``) goes to
+    ``params[model][split name]``. ``extra_models`` are factories of models the registry
+    cannot build (``served``: the API's pipeline, wired by ``infra``), called like the
+    registry's.
     """
     extra = extra_models or {}
     train, test = split.train, split.test
@@ -114,6 +137,14 @@ def evaluate_split(split: Split, items: Sequence[Any], model_names: Sequence[str
                 errors[name] = exc.message
             continue
         fit_s = time.perf_counter() - t0
+        reason = skip_reason(model)
+        if reason is not None:
+            if errors is not None:
+                errors[name] = reason
+            continue
+        report = getattr(model, "tuning_report", None)
+        if params is not None and callable(report):
+            params.setdefault(name, {})[split.name] = report()
         t0 = time.perf_counter()
         best_blocks = []
         starts = range(0, len(eval_users), batch_size)
@@ -163,7 +194,7 @@ def evaluate(dataset: Dataset, model_names: Sequence[str], *, protocol: str, k: 
     per_split = [
         evaluate_split(s, dataset.items, model_names, protocol=protocol, ks=all_ks,
                        random_state=random_state, progress=progress, errors=result.errors,
-                       extra_models=extra_models)
+                       params=result.params, extra_models=extra_models)
         for s in tqdm(parts, desc="splits", disable=not progress or len(parts) == 1)
     ]
     for name in model_names:

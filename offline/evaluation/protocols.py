@@ -24,7 +24,7 @@ import numpy.typing as npt
 from core.errors import ConfigurationError
 from core.scoring import Interactions
 
-__all__ = ["PROTOCOLS", "Split", "kfold", "leave_one_out", "splits", "temporal", "validation_split"]
+__all__ = ["PROTOCOLS", "Split", "kfold", "leave_one_out", "splits", "temporal"]
 
 PROTOCOLS = ("temporal", "leave-one-out", "kfold")
 
@@ -95,13 +95,3 @@ def splits(log: Interactions, protocol: str, *, n_folds: int = 5,
         return list(kfold(log, n_folds, random_state))
     raise ConfigurationError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
 
-
-def validation_split(train: Interactions, protocol: str) -> Split:
-    """A validation slice carved out of a training log, the same way the test was.
-
-    Models that tune themselves (hybrid weights, the learned ranker) use it, so
-    the test split is never seen while tuning.
-    """
-    if protocol == "temporal":
-        return temporal(train, 0.1)
-    return leave_one_out(train)

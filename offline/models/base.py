@@ -18,7 +18,7 @@ from core.errors import NotFound
 from core.scoring import Interactions
 from core.types import Item, ScoredItems
 
-__all__ = ["MatrixScorer", "user_item_matrix"]
+__all__ = ["MatrixScorer", "skip_reason", "user_item_matrix"]
 
 FloatMatrix = npt.NDArray[np.float64]
 
@@ -36,6 +36,22 @@ def user_item_matrix(
     return m
 
 
+def skip_reason(model: object) -> str | None:
+    """Why a fitted model can score nothing on its data set (None when it can score).
+
+    A model sets ``skip_reason_`` in ``fit`` when the data set lacks what it reads (item
+    text for ``content``); the harness then reports it as skipped, and the hybrid and
+    the ranker drop it.
+
+    >>> class Blind:
+    ...     skip_reason_ = "no item text"
+    >>> skip_reason(Blind()), skip_reason(object())
+    ('no item text', None)
+    """
+    reason = getattr(model, "skip_reason_", None)
+    return str(reason) if reason else None
+
+
 class MatrixScorer:
     """Shared id handling of the batch models (see the module docstring)."""
 
@@ -50,6 +66,7 @@ class MatrixScorer:
         self.user_index_: dict[str, int] = {}
         self.item_index_: dict[str, int] = {}
         self.matrix_: sp.csr_matrix | None = None
+        self.skip_reason_: str | None = None
 
     # -- subclass hooks -------------------------------------------------------------
     def _fit(self, matrix: sp.csr_matrix, items: Sequence[Item]) -> None:

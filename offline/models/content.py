@@ -21,7 +21,8 @@ class ContentScorer(MatrixScorer):
     """Cosine between an item's TF-IDF vector and the user's normalised profile.
 
     Items of the catalog that nobody interacted with are scored too (their
-    text is known); items without text are left out.
+    text is known); items without text are left out. On a data set with no item
+    text at all it can score nothing: ``skip_reason_`` says so.
 
     Parameters
     ----------
@@ -55,6 +56,7 @@ class ContentScorer(MatrixScorer):
         docs = [text.get(i, "") for i in self.item_ids_]
         self.has_text_ = np.array([bool(d.strip()) for d in docs], dtype=bool)
         if not self.has_text_.any():
+            self.skip_reason_ = "no item text in this data set"
             self.item_vectors_ = sp.csr_matrix((len(docs), 1))
             return
         vectorizer = TfidfVectorizer(ngram_range=self.ngram_range, sublinear_tf=True,

@@ -1,15 +1,22 @@
 """Learned ranker: gradient boosted trees over the features of other models.
 
 The ranker re-ranks candidates: the union of each base model's top
-``n_candidates`` unseen items for the user. It is trained on a validation
-slice carved from the training log (base models fitted on the earlier part,
+``n_candidates`` unseen items for the user. It is trained on the shared
+validation split of the training log (base models fitted on its fit part,
 labels = the held-out items), then the base models are refitted on the whole
 log. Items outside the candidate set are left out (it cannot rank them).
+
+Robustness rules: base models that can score nothing on the data set are dropped
+(logged); a third of the validation users is kept out of training, and unless the
+trees beat every base model alone on them, the ranker serves the best base model
+instead (``fallback_``), so it does not validate below tuned EASE.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -18,13 +25,20 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from core.scoring import BatchScorer, Interactions
 from core.types import Item, ScoredItems
-from offline.evaluation.ranking import mask_seen, relevance_matrix
+from offline.evaluation.ranking import mask_seen, relevance_matrix, validation_ndcg
+from offline.models.components import (
+    combined_report,
+    fit_components,
+    fit_validation_copies,
+)
 from offline.models.hybrid import zscore_rows
-from offline.models.tuning import make_validation_slice
+from offline.models.tuning import ValidationSlice, make_validation_slice
 
 __all__ = ["LearnedRanker"]
 
 FloatMatrix = npt.NDArray[np.float64]
+
+log = logging.getLogger(__name__)
 
 
 class LearnedRanker:
@@ -61,7 +75,8 @@ class LearnedRanker:
     def __init__(self, base: dict[str, Callable[[], BatchScorer]], n_candidates: int = 50,
                  protocol: str = "leave-one-out", negatives_per_user: int = 50,
                  max_validation_users: int = 4000, max_iter: int = 200,
-                 learning_rate: float = 0.05, random_state: int = 0) -> None:
+                 learning_rate: float = 0.05, check_share: float = 0.33,
+                 random_state: int = 0) -> None:
         self.base = base
         self.n_candidates = n_candidates
         self.protocol = protocol
@@ -69,8 +84,12 @@ class LearnedRanker:
         self.max_validation_users = max_validation_users
         self.max_iter = max_iter
         self.learning_rate = learning_rate
+        self.check_share = check_share
         self.random_state = random_state
         self.models_: dict[str, BatchScorer] = {}
+        self.dropped_: dict[str, str] = {}
+        self.fallback_: str | None = None
+        self.tuning_: dict[str, Any] = {}
         self.classifier_: HistGradientBoostingClassifier | None = None
         self.user_index_: dict[str, int] = {}
         self.item_index_: dict[str, int] = {}
@@ -78,14 +97,6 @@ class LearnedRanker:
         self.item_pop_: dict[str, float] = {}
 
     # -- fitting --------------------------------------------------------------------
-    def _fit_base(self, train: Interactions, items: Sequence[Item]) -> dict[str, BatchScorer]:
-        models = {}
-        for name, factory in self.base.items():
-            model = factory()
-            model.fit(train, items)
-            models[name] = model
-        return models
-
     def _remember(self, train: Interactions) -> None:
         self.user_index_ = {u: i for i, u in enumerate(sorted(set(train.users.tolist())))}
         self.item_index_ = {it: i for i, it in enumerate(sorted(set(train.items.tolist())))}
@@ -94,25 +105,61 @@ class LearnedRanker:
         self.item_pop_ = dict(zip(self.item_index_, np.log1p(counts).tolist(), strict=True))
 
     def fit(self, train: Interactions, items: Sequence[Item] = ()) -> None:
-        rng = np.random.default_rng(self.random_state)
+        self.classifier_, self.fallback_, self.tuning_ = None, None, {}
+        full, self.dropped_ = fit_components("ranker", self.base, train, items)
         val = make_validation_slice(train, self.protocol, self.max_validation_users,
                                     self.random_state)
-        self.classifier_ = None
-        if val is not None:
-            self.models_ = self._fit_base(val.train, items)
+        if val is not None and full:
+            self.models_ = fit_validation_copies(full, self.base, val.train, items)
             self._remember(val.train)
-            rows, cols, feats = self._features(val.users, val.item_ids, val.seen)
-            labels = np.asarray(val.relevant[rows, cols]).ravel() > 0
-            keep = labels | (rng.random(len(labels)) <
-                             self.negatives_per_user * len(val.users) / max(len(labels), 1))
-            if labels.any() and (~labels).any():
-                clf = HistGradientBoostingClassifier(
-                    max_iter=self.max_iter, learning_rate=self.learning_rate,
-                    random_state=self.random_state, early_stopping=False)
-                clf.fit(feats[keep], labels[keep])
-                self.classifier_ = clf
-        self.models_ = self._fit_base(train, items)
+            self._learn(val)
+        self.models_ = full
         self._remember(train)
+
+    def _learn(self, val: ValidationSlice) -> None:
+        """Train the trees on part of the validation users; on the rest, keep them only if
+        they beat every base model alone (else serve the best of those: the fallback)."""
+        rng = np.random.default_rng(self.random_state)
+        n = len(val.users)
+        check = np.zeros(n, dtype=bool)
+        check[rng.permutation(n)[: int(n * self.check_share)]] = True
+        rows, cols, feats = self._features(val.users, val.item_ids, val.seen)
+        labels = np.asarray(val.relevant[rows, cols]).ravel() > 0
+        learn = ~check[rows]
+        n_learn = int((~check).sum())
+        keep = learn & (labels | (rng.random(len(labels)) <
+                                  self.negatives_per_user * n_learn / max(int(learn.sum()), 1)))
+        if not (labels[keep].any() and (~labels[keep]).any()):
+            return
+        clf = HistGradientBoostingClassifier(
+            max_iter=self.max_iter, learning_rate=self.learning_rate,
+            random_state=self.random_state, early_stopping=False)
+        clf.fit(feats[keep], labels[keep])
+        self.classifier_ = clf
+        users = np.flatnonzero(check)
+        seen, relevant = val.seen[users], val.relevant[users]
+        ranked = np.full((n, len(val.item_ids)), np.nan)
+        on_check = check[rows]
+        ranked[rows[on_check], cols[on_check]] = clf.predict_proba(feats[on_check])[:, 1]
+        quality = {"ranker": validation_ndcg(ranked[users], seen, relevant)}
+        check_users = [val.users[u] for u in users]
+        for name, model in self.models_.items():
+            quality[name] = validation_ndcg(model.score_many(check_users, val.item_ids),
+                                            seen, relevant)
+        best = max(quality, key=lambda k: (quality[k], k == "ranker"))
+        if best != "ranker":
+            self.fallback_ = best
+            log.warning("ranker: %s alone validates better (NDCG@10 %.4f vs %.4f): "
+                        "serving it instead", best, quality[best], quality["ranker"])
+        self.tuning_ = {"fallback": self.fallback_,
+                        "check_validation_ndcg@10": {k: round(v, 5) for k, v in quality.items()},
+                        "check_users": len(users), "learn_users": n_learn,
+                        "validation": val.info.as_dict()}
+
+    def tuning_report(self) -> dict[str, Any]:
+        """Whether the trees serve or a base model does, the check that decided it, what was
+        dropped, and the base models' own tuning (EASE's lambda)."""
+        return combined_report(self.tuning_, self.models_, self.dropped_)
 
     # -- features -------------------------------------------------------------------
     def _features(self, users: Sequence[str], item_ids: Sequence[str], seen: sp.csr_matrix
@@ -159,6 +206,8 @@ class LearnedRanker:
 
     # -- scoring --------------------------------------------------------------------
     def score_many(self, user_ids: Sequence[str], item_ids: Sequence[str]) -> FloatMatrix:
+        if self.fallback_ is not None:
+            return self.models_[self.fallback_].score_many(user_ids, item_ids)
         out = np.full((len(user_ids), len(item_ids)), np.nan)
         if not self.models_ or not len(item_ids) or not len(user_ids):
             return out

@@ -19,7 +19,8 @@ from core.errors import ConfigurationError
 from core.scoring import BatchScorer, Scorer
 from offline.models.als import ALSScorer
 from offline.models.content import ContentScorer
-from offline.models.ease import EASEScorer
+from offline.models.covisit import CovisitScorer
+from offline.models.ease import EASEKNNScorer, EASEScorer
 from offline.models.hybrid import HybridScorer
 from offline.models.item_knn import ItemKNNScorer
 from offline.models.popularity import PopularityScorer
@@ -31,16 +32,28 @@ __all__ = ["BASELINES", "MODELS", "make_model"]
 BASELINES = ("popularity", "item_knn", "als", "ease")
 #: Half-life of the trending scorer (a week, in the units of the log's timestamps).
 TRENDING_HALF_LIFE_S = 7 * 24 * 3600.0
+#: Neighbours kept per item by ``ease_knn`` (and exported for serving).
+EASE_NEIGHBOURS = 50
 
 
 def _trending() -> PopularityScorer:
     return PopularityScorer(half_life_s=TRENDING_HALF_LIFE_S)
 
 
+def _ease(protocol: str = "leave-one-out", random_state: int = 0, **_: Any) -> EASEScorer:
+    """EASE with lambda tuned on the shared validation split of the training part."""
+    return EASEScorer(l2=None, protocol=protocol, random_state=random_state)
+
+
+def _ease_knn(protocol: str = "leave-one-out", random_state: int = 0,
+              **_: Any) -> EASEKNNScorer:
+    return EASEKNNScorer(k=EASE_NEIGHBOURS, protocol=protocol, random_state=random_state)
+
+
 def _hybrid(protocol: str = "leave-one-out", random_state: int = 0) -> HybridScorer:
     return HybridScorer(
-        {"ease": EASEScorer, "item_knn": ItemKNNScorer, "content": ContentScorer,
-         "trending": _trending},
+        {"ease": partial(_ease, protocol, random_state), "item_knn": ItemKNNScorer,
+         "content": ContentScorer, "trending": _trending, "covisit": CovisitScorer},
         protocol=protocol, random_state=random_state,
     )
 
@@ -51,9 +64,10 @@ def _ranker(protocol: str = "leave-one-out", random_state: int = 0) -> LearnedRa
             "popularity": PopularityScorer,
             "item_knn": ItemKNNScorer,
             "als": partial(ALSScorer, random_state=random_state),
-            "ease": EASEScorer,
+            "ease": partial(_ease, protocol, random_state),
             "content": ContentScorer,
             "trending": _trending,
+            "covisit": CovisitScorer,
         },
         protocol=protocol, random_state=random_state,
     )
@@ -81,7 +95,9 @@ MODELS: dict[str, Callable[..., Scorer | BatchScorer]] = {
     "trending": lambda **_: _trending(),
     "item_knn": lambda **_: ItemKNNScorer(),
     "als": lambda random_state=0, **_: ALSScorer(random_state=random_state),
-    "ease": lambda **_: EASEScorer(),
+    "ease": _ease,
+    "ease_knn": _ease_knn,
+    "covisit": lambda **_: CovisitScorer(),
     "content": lambda **_: ContentScorer(),
     "hybrid": _hybrid,
     "ranker": _ranker,

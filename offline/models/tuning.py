@@ -1,7 +1,9 @@
 """Validation slices for models that tune themselves inside ``fit``.
 
-The slice is carved from the training log only (the same protocol as the
-test), so tuning never sees the test split.
+The split itself is :func:`offline.evaluation.validation.validation_split` (carved
+from the training log only, with its tie and no-order rules); this module turns it
+into the matrices a tuner scores: sampled validation users, what they had seen in the
+fit part, and what they should find.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from core.scoring import Interactions
-from offline.evaluation.protocols import validation_split
 from offline.evaluation.ranking import relevance_matrix
+from offline.evaluation.validation import ValidationInfo, validation_split
 
 __all__ = ["ValidationSlice", "make_validation_slice"]
 
@@ -27,29 +29,30 @@ class ValidationSlice:
     item_ids: list[str]
     seen: sp.csr_matrix
     relevant: sp.csr_matrix
+    info: ValidationInfo
 
 
 def make_validation_slice(train: Interactions, protocol: str, max_users: int,
                           random_state: int) -> ValidationSlice | None:
     """None when the log is too small to hold out anything useful."""
-    split = validation_split(train, protocol)
-    inner_users = set(np.unique(split.train.users).tolist())
-    test_users = sorted(set(np.unique(split.test.users).tolist()) & inner_users)
+    split = validation_split(train, protocol, random_state)
+    inner_users = set(np.unique(split.fit.users).tolist())
+    test_users = sorted(set(np.unique(split.holdout.users).tolist()) & inner_users)
     if len(test_users) < 5:
         return None
     rng = np.random.default_rng(random_state)
     if len(test_users) > max_users:
         test_users = sorted(rng.choice(test_users, max_users, replace=False).tolist())
-    item_ids = sorted(set(np.unique(split.train.items).tolist()))
+    item_ids = sorted(set(np.unique(split.fit.items).tolist()))
     u_index = {u: i for i, u in enumerate(test_users)}
     i_index = {it: i for i, it in enumerate(item_ids)}
-    seen = relevance_matrix(split.train, u_index, i_index)
-    relevant = relevance_matrix(split.test, u_index, i_index)
+    seen = relevance_matrix(split.fit, u_index, i_index)
+    relevant = relevance_matrix(split.holdout, u_index, i_index)
     relevant = sp.csr_matrix(relevant - relevant.multiply(seen))
     relevant.eliminate_zeros()
     keep = np.asarray(relevant.sum(axis=1)).ravel() > 0
     if keep.sum() < 5:
         return None
     rows = np.flatnonzero(keep)
-    return ValidationSlice(split.train, [test_users[r] for r in rows], item_ids,
-                           sp.csr_matrix(seen[rows]), sp.csr_matrix(relevant[rows]))
+    return ValidationSlice(split.fit, [test_users[r] for r in rows], item_ids,
+                           sp.csr_matrix(seen[rows]), sp.csr_matrix(relevant[rows]), split.info)
