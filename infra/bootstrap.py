@@ -307,7 +307,8 @@ def build_recommender(
     models = models if models is not None else build_model_provider(settings, state)
     popularity = PopularitySnapshot(state, catalog, settings.popularity_refresh_s,
                                     settings.popularity_snapshot_size)
-    deps = SourceDeps(state, index, catalog, popularity, collaborative=models.current)
+    deps = SourceDeps(state, index, catalog, popularity, collaborative=models.current,
+                      neighbours=models.neighbours)
     return Recommender(
         state, index, catalog, build_sources(settings.sources, deps), settings.blend_weights,
         settings.recent_items_max, variants=settings.variants,
@@ -333,8 +334,9 @@ def ensure_trained(settings: Settings) -> str:
     if latest is not None:
         return latest
     dataset = load_dataset("online-retail", settings.data_dir)
-    result = train(dataset, settings.artifacts_dir, ["als"])
-    log.info("trained ALS on %d events: version %s", len(dataset.interactions), result.version)
+    result = train(dataset, settings.artifacts_dir, ["als", "ease"])
+    log.info("trained ALS and EASE on %d events: version %s", len(dataset.interactions),
+             result.version)
     return result.version
 
 

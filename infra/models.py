@@ -16,8 +16,10 @@ from core.ports import Vector
 from index.faiss_index import FaissIndex
 from index.mips import InnerProductIndex
 from offline.models.als import ALSScorer
+from offline.models.ease import NEIGHBOURS_FILE
 from offline.train import load_model, read_latest
 from online_models.als_foldin import ALSFoldIn
+from online_models.neighbours import ItemNeighbours
 from online_models.serving.ranker import FILE as RANKER_FILE
 from online_models.serving.ranker import GbdtRanker
 
@@ -55,6 +57,7 @@ class ModelProvider:
         self._foldin: ALSFoldIn | None = None
         self._item_index: InnerProductIndex | None = None
         self._ranker: GbdtRanker | None = None
+        self._neighbours: ItemNeighbours | None = None
         #: New items' factors as last put into ``_item_index`` (of ``_version``).
         self._added: dict[str, Vector] = {}
         self._lock = threading.Lock()
@@ -103,6 +106,24 @@ class ModelProvider:
             self._item_index.upsert(ids, np.stack([added[i] for i in ids]))
             self._added.update(added)
 
+    def neighbours(self) -> ItemNeighbours | None:
+        """EASE's item neighbours of the current version, or None when none were trained."""
+        self.current()
+        return self._neighbours
+
+    def _load_neighbours(self, version: str) -> ItemNeighbours | None:
+        base = self.artifacts_dir / version / NEIGHBOURS_FILE
+        if not base.with_suffix(".json").exists():
+            return None
+        try:
+            found = ItemNeighbours.load(base)
+        except (DataNotFound, ValueError, OSError) as exc:
+            log.warning("model version %s: EASE neighbours not loaded (%s)", version, exc)
+            return None
+        log.info("loaded EASE neighbours of %s (%d items, k=%d)", version, len(found.item_ids),
+                 found.k)
+        return found
+
     def _load_ranker(self, version: str) -> GbdtRanker | None:
         path = self.artifacts_dir / version / RANKER_FILE
         if not path.exists():
@@ -120,6 +141,7 @@ class ModelProvider:
         if latest is None or latest == self._version:
             return
         self._ranker = self._load_ranker(latest)
+        self._neighbours = self._load_neighbours(latest)
         try:
             model = load_model(self.artifacts_dir, latest, "als")
         except DataNotFound:

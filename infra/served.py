@@ -7,7 +7,8 @@ stream processor the consumers run (into the in-memory state store), with the sa
 pipeline (:func:`infra.bootstrap.build_recommender`, the sources of ``settings``) on top.
 
 :class:`ServedModel` is ``served`` in ``streamrec evaluate``: inside ``fit`` it carves a
-validation slice from the training log only (:func:`offline.evaluation.protocols.validation_split`),
+validation slice from the training log only
+(:func:`offline.evaluation.validation.validation_split`),
 builds a world of the earlier part, learns how to combine the sources on the
 held-out items (:func:`fit_combiner`: the LightGBM ranker over the pipeline's own score
 matrices, or blend weights, whichever ranks the validation users better), then builds
@@ -40,7 +41,7 @@ from core.types import Item, ScoredItems
 from infra.memory_store import InMemoryStateStore
 from infra.models import ModelProvider
 from offline.datasets import Dataset
-from offline.evaluation.protocols import validation_split
+from offline.evaluation.validation import validation_split
 from online_models.processor import StreamProcessor
 from online_models.serving.pipeline import Recommender
 from online_models.serving.ranker import GbdtRanker, ranker_features
@@ -52,6 +53,8 @@ log = logging.getLogger(__name__)
 #: Events per replayed batch. Larger than a consumer's batch (4,000 records): the final
 #: state is the same sums, with fewer fold-ins and trims of the same users' lists.
 REPLAY_BATCH = 10_000
+#: The batch models behind the live sources (``collab``: ALS; ``ease``: its neighbours).
+SERVED_MODELS = ("als", "ease")
 #: Items asked of the pipeline per evaluated user (the harness scores up to k=50).
 EVAL_K = 60
 #: Validation users the combiner learns from (a sample when there are more).
@@ -86,17 +89,19 @@ class ServedWorld:
     recommender: Recommender
     models: ModelProvider
     processor: StreamProcessor
+    protocol: str
     timings: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, settings: Settings, log_: Interactions, *, catalog: dict[str, Item]
-              ) -> ServedWorld:
+    def build(cls, settings: Settings, log_: Interactions, *, catalog: dict[str, Item],
+              protocol: str = "temporal") -> ServedWorld:
         from infra.bootstrap import build_index, build_processor, build_recommender
         from offline.train import train
 
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        train(Dataset("served", log_, list(catalog.values())), settings.artifacts_dir, ["als"])
+        train(Dataset("served", log_, list(catalog.values())), settings.artifacts_dir,
+              list(SERVED_MODELS), protocol=protocol)
         models = ModelProvider(settings.artifacts_dir, min_interval_s=3600.0)
         timings["als_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -107,7 +112,7 @@ class ServedWorld:
                                    covisit_max=settings.covisit_max)
         processor = build_processor(settings, state, index, catalog, models)
         recommender = build_recommender(settings, state, index, catalog, models)
-        world = cls(settings, catalog, state, recommender, models, processor, timings)
+        world = cls(settings, catalog, state, recommender, models, processor, protocol, timings)
         world.replay(log_, "a")
         return world
 
@@ -127,7 +132,7 @@ class ServedWorld:
 
         t0 = time.perf_counter()
         train(Dataset("served", full, list(self.catalog.values())),
-              self.settings.artifacts_dir, ["als"])
+              self.settings.artifacts_dir, list(SERVED_MODELS), protocol=self.protocol)
         self.models.refresh()
         self.timings["als_s"] = self.timings.get("als_s", 0.0) + time.perf_counter() - t0
         self.replay(rest, "b")
@@ -313,13 +318,11 @@ def learn_combiner(world_of: Callable[[Interactions], ServedWorld], train: Inter
                    protocol: str, random_state: int = 0) -> tuple[Combiner, ServedWorld]:
     """Carve validation from ``train``, build the earlier part's world, learn the combiner;
     then bring the world up to all of ``train`` (see :meth:`ServedWorld.extend`)."""
-    split = validation_split(train, protocol)
-    holdout = _holdout(split.test, split.train)
-    world = world_of(split.train)
-    combiner = fit_combiner(world, holdout, random_state=random_state)
-    combiner.info["validation"] = {"protocol": protocol, "fit_events": len(split.train),
-                                   "held_out_events": len(split.test)}
-    world.extend(train, _remainder(train, split.train))
+    fit_part, held_out, how = validation_split(train, protocol, seed=random_state)
+    world = world_of(fit_part)
+    combiner = fit_combiner(world, _holdout(held_out, fit_part), random_state=random_state)
+    combiner.info["validation"] = {"protocol": protocol, **how.as_dict()}
+    world.extend(train, _remainder(train, fit_part))
     return combiner, world
 
 
@@ -335,7 +338,8 @@ def train_ranker(settings: Settings, dataset: Dataset, folder: Path, *,
     t0 = time.perf_counter()
     catalog = catalog_of(dataset.interactions, dataset.items)
     with world_settings(settings) as inner:
-        combiner, _ = learn_combiner(partial(ServedWorld.build, inner, catalog=catalog),
+        combiner, _ = learn_combiner(partial(ServedWorld.build, inner, catalog=catalog,
+                                             protocol=protocol),
                                      dataset.interactions, protocol=protocol,
                                      random_state=random_state)
     entry: dict[str, Any] = {"fit_s": time.perf_counter() - t0, "info": combiner.info}
@@ -382,7 +386,8 @@ class ServedModel:
         base = (self.settings or Settings()).model_copy(
             update={"state_dir": Path(self._tmp.name)})
         catalog = catalog_of(train, items)
-        combiner, world = learn_combiner(partial(ServedWorld.build, base, catalog=catalog),
+        combiner, world = learn_combiner(partial(ServedWorld.build, base, catalog=catalog,
+                                                 protocol=self.protocol),
                                          train, protocol=self.protocol,
                                          random_state=self.random_state)
         world.recommender.weights = dict(combiner.weights)

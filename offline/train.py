@@ -98,6 +98,9 @@ def train(dataset: Dataset, artifacts_dir: Path, models: Sequence[str], *,
         with open(staging / f"{name}.pkl", "wb") as f:
             pickle.dump(model, f, protocol=pickle.HIGHEST_PROTOCOL)
         entries[name] = {"file": f"{name}.pkl", "params": repr(model), "fit_s": fit_s}
+        export = getattr(model, "serving_artifacts", None)
+        if callable(export):  # data-only files the live pipeline reads (no pickle)
+            entries[name]["serving"] = export(staging)
     for name, write in (extras or {}).items():
         entries[name] = write(staging)
     manifest = {

@@ -94,6 +94,29 @@ class ItemNeighbours:
                                       self.weights[j, :n][ok].astype(np.float64))
         return out
 
+    def aggregate(self, anchors: Sequence[str]) -> npt.NDArray[np.float64]:
+        """Per item (in ``item_ids`` order), the summed weights it gets from the known
+        ``anchors``' neighbour lists (0 where no list names it).
+
+        >>> nb = ItemNeighbours.from_weights(["a", "b", "c"], np.array(
+        ...     [[0.0, 0.5, 0.1], [0.4, 0.0, 0.2], [0.3, 0.6, 0.0]]), k=2)
+        >>> nb.aggregate(["a", "b", "zz"]).round(2).tolist()
+        [0.4, 0.5, 0.3]
+        """
+        index = self._index
+        rows = [j for j in map(index.get, anchors) if j is not None]
+        out = np.zeros(len(self.item_ids))
+        if rows:
+            linked, weights = self.rows[rows].ravel(), self.weights[rows].ravel()
+            keep = linked >= 0
+            np.add.at(out, linked[keep], weights[keep])
+        return out
+
+    def positions(self, item_ids: Sequence[str]) -> npt.NDArray[np.int64]:
+        """Each id's row (-1 for an id the model does not know)."""
+        get = self._index.get
+        return np.fromiter((get(i, -1) for i in item_ids), np.int64, count=len(item_ids))
+
     def as_matrix(self, item_ids: Sequence[str]) -> sp.csr_matrix:
         """The truncated weights as a sparse (anchor x item) matrix over ``item_ids``
         (ids unknown to either side drop out)."""

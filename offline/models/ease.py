@@ -14,6 +14,7 @@ import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -134,6 +135,11 @@ def tune_l2(train: Interactions, protocol: str, random_state: int = 0, binarize:
     return l2, report
 
 
+#: Neighbours per item the live ``ease`` source reads (and the artifact's base name).
+SERVED_NEIGHBOURS = 50
+NEIGHBOURS_FILE = "ease_neighbours"
+
+
 class EASEScorer(MatrixScorer):
     """B = I - P / diag(P) with P = (X'X + lambda I)^-1; scores = x_u B.
 
@@ -196,6 +202,12 @@ class EASEScorer(MatrixScorer):
     def fixed_copy(self) -> EASEScorer:
         """An unfitted copy with the lambda this fit used (no tuning again)."""
         return EASEScorer(l2=self.l2_, binarize=self.binarize)
+
+    def serving_artifacts(self, folder: Path) -> dict[str, Any]:
+        """Write what the live pipeline serves of this model (its ``ease`` source): the
+        top-:data:`SERVED_NEIGHBOURS` neighbours of each item, data only."""
+        self.neighbours(SERVED_NEIGHBOURS).save(folder / NEIGHBOURS_FILE)
+        return {"neighbours": NEIGHBOURS_FILE, "k": SERVED_NEIGHBOURS, "l2": self.l2_}
 
     def neighbours(self, k: int = 50) -> ItemNeighbours:
         """Each item's ``k`` strongest positive neighbours in B (the row of B is what an

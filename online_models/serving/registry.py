@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from core.errors import ConfigurationError
 from core.ports import StateStore, VectorIndex
 from core.types import Item
+from online_models.neighbours import ItemNeighbours
 from online_models.serving.popularity import PopularitySnapshot
 from online_models.serving.sources import (
     CollaborativeModels,
@@ -27,6 +27,7 @@ from online_models.serving.sources import (
     ContentSource,
     ContextSource,
     CovisitSource,
+    NeighboursSource,
     PopularitySource,
     Source,
 )
@@ -46,8 +47,8 @@ class SourceDeps:
     popularity: PopularitySnapshot
     #: The current ALS fold-in and an index over its item factors (None, None: no model).
     collaborative: CollaborativeModels = lambda: (None, None)
-    #: Other artifacts by name (current version), for sources that serve a trained model.
-    artifacts: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
+    #: The current EASE item neighbours (None: no EASE model was trained).
+    neighbours: Callable[[], ItemNeighbours | None] = lambda: None
 
 
 SOURCES: dict[str, Callable[[SourceDeps], Source | None]] = {
@@ -56,10 +57,11 @@ SOURCES: dict[str, Callable[[SourceDeps], Source | None]] = {
     "content": lambda d: ContentSource(d.index),
     "collab": lambda d: CollabSource(d.collaborative),
     "popularity": lambda d: PopularitySource(d.catalog, d.popularity),
+    "ease": lambda d: NeighboursSource(d.neighbours, "ease"),
 }
 
 #: The order a response lists sources in (and ties of the leading source break by).
-DEFAULT_SOURCES = ("covisit", "context", "content", "collab", "popularity")
+DEFAULT_SOURCES = ("covisit", "context", "content", "collab", "ease", "popularity")
 
 
 def build_sources(names: Sequence[str], deps: SourceDeps) -> list[Source]:

@@ -10,6 +10,8 @@ Every source implements :class:`core.ports.CandidateSource` and
   (candidates from the FAISS index);
 * ``collab`` -- cosine between the user's ALS vector (folded in from their weighted
   history after every event) and each item's factors, when a model was trained;
+* ``ease`` -- the summed EASE weights from the user's recent items, through each item's
+  top-k neighbours trained by ``streamrec train`` (when a model was trained);
 * ``popularity`` -- decayed popularity, log-scaled to [0, 1] against the most popular
   item; trending items of the user's favourite (or chosen) categories are proposed too.
 
@@ -32,6 +34,7 @@ import numpy.typing as npt
 from core.ports import RecContext, SearchIndex, VectorIndex
 from core.types import Item, ScoredItems
 from online_models.als_foldin import ALSFoldIn
+from online_models.neighbours import ItemNeighbours
 from online_models.serving.popularity import PopularitySnapshot, Snapshot
 
 __all__ = [
@@ -42,6 +45,7 @@ __all__ = [
     "ContentSource",
     "ContextSource",
     "CovisitSource",
+    "NeighboursSource",
     "PopularitySource",
     "Source",
     "log_scaled",
@@ -300,3 +304,69 @@ def lookup(values: Mapping[str, float], ids: Sequence[str]) -> npt.NDArray[np.fl
 def log_scaled(raw: np.ndarray, scale: float) -> np.ndarray:
     """Popularity as the source scores it: log1p, against ``scale`` (the top's log1p), in [0, 1]."""
     return np.minimum(1.0, np.log1p(np.maximum(raw, 0.0)) / scale)
+
+
+class NeighboursSource(Source):
+    """Items linked to the user's recent items by a trained item-item model (EASE's top-k
+    weights, :class:`online_models.neighbours.ItemNeighbours`), summed over those items.
+
+    It scores an item only when some recent item lists it among its neighbours (an item
+    outside every list has an unknown, small weight: left out, not 0).
+    """
+
+    name = "ease"
+    reason = "Often bought with your items"
+
+    def __init__(self, neighbours: Callable[[], ItemNeighbours | None],
+                 name: str = "ease") -> None:
+        self.neighbours = neighbours
+        self.name = name
+
+    def _scores(self, ctx: RecContext) -> tuple[ItemNeighbours, npt.NDArray[np.float64]] | None:
+        key = f"{self.name}.scores"
+        if key not in ctx.memo:
+            found = None
+            model = self.neighbours()
+            if model is not None:
+                found = (model, model.aggregate(ctx.user.recent))
+            ctx.memo[key] = found
+        scores: tuple[ItemNeighbours, npt.NDArray[np.float64]] | None = ctx.memo[key]
+        return scores
+
+    def candidates(self, ctx: RecContext) -> Mapping[str, float]:
+        found = self._scores(ctx)
+        if found is None:
+            return {}
+        model, scores = found
+        top = float(scores.max(initial=0.0))
+        if top <= 0:
+            return {}
+        nonzero = np.flatnonzero(scores > 0)
+        # A few more than n: the excluded (seen) items are among the strongest.
+        take = min(len(nonzero), ctx.n + len(ctx.excluded))
+        best = nonzero[np.argsort(-scores[nonzero], kind="stable")[:take]]
+        ids = model.item_ids
+        out: dict[str, float] = {}
+        for j, value in zip(best.tolist(), (scores[best] / top).tolist(), strict=True):
+            item = ids[j]
+            if item not in ctx.excluded:
+                out[item] = value
+                if len(out) == ctx.n:
+                    break
+        return out
+
+    def score(self, ctx: RecContext, item_ids: Sequence[str]) -> npt.NDArray[np.float64]:
+        found = self._scores(ctx)
+        out = np.full(len(item_ids), np.nan)
+        if found is None:
+            return out
+        model, scores = found
+        top = float(scores.max(initial=0.0))
+        if top <= 0:
+            return out
+        at = model.positions(item_ids)
+        known = at >= 0
+        values = np.where(known, scores[np.maximum(at, 0)], 0.0)
+        hit = known & (values > 0)
+        out[hit] = values[hit] / top
+        return out

@@ -1,0 +1,124 @@
+"""The live sources pass one contract; the pipeline is assembled from the registry."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from core.errors import ConfigurationError
+from core.ports import RecContext, RecRequest
+from online_models.serving import registry
+from online_models.serving.filters import CandidateFilter, Rules
+from online_models.serving.pipeline import Recommender
+from online_models.serving.sources import Source
+from tests.contracts.source import SHOPPER, SourceContract, ToyWorld, toy_world
+
+
+class TestCovisitSource(SourceContract):
+    name = "covisit"
+
+
+class TestContextSource(SourceContract):
+    name = "context"
+    context_item = "mugs-4"
+
+
+class TestContentSource(SourceContract):
+    name = "content"
+
+
+class TestCollabSource(SourceContract):
+    name = "collab"
+
+
+class TestEaseSource(SourceContract):
+    name = "ease"
+
+
+class TestPopularitySource(SourceContract):
+    name = "popularity"
+
+
+def test_every_registered_source_has_a_contract_test() -> None:
+    tested = {cls.name for cls in SourceContract.__subclasses__()}
+    assert tested == set(registry.SOURCES)
+
+
+class _Cheapest(Source):
+    """A source a shop might add: cheaper items score higher."""
+
+    name = "cheapest"
+    reason = "A bargain"
+
+    def __init__(self, catalog: Mapping[str, object]) -> None:
+        self.catalog = catalog
+
+    def candidates(self, ctx: RecContext) -> Mapping[str, float]:
+        return {"bags-0": 1.0}
+
+    def score(self, ctx: RecContext, item_ids: Sequence[str]) -> npt.NDArray[np.float64]:
+        return np.array([1.0 / (1.0 + self.catalog[i].price)  # type: ignore[attr-defined]
+                         if i in self.catalog else np.nan for i in item_ids])
+
+
+def test_a_new_source_needs_only_its_class_and_a_registry_line(monkeypatch, tmp_path) -> None:
+    from core.settings import Settings
+    from infra.bootstrap import build_recommender
+
+    world = toy_world()
+    monkeypatch.setitem(registry.SOURCES, "cheapest", lambda d: _Cheapest(d.catalog))
+    settings = Settings(state_dir=tmp_path, sources=["cheapest", "covisit"],
+                        blend_weights={"cheapest": 1.0}, ranked_variants=[])
+    rec = build_recommender(settings, world.state, world.index, world.catalog)
+    items = rec.recommend(SHOPPER, 3).items
+    assert items[0].item.item_id == "bags-0"
+    assert items[0].reason == "A bargain" and "cheapest" in items[0].sources
+
+
+def test_a_blend_weight_naming_no_source_is_a_configuration_error() -> None:
+    world = toy_world()
+    sources = registry.build_sources(["covisit", "popularity"], world.deps)
+    with pytest.raises(ConfigurationError, match="contnet"):
+        Recommender(world.state, world.index, world.catalog, sources, {"contnet": 1.0},
+                    known_sources=registry.SOURCES)
+    with pytest.raises(ConfigurationError, match="unknown sources"):
+        registry.build_sources(["covisit", "nope"], world.deps)
+
+
+def test_a_weight_for_a_registered_but_disabled_source_weighs_nothing(world: ToyWorld | None
+                                                                      = None) -> None:
+    world = toy_world()
+    sources = registry.build_sources(["popularity"], world.deps)
+    rec = Recommender(world.state, world.index, world.catalog, sources,
+                      {"popularity": 1.0, "content": 5.0}, known_sources=registry.SOURCES)
+    assert rec.recommend(SHOPPER, 3).items
+
+
+def test_an_absent_source_is_left_out_of_the_pipeline() -> None:
+    world = toy_world()
+    world.deps.neighbours = lambda: None
+    rec = Recommender(world.state, world.index, world.catalog,
+                      registry.build_sources(["ease", "popularity"], world.deps),
+                      {"ease": 1.0, "popularity": 0.1}, known_sources=registry.SOURCES)
+    items = rec.recommend(SHOPPER, 5).items
+    assert items and all("ease" not in i.sources for i in items)
+
+
+def test_the_degraded_path_and_the_pipeline_share_one_filter_object() -> None:
+    from api.degraded import PopularFallback
+
+    world = toy_world()
+    rules = Rules(excluded_categories=frozenset({"Bags"}))
+    rec = Recommender(world.state, world.index, world.catalog,
+                      registry.build_sources(registry.DEFAULT_SOURCES, world.deps),
+                      {"popularity": 1.0}, rules=rules, known_sources=registry.SOURCES)
+    assert isinstance(rec.filter, CandidateFilter) and rec.filter.rules is rules
+    fallback = PopularFallback(world.catalog)
+    request = RecRequest(SHOPPER, 30, max_price=5.0)
+    degraded = fallback.items(30, request, rec.filter)
+    served = rec.run(request).items
+    for item in [r.item for r in degraded + served]:
+        assert item.category != "Bags" and item.price <= 5.0
