@@ -10,8 +10,14 @@ was scored. Compared:
 * ``static_als`` -- the batch ALS model as trained: user vectors never change;
 * ``streaming_als`` -- the same item factors, the user vector folded in again
   after every event (collaborative source of the live recommender alone);
-* ``streaming_hybrid`` -- the live recommender with its default blend (content
-  profile, ALS fold-in, co-visitation, decayed popularity).
+* ``static_ease`` -- the lambda-tuned EASE model as trained, on each user's training
+  history (the best batch baseline, frozen);
+* ``static_served`` -- the served pipeline (same sources, same settings) frozen at the
+  start of the stream: its state is the training part replayed in memory and never
+  changes after;
+* ``streaming_hybrid`` -- the same pipeline live: the API's recommender over the state
+  the consumers keep current (content profile, ALS fold-in, co-visitation, EASE
+  neighbours, decayed popularity).
 
 Chunking is the only approximation: events of one chunk do not see each other
 (as with a consumer lag of ``chunk`` events).
@@ -43,6 +49,7 @@ from infra.bootstrap import (
     build_state_store,
     embedded_services,
 )
+from infra.served import ServedWorld, catalog_of, world_settings
 from offline.datasets import Dataset
 from offline.evaluation.prequential import PrequentialScore
 from offline.models.als import ALSScorer
@@ -80,6 +87,33 @@ def _static_ranker(model: ALSScorer) -> Callable[[str, int, set[str]], list[str]
                 if len(out) == k:
                     break
         return out
+
+    return top
+
+
+def _static_scorer(model: Any, known: set[str]) -> Callable[[str, int, set[str]], list[str]]:
+    """Top-k of a batch scorer that ranks every item for a user it knows."""
+
+    def top(user: str, k: int, seen: set[str]) -> list[str]:
+        if user not in known:
+            return []
+        scored = model.score(user)
+        order = np.argsort(-scored.scores, kind="stable")
+        out: list[str] = []
+        for j in order.tolist():
+            item = scored.ids[j]
+            if item not in seen:
+                out.append(item)
+                if len(out) == k:
+                    break
+        return out
+
+    return top
+
+
+def _frozen_served(world: ServedWorld) -> Callable[[str, int, set[str]], list[str]]:
+    def top(user: str, k: int, seen: set[str]) -> list[str]:
+        return [i for i in world.top(user, k + 40) if i not in seen][:k]
 
     return top
 
@@ -137,9 +171,13 @@ def _replay(
     sql.upsert_products(list(catalog.values()))
     sql.close()
     result = train(Dataset(dataset.name, train_log, dataset.items), settings.artifacts_dir,
-                   ["als"])
+                   ["als", "ease"])
     static_model = load_model(settings.artifacts_dir, result.version, "als")
     assert isinstance(static_model, ALSScorer)
+    static_ease = load_model(settings.artifacts_dir, result.version, "ease")
+    with world_settings(settings) as frozen_settings:
+        frozen = ServedWorld.build(frozen_settings, train_log,
+                                   catalog=catalog_of(train_log, dataset.items))
 
     # Warm the online state with the training part, through the same stream processor.
     store = build_state_store(settings)
@@ -159,6 +197,8 @@ def _replay(
     publisher = services.publisher
     rankers = {
         "static_als": _static_ranker(static_model),
+        "static_ease": _static_scorer(static_ease, set(np.unique(train_log.users).tolist())),
+        "static_served": _frozen_served(frozen),
         "streaming_als": _live_ranker(services.recommender, {"collab": 1.0}),
         "streaming_hybrid": _live_ranker(services.recommender, settings.blend_weights),
     }
