@@ -73,7 +73,7 @@ from infra.memory_store import (
 if TYPE_CHECKING:
     from core.settings import Settings
 
-__all__ = ["DEFAULT_SKIPLIST_MIN", "RedisStateStore", "redis_client"]
+__all__ = ["DEFAULT_SKIPLIST_MIN", "REDIS_TIMEOUT_S", "RedisStateStore", "redis_client"]
 
 #: Dedupe buckets per TTL: ``seen_events`` checks this many sets (plus one).
 _DEDUPE_BUCKETS = 8
@@ -310,7 +310,14 @@ return out
 """
 
 
-def redis_client(url: str, *, timeout_s: float = 5.0) -> redis.Redis:
+#: Socket (and connect) timeout of every Redis client, in seconds. Not shorter: the
+#: consumer applies up to 4,000 records in one script call, and a timed-out script
+#: still runs on the server, so a short timeout only turns slow batches on a busy
+#: machine into retries. It matches the Kafka publisher's 5 s.
+REDIS_TIMEOUT_S = 5.0
+
+
+def redis_client(url: str, *, timeout_s: float = REDIS_TIMEOUT_S) -> redis.Redis:
     """A Redis client for ``url`` with bounded timeouts (built in ``infra.bootstrap``)."""
     return redis.Redis.from_url(
         url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
