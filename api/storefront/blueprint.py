@@ -143,13 +143,20 @@ def logout_user() -> None:
     g.user = None
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def safe_next(target: str | None, default: str = "/") -> str:
-    """``target`` when it is a path on this site, else ``default`` (no open redirects).
+    r"""``target`` when it is a path on this site, else ``default`` (no open redirects).
+
+    Control characters (CR/LF would split the ``Location`` header) are refused too.
 
     >>> safe_next("/cart"), safe_next("https://evil.example/"), safe_next("//evil"), safe_next(None)
     ('/cart', '/', '/', '/')
+    >>> safe_next("/cart\r\nSet-Cookie: x=1")
+    '/'
     """
-    if not target:
+    if not target or _CONTROL.search(target):
         return default
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") \
