@@ -12,10 +12,11 @@ from flask import current_app
 from api.impressions import ImpressionWriter
 from api.popularity import PopularitySnapshot
 from api.recommender import Recommender, Rules
-from core.ports import EventPublisher, StateStore, VectorIndex
+from core.ports import AttemptCounter, EventPublisher, StateStore, VectorIndex
 from core.settings import Settings
 from core.types import Item
 from infra.accounts import AccountStore
+from infra.attempts import MemoryAttemptCounter
 from online_models.blender import BLOB, OnlineBlender
 from online_models.catalog import CatalogReplica
 
@@ -36,6 +37,8 @@ class ApiServices:
     #: Keeps ``catalog`` and ``index`` in step with catalog upserts (None: a fixed catalog).
     replica: CatalogReplica | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)
+    #: Log-in attempts, shared by every worker (Redis); in memory for one process.
+    attempts: AttemptCounter = field(default_factory=MemoryAttemptCounter)
     #: Served lists on their way to the state store (for attribution and the blender).
     impressions: ImpressionWriter = field(init=False)
 
@@ -111,6 +114,7 @@ def build_services(settings: Settings) -> ApiServices:
             "kafka": lambda: bootstrap.kafka_reachable(settings.kafka_bootstrap),
         },
         replica=replica,
+        attempts=bootstrap.build_attempt_counter(settings),
     )
     built.closers.append(publisher.close)
     built.closers.append(accounts.close)

@@ -20,6 +20,7 @@ from core.types import Item, ScoredItems
 
 __all__ = [
     "ALL_ITEMS",
+    "AttemptCounter",
     "CatalogLog",
     "CovisitSkip",
     "Embedder",
@@ -348,3 +349,24 @@ class EventPublisher(Protocol):
     def close(self) -> None: ...
 
 
+class AttemptCounter(Protocol):
+    """Attempts per key in a fixed window, shared by every process that limits them.
+
+    :meth:`hit` counts and reads in one atomic step, so N concurrent attempts
+    (threads, workers, hosts) see N distinct counts: none slips past a limit.
+    """
+
+    def hit(self, keys: Sequence[str], window_s: float) -> list[int]:
+        """Count one attempt under each key; return each key's count in its window.
+
+        A key's window starts at its first attempt and lasts ``window_s`` seconds.
+        """
+        ...
+
+    def undo(self, keys: Sequence[str]) -> None:
+        """Take one attempt back from each key (never below zero)."""
+        ...
+
+    def reset(self, key: str) -> None:
+        """Forget every attempt under ``key``."""
+        ...

@@ -27,6 +27,7 @@ from core.scoring import Interactions
 from core.settings import Settings
 from core.types import Item
 from index.factory import build_vector_index, load_vector_index
+from infra.attempts import MemoryAttemptCounter, RedisAttemptCounter
 from infra.catalog_log import RedisCatalogLog
 from infra.embedded import EmbeddedKafka, EmbeddedRedis, run_sync
 from infra.kafka import KafkaEventPublisher, ensure_topics
@@ -45,6 +46,7 @@ from online_models.rating_mf import OnlineRatingMF
 __all__ = [
     "EmbeddedStack",
     "archive_dataset",
+    "build_attempt_counter",
     "build_catalog_log",
     "build_index",
     "build_model_provider",
@@ -264,6 +266,13 @@ def build_state_store(settings: Settings) -> RedisStateStore:
         )
     client = redis_client(settings.redis_url)
     return RedisStateStore.from_settings(client, settings)
+
+
+def build_attempt_counter(settings: Settings) -> RedisAttemptCounter | MemoryAttemptCounter:
+    """Log-in attempts in Redis (shared by every worker), in memory without Redis."""
+    if not settings.redis_url:
+        return MemoryAttemptCounter()
+    return RedisAttemptCounter(redis_client(settings.redis_url), prefix=settings.redis_prefix)
 
 
 def build_catalog_log(settings: Settings) -> RedisCatalogLog:

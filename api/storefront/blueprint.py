@@ -3,7 +3,10 @@
 Identity: a logged-in user is ``u:<id>`` in events and carts; a visitor gets a
 stable ``anon:<hex>`` id in the session, so their recommendations work too.
 Flask's session is a signed cookie (HttpOnly, SameSite=Lax, Secure when
-configured); it is cleared and refilled at login and logout.
+configured); it is cleared and refilled at login and logout. A signed cookie alone
+cannot be revoked, so a logged-in session also carries the user's *session
+generation* (stored server side): log-out moves it on, and every cookie issued
+before, copies included, stops opening the account.
 
 CSRF: each session holds a random token; every POST of the storefront must
 carry it as the ``csrf_token`` form field or the ``X-CSRF-Token`` header.
@@ -94,8 +97,11 @@ def current_user() -> User | None:
         uid = flask_session.get("uid")
         accounts = services().accounts
         g.user = accounts.get_user(int(uid)) if isinstance(uid, int) and accounts else None
-        if uid is not None and g.user is None:  # the account is gone
-            flask_session.pop("uid", None)
+        if g.user is not None and accounts is not None \
+                and flask_session.get("gen") != accounts.session_generation(g.user.id):
+            g.user = None  # a session the user logged out of (a copy of an old cookie)
+        if uid is not None and g.user is None:  # the account is gone, or the session ended
+            flask_session.clear()
     user: User | None = g.user
     return user
 
@@ -132,6 +138,7 @@ def login_user(user: User) -> None:
     flask_session.clear()
     flask_session.permanent = True
     flask_session["uid"] = user.id
+    flask_session["gen"] = require_accounts().session_generation(user.id)
     flask_session[CSRF_FIELD] = secrets.token_urlsafe(32)
     g.user = user
     if isinstance(anon, str):
@@ -139,6 +146,10 @@ def login_user(user: User) -> None:
 
 
 def logout_user() -> None:
+    """End this session and every other session of the user issued before now."""
+    user = current_user()
+    if user is not None:
+        require_accounts().end_sessions(user.id)
     flask_session.clear()
     g.user = None
 
