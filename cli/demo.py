@@ -26,6 +26,7 @@ from infra.bootstrap import (
     write_runtime,
 )
 from infra.embedded import free_port
+from infra.process import preexec_die_with_parent
 from infra.replay import ReplayProgress, purchase_events, replay
 
 __all__ = ["run_demo"]
@@ -54,6 +55,7 @@ def _spawn(
             [sys.executable, "-m", "cli.main", *args],
             env={**_child_env(settings), **env}, stdin=subprocess.DEVNULL, stdout=log_file,
             stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=preexec_die_with_parent(),  # SIGKILL of the demo: children stop too
         )
 
 
@@ -86,10 +88,28 @@ def _wait_healthy(url: str, procs: list[subprocess.Popen[bytes]], timeout_s: flo
     raise ServiceUnavailable(f"the API at {url} did not become healthy in {timeout_s:.0f} s")
 
 
+def _stop_on_termination() -> None:
+    """SIGTERM and SIGHUP stop the demo as Ctrl-C does: through the clean-up below.
+
+    Python's default for SIGTERM (what docker, systemd and supervisors send) ends the
+    process at once, without ``finally`` blocks: the broker, Redis, the consumers and
+    the API would be left running.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        signal.signal(signum, signal.SIG_IGN)  # a second signal must not cut the clean-up
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, interrupt)
+
+
 def run_demo(
     settings: Settings, *, rate: float, limit: int | None, workers: int, status_every: float
 ) -> None:
-    """Start the whole loop and replay purchases until Ctrl-C (or the history ends)."""
+    """Start the whole loop and replay purchases until stopped (Ctrl-C, SIGTERM, SIGHUP)
+    or the history ends; every process it started stops with it."""
+    _stop_on_termination()
     log_dir = settings.state_dir / "logs"
     click.echo("starting services ...")
     with embedded_services(settings, persist_redis=True) as live:
@@ -99,14 +119,14 @@ def run_demo(
         click.echo(f"collaborative model (ALS): version {ensure_trained(live)}")
         store = build_state_store(live)
         metrics_port = free_port()
-        procs = [
-            _spawn(["consume"], live, log_dir / "consumer.log",
-                   STREAMREC_CONSUMER_METRICS_PORT=str(metrics_port)),
-            _spawn(["serve", "--workers", str(workers)], live, log_dir / "api.log"),
-        ]
+        procs: list[subprocess.Popen[bytes]] = []
         url = f"http://{live.api_host}:{live.api_port}"
-        write_runtime(live)
         try:
+            procs.append(_spawn(["consume"], live, log_dir / "consumer.log",
+                                STREAMREC_CONSUMER_METRICS_PORT=str(metrics_port)))
+            procs.append(_spawn(["serve", "--workers", str(workers)], live,
+                                log_dir / "api.log"))
+            write_runtime(live)
             _wait_healthy(url, procs, timeout_s=60)
             click.echo(f"streamrec is up: {url}  (API: {url}/api/recommendations?user_id=17850)")
             click.echo(f"consumer metrics: http://{live.api_host}:{metrics_port}/metrics")

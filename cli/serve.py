@@ -8,6 +8,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from core.settings import Settings
+from infra.process import die_with_parent
 
 __all__ = ["gunicorn_options", "serve"]
 
@@ -41,6 +42,12 @@ def _mark_worker_dead(server: Any, worker: Any) -> None:
     multiprocess.mark_process_dead(worker.pid)
 
 
+def _worker_dies_with_master(server: Any, worker: Any) -> None:
+    # gunicorn's workers notice a dead master only at their next loop turn; the kernel
+    # stops them at once when the master is killed outright.
+    die_with_parent(server.pid)
+
+
 def serve(
     settings: Settings, *, workers: int = 2, threads: int = 4, access_log: bool = False
 ) -> None:
@@ -67,6 +74,7 @@ def gunicorn_options(
         "accesslog": "-" if access_log else None,
         "errorlog": "-",
         "loglevel": "info",
+        "post_fork": _worker_dies_with_master,
     }
     if settings.prometheus_multiproc_dir:
         options["child_exit"] = _mark_worker_dead

@@ -34,6 +34,7 @@ import redis
 from aiokafka import AIOKafkaClient
 
 from core.errors import ConfigurationError, ServiceUnavailable
+from infra.process import preexec_die_with_parent
 
 __all__ = [
     "EmbeddedKafka",
@@ -174,6 +175,8 @@ class EmbeddedServer:
                     stderr=subprocess.STDOUT,
                     env=self._child_env(),
                     start_new_session=True,  # a Ctrl-C in the terminal is ours to handle
+                    # A parent killed outright cannot stop us: the kernel then does.
+                    preexec_fn=preexec_die_with_parent(),
                 )
         try:
             self._wait_ready()
