@@ -34,6 +34,8 @@ class ApiServices:
     #: Storefront accounts (users, ratings, carts, orders); None: no storefront accounts.
     accounts: AccountStore | None = None
     health_checks: dict[str, Callable[[], bool]] = field(default_factory=dict)
+    #: Parts that start after the API does (the consumers): False while starting.
+    readiness_checks: dict[str, Callable[[], bool]] = field(default_factory=dict)
     #: Keeps ``catalog`` and ``index`` in step with catalog upserts (None: a fixed catalog).
     replica: CatalogReplica | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)
@@ -114,6 +116,7 @@ def build_services(settings: Settings) -> ApiServices:
             "kafka": lambda: bootstrap.kafka_reachable(settings.kafka_bootstrap),
         },
         replica=replica,
+        readiness_checks={"consumers": lambda: bootstrap.consumers_joined(settings)},
         attempts=bootstrap.build_attempt_counter(settings),
     )
     built.closers.append(publisher.close)

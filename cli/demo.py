@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -14,8 +15,10 @@ from pathlib import Path
 
 import click
 
-from core.errors import ServiceUnavailable
+from core.errors import DataNotFound, ServiceUnavailable
+from core.ports import StateStore
 from core.settings import Settings
+from core.types import Item
 from infra.bootstrap import (
     build_index,
     build_state_store,
@@ -26,10 +29,15 @@ from infra.bootstrap import (
     write_runtime,
 )
 from infra.embedded import free_port
+from infra.popularity_seed import history_digest, seed_popularity
 from infra.process import preexec_die_with_parent
 from infra.replay import ReplayProgress, purchase_events, replay
+from offline.catalog import load_purchases
 
-__all__ = ["run_demo"]
+__all__ = ["PROBE_USER", "run_demo"]
+
+#: The user of the demo's start-up probe event.
+PROBE_USER = "streamrec-probe"
 
 
 def _child_env(settings: Settings) -> dict[str, str]:
@@ -72,20 +80,63 @@ def _stop(procs: list[subprocess.Popen[bytes]], grace_s: float = 8.0) -> None:
             proc.wait()
 
 
-def _wait_healthy(url: str, procs: list[subprocess.Popen[bytes]], timeout_s: float) -> None:
+def _check_children(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is not None:
+            raise ServiceUnavailable(f"a child process exited with {proc.returncode}")
+
+
+def _wait_ready(url: str, procs: list[subprocess.Popen[bytes]], timeout_s: float) -> None:
+    """Wait for ``/readyz``: the API answers and the consumers have joined their group."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        for proc in procs:
-            if proc.poll() is not None:
-                raise ServiceUnavailable(f"a child process exited with {proc.returncode}")
+        _check_children(procs)
         with (
             contextlib.suppress(OSError),
-            urllib.request.urlopen(f"{url}/healthz", timeout=2) as response,
+            urllib.request.urlopen(f"{url}/readyz", timeout=5) as response,
         ):
             if response.status == 200:
                 return
         time.sleep(0.3)
-    raise ServiceUnavailable(f"the API at {url} did not become healthy in {timeout_s:.0f} s")
+    raise ServiceUnavailable(f"the API at {url} was not ready in {timeout_s:.0f} s")
+
+
+def _wait_for_a_round_trip(
+    url: str, store: StateStore, item_id: str, procs: list[subprocess.Popen[bytes]],
+    timeout_s: float,
+) -> None:
+    """Post one view through the API and wait until the consumers applied it to the state.
+
+    Only then do a shopper's events flow: "up" means that. The probe is one view of one
+    item by the user ``streamrec-probe``.
+    """
+    before = store.counters().get("events.total", 0)
+    request = urllib.request.Request(
+        f"{url}/api/events", method="POST", headers={"Content-Type": "application/json"},
+        data=json.dumps({"event_type": "view", "user_id": PROBE_USER,
+                         "item_id": item_id}).encode())
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+    deadline = time.monotonic() + timeout_s
+    while store.counters().get("events.total", 0) <= before:
+        _check_children(procs)
+        if time.monotonic() >= deadline:
+            raise ServiceUnavailable(
+                f"a probe event was not applied within {timeout_s:.0f} s: see the consumer log")
+        time.sleep(0.2)
+
+
+def _seed_popularity(settings: Settings, store: StateStore, catalog: dict[str, Item]) -> None:
+    """The first visitors see the history's best sellers, not an empty state."""
+    try:
+        purchases = load_purchases(settings.data_dir)
+    except DataNotFound:
+        return
+    seeded = seed_popularity(
+        store, purchases, {i: item.category for i, item in catalog.items()},
+        settings.popularity_half_life_s, time.time(), history_digest(settings.data_dir))
+    click.echo(f"popularity: seeded from {len(purchases):,} purchases of the shipped history"
+               if seeded else "popularity: this state was seeded before")
 
 
 def _stop_on_termination() -> None:
@@ -118,6 +169,7 @@ def run_demo(
         click.echo(f"catalog: {len(catalog)} products; item index: {len(index)} vectors")
         click.echo(f"collaborative model (ALS): version {ensure_trained(live)}")
         store = build_state_store(live)
+        _seed_popularity(live, store, catalog)
         metrics_port = free_port()
         procs: list[subprocess.Popen[bytes]] = []
         url = f"http://{live.api_host}:{live.api_port}"
@@ -127,7 +179,8 @@ def run_demo(
             procs.append(_spawn(["serve", "--workers", str(workers)], live,
                                 log_dir / "api.log"))
             write_runtime(live)
-            _wait_healthy(url, procs, timeout_s=60)
+            _wait_ready(url, procs, timeout_s=90)
+            _wait_for_a_round_trip(url, store, next(iter(catalog)), procs, timeout_s=60)
             click.echo(f"streamrec is up: {url}  (API: {url}/api/recommendations?user_id=17850)")
             click.echo(f"consumer metrics: http://{live.api_host}:{metrics_port}/metrics")
             click.echo(f"logs in {log_dir}; Ctrl-C stops everything")

@@ -29,6 +29,7 @@ from core.types import Item
 from index.factory import build_vector_index, load_vector_index
 from infra.attempts import MemoryAttemptCounter, RedisAttemptCounter
 from infra.catalog_log import RedisCatalogLog
+from infra.consumer_group import group_members
 from infra.embedded import EmbeddedKafka, EmbeddedRedis, run_sync
 from infra.kafka import KafkaEventPublisher, ensure_topics
 from infra.models import ModelProvider
@@ -56,6 +57,7 @@ __all__ = [
     "build_sql_store",
     "build_state_store",
     "clear_runtime",
+    "consumers_joined",
     "ensure_catalog",
     "ensure_kafka_topics",
     "ensure_trained",
@@ -185,6 +187,11 @@ def kafka_reachable(bootstrap: str, timeout_s: float = 2.0) -> bool:
     except Exception:
         return False
     return True
+
+
+def consumers_joined(settings: Settings) -> bool:
+    """True once the state consumers' group has members with partitions (broker's view)."""
+    return group_members(settings.kafka_bootstrap, settings.consumer_group) > 0
 
 
 # --- catalog and index --------------------------------------------------------------------

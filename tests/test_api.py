@@ -160,7 +160,8 @@ def test_a_broker_outage_is_a_503_json_error(client, services) -> None:
 
 def test_healthz_reports_each_dependency(client, services) -> None:
     assert client.get("/healthz").get_json() == {"status": "ok",
-                                                 "checks": {"redis": True, "kafka": True}}
+                                                 "checks": {"redis": True, "kafka": True},
+                                                 "starting": []}
     services.publisher.fail = True  # type: ignore[attr-defined]
     response = client.get("/healthz")
     assert response.status_code == 503

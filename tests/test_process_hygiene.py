@@ -1,4 +1,4 @@
-"""Stopping `streamrec demo` in any way stops every process it started.
+"""Stopping `streamrec demo` in any way stops every process it started (and "up" means up).
 
 The real command runs on a small extract of the shipped data (so it starts in seconds):
 it starts the Tansu broker, redis-server, `consume` and `serve` (a gunicorn master and
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import json
 import os
 import signal
 import subprocess
@@ -104,8 +105,9 @@ def reap() -> Iterator[list[int]]:
 def test_stopping_the_demo_stops_every_process_it_started(
     tmp_path: Path, how: signal.Signals, reap: list[int]
 ) -> None:
+    port = free_port()
     demo = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "demo", "--port", str(free_port()), "--rate", "50",
+        [sys.executable, "-m", "cli.main", "demo", "--port", str(port), "--rate", "50",
          "--status-every", "1"],
         env=_env(tmp_path), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, start_new_session=True,
@@ -117,6 +119,12 @@ def test_stopping_the_demo_stops_every_process_it_started(
     names = " ".join(" ".join(psutil.Process(p).cmdline()) for p in started)
     for part in ("tansu", "redis-server", "cli.main consume", "cli.main serve"):
         assert part in names, f"{part} is not among the demo's children: {names}"
+    # "up" means ready (consumers joined), with the history's best sellers already scored.
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as ready:
+        assert ready.status == 200
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/trending?k=5", timeout=5) as r:
+        trending = json.load(r)["items"]
+    assert len(trending) == 5 and all(entry["score"] > 0 for entry in trending)
 
     demo.send_signal(how)
 
