@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+from flask import Flask
 
 from api.recommender import Recommender
 from api.services import ApiServices
@@ -93,6 +96,19 @@ def toy_services(settings: Settings | None = None, accounts: AccountStore | None
         accounts=accounts or toy_accounts(),
         health_checks={"redis": state.ping, "kafka": lambda: not publisher.fail},
     )
+
+
+def toy_app(state_dir: Path, accounts: AccountStore | None = None, **settings: Any) -> Flask:
+    """A testing app on :func:`toy_services`: storefront secret set, no API rate limit,
+    data and state in ``state_dir``; ``settings`` override any of that."""
+    built = Settings(**{"redis_url": "redis://fake", "kafka_bootstrap": "fake:9092",
+                        "secret_key": "toy-app-test-secret", "data_dir": state_dir,
+                        "state_dir": state_dir, "rate_limit_per_s": 0.0, **settings})
+    from api import create_app
+
+    app = create_app(built, services=toy_services(built, accounts))
+    app.config["TESTING"] = True
+    return app
 
 
 def wait_until(condition: Callable[[], object], timeout_s: float = 5.0) -> None:

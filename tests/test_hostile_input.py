@@ -13,10 +13,8 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from api import create_app
 from api.params import MAX_JSON_DEPTH
-from core.settings import Settings
-from tests.fakes import toy_services
+from tests.fakes import toy_app
 
 #: Digits ``int`` or ``str.isdigit`` take but are not ASCII: superscript two, Arabic-Indic
 #: one and two, fullwidth five and zero.
@@ -28,12 +26,7 @@ FUZZ = settings(max_examples=60, deadline=None,
 
 @pytest.fixture
 def app(tmp_path: Path) -> Flask:
-    settings = Settings(redis_url="redis://fake", kafka_bootstrap="fake:9092",
-                        secret_key="hostile-input-test-secret", data_dir=tmp_path,
-                        state_dir=tmp_path, rate_limit_per_s=0.0)
-    app = create_app(settings, services=toy_services(settings))
-    app.config["TESTING"] = True
-    return app
+    return toy_app(tmp_path)
 
 
 @pytest.fixture

@@ -16,14 +16,12 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from api import create_app
 from api.ratelimit import LoginLimiter
 from api.storefront.account_views import LOGIN_MAX_FAILURES, SIGNUP_MAX_PER_ADDRESS
 from core.ports import AttemptCounter
-from core.settings import Settings
 from infra.accounts import AccountStore
 from infra.attempts import MemoryAttemptCounter, RedisAttemptCounter
-from tests.fakes import toy_services
+from tests.fakes import toy_app
 
 CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 GUESSES = 15
@@ -48,13 +46,8 @@ def accounts() -> Iterator[AccountStore]:
 
 
 def _app(tmp_path: Path, accounts: AccountStore, attempts: AttemptCounter) -> Flask:
-    settings = Settings(redis_url="redis://fake", kafka_bootstrap="fake:9092",
-                        secret_key="login-limit-test-secret", data_dir=tmp_path,
-                        state_dir=tmp_path, rate_limit_per_s=0.0)
-    services = toy_services(settings, accounts)
-    services.attempts = attempts
-    app = create_app(settings, services=services)
-    app.config["TESTING"] = True
+    app = toy_app(tmp_path, accounts)
+    app.extensions["streamrec"].attempts = attempts
     return app
 
 

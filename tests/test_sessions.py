@@ -9,21 +9,14 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from api import create_app
-from core.settings import Settings
-from tests.fakes import toy_services
+from tests.fakes import toy_app
 
 CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 
 
 @pytest.fixture
 def app(tmp_path: Path) -> Flask:
-    settings = Settings(redis_url="redis://fake", kafka_bootstrap="fake:9092",
-                        secret_key="sessions-test-secret", data_dir=tmp_path,
-                        state_dir=tmp_path, rate_limit_per_s=0.0)
-    app = create_app(settings, services=toy_services(settings))
-    app.config["TESTING"] = True
-    return app
+    return toy_app(tmp_path)
 
 
 def _token(client: FlaskClient, path: str = "/") -> str:
