@@ -20,8 +20,8 @@ async def _members(bootstrap: str, group: str, timeout_s: float) -> int:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap,
                                 request_timeout_ms=int(timeout_s * 1000))
     try:
-        await asyncio.wait_for(admin.start(), timeout_s)
-        responses = await asyncio.wait_for(admin.describe_consumer_groups([group]), timeout_s)
+        await admin.start()
+        responses = await admin.describe_consumer_groups([group])
     finally:
         await admin.close()
     for response in responses:
@@ -31,12 +31,13 @@ async def _members(bootstrap: str, group: str, timeout_s: float) -> int:
     return 0
 
 
-def group_members(bootstrap: str, group: str, timeout_s: float = 2.0) -> int:
+def group_members(bootstrap: str, group: str, timeout_s: float = 1.0) -> int:
     """Members of ``group`` once it is stable (joined, partitions assigned); else 0.
 
     Broker trouble also answers 0: not ready is the honest answer then.
     """
     try:
-        return run_sync(_members(bootstrap, group, timeout_s))
+        # One deadline for all of it: /healthz (a 2 s Docker health check) waits on it.
+        return run_sync(asyncio.wait_for(_members(bootstrap, group, timeout_s), timeout_s))
     except (TimeoutError, KafkaError, OSError):
         return 0
