@@ -194,12 +194,9 @@ def run_demo(
 
 
 async def _replay_with_status(
-    settings: Settings, store: object, rate: float, limit: int | None, status_every: float,
+    settings: Settings, store: StateStore, rate: float, limit: int | None, status_every: float,
     procs: list[subprocess.Popen[bytes]],
 ) -> None:
-    from core.ports import StateStore
-
-    assert isinstance(store, StateStore)
     progress = ReplayProgress()
     stop = asyncio.Event()
     task = asyncio.create_task(
@@ -209,9 +206,7 @@ async def _replay_with_status(
     try:
         while True:
             await asyncio.sleep(status_every)
-            for proc in procs:
-                if proc.poll() is not None:
-                    raise ServiceUnavailable(f"a child process exited with {proc.returncode}")
+            _check_children(procs)
             counters = await asyncio.to_thread(store.counters)
             applied = counters.get("events.total", 0) + counters.get("events.duplicate", 0)
             now = time.monotonic()
