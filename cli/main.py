@@ -53,7 +53,8 @@ def demo(port: int, rate: float, limit: int | None, workers: int, status_every: 
 
     Starts the embedded broker and Redis (unless configured), loads the shipped
     catalog, builds the item index, starts the consumers and the API on
-    127.0.0.1:PORT, then replays the Online Retail purchases. Ctrl-C stops all.
+    127.0.0.1:PORT, then replays the Online Retail purchases. Ctrl-C (or SIGTERM,
+    SIGHUP) stops everything it started.
     """
     from cli.demo import run_demo
 
