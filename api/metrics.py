@@ -26,6 +26,7 @@ Metrics (all names start with ``streamrec_``):
 from __future__ import annotations
 
 import collections
+import hmac
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain
@@ -39,6 +40,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from core.errors import Unauthorized
 from core.events import InteractionEvent
 from infra.registry import ModelRegistry
 
@@ -210,8 +212,12 @@ def _endpoint_label() -> str:
     return rule.rule if rule is not None else "<unmatched>"
 
 
-def init_metrics(app: Flask, metrics: ApiMetrics) -> None:
-    """Keep ``metrics`` on ``app``, time every request and serve ``GET /metrics``."""
+def init_metrics(app: Flask, metrics: ApiMetrics, token: str = "") -> None:
+    """Keep ``metrics`` on ``app``, time every request and serve ``GET /metrics``.
+
+    With ``token``, ``/metrics`` answers only ``Authorization: Bearer <token>`` (401
+    otherwise), compared in constant time.
+    """
     app.extensions[_EXTENSION] = metrics
 
     @app.before_request
@@ -227,6 +233,9 @@ def init_metrics(app: Flask, metrics: ApiMetrics) -> None:
         return response
 
     def metrics_endpoint() -> Response:
+        if token and not hmac.compare_digest(
+                request.headers.get("Authorization", "").encode(), f"Bearer {token}".encode()):
+            raise Unauthorized("/metrics needs 'Authorization: Bearer <metrics token>'")
         return Response(metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
 
     app.add_url_rule("/metrics", "metrics", metrics_endpoint, methods=["GET"])

@@ -171,6 +171,9 @@ class Settings(BaseSettings):
     #: Bearer token for the operator endpoints of the JSON API (a user's history, catalog
     #: changes): ``Authorization: Bearer <token>``. Empty = open (development only).
     api_token: str = Field("", validation_alias=_env("API_TOKEN"))
+    #: Bearer token Prometheus sends to scrape the API's ``/metrics`` (its scrape config's
+    #: ``authorization``); empty = no token (then keep /metrics off public networks).
+    metrics_token: str = Field("", validation_alias=_env("METRICS_TOKEN"))
     #: Sustained requests per second one client (remote address) may make to /api/*, per
     #: API worker process (token bucket; /healthz and /metrics are exempt). 0 = no limit.
     rate_limit_per_s: float = Field(100.0, ge=0)
