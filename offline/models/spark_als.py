@@ -14,8 +14,8 @@ default was chosen.
 
 >>> SparkALSScorer(factors=8).name
 'spark_als'
->>> interaction_table(["u", "v"], ["a", "b"], [1.0, 2.0]).column_names
-['user_id', 'item_id', 'weight']
+>>> SparkALSScorer(master="local[2]")  # doctest: +ELLIPSIS
+SparkALSScorer(factors=64, ..., master='local[2]')
 """
 
 from __future__ import annotations
@@ -31,27 +31,14 @@ from core.errors import DataNotFound
 from core.scoring import Interactions
 from core.types import Item
 from offline.models.als import ALSScorer
+from offline.parquet_log import interaction_table
 from offline.spark import DEFAULT_MASTER, spark_session
 
 if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import DataFrame
 
-__all__ = ["INTERACTION_COLUMNS", "SparkALSScorer", "interaction_table"]
-
-#: The columns an interaction Parquet export holds (``streamrec archive export``).
-INTERACTION_COLUMNS = ("user_id", "item_id", "weight", "ts")
-
-
-def interaction_table(users: Sequence[str] | npt.NDArray[np.str_],
-                      items: Sequence[str] | npt.NDArray[np.str_],
-                      weights: Sequence[float] | npt.NDArray[np.float64]) -> pa.Table:
-    """(user, item, weight) rows as an Arrow table, the form Spark reads without pandas."""
-    import pyarrow as pa
-
-    return pa.table({"user_id": pa.array(np.asarray(users).tolist(), pa.string()),
-                     "item_id": pa.array(np.asarray(items).tolist(), pa.string()),
-                     "weight": pa.array(np.asarray(weights, dtype=np.float64), pa.float64())})
+__all__ = ["SparkALSScorer"]
 
 
 class SparkALSScorer(ALSScorer):
