@@ -170,18 +170,27 @@ ENGINES = ("python", "spark")
 @click.option("--parquet", "parquet", type=click.Path(file_okay=False), default=None,
               help="--engine spark: train from this Parquet export (`streamrec archive "
                    "export`) instead of --dataset; on a cluster, a path every executor reads.")
+@click.option("--factors", type=click.IntRange(min=1), default=None,
+              help="--engine spark: ALS rank [default: 64, as the python ALS].")
+@click.option("--iterations", type=click.IntRange(min=1), default=None,
+              help="--engine spark: ALS sweeps [default: 15, as the python ALS].")
 def train_command(dataset: str, data: str | None, items: str | None, models: str | None,
                   state_dir: str | None, run_eval: bool, seed: int, engine: str,
-                  master: str | None, parquet: str | None) -> None:
+                  master: str | None, parquet: str | None, factors: int | None,
+                  iterations: int | None) -> None:
     """Fit the batch models and publish a new artifact version."""
     settings = Settings()
     artifacts = (Path(state_dir) / "artifacts") if state_dir else settings.artifacts_dir
-    if engine != "spark" and (master or parquet):
-        raise click.UsageError("--master and --parquet go with --engine spark")
+    if engine != "spark" and (master or parquet or factors or iterations):
+        raise click.UsageError(
+            "--master, --parquet, --factors and --iterations go with --engine spark")
     try:
         if engine == "spark":
-            result = _train_on_spark(dataset, data, items, models, artifacts, run_eval, seed,
-                                     master or DEFAULT_MASTER, parquet)
+            spark_params = {"factors": factors, "iterations": iterations}
+            result = _train_on_spark(
+                dataset, data, items, models, artifacts, run_eval, seed,
+                master or DEFAULT_MASTER, parquet,
+                {k: v for k, v in spark_params.items() if v is not None})
         else:
             ds = _load(dataset, data, items)
             names = _model_list(models or ",".join(TRAIN_MODELS), ds)
@@ -200,7 +209,7 @@ def train_command(dataset: str, data: str | None, items: str | None, models: str
 
 def _train_on_spark(dataset: str, data: str | None, items: str | None, models: str | None,
                     artifacts: Path, run_eval: bool, seed: int, master: str,
-                    parquet: str | None) -> TrainResult:
+                    parquet: str | None, params: dict[str, int]) -> TrainResult:
     """ALS on Spark into the `als` slot, which the API and consumers load (same format)."""
     if models not in (None, "als"):
         raise click.BadParameter("the spark engine trains `als` only", param_hint="--models")
@@ -222,8 +231,8 @@ def _train_on_spark(dataset: str, data: str | None, items: str | None, models: s
             return train(ds, artifacts, ["als"], metrics=metrics, protocol=proto,
                          random_state=seed, extra=extra,
                          make=lambda _name, **ctx: SparkALSScorer(
-                             random_state=ctx["random_state"], master=master))
-        model = SparkALSScorer(random_state=seed, master=master)
+                             random_state=ctx["random_state"], master=master, **params))
+        model = SparkALSScorer(random_state=seed, master=master, **params)
         t0 = time.perf_counter()
         rows = model.fit_parquet(parquet)
         fitted = {"als": Fitted(model, time.perf_counter() - t0)}
