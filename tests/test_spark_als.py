@@ -83,15 +83,15 @@ def test_archive_export_and_spark_training_publish_an_als_the_provider_serves(
     foldin, index = ModelProvider(artifacts, min_interval_s=0).current()
     assert foldin is not None and index is not None and foldin.version == version
     assert set(foldin.item_ids) == set(GROUPS["a"]) | set(GROUPS["b"])
-    # A new shopper who bought two A items is recommended A items only.
-    vector = foldin.user_vector({"A-00": 4.0, "A-01": 4.0})
-    assert vector is not None
-    recommended = index.search(vector, 4, exclude=["A-00", "A-01"]).ids
-    assert len(recommended) == 4 and all(i.startswith("A-") for i in recommended)
-    # The published model scores our own (string) users as well.
+    # The served index ranks by the model's factors under our ids: an A shopper's top
+    # collaborative candidates are A items, a B shopper's B items.
     model = load_model(artifacts, version, "als")
-    top = model.score("b-shopper-1").top(3).ids
-    assert all(i.startswith("B-") for i in top)
+    assert isinstance(model, SparkALSScorer)
+    for shopper, group in (("a-shopper-0", "A-"), ("b-shopper-1", "B-")):
+        user_vector = model.user_factors_[model.user_index_[shopper]]
+        assert all(i.startswith(group) for i in index.search(user_vector, 4).ids)
+        assert all(i.startswith(group) for i in model.score(shopper).top(4).ids)
+    assert foldin.user_vector({"A-00": 8.0}) is not None  # new shoppers fold in
 
 
 def test_spark_als_keeps_the_id_order_and_matrix_of_the_batch_models(spark: Any) -> None:

@@ -72,22 +72,25 @@ class SparkALSScorer(ALSScorer):
             self.fit_frame(frame)
 
     def fit_parquet(self, path: str) -> int:
-        """Fit on a Parquet export (a folder the executors can read); return its row count."""
+        """Fit on a Parquet export (a folder the executors can read); return the events used."""
         with spark_session(self.master) as session:
             frame = session.read.parquet(path)
             missing = {"user_id", "item_id", "weight"} - set(frame.columns)
             if missing:
                 raise DataNotFound(f"{path} lacks the columns {sorted(missing)}")
-            self.fit_frame(frame)
-            return int(frame.count())
+            return self.fit_frame(frame)
 
-    def fit_frame(self, events: DataFrame) -> None:
-        """Fit on a DataFrame of ``user_id``, ``item_id``, ``weight`` rows (one per event)."""
+    def fit_frame(self, events: DataFrame) -> int:
+        """Fit on a DataFrame of ``user_id``, ``item_id``, ``weight`` rows (one per event).
+
+        Returns how many events the model learnt from (those of positive summed pairs).
+        """
         from pyspark.ml.feature import StringIndexer
         from pyspark.ml.recommendation import ALS
         from pyspark.sql import functions as F
 
-        summed = (events.groupBy("user_id", "item_id").agg(F.sum("weight").alias("weight"))
+        summed = (events.groupBy("user_id", "item_id")
+                  .agg(F.sum("weight").alias("weight"), F.count("*").alias("events"))
                   .where(F.col("weight") > 0))
         # Spark ALS wants integer ids; alphabetical indices keep our (sorted) id order.
         indexer = StringIndexer(inputCols=["user_id", "item_id"], outputCols=["u", "i"],
@@ -97,7 +100,7 @@ class SparkALSScorer(ALSScorer):
             raise DataNotFound("no events with a positive weight to train on")
         triples = (indexer.transform(summed)
                    .select(F.col("u").cast("int").alias("u"), F.col("i").cast("int").alias("i"),
-                           "weight", F.log1p("weight").alias("r"))
+                           "weight", "events", F.log1p("weight").alias("r"))
                    .cache())
         try:
             blocks = max(1, events.sparkSession.sparkContext.defaultParallelism)
@@ -105,8 +108,8 @@ class SparkALSScorer(ALSScorer):
                         alpha=self.alpha, implicitPrefs=True, nonnegative=False,
                         userCol="u", itemCol="i", ratingCol="r", seed=self.random_state,
                         numUserBlocks=blocks, numItemBlocks=blocks).fit(triples)
-            matrix = _csr(triples.select("u", "i", "weight").toArrow(),
-                          (len(user_ids), len(item_ids)))
+            pairs = triples.select("u", "i", "weight", "events").toArrow()
+            matrix = _csr(pairs, (len(user_ids), len(item_ids)))
             user_factors = _dense(model.userFactors.toArrow(), len(user_ids), self.factors)
             item_factors = _dense(model.itemFactors.toArrow(), len(item_ids), self.factors)
         finally:
@@ -116,6 +119,7 @@ class SparkALSScorer(ALSScorer):
         self.item_index_ = {it: n for n, it in enumerate(item_ids)}
         self.matrix_ = matrix
         self.user_factors_, self.item_factors_ = user_factors, item_factors
+        return int(pairs.column("events").to_numpy().sum())
 
 
 def _csr(table: pa.Table, shape: tuple[int, int]) -> sp.csr_matrix:
