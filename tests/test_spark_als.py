@@ -18,13 +18,14 @@ from click.testing import CliRunner
 
 from cli.main import cli
 from core.events import ItemClicked, ItemViewed, Purchased
-from core.scoring import Interactions
+from core.scoring import Interactions, Scorer
 from infra.models import ModelProvider
 from infra.sql import SqlStore
 from offline.models.base import user_item_matrix
 from offline.models.registry import make_model
 from offline.models.spark_als import SparkALSScorer
 from offline.train import load_model
+from tests.contracts.scorer import ScorerContract, generated_items, generated_log
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -94,17 +95,38 @@ def test_archive_export_and_spark_training_publish_an_als_the_provider_serves(
     assert foldin.user_vector({"A-00": 8.0}) is not None  # new shoppers fold in
 
 
-def test_spark_als_keeps_the_id_order_and_matrix_of_the_batch_models(spark: Any) -> None:
-    log = Interactions.from_records(
-        [("v", "b", 1.0, 0), ("u", "a", 2.0, 1), ("u", "a", 1.0, 2), ("w", "c", 4.0, 3),
-         ("v", "a", 1.0, 4)])
-    model = SparkALSScorer(factors=4, iterations=2)
-    model.fit(log)
+def test_spark_training_on_a_data_set_keeps_the_ids_and_matrix_of_the_batch_models(
+    spark: Any, tmp_path: Path
+) -> None:
+    csv = tmp_path / "log.csv"
+    csv.write_text("user_id,item_id,timestamp\nv,b,0\nu,a,1\nu,a,2\nw,c,3\nv,a,4\n")
+    result = CliRunner().invoke(cli, ["train", "--engine", "spark", "--dataset", "csv",
+                                      "--data", str(csv), "--state-dir", str(tmp_path),
+                                      "--factors", "4", "--iterations", "2"])
+    assert result.exit_code == 0, result.output
+    artifacts = tmp_path / "artifacts"
+    model = load_model(artifacts, (artifacts / "latest").read_text().strip(), "als")
+    assert isinstance(model, SparkALSScorer)
     assert (model.user_ids_, model.item_ids_) == (["u", "v", "w"], ["a", "b", "c"])
+    log = Interactions.from_records([("v", "b", 1.0, 0), ("u", "a", 1.0, 1), ("u", "a", 1.0, 2),
+                                     ("w", "c", 1.0, 3), ("v", "a", 1.0, 4)])
     expected = user_item_matrix(log, model.user_index_, model.item_index_)
     assert (model.matrix_ != expected).nnz == 0
     assert model.user_factors_.shape == (3, 4)
     assert set(model.score("w").ids) == {"a", "b", "c"}
+
+
+class TestSparkALSContract(ScorerContract):
+    """The shared scorer suite; one fit for the class (each Spark fit runs many jobs)."""
+
+    def make_scorer(self) -> Scorer:
+        return SparkALSScorer(factors=4, iterations=2, random_state=3)
+
+    @pytest.fixture(scope="class")
+    def fitted(self, spark: Any) -> Scorer:
+        model = self.make_scorer()
+        model.fit(generated_log(), generated_items())
+        return model
 
 
 def test_spark_als_is_a_registered_model_for_evaluate() -> None:
