@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -67,8 +67,12 @@ def spark_conf(master: str, driver_memory: str = "1g") -> dict[str, str]:
 
 @contextmanager
 def spark_session(master: str = DEFAULT_MASTER, *, driver_memory: str = "1g",
-                  app_name: str = "streamrec-train") -> Iterator[SparkSession]:
-    """The active session, or a new one on ``master`` that is stopped on exit."""
+                  app_name: str = "streamrec-train",
+                  conf: Mapping[str, str] | None = None) -> Iterator[SparkSession]:
+    """The active session, or a new one on ``master`` that is stopped on exit.
+
+    ``conf`` adds or overrides Spark settings of a new session.
+    """
     require_pyspark()
     from pyspark.sql import SparkSession
 
@@ -77,7 +81,7 @@ def spark_session(master: str = DEFAULT_MASTER, *, driver_memory: str = "1g",
         yield active
         return
     builder = SparkSession.builder.master(master).appName(app_name)
-    for key, value in spark_conf(master, driver_memory).items():
+    for key, value in (spark_conf(master, driver_memory) | dict(conf or {})).items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
