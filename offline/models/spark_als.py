@@ -10,7 +10,9 @@ Confidence: Spark weighs an event ``1 + alpha * r`` (Hu, Koren & Volinsky); with
 ``alpha * log1p(count)`` plus one. Spark scales the regularisation by each
 user's (and item's) number of interactions (ALS-WR), so ``reg_param`` is not on
 the scale of ``ALSScorer.regularization``: see docs/evaluation.md for how the
-default was chosen.
+default was chosen. The online fold-in (``infra/models.py``) solves with
+``regularization`` = ``reg_param`` unscaled: a new shopper's short history gets
+less shrinkage than Spark gives a user with many items.
 
 >>> SparkALSScorer(factors=8).name
 'spark_als'
