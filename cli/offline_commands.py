@@ -213,8 +213,9 @@ def _train_on_spark(dataset: str, data: str | None, items: str | None, models: s
     """ALS on Spark into the `als` slot, which the API and consumers load (same format)."""
     if models not in (None, "als"):
         raise click.BadParameter("the spark engine trains `als` only", param_hint="--models")
-    if parquet and run_eval:
-        raise click.UsageError("--evaluate needs --dataset (not --parquet)")
+    if run_eval and (parquet or params):
+        raise click.UsageError("--evaluate measures spark_als on --dataset at its defaults "
+                               "(not with --parquet, --factors or --iterations)")
     require_pyspark()
     from offline.models.spark_als import SparkALSScorer
     from offline.parquet_log import folder_sha256
@@ -226,8 +227,7 @@ def _train_on_spark(dataset: str, data: str | None, items: str | None, models: s
     with spark_session(master):
         if parquet is None:
             ds = _load(dataset, data, items)
-            metrics = (evaluate(ds, ["spark_als"], protocol=proto, random_state=seed,
-                                progress=False).metrics if run_eval else None)
+            metrics = _spark_metrics(ds, proto, seed) if run_eval else None
             return train(ds, artifacts, ["als"], metrics=metrics, protocol=proto,
                          random_state=seed, extra=extra,
                          make=lambda _name, **ctx: SparkALSScorer(
@@ -240,6 +240,14 @@ def _train_on_spark(dataset: str, data: str | None, items: str | None, models: s
                    digest=folder_sha256(Path(parquet)), events=rows,
                    items=len(model.item_ids_), protocol=proto, random_state=seed,
                    extra=extra)
+
+
+def _spark_metrics(ds: Dataset, protocol: str, seed: int) -> dict[str, dict[str, float]]:
+    """spark_als's metrics, under the name it is published as."""
+    result = evaluate(ds, ["spark_als"], protocol=protocol, random_state=seed, progress=False)
+    if "spark_als" not in result.metrics:
+        raise click.ClickException(f"evaluating spark_als failed: {result.errors['spark_als']}")
+    return {"als": result.metrics["spark_als"]}
 
 
 @click.group("archive")
