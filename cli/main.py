@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from cli.bench.commands import bench_group
-from cli.offline_commands import evaluate_command, train_command
+from cli.offline_commands import archive_group, evaluate_command, train_command
 from cli.ops_commands import lag_command
 from core.errors import StreamrecError
 from core.settings import Settings
@@ -108,6 +108,7 @@ def recommend(user_id: str, k: int) -> None:
 
 cli.add_command(train_command, "train")
 cli.add_command(evaluate_command, "evaluate")
+cli.add_command(archive_group, "archive")
 cli.add_command(lag_command, "lag")
 cli.add_command(bench_group, "bench")
 

@@ -18,7 +18,7 @@ import os
 import pickle
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +31,8 @@ from core.scoring import Interactions, Scorer
 from offline.datasets import Dataset
 from offline.models.registry import make_model
 
-__all__ = ["TrainResult", "data_sha256", "load_model", "read_latest", "read_manifest", "train"]
+__all__ = ["Fitted", "TrainResult", "data_sha256", "load_model", "publish", "read_latest",
+           "read_manifest", "train"]
 
 LATEST = "latest"
 
@@ -75,37 +76,68 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def train(dataset: Dataset, artifacts_dir: Path, models: Sequence[str], *,
           metrics: dict[str, dict[str, float]] | None = None, protocol: str = "temporal",
-          random_state: int = 0, version: str | None = None) -> TrainResult:
+          random_state: int = 0, version: str | None = None,
+          make: Callable[..., Scorer] = make_model,
+          extra: Mapping[str, Any] | None = None) -> TrainResult:
     """Fit ``models`` on the whole data set and publish them as a new version.
 
     ``metrics`` (from an evaluation run on the same data) go into the manifest.
+    ``make`` builds a model from its name (another engine's models, e.g. Spark's);
+    ``extra`` adds manifest fields.
+    """
+    fitted: dict[str, Fitted] = {}
+    for name in models:
+        model = make(name, protocol=protocol, random_state=random_state)
+        t0 = time.perf_counter()
+        model.fit(dataset.interactions, dataset.items)
+        fitted[name] = Fitted(model, time.perf_counter() - t0)
+    return publish(artifacts_dir, fitted, dataset=dataset.name,
+                   digest=data_sha256(dataset.interactions),
+                   events=len(dataset.interactions), items=len(dataset.items),
+                   metrics=metrics, protocol=protocol, random_state=random_state,
+                   version=version, extra=extra)
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A fitted model and the seconds its fit took."""
+
+    model: Scorer
+    fit_s: float
+
+
+def publish(artifacts_dir: Path, fitted: Mapping[str, Fitted], *, dataset: str,
+            digest: str, events: int, items: int,
+            metrics: dict[str, dict[str, float]] | None = None, protocol: str = "temporal",
+            random_state: int = 0, version: str | None = None,
+            extra: Mapping[str, Any] | None = None) -> TrainResult:
+    """Write fitted models as a new version of data ``digest`` (sha256 hex).
+
+    ``extra`` adds manifest fields.
+
     The ``latest`` pointer moves only after every file of the version is written.
     """
-    digest = data_sha256(dataset.interactions)
     version = version or f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{digest[:8]}"
     target = artifacts_dir / version
     staging = artifacts_dir / f".{version}.partial"
     staging.mkdir(parents=True, exist_ok=False)
     entries: dict[str, Any] = {}
-    for name in models:
-        model = make_model(name, protocol=protocol, random_state=random_state)
-        t0 = time.perf_counter()
-        model.fit(dataset.interactions, dataset.items)
-        fit_s = time.perf_counter() - t0
+    for name, fit in fitted.items():
         with open(staging / f"{name}.pkl", "wb") as f:
-            pickle.dump(model, f, protocol=pickle.HIGHEST_PROTOCOL)
-        entries[name] = {"file": f"{name}.pkl", "params": repr(model), "fit_s": fit_s}
+            pickle.dump(fit.model, f, protocol=pickle.HIGHEST_PROTOCOL)
+        entries[name] = {"file": f"{name}.pkl", "params": repr(fit.model), "fit_s": fit.fit_s}
     manifest = {
         "version": version,
         "created_at": datetime.now(UTC).isoformat(),
-        "dataset": dataset.name,
+        "dataset": dataset,
         "data_sha256": digest,
-        "events": len(dataset.interactions),
-        "items": len(dataset.items),
+        "events": events,
+        "items": items,
         "protocol": protocol,
         "random_state": random_state,
         "models": entries,
         "metrics": metrics or {},
+        **(extra or {}),
     }
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
     os.replace(staging, target)
