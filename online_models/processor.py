@@ -25,7 +25,7 @@ from online_models.profile import ContentProfile, ProfileLearner
 from online_models.rating_mf import OnlineRatingMF
 from online_models.recent import HistoryLearner, PurchasesLearner, RecentItemsLearner
 
-__all__ = ["StreamProcessor", "implicit_weight", "merge_part"]
+__all__ = ["StreamProcessor", "implicit_weight", "learn_batch", "merge_part"]
 
 
 def implicit_weight(event: InteractionEvent) -> float:
@@ -113,45 +113,8 @@ class StreamProcessor:
     def build_update(
         self, events: Sequence[InteractionEvent], counters: Mapping[str, int] | None = None
     ) -> StateUpdate:
-        """The state change of ``events``, skipping ones already applied.
-
-        ``counters`` are extra increments to write in the same transaction
-        (dead letters of the batch, for instance). Everything is summed over the
-        batch before it reaches the store (one increment per scope and item, per
-        user and item, one recent-list push per user), so the store's work grows
-        with the distinct keys a batch touches, not with its events.
-        """
-        update = StateUpdate(counters=dict(counters or {}))
-        if not events:
-            return update
-        batch = self._fresh(events)
-        duplicates = len(events) - len(batch.events)
-        if duplicates:
-            merge_part(update, StateUpdate(counters={"events.duplicate": duplicates}))
-        if not batch.events:
-            return update
-        tally = {f"events.{kind}": len(group) for kind, group in batch.by_type.items()}
-        merge_part(update, StateUpdate(
-            event_ids=[e.event_id for e in batch.events], last_event_ts=batch.at,
-            counters={**tally, "events.total": len(batch.events)}))
-        for learner in self.learners:
-            if not learner.reads.isdisjoint(batch.by_type):
-                merge_part(update, learner.learn_many(batch, self.store))
-        return update
-
-    def _fresh(self, events: Sequence[InteractionEvent]) -> EventBatch:
-        """The events not applied yet, each once, oldest first (ties keep arrival order)."""
-        seen = self.store.seen_events([e.event_id for e in events])
-        fresh: list[InteractionEvent] = []
-        stamps: list[float] = []
-        # Event time once per event (``ts`` converts a datetime each time).
-        for ts, _, event in sorted([(e.ts, n, e) for n, e in enumerate(events)]):
-            if event.event_id in seen:
-                continue
-            seen.add(event.event_id)  # a duplicate inside the batch counts once too
-            fresh.append(event)
-            stamps.append(ts)
-        return EventBatch(fresh, stamps, [implicit_weight(e) for e in fresh])
+        """The state change of ``events``, skipping ones already applied (:func:`learn_batch`)."""
+        return learn_batch(self.store, self.learners, events, counters)
 
     def apply(
         self, events: Sequence[InteractionEvent], counters: Mapping[str, int] | None = None
@@ -161,6 +124,56 @@ class StreamProcessor:
         if not update.is_empty():
             self.store.apply(update)
         return update
+
+
+def learn_batch(
+    store: StateStore,
+    learners: Sequence[OnlineLearner],
+    events: Sequence[InteractionEvent],
+    counters: Mapping[str, int] | None = None,
+) -> StateUpdate:
+    """The state change of ``events`` learnt by ``learners``, skipping applied events.
+
+    Validation first: events already applied (or repeated in the batch) are dropped
+    and counted, the rest ordered by event time; then each learner that reads one of
+    the batch's event types adds its part. ``counters`` are extra increments to
+    write in the same transaction (dead letters of the batch, for instance).
+    Everything is summed over the batch before it reaches the store (one increment
+    per scope and item, per user and item, one recent-list push per user), so the
+    store's work grows with the distinct keys a batch touches, not with its events.
+    """
+    update = StateUpdate(counters=dict(counters or {}))
+    if not events:
+        return update
+    batch = _fresh(store, events)
+    duplicates = len(events) - len(batch.events)
+    if duplicates:
+        merge_part(update, StateUpdate(counters={"events.duplicate": duplicates}))
+    if not batch.events:
+        return update
+    tally = {f"events.{kind}": len(group) for kind, group in batch.by_type.items()}
+    merge_part(update, StateUpdate(
+        event_ids=[e.event_id for e in batch.events], last_event_ts=batch.at,
+        counters={**tally, "events.total": len(batch.events)}))
+    for learner in learners:
+        if not learner.reads.isdisjoint(batch.by_type):
+            merge_part(update, learner.learn_many(batch, store))
+    return update
+
+
+def _fresh(store: StateStore, events: Sequence[InteractionEvent]) -> EventBatch:
+    """The events not applied yet, each once, oldest first (ties keep arrival order)."""
+    seen = store.seen_events([e.event_id for e in events])
+    fresh: list[InteractionEvent] = []
+    stamps: list[float] = []
+    # Event time once per event (``ts`` converts a datetime each time).
+    for ts, _, event in sorted([(e.ts, n, e) for n, e in enumerate(events)]):
+        if event.event_id in seen:
+            continue
+        seen.add(event.event_id)  # a duplicate inside the batch counts once too
+        fresh.append(event)
+        stamps.append(ts)
+    return EventBatch(fresh, stamps, [implicit_weight(e) for e in fresh])
 
 
 def merge_part(update: StateUpdate, part: StateUpdate) -> None:
