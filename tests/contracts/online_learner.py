@@ -23,14 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core.events import (
-    AddedToCart,
-    InteractionEvent,
-    ItemClicked,
-    ItemViewed,
-    Purchased,
-    Rated,
-)
+from core.events import AddedToCart, InteractionEvent, ItemClicked, ItemViewed, Purchased, Rated
 from core.ports import (
     ALL_ITEMS,
     INTERACTION_TYPES,
