@@ -293,6 +293,8 @@ class EventBatch:
     @property
     def at(self) -> float:
         """Event time of the newest event: the time the batch's state is written at."""
+        if not self.stamps:
+            raise ValueError("an empty batch has no event time")
         return self.stamps[-1]
 
     @cached_property

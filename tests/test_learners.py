@@ -157,6 +157,6 @@ def test_the_stores_and_the_learners_decay_by_the_same_function() -> None:
         sum(decay_scale(np.array(stamps), stamps[-1], HOUR)), rel=1e-12)
 
 
-def test_each_contract_learner_reads_known_event_types() -> None:
+def test_the_contract_stream_holds_every_event_type() -> None:
     stream_types = {e.event_type for e in contract_stream(10, seed=0)}
-    assert stream_types == INTERACTION_TYPES  # the contract stream covers every type
+    assert stream_types == INTERACTION_TYPES
