@@ -125,8 +125,6 @@ class Settings(BaseSettings):
     #: Most popular items a snapshot holds; items past it get no popularity score (a
     #: re-read of 5,000 takes ~8 ms of one worker's time: keep it well under refresh_s).
     popularity_snapshot_size: int = Field(5_000, ge=100)
-    #: Event time -> popularity uses event time, so a replay of history decays correctly.
-    clock: Literal["event", "wall"] = "event"
 
     # --- item index ---------------------------------------------------------------------
     #: Up to this many items the item index is exact (FAISS IndexIDMap2 over IndexFlatIP,

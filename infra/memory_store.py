@@ -30,7 +30,9 @@ from core.ports import (
     covisit_scope,
 )
 from core.types import ScoredItems
+from online_models.decay import decay_scale
 
+# ``decay_scale`` is re-exported for the Redis store, which reads scores the same way.
 __all__ = ["DecayedScores", "InMemoryStateStore", "decay_scale", "unique_newest_first"]
 
 #: A rebase keeps stored scores below ``w * 2**64``: far from float overflow, and
@@ -38,15 +40,6 @@ __all__ = ["DecayedScores", "InMemoryStateStore", "decay_scale", "unique_newest_
 DEFAULT_MAX_EXPONENT = 64.0
 #: Items kept per co-visitation scope (``co:<item>``).
 DEFAULT_COVISIT_MAX = 100
-
-
-def decay_scale(t: float, ref: float, half_life_s: float) -> float:
-    """``2 ** ((t - ref) / half_life_s)``: the weight of time ``t`` relative to ``ref``.
-
-    >>> decay_scale(20.0, 10.0, 10.0), decay_scale(0.0, 10.0, 10.0)
-    (2.0, 0.5)
-    """
-    return math.pow(2.0, (t - ref) / half_life_s)
 
 
 def unique_newest_first(items_oldest_first: Sequence[str]) -> list[str]:

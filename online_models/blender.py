@@ -18,6 +18,8 @@ from typing import NamedTuple
 import orjson
 from river import linear_model, optim
 
+from core.ports import EventBatch, StateStore, StateUpdate
+
 __all__ = ["BLOB", "OnlineBlender", "Shown", "decode_shown", "encode_shown"]
 
 #: Name of the model's blob in the state store.
@@ -69,11 +71,43 @@ class OnlineBlender:
     ...     _ = b.learn(model, shown, clicked="b")
     >>> b.score(model, {"content": 0.9}) > b.score(model, {"popularity": 1.0})
     True
+
+    As an online learner of the stream, it learns the clicks that carry a ``rec_id``
+    and keeps the model as one blob in the state store:
+
+    >>> from core.events import ItemClicked
+    >>> from infra.memory_store import InMemoryStateStore
+    >>> store = InMemoryStateStore()
+    >>> store.remember_impressions({"r1": shown}, ttl_s=60)
+    >>> clicks = [ItemClicked(user_id="u", item_id="b", rec_id="r1", timestamp=1.0)]
+    >>> part = b.learn_many(EventBatch(clicks, [1.0], [2.0]), store)
+    >>> sorted(part.blobs), part.counters
+    (['blender'], {'blender.examples': 2})
     """
+
+    reads = frozenset({"click"})
+    writes = frozenset({"blobs", "counters"})
 
     def __init__(self, learning_rate: float = 0.05, max_negatives: int = 5) -> None:
         self.learning_rate = learning_rate
         self.max_negatives = max_negatives
+
+    def learn_many(self, batch: EventBatch, store: StateStore) -> StateUpdate:
+        """Learn the batch's clicks on served lists, starting from the stored model."""
+        part = StateUpdate()
+        clicks = [e for e in batch.by_type.get("click", ()) if e.rec_id]
+        if not clicks:
+            return part
+        blob = store.get_blob(BLOB)
+        model = self.loads(blob) if blob is not None else self.new_model()
+        learnt = 0
+        for click in clicks:
+            assert click.rec_id is not None
+            learnt += self.learn(model, store.impressions(click.rec_id), click.item_id)
+        if learnt:
+            part.blobs[BLOB] = self.dumps(model)
+            part.counters["blender.examples"] = learnt
+        return part
 
     def new_model(self) -> linear_model.LogisticRegression:
         return linear_model.LogisticRegression(optimizer=optim.SGD(self.learning_rate))
