@@ -21,7 +21,7 @@ from api.dashboard import DashboardDeps
 from api.dashboard.auth import hash_password
 from api.dashboard.views import LOGIN_MAX_FAILURES
 from infra.registry import ModelRegistry
-from tests.fakes import toy_services
+from tests.fakes import OPERATOR, toy_services
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery staple"
@@ -282,7 +282,7 @@ def test_no_secret_or_password_is_a_string_constant_in_the_code() -> None:
 def test_bad_input_gets_a_4xx_json_error_in_the_standard_shape(
     client: FlaskClient, method: str, url: str, body: bytes | None, status: int,
 ) -> None:
-    response = client.open(url, method=method, data=body,
+    response = client.open(url, method=method, data=body, headers=OPERATOR,
                            content_type="application/json" if body is not None else None)
     assert response.status_code == status, response.data
     error = response.get_json()["error"]
