@@ -16,9 +16,12 @@ core.errors.InvalidEvent: invalid interaction event: rating: Input should be les
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -32,11 +35,15 @@ from pydantic import (
 
 from core.errors import InvalidEvent
 
+if TYPE_CHECKING:
+    from core.settings import Settings
+
 __all__ = [
     "EVENT_WEIGHTS",
     "SCHEMA_VERSION",
     "AddedToCart",
     "CatalogEvent",
+    "EventTimeWindow",
     "Interaction",
     "InteractionEvent",
     "ItemClicked",
@@ -225,6 +232,55 @@ def parse_catalog_event(data: bytes | str | dict[str, Any]) -> ItemUpserted:
         return ItemUpserted.model_validate_json(data)
     except ValidationError as exc:
         raise _invalid("catalog", exc) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class EventTimeWindow:
+    """The event times accepted around a clock: an event's timestamp is client input.
+
+    >>> window = EventTimeWindow(max_future_s=300, max_age_s=3600)
+    >>> window.problem(1_000_100.0, now=1_000_000.0) is None
+    True
+    >>> window.problem(1_000_400.0, now=1_000_000.0)
+    'timestamp lies 400 s after the server clock (at most 300 s allowed)'
+    >>> window.latest(now=1_000_000.0)
+    1000300.0
+    """
+
+    max_future_s: float = 300.0
+    max_age_s: float = 2 * 365 * 24 * 3600.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EventTimeWindow:
+        return cls(settings.event_max_future_s, settings.event_max_age_s)
+
+    def latest(self, now: float | None = None) -> float:
+        """The latest event time that may enter shared state at ``now``."""
+        return (time.time() if now is None else now) + self.max_future_s
+
+    def problem(self, ts: float, now: float | None = None) -> str | None:
+        """Why an event at ``ts`` is refused at ``now`` (None: it is accepted)."""
+        now = time.time() if now is None else now
+        if ts > now + self.max_future_s:
+            return (f"timestamp lies {ts - now:.0f} s after the server clock "
+                    f"(at most {self.max_future_s:.0f} s allowed)")
+        if ts < now - self.max_age_s:
+            return (f"timestamp lies {now - ts:.0f} s before the server clock "
+                    f"(at most {self.max_age_s:.0f} s allowed)")
+        return None
+
+    def check(self, events: Sequence[_Event], now: float | None = None) -> None:
+        """Raise :class:`InvalidEvent` (422) when any of ``events`` lies outside the window."""
+        now = time.time() if now is None else now
+        errors = [
+            {"field": f"{n}.timestamp" if len(events) > 1 else "timestamp",
+             "message": problem, "type": "time_window"}
+            for n, event in enumerate(events)
+            if (problem := self.problem(event.ts, now)) is not None
+        ]
+        if errors:
+            summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:3])
+            raise InvalidEvent(f"invalid interaction event: {summary}", details=errors)
 
 
 def dump_event(event: _Event) -> bytes:

@@ -127,6 +127,14 @@ class Settings(BaseSettings):
     popularity_snapshot_size: int = Field(5_000, ge=100)
     #: Event time -> popularity uses event time, so a replay of history decays correctly.
     clock: Literal["event", "wall"] = "event"
+    #: Event time is client input: an event may lie at most this far after the clock of
+    #: the API (422 beyond) or the consumer (dead letter beyond), for clock skew. Shared
+    #: decay state never moves past this either (one event from the year 9999 would
+    #: otherwise decay every popularity score to 0 for good).
+    event_max_future_s: float = Field(300.0, ge=0)
+    #: ... and at most this long before it (refused the same way). Two years: the demo
+    #: replays its 374 days of history moved to end at the replay's start.
+    event_max_age_s: float = Field(2 * 365 * 24 * 3600.0, gt=0)
 
     # --- item index ---------------------------------------------------------------------
     #: Up to this many items the item index is exact (FAISS IndexIDMap2 over IndexFlatIP,
