@@ -133,7 +133,9 @@ class InteractionBatchHandler:
         self.replica = replica
         self.window = window
 
-    def validate(self, records: Sequence[Record]) -> tuple[list[InteractionEvent], list[DeadLetter]]:
+    def validate(
+        self, records: Sequence[Record],
+    ) -> tuple[list[InteractionEvent], list[DeadLetter]]:
         events, _, bad = parse_records(records, self.window)
         return events, bad
 

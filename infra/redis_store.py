@@ -529,7 +529,8 @@ class RedisStateStore:
         bucket = math.floor(now / self._bucket_s)
         payload: dict[str, Any] = {
             # Clamped: no event moves the decay reference past what later ones can reach.
-            "t": min(update.popularity_at, now + self.max_future_s), "hl": self.half_life_s, "max_exp": self.max_exponent,
+            "t": min(update.popularity_at, now + self.max_future_s),
+            "hl": self.half_life_s, "max_exp": self.max_exponent,
             "co_cap": self.covisit_max, "recent_max": self.recent_max,
             "skiplist_min": self.skiplist_min,
             "ids": update.event_ids, "seen_key": self._seen_key(bucket),
