@@ -77,6 +77,7 @@ def create_app(
     app.register_blueprint(events.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(storefront.bp)
-    init_metrics(app, ApiMetrics(settings.artifacts_dir, settings.prometheus_multiproc_dir))
+    init_metrics(app, ApiMetrics(settings.artifacts_dir, settings.prometheus_multiproc_dir,
+                                 variants=settings.variants))
     init_dashboard(app, settings)
     return app
