@@ -8,6 +8,7 @@ API answered with 4xx JSON (never a 500 or a traceback).
 from __future__ import annotations
 
 import ast
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -297,3 +298,27 @@ def test_an_oversized_body_is_refused_with_413_json(app: Flask) -> None:
                                       content_type="application/json")
     assert response.status_code == 413
     assert response.get_json()["error"]["code"]
+
+
+# --- security headers ---------------------------------------------------------------------------
+@pytest.mark.parametrize("path", ["/", "/login", "/admin/login", "/admin/", "/api/trending",
+                                  "/api/no-such-route", "/healthz", "/metrics",
+                                  "/admin/static/dashboard.js"])
+def test_every_page_of_the_app_sends_csp_and_frame_headers(
+    client: FlaskClient, path: str,
+) -> None:
+    headers = client.get(path).headers
+    csp = headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "'unsafe-inline'" not in csp
+    assert "frame-ancestors 'none'" in csp and "object-src 'none'" in csp
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_templates_have_no_inline_script_style_or_handlers() -> None:
+    # The CSP allows only the app's own files: an inline one would silently stop working.
+    inline = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>|\sstyle=|\son[a-z]+=", re.I)
+    offenders = [f"{path.relative_to(ROOT)}: {m.group(0)}"
+                 for path in (ROOT / "api").rglob("*.html")
+                 for m in inline.finditer(path.read_text())]
+    assert offenders == []
