@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,10 +17,12 @@ from core.ports import EventPublisher, StateStore, VectorIndex
 from core.settings import Settings
 from core.types import Item
 from infra.accounts import AccountStore
-from online_models.blender import BLOB, OnlineBlender
+from online_models.blender import BLOB, BlenderStateError, OnlineBlender
 from online_models.catalog import CatalogReplica
 
 __all__ = ["ApiServices", "build_services", "services"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,6 +66,7 @@ class BlenderCache:
         self.max_age_s = max_age_s
         self._read_at = -float("inf")
         self._model: Any = None
+        self._blender = OnlineBlender()
 
     def current(self) -> Any:
         now = time.monotonic()
@@ -70,7 +74,10 @@ class BlenderCache:
             self._read_at = now
             blob = self.state.get_blob(BLOB)
             if blob is not None:
-                self._model = OnlineBlender.loads(blob)
+                try:
+                    self._model = self._blender.loads(blob)
+                except BlenderStateError as exc:  # never unpickled: refused, and said so
+                    log.error("stored blender model refused: %s", exc)
         return self._model
 
 

@@ -208,7 +208,7 @@ class StreamProcessor:
         if self.blender is None or not clicks:
             return
         blob = self.store.get_blob(BLOB)
-        model = self.blender.loads(blob) if blob is not None else self.blender.new_model()
+        model = self.blender.restore(blob)
         learnt = 0
         for click in clicks:
             assert click.rec_id is not None
