@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from typing import Any, TypeAlias
 
@@ -14,6 +15,11 @@ __all__ = ["Args", "float_arg", "int_arg", "json_body", "list_arg", "str_arg"]
 #: Where parameters come from: a request, or its ``args`` read once (each read of
 #: ``request.args`` goes through Flask's context-local proxy).
 Args: TypeAlias = Request | Mapping[str, str]
+
+
+#: Unicode categories refused in query parameters: control (NUL, CR, LF, ESC, C1) and
+#: format characters (bidi overrides, zero-width).
+_CONTROL = frozenset({"Cc", "Cf"})
 
 
 def _get(source: Args, name: str) -> str | None:
@@ -33,6 +39,10 @@ def str_arg(
     if len(value) > max_len:
         raise InvalidRequest(f"query parameter '{name}' is longer than {max_len} characters",
                              details=[{"field": name, "message": "too long"}])
+    if any(unicodedata.category(c) in _CONTROL for c in value):
+        # Ids end up in state keys and log lines (a CR/LF would forge one).
+        raise InvalidRequest(f"query parameter '{name}' contains control characters",
+                             details=[{"field": name, "message": "control characters"}])
     return value
 
 

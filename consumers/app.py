@@ -243,10 +243,11 @@ def create_consumer_app(settings: Settings, role: ConsumerRole = "all") -> FastS
     from infra import bootstrap
 
     archive = bootstrap.build_sql_store(settings)
+    metrics = ConsumerMetrics()
+    archive.on_rejected = lambda _event_id, _reason: metrics.archive_rejected.inc()
     window = EventTimeWindow.from_settings(settings)
     archive_handler = (ArchiveBatchHandler(archive.archive_events, window)
                        if settings.archive_events and role != "state" else None)
-    metrics = ConsumerMetrics()
     if role == "archive":
         app, _broker = build_consumer_app(settings, None, metrics,
                                           archive_handler=archive_handler)

@@ -60,7 +60,22 @@ __all__ = [
 
 SCHEMA_VERSION: Literal[1] = 1
 
-_Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s]+$")]
+#: Ids hold no whitespace, control (NUL, ESC, DEL, C1) or format characters (bidi
+#: overrides, zero-width): they end up in keys, SQL rows and operator pages, and
+#: PostgreSQL refuses NUL outright.
+_ID_PATTERN = r"^[^\s\p{Cc}\p{Cf}]+$"
+#: Names (a variant): spaces allowed, control and format characters not.
+_NAME_PATTERN = r"^[^\p{Cc}\p{Cf}]*$"
+#: Free text (a review, a product description): line breaks and tabs allowed, other
+#: control characters (NUL above all) not.
+_TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+_PATTERN_MESSAGES = {
+    _ID_PATTERN: "must not contain whitespace, control or format characters",
+    _NAME_PATTERN: "must not contain control or format characters",
+    _TEXT_PATTERN: "must not contain control characters other than tab and line breaks",
+}
+
+_Id = Annotated[str, Field(min_length=1, max_length=128, pattern=_ID_PATTERN)]
 
 
 #: 2100-01-01: later Unix timestamps are refused (and overflow some platforms).
@@ -106,7 +121,7 @@ class InteractionEvent(_Event):
     item_id: _Id
     session_id: _Id | None = None
     rec_id: _Id | None = None
-    variant: Annotated[str, Field(max_length=64)] | None = None
+    variant: Annotated[str, Field(max_length=64, pattern=_NAME_PATTERN)] | None = None
 
     #: Implicit-feedback strength of this kind of event (view < click < cart < purchase).
     weight: ClassVar[float] = 1.0
@@ -138,7 +153,7 @@ class Purchased(InteractionEvent):
 class Rated(InteractionEvent):
     event_type: Literal["rating"] = "rating"
     rating: Annotated[float, Field(ge=1, le=5)]
-    review: Annotated[str, Field(max_length=5_000)] | None = None
+    review: Annotated[str, Field(max_length=5_000, pattern=_TEXT_PATTERN)] | None = None
 
     @property
     def implicit_weight(self) -> float:
@@ -162,9 +177,9 @@ class ItemUpserted(_Event):
 
     event_type: Literal["item_upsert"] = "item_upsert"
     item_id: _Id
-    name: Annotated[str, Field(min_length=1, max_length=500)]
-    category: Annotated[str, Field(max_length=200)] = ""
-    description: Annotated[str, Field(max_length=10_000)] = ""
+    name: Annotated[str, Field(min_length=1, max_length=500, pattern=_TEXT_PATTERN)]
+    category: Annotated[str, Field(max_length=200, pattern=_TEXT_PATTERN)] = ""
+    description: Annotated[str, Field(max_length=10_000, pattern=_TEXT_PATTERN)] = ""
     price: Annotated[float, Field(ge=0)] = 0.0
     in_stock: bool = True
 
@@ -193,11 +208,20 @@ def field_errors(exc: ValidationError) -> list[dict[str, str]]:
     return [
         {
             "field": _field_path(err["loc"]),
-            "message": err["msg"],
+            "message": _message(err),
             "type": err["type"],
         }
         for err in exc.errors(include_url=False)
     ]
+
+
+def _message(err: Any) -> str:
+    # "String should match pattern '^[^\s\p{Cc}...'" tells a client nothing.
+    if err["type"] == "string_pattern_mismatch":
+        pattern = (err.get("ctx") or {}).get("pattern")
+        if pattern in _PATTERN_MESSAGES:
+            return _PATTERN_MESSAGES[pattern]
+    return str(err["msg"])
 
 
 def _invalid(kind: str, exc: ValidationError) -> InvalidEvent:
