@@ -43,7 +43,7 @@ class ApiServices:
     impressions: ImpressionWriter = field(init=False)
 
     def __post_init__(self) -> None:
-        self.impressions = ImpressionWriter(self.state)
+        self.impressions = ImpressionWriter(self.state, self.settings.impression_ttl_s)
 
     def close(self) -> None:
         self.impressions.close()

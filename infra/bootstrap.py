@@ -102,7 +102,8 @@ def start_embedded(
             snapshots = settings.state_dir / "redis" if persist_redis else None
             if snapshots is not None:
                 snapshots.mkdir(parents=True, exist_ok=True)
-            rserver = EmbeddedRedis(log_dir=log_dir, snapshot_dir=snapshots).start()
+            rserver = EmbeddedRedis(log_dir=log_dir, snapshot_dir=snapshots,
+                                    maxmemory=settings.embedded_redis_maxmemory).start()
             stack.servers.append(rserver)
             redis_url = rserver.url
             log.info("embedded Redis at %s", redis_url)
