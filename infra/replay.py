@@ -37,15 +37,17 @@ def purchase_events(
 
     The event id is derived from the invoice line, so a second replay of the same
     history is recognised as duplicates by the consumers. Times are rebased: the
-    history (2010-2011) is moved, gaps kept, so that its last purchase lies at
-    ``end_at`` (default: now). A replay is no trusted producer: its events pass the
-    consumers' event-time window like any other, and live events posted meanwhile
-    (at today's time) decay against it consistently.
+    replayed purchases (2010-2011) are moved, gaps kept, so that the last of them
+    lies at ``end_at`` (default: now). A replay is no trusted producer: its events
+    pass the consumers' event-time window like any other, and live events posted
+    meanwhile (at today's time) decay against it consistently.
     """
     frame = load_purchases(data_dir)
-    shift = (time.time() if end_at is None else end_at) - float(frame["timestamp"].max())
     if limit is not None:
         frame = frame.head(limit)
+    if frame.empty:
+        return
+    shift = (time.time() if end_at is None else end_at) - float(frame["timestamp"].max())
     for n, row in enumerate(frame.itertuples(index=False)):
         yield Purchased(
             event_id=f"or-{row.invoice}-{row.item_id}-{n}",

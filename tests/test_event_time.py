@@ -111,9 +111,12 @@ def test_far_future_events_that_reach_the_state_leave_trending_ranked_by_real_sc
 def test_the_demo_replay_moves_the_history_to_end_now_keeping_its_gaps() -> None:
     end = time.time()
     times = load_purchases(ROOT / "data")["timestamp"]
-    first = list(purchase_events(ROOT / "data", limit=2, end_at=end))
-    shift = end - float(times.max())
-    assert [e.ts for e in first] == pytest.approx([float(t) + shift for t in times[:2]])
     window = EventTimeWindow.from_settings(Settings())
-    # The oldest replayed purchase (a year before the last) passes the consumers' window.
-    assert window.problem(first[0].ts, end) is None
+    few = list(purchase_events(ROOT / "data", limit=500, end_at=end))
+    shift = end - float(times[:500].max())
+    assert few[-1].ts == pytest.approx(end)  # what is replayed ends now
+    assert [e.ts for e in few[:3]] == pytest.approx([float(t) + shift for t in times[:3]])
+    # The whole history: its oldest purchase, a year before the last, passes the window.
+    oldest = next(purchase_events(ROOT / "data", end_at=end))
+    assert oldest.ts == pytest.approx(float(times.min()) + end - float(times.max()))
+    assert window.problem(oldest.ts, end) is None
