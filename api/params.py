@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Any, TypeAlias
 
@@ -38,6 +39,11 @@ _SIGNED_ASCII_INT = re.compile(r"[+-]?[0-9]+")
 Args: TypeAlias = Request | Mapping[str, str]
 
 
+#: Unicode categories refused in query parameters: control (NUL, CR, LF, ESC, C1) and
+#: format characters (bidi overrides, zero-width).
+_CONTROL = frozenset({"Cc", "Cf"})
+
+
 def _get(source: Args, name: str) -> str | None:
     return (source.args if isinstance(source, Request) else source).get(name)
 
@@ -55,6 +61,10 @@ def str_arg(
     if len(value) > max_len:
         raise InvalidRequest(f"query parameter '{name}' is longer than {max_len} characters",
                              details=[{"field": name, "message": "too long"}])
+    if any(unicodedata.category(c) in _CONTROL for c in value):
+        # Ids end up in state keys and log lines (a CR/LF would forge one).
+        raise InvalidRequest(f"query parameter '{name}' contains control characters",
+                             details=[{"field": name, "message": "control characters"}])
     return value
 
 

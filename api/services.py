@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,10 +18,12 @@ from core.settings import Settings
 from core.types import Item
 from infra.accounts import AccountStore
 from infra.attempts import MemoryAttemptCounter
-from online_models.blender import BLOB, OnlineBlender
+from online_models.blender import BLOB, BlenderStateError, OnlineBlender
 from online_models.catalog import CatalogReplica
 
 __all__ = ["ApiServices", "build_services", "services"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,7 +48,7 @@ class ApiServices:
     impressions: ImpressionWriter = field(init=False)
 
     def __post_init__(self) -> None:
-        self.impressions = ImpressionWriter(self.state)
+        self.impressions = ImpressionWriter(self.state, self.settings.impression_ttl_s)
 
     def close(self) -> None:
         self.impressions.close()
@@ -68,6 +71,7 @@ class BlenderCache:
         self.max_age_s = max_age_s
         self._read_at = -float("inf")
         self._model: Any = None
+        self._blender = OnlineBlender()
 
     def current(self) -> Any:
         now = time.monotonic()
@@ -75,7 +79,10 @@ class BlenderCache:
             self._read_at = now
             blob = self.state.get_blob(BLOB)
             if blob is not None:
-                self._model = OnlineBlender.loads(blob)
+                try:
+                    self._model = self._blender.loads(blob)
+                except BlenderStateError as exc:  # never unpickled: refused, and said so
+                    log.error("stored blender model refused: %s", exc)
         return self._model
 
 

@@ -19,6 +19,7 @@ from core.errors import DataNotFound, ServiceUnavailable
 from core.ports import StateStore
 from core.settings import Settings
 from core.types import Item
+from infra.accounts import load_or_create_secret
 from infra.bootstrap import (
     build_index,
     build_state_store,
@@ -34,10 +35,28 @@ from infra.process import preexec_die_with_parent
 from infra.replay import ReplayProgress, purchase_events, replay
 from offline.catalog import load_purchases
 
-__all__ = ["PROBE_USER", "run_demo"]
+__all__ = ["API_TOKEN_FILE", "PROBE_USER", "demo_api_token", "run_demo"]
 
 #: The user of the demo's start-up probe event.
 PROBE_USER = "streamrec-probe"
+
+#: The demo's generated API token, in its state folder (mode 0600).
+API_TOKEN_FILE = "api_token"
+
+
+def demo_api_token(settings: Settings) -> str:
+    """``STREAMREC_API_TOKEN`` when set, else one generated once into the state folder:
+    the operator endpoints (catalog writes) are never open, not even in the demo."""
+    return settings.api_token or load_or_create_secret(settings.state_dir, API_TOKEN_FILE)
+
+
+def _token_hint(settings: Settings, url: str) -> str:
+    """How to post to the catalog (the demo's token lives in a file, never on screen)."""
+    token = ("$STREAMREC_API_TOKEN" if settings.api_token
+             else f"$(cat {(settings.state_dir / API_TOKEN_FILE).resolve()})")
+    return (f'catalog writes need the API token: curl -H "Authorization: Bearer {token}" '
+            f"-H 'Content-Type: application/json' -d '{{\"event_type\": \"item_upsert\", "
+            f"...}}' {url}/api/catalog")
 
 
 def _child_env(settings: Settings) -> dict[str, str]:
@@ -50,6 +69,7 @@ def _child_env(settings: Settings) -> dict[str, str]:
         "STREAMREC_DATA_DIR": str(settings.data_dir.resolve()),
         "STREAMREC_API_PORT": str(settings.api_port),
         "STREAMREC_API_HOST": settings.api_host,
+        "STREAMREC_API_TOKEN": demo_api_token(settings),
     })
     return env
 
@@ -183,6 +203,7 @@ def run_demo(
             _wait_for_a_round_trip(url, store, next(iter(catalog)), procs, timeout_s=60)
             click.echo(f"streamrec is up: {url}  (API: {url}/api/recommendations?user_id=17850)")
             click.echo(f"consumer metrics: http://{live.api_host}:{metrics_port}/metrics")
+            click.echo(_token_hint(live, url))
             click.echo(f"logs in {log_dir}; Ctrl-C stops everything")
             asyncio.run(_replay_with_status(live, store, rate, limit, status_every, procs))
         except KeyboardInterrupt:

@@ -35,6 +35,7 @@ from consumers.handlers import (
 )
 from consumers.metrics import ConsumerMetrics
 from core.errors import TemporaryFailure
+from core.events import EventTimeWindow
 from core.settings import ArchivePriority, Settings
 from infra.process import die_with_parent
 from online_models.catalog import CatalogUpdater
@@ -241,9 +242,11 @@ def create_consumer_app(settings: Settings, role: ConsumerRole = "all") -> FastS
     from infra import bootstrap
 
     archive = bootstrap.build_sql_store(settings)
-    archive_handler = (ArchiveBatchHandler(archive.archive_events)
-                       if settings.archive_events and role != "state" else None)
     metrics = ConsumerMetrics()
+    archive.on_rejected = lambda _event_id, _reason: metrics.archive_rejected.inc()
+    window = EventTimeWindow.from_settings(settings)
+    archive_handler = (ArchiveBatchHandler(archive.archive_events, window)
+                       if settings.archive_events and role != "state" else None)
     if role == "archive":
         app, _broker = build_consumer_app(settings, None, metrics,
                                           archive_handler=archive_handler)
@@ -258,7 +261,7 @@ def create_consumer_app(settings: Settings, role: ConsumerRole = "all") -> FastS
         app, _broker = build_consumer_app(
             settings,
             lambda sink, observe: InteractionBatchHandler(processor, sink, observe,
-                                                          replica=replica),
+                                                          replica=replica, window=window),
             metrics,
             lambda sink: CatalogBatchHandler(
                 updater, sink, save_products=archive.upsert_products, replica=replica

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from aiokafka import AIOKafkaClient
 
-from core.errors import DataNotFound, ServiceUnavailable
+from core.errors import ArtifactIntegrityError, DataNotFound, ServiceUnavailable
 from core.events import parse_interaction
 from core.ports import StateStore, VectorIndex
 from core.scoring import Interactions
@@ -106,7 +106,8 @@ def start_embedded(
             snapshots = settings.state_dir / "redis" if persist_redis else None
             if snapshots is not None:
                 snapshots.mkdir(parents=True, exist_ok=True)
-            rserver = EmbeddedRedis(log_dir=log_dir, snapshot_dir=snapshots).start()
+            rserver = EmbeddedRedis(log_dir=log_dir, snapshot_dir=snapshots,
+                                    maxmemory=settings.embedded_redis_maxmemory).start()
             stack.servers.append(rserver)
             redis_url = rserver.url
             log.info("embedded Redis at %s", redis_url)
@@ -312,13 +313,20 @@ def build_model_provider(
 
 
 def ensure_trained(settings: Settings) -> str:
-    """Train the collaborative model on the shipped history if no version exists yet."""
+    """Train the collaborative model on the shipped history if no usable version exists
+    (none yet, or the latest one's ALS file fails its manifest's sha256)."""
     from offline.datasets import load_dataset
-    from offline.train import read_latest, train
+    from offline.train import read_latest, train, verify_model
 
     latest = read_latest(settings.artifacts_dir)
     if latest is not None:
-        return latest
+        try:
+            verify_model(settings.artifacts_dir, latest, "als")
+            return latest
+        except ArtifactIntegrityError as exc:
+            log.warning("retraining: %s", exc)
+        except DataNotFound:
+            return latest  # a version without ALS: collaborative scores are off by choice
     dataset = load_dataset("online-retail", settings.data_dir)
     result = train(dataset, settings.artifacts_dir, ["als"])
     log.info("trained ALS on %d events: version %s", len(dataset.interactions), result.version)

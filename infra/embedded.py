@@ -317,13 +317,18 @@ class EmbeddedRedis(EmbeddedServer):
     Without ``snapshot_dir`` nothing is persisted (tests). With it, the server
     writes an RDB snapshot there every 30 s when something changed, and on SIGTERM,
     and loads it when it starts again: the online state survives a restart.
+    ``maxmemory`` bounds it; at the bound, keys with a TTL are evicted, the nearest
+    to expiry first (see ``Settings.embedded_redis_maxmemory``).
     """
 
     name = "redis"
 
-    def __init__(self, *, snapshot_dir: Path | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, snapshot_dir: Path | None = None, maxmemory: str = "1gb",
+                 maxmemory_policy: str = "volatile-ttl", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.snapshot_dir = snapshot_dir
+        self.maxmemory = maxmemory
+        self.maxmemory_policy = maxmemory_policy
 
     @property
     def url(self) -> str:
@@ -340,6 +345,8 @@ class EmbeddedRedis(EmbeddedServer):
               else ["--save", "", "--dir", str(self.log_dir)]),
             "--appendonly", "no",
             "--protected-mode", "yes",
+            "--maxmemory", self.maxmemory,
+            "--maxmemory-policy", self.maxmemory_policy,
         ]
 
     def probe(self) -> None:

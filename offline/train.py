@@ -2,12 +2,15 @@
 
 Layout under ``<state_dir>/artifacts/``::
 
-    <version>/manifest.json    data sha256, parameters, metrics, model files
+    <version>/manifest.json    data sha256, parameters, metrics, model files (each
+                               with the sha256 of its bytes)
     <version>/<model>.pkl      the fitted models (pickle)
     latest                     the current version's name (replaced atomically)
 
 Readers (API, consumers) poll :func:`read_latest` and load a new version when
-the name changes, so a retrain needs no restart.
+the name changes, so a retrain needs no restart. A model file is unpickled only
+after its bytes match the sha256 its manifest records (:func:`load_model`): a file
+changed or swapped after training is refused, never run.
 """
 
 from __future__ import annotations
@@ -26,13 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import DataNotFound
+from core.errors import ArtifactIntegrityError, DataNotFound
 from core.scoring import Interactions, Scorer
 from offline.datasets import Dataset
 from offline.models.registry import make_model
 
-__all__ = ["Fitted", "TrainResult", "data_sha256", "load_model", "publish", "read_latest",
-           "read_manifest", "train"]
+__all__ = ["Fitted", "TrainResult", "data_sha256", "file_sha256", "load_model", "publish",
+           "read_latest", "read_manifest", "train", "verify_model"]
 
 LATEST = "latest"
 
@@ -59,6 +62,12 @@ def data_sha256(log: Interactions) -> str:
         h.update(np.ascontiguousarray(num, dtype=np.float64).tobytes())
     h.update(b"rating" if log.is_rating else b"implicit")
     return h.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, as the manifest records it for each model file."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -125,7 +134,8 @@ def publish(artifacts_dir: Path, fitted: Mapping[str, Fitted], *, dataset: str,
     for name, fit in fitted.items():
         with open(staging / f"{name}.pkl", "wb") as f:
             pickle.dump(fit.model, f, protocol=pickle.HIGHEST_PROTOCOL)
-        entries[name] = {"file": f"{name}.pkl", "params": repr(fit.model), "fit_s": fit.fit_s}
+        entries[name] = {"file": f"{name}.pkl", "params": repr(fit.model), "fit_s": fit.fit_s,
+                         "sha256": file_sha256(staging / f"{name}.pkl")}
     manifest = {
         "version": version,
         "created_at": datetime.now(UTC).isoformat(),
@@ -161,11 +171,29 @@ def read_manifest(artifacts_dir: Path, version: str) -> dict[str, Any]:
     return manifest
 
 
-def load_model(artifacts_dir: Path, version: str, name: str) -> Scorer:
-    """A fitted model of a version (trusted local artifacts only: this unpickles)."""
+def verify_model(artifacts_dir: Path, version: str, name: str) -> bytes:
+    """The bytes of a version's model file, after checking them against the manifest.
+
+    Raises :class:`DataNotFound` when the version has no such model and
+    :class:`ArtifactIntegrityError` when the manifest records no sha256 for it (a
+    version written before hashes, or a forged manifest) or the bytes differ.
+    """
     path = artifacts_dir / version / f"{name}.pkl"
     if not path.exists():
         raise DataNotFound(f"model {name!r} not in version {version}", details={"path": str(path)})
-    with open(path, "rb") as f:
-        model: Scorer = pickle.load(f)
+    entry = read_manifest(artifacts_dir, version).get("models", {}).get(name)
+    expected = entry.get("sha256") if isinstance(entry, dict) else None
+    if not isinstance(expected, str):
+        raise ArtifactIntegrityError(
+            f"version {version} records no sha256 for {name!r}: retrain it (`streamrec train`)")
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise ArtifactIntegrityError(
+            f"{path} does not match the sha256 in its manifest: refused (changed after training)")
+    return data
+
+
+def load_model(artifacts_dir: Path, version: str, name: str) -> Scorer:
+    """A fitted model of a version, unpickled only once its sha256 matches the manifest."""
+    model: Scorer = pickle.loads(verify_model(artifacts_dir, version, name))
     return model

@@ -4,26 +4,46 @@ A River logistic regression over an item's per-source scores predicts whether it
 is clicked. Examples come from the stream: when a click carries the ``rec_id`` of
 a list, the clicked item is a positive and the items shown above it, which the
 shopper skipped, are negatives ("skip-above", Joachims 2002). The model is small
-and travels as one pickled blob in the state store, written in the transaction of
-the batch that taught it, so a redelivered click is never learnt twice.
+and travels as one blob in the state store, written in the transaction of the
+batch that taught it, so a redelivered click is never learnt twice. The blob is
+data only (JSON: weights, intercept, step count), never a pickle: whoever can
+write to Redis must not be able to run code in the API and the consumers.
 """
 
 from __future__ import annotations
 
 import json
-import pickle
+import logging
+import math
 from collections.abc import Iterable, Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 from river import linear_model, optim
 
 from core.ports import EventBatch, StateStore, StateUpdate
 
-__all__ = ["BLOB", "OnlineBlender", "Shown", "decode_shown", "encode_shown"]
+__all__ = ["BLOB", "BlenderStateError", "OnlineBlender", "Shown", "decode_shown",
+           "encode_shown"]
+
+log = logging.getLogger(__name__)
 
 #: Name of the model's blob in the state store.
 BLOB = "blender"
+#: The ``format`` field of a blob this version writes and reads.
+BLOB_FORMAT = "streamrec.blender/1"
+#: Most features (sources) a blob may carry: a few are real, more means a forged blob.
+MAX_FEATURES = 256
+
+
+class BlenderStateError(ValueError):
+    """A blender blob that is not data this project wrote (a pickle, junk, bad numbers)."""
+
+
+def _finite(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise BlenderStateError(f"{what} is not a finite number")
+    return float(value)
 
 
 class Shown(NamedTuple):
@@ -99,7 +119,7 @@ class OnlineBlender:
         if not clicks:
             return part
         blob = store.get_blob(BLOB)
-        model = self.loads(blob) if blob is not None else self.new_model()
+        model = self.restore(blob)
         learnt = 0
         for click in clicks:
             assert click.rec_id is not None
@@ -133,10 +153,43 @@ class OnlineBlender:
 
     @staticmethod
     def dumps(model: linear_model.LogisticRegression) -> bytes:
-        return pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+        """The model's learnt numbers as JSON (what :meth:`loads` reads back)."""
+        return orjson.dumps({
+            "format": BLOB_FORMAT,
+            "weights": {str(k): float(v) for k, v in model.weights.items()},
+            "intercept": float(model.intercept),
+            "n_iterations": int(model.optimizer.n_iterations),
+        })
 
-    @staticmethod
-    def loads(blob: bytes) -> linear_model.LogisticRegression:
-        # Only blobs this project wrote into its own state store are ever loaded.
-        model: linear_model.LogisticRegression = pickle.loads(blob)
+    def loads(self, blob: bytes) -> linear_model.LogisticRegression:
+        """A model from :meth:`dumps`' JSON; :class:`BlenderStateError` for anything else.
+
+        Parsed as JSON and checked field by field: no code path runs what the blob says.
+        """
+        try:
+            data = orjson.loads(blob)
+        except orjson.JSONDecodeError as exc:
+            raise BlenderStateError("the blender blob is not JSON (an old pickle?)") from exc
+        if not isinstance(data, dict) or data.get("format") != BLOB_FORMAT:
+            raise BlenderStateError(f"the blender blob is not in the {BLOB_FORMAT} format")
+        weights, steps = data.get("weights"), data.get("n_iterations")
+        if not isinstance(weights, dict) or len(weights) > MAX_FEATURES:
+            raise BlenderStateError(f"weights must be an object of at most {MAX_FEATURES}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise BlenderStateError("n_iterations must be a count")
+        model = self.new_model()
+        for name, weight in weights.items():
+            model._weights[name] = _finite(weight, f"weight {name!r}")
+        model.intercept = _finite(data.get("intercept"), "intercept")
+        model.optimizer.n_iterations = steps
         return model
+
+    def restore(self, blob: bytes | None) -> linear_model.LogisticRegression:
+        """The stored model, or a new one when there is none or it is refused (logged)."""
+        if blob is None:
+            return self.new_model()
+        try:
+            return self.loads(blob)
+        except BlenderStateError as exc:
+            log.error("stored blender model refused, starting a new one: %s", exc)
+            return self.new_model()

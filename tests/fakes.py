@@ -80,10 +80,15 @@ def toy_accounts(url: str = "sqlite://") -> AccountStore:
     return accounts
 
 
+#: The API token of :func:`toy_services`; operator endpoints need :data:`OPERATOR` headers.
+TEST_API_TOKEN = "test-api-token-" + "0" * 24
+OPERATOR = {"Authorization": f"Bearer {TEST_API_TOKEN}"}
+
+
 def toy_services(settings: Settings | None = None, accounts: AccountStore | None = None
                  ) -> ApiServices:
     settings = settings or Settings(redis_url="redis://fake", kafka_bootstrap="fake:9092",
-                                    secret_key="test-secret-key")
+                                    secret_key="test-secret-key", api_token=TEST_API_TOKEN)
     catalog = toy_catalog()
     index = toy_index(catalog)
     state = InMemoryStateStore(recent_max=settings.recent_items_max,

@@ -261,3 +261,40 @@ def test_no_default_service_depends_on_a_profile_service(compose: dict[str, Any]
     for name, spec in compose["services"].items():
         if not spec.get("profiles"):
             assert not set(spec.get("depends_on", {})) & in_profiles, name
+
+
+_INTERPOLATION = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?:(:?[-?])([^}]*))?\}")
+
+
+def compose_interpolate(value: str, env: dict[str, str]) -> str:
+    """Docker Compose's ``${VAR}``, ``${VAR:-default}`` and ``${VAR:?error}`` rules."""
+
+    def one(match: re.Match[str]) -> str:
+        name, op, arg = match.group(1), match.group(2), match.group(3) or ""
+        unset = name not in env or (op is not None and op.startswith(":") and not env[name])
+        if op is not None and op.endswith("?") and unset:
+            raise ValueError(f"required variable {name} is missing a value: {arg}")
+        if op is not None and op.endswith("-") and unset:
+            return arg
+        return env.get(name, "")
+
+    return _INTERPOLATION.sub(one, value)
+
+
+SECRET_ENV = ("STREAMREC_SECRET_KEY", "STREAMREC_API_TOKEN")
+
+
+@pytest.mark.parametrize("missing", SECRET_ENV)
+def test_compose_refuses_to_start_without_the_secret_key_and_api_token(
+    compose: dict[str, Any], missing: str,
+) -> None:
+    strong = {name: "x" * 64 for name in SECRET_ENV}
+    for service in APP_SERVICES:
+        env = compose["services"][service]["environment"]
+        # Set: the value passes through unchanged; never a built-in fallback.
+        assert compose_interpolate(str(env[missing]), strong) == strong[missing]
+        for given in ({}, {**strong, missing: ""}):
+            with pytest.raises(ValueError, match=missing):
+                compose_interpolate(str(env[missing]), {k: v for k, v in given.items()
+                                                        if k != missing or v == ""})
+    assert "change-me" not in (ROOT / "docker-compose.yml").read_text()

@@ -63,13 +63,6 @@ CSRF_HEADER = "X-CSRF-Token"
 JSON_PREFIX = "/shop-api/"
 
 #: Pages may load only what this server serves (no inline scripts, no CDN).
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-    "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
-    "frame-ancestors 'none'"
-)
-
-
 @bp.record_once
 def _init_state(setup: Any) -> None:
     setup.app.extensions.setdefault("storefront", StorefrontState())
@@ -198,10 +191,8 @@ def _check_csrf() -> None:
 
 
 @bp.after_request
-def _security_headers(response: Response) -> Response:
-    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
+def _no_store_when_logged_in(response: Response) -> Response:
+    # CSP, framing and nosniff are on every page of the app (api.security_headers).
     if "uid" in flask_session or request.method == "POST":
         response.headers.setdefault("Cache-Control", "no-store")
     return response

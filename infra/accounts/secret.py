@@ -12,17 +12,18 @@ from core.errors import ConfigurationError
 __all__ = ["load_or_create_secret"]
 
 
-def load_or_create_secret(state_dir: Path) -> str:
-    """The Flask secret in ``state_dir/secret_key``, made once (mode 0600).
+def load_or_create_secret(state_dir: Path, name: str = "secret_key") -> str:
+    """The secret in ``state_dir/name``, made once (mode 0600): the Flask secret key,
+    or the demo's API token (``name="api_token"``).
 
     Several gunicorn workers starting together all end up with the same key: the
     file is published with an atomic hard link, and the losers read the winner's.
     """
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
-    path = state_dir / "secret_key"
+    path = state_dir / name
     if not path.exists():
-        tmp = state_dir / f".secret_key.{os.getpid()}.{secrets.token_hex(4)}"
+        tmp = state_dir / f".{name}.{os.getpid()}.{secrets.token_hex(4)}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "w") as handle:
