@@ -44,6 +44,7 @@ def create_app(
     from api.errors import register_error_handlers
     from api.metrics import ApiMetrics, init_metrics
     from api.ratelimit import init_rate_limit
+    from api.security_headers import init_security_headers
     from infra.accounts import load_or_create_secret
 
     if not isinstance(settings, Settings):
@@ -71,12 +72,15 @@ def create_app(
     )
     app.extensions["streamrec"] = services
     register_error_handlers(app)
+    init_security_headers(app)
     init_rate_limit(app, settings)
     app.register_blueprint(health.bp)
     app.register_blueprint(recommendations.bp)
     app.register_blueprint(events.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(storefront.bp)
-    init_metrics(app, ApiMetrics(settings.artifacts_dir, settings.prometheus_multiproc_dir))
+    init_metrics(app, ApiMetrics(settings.artifacts_dir, settings.prometheus_multiproc_dir,
+                                 variants=settings.variants),
+                 token=settings.metrics_token)
     init_dashboard(app, settings)
     return app

@@ -29,12 +29,19 @@ def remember(rec: Recommendation) -> None:
 
     Kept per item: rank, leading source and source scores -- for attribution here,
     and for the online blender, which learns from clicks on the list (consumers).
+    Bounded, as anyone may ask for lists: the top ``impression_max_items`` only, and
+    for ``anonymous_impression_ttl_s`` when nothing in the list was personal.
     """
     api_metrics().observe_lead_sources(r.lead_source for r in rec.items)
+    svc = services()
+    settings = svc.settings
+    top = rec.items[:settings.impression_max_items]
     shown = [(r.item.item_id, Shown(rank, r.lead_source, r.sources))
-             for rank, r in enumerate(rec.items)]
+             for rank, r in enumerate(top)]
     if shown:
-        services().impressions.add(rec.rec_id, shown)
+        personal = any(source != "popularity" for r in top for source in r.sources)
+        svc.impressions.add(rec.rec_id, shown, settings.impression_ttl_s if personal
+                            else settings.anonymous_impression_ttl_s)
 
 
 def written_before(events: Sequence[InteractionEvent], svc: ApiServices | None = None

@@ -10,13 +10,25 @@ from api.metrics import observe_events
 from api.params import json_body
 from api.services import services
 from core.errors import InvalidEvent, InvalidRequest
-from core.events import parse_catalog_event, parse_interaction, parse_interactions
+from core.events import (
+    EventTimeWindow,
+    InteractionEvent,
+    parse_catalog_event,
+    parse_interaction,
+    parse_interactions,
+)
 
 __all__ = ["MAX_BATCH", "bp"]
 
 bp = Blueprint("events", __name__, url_prefix="/api")
 
 MAX_BATCH = 1000
+
+
+def _in_time(events: list[InteractionEvent]) -> list[InteractionEvent]:
+    """``events``, or a 422 when one's timestamp lies outside the accepted window."""
+    EventTimeWindow.from_settings(services().settings).check(events)
+    return events
 
 
 @bp.post("/events")
@@ -29,14 +41,14 @@ def post_events() -> tuple[Response, int]:
             raise InvalidRequest(f"at most {MAX_BATCH} events per request")
         if not all(isinstance(e, dict) for e in data):
             raise InvalidRequest("every event must be a JSON object")
-        events = parse_interactions(data)
+        events = _in_time(parse_interactions(data))
         services().publisher.publish(written_before(events))
         observe_events(events)
         attribute(events)
         return jsonify({"accepted": len(events), "event_ids": [e.event_id for e in events]}), 202
     if not isinstance(data, dict):
         raise InvalidRequest("the body must be an event object or a list of them")
-    event = parse_interaction(data)
+    [event] = _in_time([parse_interaction(data)])
     services().publisher.publish(written_before([event]))
     observe_events([event])
     attribute([event])
@@ -67,9 +79,9 @@ def post_feedback() -> tuple[Response, int]:
                            details=[{"field": "product_id", "message": "Field required",
                                      "type": "missing"}])
     body = {k: v for k, v in data.items() if k not in {"product_id", "item_id"}}
-    event = parse_interaction({
+    [event] = _in_time([parse_interaction({
         **body, "event_type": "rating", "item_id": data.get("product_id", data.get("item_id")),
-    })
+    })])
     services().publisher.publish([event])
     observe_events([event])
     return jsonify({"accepted": 1, "event_id": event.event_id}), 202

@@ -54,22 +54,24 @@ class ImpressionWriter:
         self.max_pending = max_pending
         self.interval_s = interval_s
         self.batch_size = batch_size
-        self._pending: dict[str, Sequence[tuple[str, Shown]]] = {}
+        self._pending: dict[str, tuple[Sequence[tuple[str, Shown]], int]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
         self._thread: threading.Thread | None = None
 
-    def add(self, rec_id: str, shown: Sequence[tuple[str, Shown]]) -> None:
-        """Queue one list (item, what was shown), best first; the background thread encodes
-        and writes it shortly (at once once closed)."""
+    def add(self, rec_id: str, shown: Sequence[tuple[str, Shown]],
+            ttl_s: int | None = None) -> None:
+        """Queue one list (item, what was shown), best first, kept ``ttl_s`` (default:
+        the writer's); the background thread encodes and writes it shortly (at once
+        once closed)."""
         with self._lock:
             if len(self._pending) >= self.max_pending:
                 dropped = next(iter(self._pending))
                 del self._pending[dropped]
                 log.warning("impressions of %s dropped: %d lists waiting", dropped,
                             self.max_pending)
-            self._pending[rec_id] = shown
+            self._pending[rec_id] = (shown, self.ttl_s if ttl_s is None else ttl_s)
             full = len(self._pending) >= self.batch_size
             closed = self._closed
             if self._thread is None and not closed:  # the first request's: after forking
@@ -87,10 +89,13 @@ class ImpressionWriter:
             batch, self._pending = self._pending, {}
         if not batch:
             return
+        by_ttl: dict[int, dict[str, str]] = {}
+        for rec_id, (items, ttl_s) in batch.items():
+            if items:
+                by_ttl.setdefault(ttl_s, {})[rec_id] = encode_shown(items)
         try:
-            self.state.remember_impressions(
-                {rec_id: encode_shown(items) for rec_id, items in batch.items() if items},
-                self.ttl_s)
+            for ttl_s, lists in by_ttl.items():
+                self.state.remember_impressions(lists, ttl_s)
         except TemporaryFailure:
             with self._lock:
                 self._pending = {**batch, **self._pending}

@@ -21,11 +21,17 @@ Metrics (all names start with ``streamrec_``):
 - ``model_info{version,created_at}`` = 1 and ``model_trained_timestamp_seconds``:
   the version the ``latest`` pointer names (read at scrape time; absent until a
   model is trained).
+
+Every label value comes from a bounded set, never from what a client sends: a
+series is never dropped, so each new client-chosen value would grow ``/metrics`` for
+good. Variants are the configured ones (``Settings.variants``; any other ->
+``other``), methods the standard HTTP ones (else ``other``), endpoints URL rules.
 """
 
 from __future__ import annotations
 
 import collections
+import hmac
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain
@@ -39,14 +45,19 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from core.errors import Unauthorized
 from core.events import InteractionEvent
 from infra.registry import ModelRegistry
 
-__all__ = ["DEFAULT_VARIANT", "FEEDBACK_TYPES", "ApiMetrics", "ModelInfoCollector", "api_metrics",
-           "init_metrics", "observe_events", "observe_recommendation"]
+__all__ = ["DEFAULT_VARIANT", "FEEDBACK_TYPES", "OTHER", "ApiMetrics", "ModelInfoCollector",
+           "api_metrics", "init_metrics", "observe_events", "observe_recommendation"]
 
 #: Variant label of recommendations and feedback that name none.
 DEFAULT_VARIANT = "default"
+#: Label of any value outside a label's configured set (an unknown variant or method).
+OTHER = "other"
+#: HTTP methods counted under their own name.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: Event types that count as feedback on a recommendation.
 FEEDBACK_TYPES = frozenset({"click", "add_to_cart", "purchase"})
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -104,9 +115,14 @@ class ApiMetrics:
     multiproc_dir
         ``PROMETHEUS_MULTIPROC_DIR`` when gunicorn runs several workers; empty: this
         process's values only.
+    variants
+        The configured A/B variants: the only ``variant`` label values besides
+        ``default`` and ``other``.
     """
 
-    def __init__(self, artifacts_dir: Path | None = None, multiproc_dir: str = "") -> None:
+    def __init__(self, artifacts_dir: Path | None = None, multiproc_dir: str = "",
+                 variants: Iterable[str] = ()) -> None:
+        self.variants = frozenset(variants) | {DEFAULT_VARIANT}
         self.registry = CollectorRegistry()
         self.multiproc_dir = multiproc_dir
         self.model_info = ModelInfoCollector(ModelRegistry(artifacts_dir or Path("var/artifacts")))
@@ -153,7 +169,14 @@ class ApiMetrics:
         self._lead_source_items = _Children(self.lead_source_items)
 
     # --- observations ----------------------------------------------------------------------
+    def variant_label(self, variant: str | None) -> str:
+        """``variant`` when configured, ``default`` when none, else ``other``."""
+        if not variant:
+            return DEFAULT_VARIANT
+        return variant if variant in self.variants else OTHER
+
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        method = method if method in HTTP_METHODS else OTHER
         self._latency(endpoint, method).observe(seconds)
         self._requests(endpoint, method, status).inc()
 
@@ -161,7 +184,7 @@ class ApiMetrics:
         self, endpoint: str, item_sources: Sequence[Iterable[str]], variant: str | None = None
     ) -> None:
         """One list served: ``item_sources`` holds, per item, the sources that scored it."""
-        label = variant or DEFAULT_VARIANT
+        label = self.variant_label(variant)
         self._recommendations(endpoint, label).inc()
         if item_sources:
             self._items_served(endpoint, label).inc(len(item_sources))
@@ -179,7 +202,7 @@ class ApiMetrics:
     def observe_events(self, events: Iterable[InteractionEvent]) -> None:
         for event in events:
             if event.event_type in FEEDBACK_TYPES and (event.rec_id or event.variant):
-                self.feedback.labels(event.variant or DEFAULT_VARIANT, event.event_type).inc()
+                self.feedback.labels(self.variant_label(event.variant), event.event_type).inc()
 
     # --- exposition --------------------------------------------------------------------------
     def exposition_registry(self) -> CollectorRegistry:
@@ -210,8 +233,12 @@ def _endpoint_label() -> str:
     return rule.rule if rule is not None else "<unmatched>"
 
 
-def init_metrics(app: Flask, metrics: ApiMetrics) -> None:
-    """Keep ``metrics`` on ``app``, time every request and serve ``GET /metrics``."""
+def init_metrics(app: Flask, metrics: ApiMetrics, token: str = "") -> None:
+    """Keep ``metrics`` on ``app``, time every request and serve ``GET /metrics``.
+
+    With ``token``, ``/metrics`` answers only ``Authorization: Bearer <token>`` (401
+    otherwise), compared in constant time.
+    """
     app.extensions[_EXTENSION] = metrics
 
     @app.before_request
@@ -227,6 +254,9 @@ def init_metrics(app: Flask, metrics: ApiMetrics) -> None:
         return response
 
     def metrics_endpoint() -> Response:
+        if token and not hmac.compare_digest(
+                request.headers.get("Authorization", "").encode(), f"Bearer {token}".encode()):
+            raise Unauthorized("/metrics needs 'Authorization: Bearer <metrics token>'")
         return Response(metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
 
     app.add_url_rule("/metrics", "metrics", metrics_endpoint, methods=["GET"])

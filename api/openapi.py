@@ -129,6 +129,11 @@ SPEC: dict[str, Any] = {
             "responses": {"200": _json({"type": "object"}, "Healthy"),
                           "503": _json({"type": "object"}, "Degraded")},
         }},
+        "/readyz": {"get": {
+            "summary": "Everything running, the consumers included?",
+            "responses": {"200": _json({"type": "object"}, "Ready"),
+                          "503": _json({"type": "object"}, "Degraded or still starting")},
+        }},
     },
     "components": {"securitySchemes": {"bearer": {
         "type": "http", "scheme": "bearer",

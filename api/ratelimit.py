@@ -1,4 +1,5 @@
-"""A per-client token bucket in front of the JSON API (``/api/*``).
+"""Rate limits: a per-client token bucket in front of the JSON API (``/api/*``), and
+the storefront's log-in limit (:class:`LoginLimiter`, on a shared attempt counter).
 
 Each client (the request's remote address) owns a bucket of ``burst`` tokens that
 refills at ``rate`` tokens per second; a request takes one token, and a request
@@ -25,12 +26,21 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from flask import Flask, Response, jsonify, request
 
+from core.ports import AttemptCounter
 from core.settings import Settings
 
-__all__ = ["DEFAULT_BURST", "DEFAULT_RATE", "TokenBucketLimiter", "init_rate_limit"]
+__all__ = [
+    "DEFAULT_BURST",
+    "DEFAULT_RATE",
+    "LoginLimiter",
+    "TokenBucketLimiter",
+    "init_rate_limit",
+    "within_limit",
+]
 
 #: Defaults while ``Settings`` has no ``rate_limit_per_s`` / ``rate_limit_burst``.
 DEFAULT_RATE = 100.0
@@ -122,3 +132,54 @@ def init_rate_limit(app: Flask, settings: Settings) -> TokenBucketLimiter | None
         return _too_many(wait, limiter) if wait > 0 else None
 
     return limiter
+
+
+def within_limit(counter: AttemptCounter, key: str, limit: int, window_s: float) -> bool:
+    """Count one attempt under ``key``; True while at most ``limit`` fell in the window."""
+    return counter.hit([key], window_s)[0] <= limit
+
+
+@dataclass(frozen=True)
+class LoginLimiter:
+    """Log-in attempts per username and address, per address and per username.
+
+    Every attempt is counted *before* its password is checked, in one atomic step
+    of the shared counter (Redis under gunicorn): 15 guesses sent at once get exactly
+    ``per_account_and_address`` password checks, whichever workers they reach. A
+    success takes its attempt back from the wider counters and clears the pair's.
+
+    - ``per_account_and_address``: one attacker guessing one account;
+    - ``per_address``: one address spraying a password over many usernames;
+    - ``per_account``: many addresses guessing one account. Its price: an attacker
+      can lock the owner out for up to ``window_s`` seconds.
+
+    >>> from infra.attempts import MemoryAttemptCounter
+    >>> limiter = LoginLimiter(MemoryAttemptCounter(), per_account_and_address=2)
+    >>> [limiter.allow("alice", "10.0.0.1") for _ in range(3)]
+    [True, True, False]
+    >>> limiter.allow("alice", "10.0.0.2")  # another address has its own allowance
+    True
+    """
+
+    counter: AttemptCounter
+    per_account_and_address: int = 5
+    per_address: int = 30
+    per_account: int = 30
+    window_s: float = 300.0
+
+    @staticmethod
+    def _keys(username: str, address: str) -> tuple[str, str, str]:
+        name = username.strip().lower()[:64]
+        return f"login:{name}|{address}", f"login-addr:{address}", f"login-user:{name}"
+
+    def allow(self, username: str, address: str) -> bool:
+        """Count an attempt; False when one of the limits is already spent."""
+        counts = self.counter.hit(self._keys(username, address), self.window_s)
+        limits = (self.per_account_and_address, self.per_address, self.per_account)
+        return all(count <= limit for count, limit in zip(counts, limits, strict=True))
+
+    def succeeded(self, username: str, address: str) -> None:
+        """A right password: the pair starts afresh, the wider counters get it back."""
+        pair, *wider = self._keys(username, address)
+        self.counter.reset(pair)
+        self.counter.undo(wider)

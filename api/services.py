@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from flask import current_app
 
 from api.impressions import ImpressionWriter
-from core.ports import EventPublisher, StateStore, VectorIndex
+from core.ports import AttemptCounter, EventPublisher, StateStore, VectorIndex
 from core.settings import Settings
 from core.types import Item
 from infra.accounts import AccountStore
+from infra.attempts import MemoryAttemptCounter
 from online_models.catalog import CatalogReplica
 from online_models.serving.pipeline import Recommender
 
 __all__ = ["ApiServices", "build_services", "services"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,14 +33,18 @@ class ApiServices:
     #: Storefront accounts (users, ratings, carts, orders); None: no storefront accounts.
     accounts: AccountStore | None = None
     health_checks: dict[str, Callable[[], bool]] = field(default_factory=dict)
+    #: Parts that start after the API does (the consumers): False while starting.
+    readiness_checks: dict[str, Callable[[], bool]] = field(default_factory=dict)
     #: Keeps ``catalog`` and ``index`` in step with catalog upserts (None: a fixed catalog).
     replica: CatalogReplica | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)
+    #: Log-in attempts, shared by every worker (Redis); in memory for one process.
+    attempts: AttemptCounter = field(default_factory=MemoryAttemptCounter)
     #: Served lists on their way to the state store (for attribution and the blender).
     impressions: ImpressionWriter = field(init=False)
 
     def __post_init__(self) -> None:
-        self.impressions = ImpressionWriter(self.state)
+        self.impressions = ImpressionWriter(self.state, self.settings.impression_ttl_s)
 
     def close(self) -> None:
         self.impressions.close()
@@ -75,6 +83,8 @@ def build_services(settings: Settings) -> ApiServices:
             "kafka": lambda: bootstrap.kafka_reachable(settings.kafka_bootstrap),
         },
         replica=replica,
+        readiness_checks={"consumers": lambda: bootstrap.consumers_joined(settings)},
+        attempts=bootstrap.build_attempt_counter(settings),
     )
     built.closers.append(publisher.close)
     built.closers.append(accounts.close)

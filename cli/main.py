@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from cli.bench.commands import bench_group
-from cli.offline_commands import evaluate_command, train_command
+from cli.offline_commands import archive_group, evaluate_command, train_command
 from cli.ops_commands import lag_command
 from core.errors import StreamrecError
 from core.settings import Settings
@@ -53,7 +53,8 @@ def demo(port: int, rate: float, limit: int | None, workers: int, status_every: 
 
     Starts the embedded broker and Redis (unless configured), loads the shipped
     catalog, builds the item index, starts the consumers and the API on
-    127.0.0.1:PORT, then replays the Online Retail purchases. Ctrl-C stops all.
+    127.0.0.1:PORT, then replays the Online Retail purchases. Ctrl-C (or SIGTERM,
+    SIGHUP) stops everything it started.
     """
     from cli.demo import run_demo
 
@@ -107,6 +108,7 @@ def recommend(user_id: str, k: int) -> None:
 
 cli.add_command(train_command, "train")
 cli.add_command(evaluate_command, "evaluate")
+cli.add_command(archive_group, "archive")
 cli.add_command(lag_command, "lag")
 cli.add_command(bench_group, "bench")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 from functools import partial
@@ -17,9 +18,10 @@ from offline.evaluation.harness import DEFAULT_KS, evaluate
 from offline.evaluation.protocols import PROTOCOLS
 from offline.evaluation.report import format_table, plot_curves
 from offline.models.registry import MODELS
-from offline.train import train
+from offline.spark import DEFAULT_MASTER, require_pyspark
+from offline.train import Fitted, TrainResult, publish, train
 
-__all__ = ["evaluate_command", "train_command"]
+__all__ = ["archive_group", "evaluate_command", "train_command"]
 
 IMPLICIT_MODELS = ("popularity", "trending", "item_knn", "als", "ease", "content", "hybrid",
                    "ranker", "served")
@@ -156,49 +158,149 @@ def _evaluate_replay(dataset: str, data: str | None, items: str | None, k: int,
         click.echo(f"wrote {out}")
 
 
+#: Training engines: this process (every model) or Spark MLlib (ALS, into the same artifact).
+ENGINES = ("python", "spark")
+
+
 @click.command("train")
 @click.option("--dataset", type=click.Choice([*sorted(DATASETS), ARCHIVE]),
               default="online-retail", show_default=True,
               help="A data set, or `archive`: the events the consumers stored in SQL.")
 @click.option("--data", type=click.Path(), default=None)
 @click.option("--items", type=click.Path(), default=None)
-@click.option("--models", default=",".join(TRAIN_MODELS), show_default=True)
+@click.option("--models", default=None,
+              help=f"Comma-separated models [default: {','.join(TRAIN_MODELS)}; "
+                   "with --engine spark: als, the only model Spark trains].")
 @click.option("--state-dir", type=click.Path(), default=None,
               help="Artifacts go to STATE_DIR/artifacts (default: settings).")
 @click.option("--evaluate/--no-evaluate", "run_eval", default=False, show_default=True,
               help="Also evaluate the models and store the metrics in the manifest.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--engine", type=click.Choice(ENGINES), default="python", show_default=True,
+              help="spark: ALS on Spark MLlib (needs the `spark` extra), published as `als`.")
+@click.option("--master", default=None,
+              help="--engine spark: local[*] (default), local[N] or spark://HOST:PORT.")
+@click.option("--parquet", "parquet", type=click.Path(file_okay=False), default=None,
+              help="--engine spark: train from this Parquet export (`streamrec archive "
+                   "export`) instead of --dataset; on a cluster, a path every executor reads.")
+@click.option("--factors", type=click.IntRange(min=1), default=None,
+              help="--engine spark: ALS rank [default: 64, as the python ALS].")
+@click.option("--iterations", type=click.IntRange(min=1), default=None,
+              help="--engine spark: ALS sweeps [default: 15, as the python ALS].")
 @click.option("--ranker/--no-ranker", default=True, show_default=True,
               help="Also learn how the live pipeline combines its sources (the learned "
                    "ranker the API serves), on a validation slice of the data.")
-def train_command(dataset: str, data: str | None, items: str | None, models: str,
-                  state_dir: str | None, run_eval: bool, seed: int, ranker: bool) -> None:
+def train_command(dataset: str, data: str | None, items: str | None, models: str | None,
+                  state_dir: str | None, run_eval: bool, seed: int, engine: str,
+                  master: str | None, parquet: str | None, factors: int | None,
+                  iterations: int | None, ranker: bool) -> None:
     """Fit the batch models and publish a new artifact version."""
     settings = Settings()
     artifacts = (Path(state_dir) / "artifacts") if state_dir else settings.artifacts_dir
+    if engine != "spark" and (master or parquet or factors or iterations):
+        raise click.UsageError(
+            "--master, --parquet, --factors and --iterations go with --engine spark")
     try:
-        ds = _load(dataset, data, items)
-        names = _model_list(models, ds)
-        proto = DEFAULT_PROTOCOL[dataset]
-        serving = [n for n in names if n in SERVING_MODELS]
-        names = [n for n in names if n not in SERVING_MODELS]
-        metrics = (evaluate(ds, [*names, *serving], protocol=proto, random_state=seed,
-                            progress=False, extra_models=SERVING_MODELS).metrics
-                   if run_eval else None)
-        extras = {}
-        if ranker:
-            from infra.served import train_ranker
+        if engine == "spark":
+            spark_params = {"factors": factors, "iterations": iterations}
+            result = _train_on_spark(
+                dataset, data, items, models, artifacts, run_eval, seed,
+                master or DEFAULT_MASTER, parquet,
+                {k: v for k, v in spark_params.items() if v is not None})
+        else:
+            ds = _load(dataset, data, items)
+            names = _model_list(models or ",".join(TRAIN_MODELS), ds)
+            proto = DEFAULT_PROTOCOL[dataset]
+            serving = [n for n in names if n in SERVING_MODELS]
+            names = [n for n in names if n not in SERVING_MODELS]
+            metrics = (evaluate(ds, [*names, *serving], protocol=proto, random_state=seed,
+                                progress=False, extra_models=SERVING_MODELS).metrics
+                       if run_eval else None)
+            extras = {}
+            if ranker:
+                from infra.served import train_ranker
 
-            extras["ranker"] = partial(train_ranker, settings, ds, protocol=proto,
-                                       random_state=seed)
-        result = train(ds, artifacts, names, metrics=metrics, protocol=proto,
-                       random_state=seed, extras=extras)
+                extras["ranker"] = partial(train_ranker, Settings(), ds, protocol=proto,
+                                           random_state=seed)
+            result = train(ds, artifacts, names, metrics=metrics, protocol=proto,
+                           random_state=seed, extras=extras)
     except StreamrecError as exc:
         raise click.ClickException(exc.message) from exc
-    click.echo(f"trained {', '.join(names)} on {ds.name} "
-               f"({result.manifest['events']} events) -> {result.path}")
-    click.echo(f"version {result.version} (data sha256 {result.manifest['data_sha256'][:12]})")
-    if "ranker" in result.manifest["models"]:
-        entry = result.manifest["models"]["ranker"]
+    manifest = result.manifest
+    click.echo(f"trained {', '.join(manifest['models'])} on {manifest['dataset']} "
+               f"({manifest['events']} events) -> {result.path}")
+    click.echo(f"version {result.version} (data sha256 {manifest['data_sha256'][:12]})")
+    if "ranker" in manifest["models"]:
+        entry = manifest["models"]["ranker"]
         click.echo(f"sources combined by: {entry['info'].get('chosen')} "
                    f"(validation NDCG {entry['info'].get('validation_ndcg')})")
+
+
+def _train_on_spark(dataset: str, data: str | None, items: str | None, models: str | None,
+                    artifacts: Path, run_eval: bool, seed: int, master: str,
+                    parquet: str | None, params: dict[str, int]) -> TrainResult:
+    """ALS on Spark into the `als` slot, which the API and consumers load (same format)."""
+    if models not in (None, "als"):
+        raise click.BadParameter("the spark engine trains `als` only", param_hint="--models")
+    if run_eval and (parquet or params):
+        raise click.UsageError("--evaluate measures spark_als on --dataset at its defaults "
+                               "(not with --parquet, --factors or --iterations)")
+    require_pyspark()
+    from offline.models.spark_als import SparkALSScorer
+    from offline.parquet_log import folder_sha256
+    from offline.spark import spark_session
+
+    extra = {"engine": "spark", "master": master}
+    proto = DEFAULT_PROTOCOL[dataset]
+    # One session for the whole command (fits and evaluation reuse it), stopped after.
+    with spark_session(master):
+        if parquet is None:
+            ds = _load(dataset, data, items)
+            metrics = _spark_metrics(ds, proto, seed) if run_eval else None
+            return train(ds, artifacts, ["als"], metrics=metrics, protocol=proto,
+                         random_state=seed, extra=extra,
+                         make=lambda _name, **ctx: SparkALSScorer(
+                             random_state=ctx["random_state"], master=master, **params))
+        model = SparkALSScorer(random_state=seed, master=master, **params)
+        t0 = time.perf_counter()
+        rows = model.fit_parquet(parquet)
+        fitted = {"als": Fitted(model, time.perf_counter() - t0)}
+    return publish(artifacts, fitted, dataset=f"parquet:{parquet}",
+                   digest=folder_sha256(Path(parquet)), events=rows,
+                   items=len(model.item_ids_), protocol=proto, random_state=seed,
+                   extra=extra)
+
+
+def _spark_metrics(ds: Dataset, protocol: str, seed: int) -> dict[str, dict[str, float]]:
+    """spark_als's metrics, under the name it is published as."""
+    result = evaluate(ds, ["spark_als"], protocol=protocol, random_state=seed, progress=False)
+    if "spark_als" not in result.metrics:
+        raise click.ClickException(f"evaluating spark_als failed: {result.errors['spark_als']}")
+    return {"als": result.metrics["spark_als"]}
+
+
+@click.group("archive")
+def archive_group() -> None:
+    """The events archive the consumers write (STREAMREC_DATABASE_URL)."""
+
+
+@archive_group.command("export")
+@click.option("--parquet", "folder", type=click.Path(file_okay=False), required=True,
+              help="A new (or empty) folder for part-NNNNN.parquet files.")
+def archive_export_command(folder: str) -> None:
+    """Export the archived interactions as Parquet (user_id, item_id, weight, ts).
+
+    One row per event with its implicit weight, oldest first: what `streamrec train
+    --engine spark --parquet FOLDER` reads.
+    """
+    if importlib.util.find_spec("pyarrow") is None:
+        raise click.ClickException("Parquet export needs pyarrow: pip install 'streamrec[spark]'")
+    from infra.bootstrap import archive_dataset
+    from offline.parquet_log import write_parquet
+
+    try:
+        log = archive_dataset(Settings()).interactions
+        paths = write_parquet(log, Path(folder))
+    except StreamrecError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"exported {len(log)} events in {len(paths)} files -> {folder}")

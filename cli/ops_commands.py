@@ -17,6 +17,7 @@ import click
 
 from core.errors import ConfigurationError
 from core.settings import Settings
+from infra.bootstrap import with_running_services
 from infra.kafka import PartitionLag, partition_lag
 from infra.lag_seconds import lag_seconds
 
@@ -75,16 +76,21 @@ def lag_command(group: str | None, topic: str | None, bootstrap: str | None,
                 no_seconds: bool, as_json: bool) -> None:
     """Print the consumer group's lag per partition, read from the broker.
 
+    The broker is --bootstrap, else STREAMREC_KAFKA_BOOTSTRAP, else the one of a
+    `streamrec demo` running on this machine (its state_dir/runtime.json).
+
     lag (msgs) = high-water mark - committed offset: records produced but not yet
     consumed (committed '-' = the group never committed; lag is the whole log).
     lag (s) = event time of the newest record - event time of the oldest unconsumed
     one: how far behind in event time the group is. The total line sums messages and
     takes the largest seconds.
     """
-    settings = Settings()
+    # Like `streamrec recommend`: a demo running on this machine fills in its broker.
+    settings = with_running_services(Settings())
     bootstrap = bootstrap or settings.kafka_bootstrap
     if not bootstrap:
-        raise ConfigurationError("no broker: set STREAMREC_KAFKA_BOOTSTRAP or pass --bootstrap")
+        raise ConfigurationError("no broker: set STREAMREC_KAFKA_BOOTSTRAP, pass --bootstrap "
+                                 "or start `streamrec demo`")
     rows = read_lag(bootstrap, group or settings.consumer_group,
                     topic or settings.interactions_topic, seconds=not no_seconds)
     click.echo(json.dumps(rows, indent=2) if as_json else format_lag_table(rows))

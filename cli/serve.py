@@ -3,13 +3,55 @@
 from __future__ import annotations
 
 import gc
+import ipaddress
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from core.errors import ConfigurationError
 from core.settings import Settings
+from infra.process import die_with_parent
 
-__all__ = ["gunicorn_options", "serve"]
+__all__ = ["MIN_SECRET_LENGTH", "check_exposed_secrets", "gunicorn_options", "serve"]
+
+#: Shortest secret key / API token accepted on an address other hosts can reach.
+MIN_SECRET_LENGTH = 32
+#: Values that shipped as defaults or examples somewhere: anyone can sign sessions with them.
+KNOWN_DEFAULT_SECRETS = frozenset({
+    "change-me-in-production", "change-me", "changeme", "secret", "password", "dev",
+    "development", "test", "streamrec",
+})
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name (or "" = every interface): assume it is reachable
+        return False
+
+
+def check_exposed_secrets(settings: Settings) -> None:
+    """Refuse to serve on a non-loopback address with a weak secret key or API token.
+
+    A known or short secret key lets anyone sign a session cookie (admin pages, any
+    shopper's profile); a known token opens the catalog writes. On 127.0.0.1 (the
+    demo, development) an empty key is fine: the app generates one in ``state_dir``.
+    """
+    if _is_loopback(settings.api_host):
+        return
+    for env, value in (("STREAMREC_SECRET_KEY", settings.secret_key),
+                       ("STREAMREC_API_TOKEN", settings.api_token)):
+        problem = ("is not set" if not value
+                   else "is a known default" if value.strip().lower() in KNOWN_DEFAULT_SECRETS
+                   else f"is shorter than {MIN_SECRET_LENGTH} characters"
+                   if len(value) < MIN_SECRET_LENGTH else "")
+        if problem:
+            raise ConfigurationError(
+                f"refusing to serve on {settings.api_host or 'every interface'}: {env} "
+                f"{problem}; set it to a random value (e.g. `openssl rand -hex 32`) or bind "
+                "127.0.0.1")
 
 
 class _Gunicorn(BaseApplication):
@@ -41,10 +83,20 @@ def _mark_worker_dead(server: Any, worker: Any) -> None:
     multiprocess.mark_process_dead(worker.pid)
 
 
+def _worker_dies_with_master(server: Any, worker: Any) -> None:
+    # gunicorn's workers notice a dead master only at their next loop turn; the kernel
+    # stops them at once when the master is killed outright.
+    die_with_parent(server.pid)
+
+
 def serve(
     settings: Settings, *, workers: int = 2, threads: int = 4, access_log: bool = False
 ) -> None:
-    """Serve the API on ``settings.api_host:api_port`` until stopped (SIGINT/SIGTERM)."""
+    """Serve the API on ``settings.api_host:api_port`` until stopped (SIGINT/SIGTERM).
+
+    Raises :class:`ConfigurationError` (see :func:`check_exposed_secrets`) before binding.
+    """
+    check_exposed_secrets(settings)
     _Gunicorn(settings, gunicorn_options(settings, workers=workers, threads=threads,
                                          access_log=access_log)).run()
 
@@ -67,6 +119,7 @@ def gunicorn_options(
         "accesslog": "-" if access_log else None,
         "errorlog": "-",
         "loglevel": "info",
+        "post_fork": _worker_dies_with_master,
     }
     if settings.prometheus_multiproc_dir:
         options["child_exit"] = _mark_worker_dead

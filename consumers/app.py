@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import gc
 import logging
 import multiprocessing
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -37,7 +35,9 @@ from consumers.handlers import (
 )
 from consumers.metrics import ConsumerMetrics
 from core.errors import TemporaryFailure
+from core.events import EventTimeWindow
 from core.settings import ArchivePriority, Settings
+from infra.process import die_with_parent
 from online_models.catalog import CatalogUpdater
 
 __all__ = [
@@ -242,9 +242,11 @@ def create_consumer_app(settings: Settings, role: ConsumerRole = "all") -> FastS
     from infra import bootstrap
 
     archive = bootstrap.build_sql_store(settings)
-    archive_handler = (ArchiveBatchHandler(archive.archive_events)
-                       if settings.archive_events and role != "state" else None)
     metrics = ConsumerMetrics()
+    archive.on_rejected = lambda _event_id, _reason: metrics.archive_rejected.inc()
+    window = EventTimeWindow.from_settings(settings)
+    archive_handler = (ArchiveBatchHandler(archive.archive_events, window)
+                       if settings.archive_events and role != "state" else None)
     if role == "archive":
         app, _broker = build_consumer_app(settings, None, metrics,
                                           archive_handler=archive_handler)
@@ -259,7 +261,7 @@ def create_consumer_app(settings: Settings, role: ConsumerRole = "all") -> FastS
         app, _broker = build_consumer_app(
             settings,
             lambda sink, observe: InteractionBatchHandler(processor, sink, observe,
-                                                          replica=replica),
+                                                          replica=replica, window=window),
             metrics,
             lambda sink: CatalogBatchHandler(
                 updater, sink, save_products=archive.upsert_products, replica=replica
@@ -288,26 +290,6 @@ def create_consumer_app(settings: Settings, role: ConsumerRole = "all") -> FastS
             log.info("consumer metrics on :%d/metrics", settings.consumer_metrics_port)
 
     return app
-
-
-#: prctl(2) option: the signal a process gets when its parent dies.
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Have Linux send this process SIGTERM (a graceful stop) when its parent dies.
-
-    A supervisor that SIGKILLs the parent of :func:`run_consumer_processes` and starts
-    a new set must not leave the old children consuming beside it. Elsewhere a no-op.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-        log.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
-        return
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 #: Niceness of an archive process at priority "low" (and "idle" where SCHED_IDLE is missing).

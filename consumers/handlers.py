@@ -16,7 +16,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from core.errors import InvalidEvent, StreamrecError, TemporaryFailure
-from core.events import InteractionEvent, ItemUpserted, parse_catalog_event, parse_interaction
+from core.events import (
+    EventTimeWindow,
+    InteractionEvent,
+    ItemUpserted,
+    parse_catalog_event,
+    parse_interaction,
+)
 from core.ports import StateUpdate
 from core.types import Item
 from online_models.catalog import CatalogReplica, CatalogUpdater, UpsertResult, item_of
@@ -79,9 +85,16 @@ Archive = Callable[[Sequence[InteractionEvent], Sequence[bytes]], int]
 
 
 def parse_records(
-    records: Sequence[Record],
+    records: Sequence[Record], window: EventTimeWindow | None = None,
 ) -> tuple[list[InteractionEvent], list[bytes], list[DeadLetter]]:
-    """Valid events, the wire bytes of each (same order), and the invalid records."""
+    """Valid events, the wire bytes of each (same order), and the invalid records.
+
+    An event whose time lies outside ``window`` (default: the default settings'),
+    measured on this process's clock, is invalid too: a producer that bypassed the
+    API's check must not move shared decay state into the future.
+    """
+    window = window or EventTimeWindow()
+    now = time.time()
     events: list[InteractionEvent] = []
     wire: list[bytes] = []
     bad: list[DeadLetter] = []
@@ -90,11 +103,16 @@ def parse_records(
             bad.append(DeadLetter(record, "empty message (tombstone)"))
             continue
         try:
-            events.append(parse_interaction(record.value))
+            event = parse_interaction(record.value)
         except InvalidEvent as exc:
             bad.append(DeadLetter(record, exc.message))
-        else:
-            wire.append(record.value)
+            continue
+        problem = window.problem(event.ts, now)
+        if problem is not None:
+            bad.append(DeadLetter(record, f"invalid interaction event: {problem}"))
+            continue
+        events.append(event)
+        wire.append(record.value)
     return events, wire, bad
 
 
@@ -107,15 +125,18 @@ class InteractionBatchHandler:
         dead_letters: DeadLetterSink,
         observe: BatchObserver | None = None,
         replica: CatalogReplica | None = None,
+        window: EventTimeWindow | None = None,
     ) -> None:
         self.processor = processor
         self.dead_letters = dead_letters
         self.observe = observe
         self.replica = replica
+        self.window = window
 
-    @staticmethod
-    def validate(records: Sequence[Record]) -> tuple[list[InteractionEvent], list[DeadLetter]]:
-        events, _, bad = parse_records(records)
+    def validate(
+        self, records: Sequence[Record],
+    ) -> tuple[list[InteractionEvent], list[DeadLetter]]:
+        events, _, bad = parse_records(records, self.window)
         return events, bad
 
     async def handle(self, records: Sequence[Record]) -> BatchResult:
@@ -155,11 +176,12 @@ class ArchiveBatchHandler:
     gets the records' wire bytes too: it stores them rather than serialise each event.
     """
 
-    def __init__(self, archive: Archive) -> None:
+    def __init__(self, archive: Archive, window: EventTimeWindow | None = None) -> None:
         self.archive = archive
+        self.window = window
 
     async def handle(self, records: Sequence[Record]) -> int:
-        events, wire, _ = parse_records(records)
+        events, wire, _ = parse_records(records, self.window)
         if not events:
             return 0
         try:

@@ -101,6 +101,11 @@ class ConsumerMetrics:
             "Event time of the newest record fetched minus that of the last one applied",
             ["topic", "partition"], registry=self.registry,
         )
+        self.archive_rejected = Counter(
+            "streamrec_archive_rejected_events",
+            "Events the archive's database refused as data (skipped and logged, not retried)",
+            registry=self.registry,
+        )
         self.handler_errors = Counter(
             "streamrec_consumer_handler_errors", "Batches that failed and will be redelivered",
             registry=self.registry,

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 __all__ = [
+    "ArtifactIntegrityError",
     "ConfigurationError",
     "DataNotFound",
     "InvalidEvent",
@@ -113,3 +114,11 @@ class DataNotFound(StreamrecError):
     code = "data_not_found"
     http_status = 404
     delivery = "dead_letter"
+
+
+class ArtifactIntegrityError(StreamrecError):
+    """An artifact file whose sha256 is not the one its manifest records (or none is)."""
+
+    code = "artifact_integrity_error"
+    http_status = 500
+    delivery = "retry"

@@ -16,9 +16,12 @@ core.errors.InvalidEvent: invalid interaction event: rating: Input should be les
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -32,11 +35,15 @@ from pydantic import (
 
 from core.errors import InvalidEvent
 
+if TYPE_CHECKING:
+    from core.settings import Settings
+
 __all__ = [
     "EVENT_WEIGHTS",
     "SCHEMA_VERSION",
     "AddedToCart",
     "CatalogEvent",
+    "EventTimeWindow",
     "Interaction",
     "InteractionEvent",
     "ItemClicked",
@@ -53,7 +60,22 @@ __all__ = [
 
 SCHEMA_VERSION: Literal[1] = 1
 
-_Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s]+$")]
+#: Ids hold no whitespace, control (NUL, ESC, DEL, C1) or format characters (bidi
+#: overrides, zero-width): they end up in keys, SQL rows and operator pages, and
+#: PostgreSQL refuses NUL outright.
+_ID_PATTERN = r"^[^\s\p{Cc}\p{Cf}]+$"
+#: Names (a variant): spaces allowed, control and format characters not.
+_NAME_PATTERN = r"^[^\p{Cc}\p{Cf}]*$"
+#: Free text (a review, a product description): line breaks and tabs allowed, other
+#: control characters (NUL above all) not.
+_TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+_PATTERN_MESSAGES = {
+    _ID_PATTERN: "must not contain whitespace, control or format characters",
+    _NAME_PATTERN: "must not contain control or format characters",
+    _TEXT_PATTERN: "must not contain control characters other than tab and line breaks",
+}
+
+_Id = Annotated[str, Field(min_length=1, max_length=128, pattern=_ID_PATTERN)]
 
 
 #: 2100-01-01: later Unix timestamps are refused (and overflow some platforms).
@@ -99,7 +121,7 @@ class InteractionEvent(_Event):
     item_id: _Id
     session_id: _Id | None = None
     rec_id: _Id | None = None
-    variant: Annotated[str, Field(max_length=64)] | None = None
+    variant: Annotated[str, Field(max_length=64, pattern=_NAME_PATTERN)] | None = None
 
     #: Implicit-feedback strength of this kind of event (view < click < cart < purchase).
     weight: ClassVar[float] = 1.0
@@ -131,7 +153,7 @@ class Purchased(InteractionEvent):
 class Rated(InteractionEvent):
     event_type: Literal["rating"] = "rating"
     rating: Annotated[float, Field(ge=1, le=5)]
-    review: Annotated[str, Field(max_length=5_000)] | None = None
+    review: Annotated[str, Field(max_length=5_000, pattern=_TEXT_PATTERN)] | None = None
 
     @property
     def implicit_weight(self) -> float:
@@ -155,9 +177,9 @@ class ItemUpserted(_Event):
 
     event_type: Literal["item_upsert"] = "item_upsert"
     item_id: _Id
-    name: Annotated[str, Field(min_length=1, max_length=500)]
-    category: Annotated[str, Field(max_length=200)] = ""
-    description: Annotated[str, Field(max_length=10_000)] = ""
+    name: Annotated[str, Field(min_length=1, max_length=500, pattern=_TEXT_PATTERN)]
+    category: Annotated[str, Field(max_length=200, pattern=_TEXT_PATTERN)] = ""
+    description: Annotated[str, Field(max_length=10_000, pattern=_TEXT_PATTERN)] = ""
     price: Annotated[float, Field(ge=0)] = 0.0
     in_stock: bool = True
 
@@ -186,11 +208,20 @@ def field_errors(exc: ValidationError) -> list[dict[str, str]]:
     return [
         {
             "field": _field_path(err["loc"]),
-            "message": err["msg"],
+            "message": _message(err),
             "type": err["type"],
         }
         for err in exc.errors(include_url=False)
     ]
+
+
+def _message(err: Any) -> str:
+    # "String should match pattern '^[^\s\p{Cc}...'" tells a client nothing.
+    if err["type"] == "string_pattern_mismatch":
+        pattern = (err.get("ctx") or {}).get("pattern")
+        if pattern in _PATTERN_MESSAGES:
+            return _PATTERN_MESSAGES[pattern]
+    return str(err["msg"])
 
 
 def _invalid(kind: str, exc: ValidationError) -> InvalidEvent:
@@ -225,6 +256,55 @@ def parse_catalog_event(data: bytes | str | dict[str, Any]) -> ItemUpserted:
         return ItemUpserted.model_validate_json(data)
     except ValidationError as exc:
         raise _invalid("catalog", exc) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class EventTimeWindow:
+    """The event times accepted around a clock: an event's timestamp is client input.
+
+    >>> window = EventTimeWindow(max_future_s=300, max_age_s=3600)
+    >>> window.problem(1_000_100.0, now=1_000_000.0) is None
+    True
+    >>> window.problem(1_000_400.0, now=1_000_000.0)
+    'timestamp lies 400 s after the server clock (at most 300 s allowed)'
+    >>> window.latest(now=1_000_000.0)
+    1000300.0
+    """
+
+    max_future_s: float = 300.0
+    max_age_s: float = 2 * 365 * 24 * 3600.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EventTimeWindow:
+        return cls(settings.event_max_future_s, settings.event_max_age_s)
+
+    def latest(self, now: float | None = None) -> float:
+        """The latest event time that may enter shared state at ``now``."""
+        return (time.time() if now is None else now) + self.max_future_s
+
+    def problem(self, ts: float, now: float | None = None) -> str | None:
+        """Why an event at ``ts`` is refused at ``now`` (None: it is accepted)."""
+        now = time.time() if now is None else now
+        if ts > now + self.max_future_s:
+            return (f"timestamp lies {ts - now:.0f} s after the server clock "
+                    f"(at most {self.max_future_s:.0f} s allowed)")
+        if ts < now - self.max_age_s:
+            return (f"timestamp lies {now - ts:.0f} s before the server clock "
+                    f"(at most {self.max_age_s:.0f} s allowed)")
+        return None
+
+    def check(self, events: Sequence[_Event], now: float | None = None) -> None:
+        """Raise :class:`InvalidEvent` (422) when any of ``events`` lies outside the window."""
+        now = time.time() if now is None else now
+        errors = [
+            {"field": f"{n}.timestamp" if len(events) > 1 else "timestamp",
+             "message": problem, "type": "time_window"}
+            for n, event in enumerate(events)
+            if (problem := self.problem(event.ts, now)) is not None
+        ]
+        if errors:
+            summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:3])
+            raise InvalidEvent(f"invalid interaction event: {summary}", details=errors)
 
 
 def dump_event(event: _Event) -> bytes:

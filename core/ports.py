@@ -9,24 +9,29 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
-from core.events import InteractionEvent, ItemUpserted
+from core.events import EVENT_WEIGHTS, InteractionEvent, ItemUpserted
 from core.types import Item, ScoredItems
 
 __all__ = [
     "ALL_ITEMS",
+    "INTERACTION_TYPES",
+    "AttemptCounter",
     "CandidateScorer",
     "CandidateSource",
     "CatalogLog",
     "CovisitSkip",
     "Embedder",
+    "EventBatch",
     "EventPublisher",
     "HistoryMode",
+    "OnlineLearner",
     "RatingParams",
     "RecContext",
     "RecRequest",
@@ -257,6 +262,99 @@ class StateStore(Protocol):
         ...
 
 
+# --- online learners ---------------------------------------------------------------------
+#: Every interaction ``event_type`` (what a learner of all events declares it reads).
+INTERACTION_TYPES: frozenset[str] = frozenset(EVENT_WEIGHTS)
+
+
+@dataclass(frozen=True, eq=False)
+class EventBatch:
+    """A batch's new events as every online learner receives them.
+
+    The stream processor builds it once per batch, after dedupe: each event at most
+    once, oldest first (ties in arrival order), with its event time and implicit
+    weight. The views below are computed on first use and shared by the learners,
+    so a batch is walked once per view, not once per learner.
+
+    >>> from core.events import ItemViewed, Rated
+    >>> events = [ItemViewed(user_id="u", item_id="a", timestamp=10.0),
+    ...           Rated(user_id="v", item_id="a", rating=1, timestamp=20.0),
+    ...           ItemViewed(user_id="u", item_id="a", timestamp=30.0)]
+    >>> batch = EventBatch(events, [10.0, 20.0, 30.0], [1.0, 0.0, 1.0])
+    >>> batch.at, batch.users, sorted(batch.by_type), batch.history
+    (30.0, ['u', 'v'], ['rating', 'view'], {'u': {'a': 2.0}})
+    """
+
+    #: The new events, oldest first.
+    events: Sequence[InteractionEvent]
+    #: Event time (Unix seconds) of each event.
+    stamps: Sequence[float]
+    #: Implicit-feedback weight of each event (a 1-star rating weighs 0).
+    weights: Sequence[float]
+
+    def __post_init__(self) -> None:
+        if not len(self.events) == len(self.stamps) == len(self.weights):
+            raise ValueError("one event time and one weight per event")
+
+    @property
+    def at(self) -> float:
+        """Event time of the newest event: the time the batch's state is written at."""
+        if not self.stamps:
+            raise ValueError("an empty batch has no event time")
+        return self.stamps[-1]
+
+    @cached_property
+    def users(self) -> list[str]:
+        """The distinct users, in order of their first event."""
+        return list(dict.fromkeys(e.user_id for e in self.events))
+
+    @cached_property
+    def by_type(self) -> dict[str, list[InteractionEvent]]:
+        """The events of each ``event_type``, oldest first."""
+        groups: dict[str, list[InteractionEvent]] = {}
+        for event in self.events:
+            groups.setdefault(event.event_type, []).append(event)
+        return groups
+
+    @cached_property
+    def history(self) -> dict[str, dict[str, float]]:
+        """user -> item -> summed weight of the batch (only positive weights count)."""
+        history: dict[str, dict[str, float]] = {}
+        for event, weight in zip(self.events, self.weights, strict=True):
+            if weight > 0:
+                items = history.setdefault(event.user_id, {})
+                items[event.item_id] = items.get(event.item_id, 0.0) + weight
+        return history
+
+
+@runtime_checkable
+class OnlineLearner(Protocol):
+    """An online model fed by the event stream: River's ``learn`` verb, batch-wise.
+
+    :meth:`learn_many` turns a batch into the learner's part of the batch's
+    :class:`StateUpdate`. It may read the store (the state before the batch) and
+    never writes it: the stream processor merges every learner's part into one
+    update that the store applies atomically, with the batch's event ids, so a
+    redelivered batch is learnt once or not at all. Hyperparameters are ``__init__``
+    arguments kept as same-named attributes (a learner is cloned and printed from
+    its signature). Every learner passes ``tests/contracts/online_learner.py``.
+    """
+
+    @property
+    def reads(self) -> frozenset[str]:
+        """The ``event_type`` values it learns from; a batch of none leaves its part empty."""
+        ...
+
+    @property
+    def writes(self) -> frozenset[str]:
+        """The :class:`StateUpdate` fields its part may fill."""
+        ...
+
+    def learn_many(self, batch: EventBatch, store: StateStore) -> StateUpdate:
+        """This learner's part of the state update of ``batch`` (``store`` is only read)."""
+        ...
+
+
 class SearchIndex(Protocol):
     """The read side of an index: search and look up vectors."""
 
@@ -353,6 +451,27 @@ class EventPublisher(Protocol):
     def close(self) -> None: ...
 
 
+class AttemptCounter(Protocol):
+    """Attempts per key in a fixed window, shared by every process that limits them.
+
+    :meth:`hit` counts and reads in one atomic step, so N concurrent attempts
+    (threads, workers, hosts) see N distinct counts: none slips past a limit.
+    """
+
+    def hit(self, keys: Sequence[str], window_s: float) -> list[int]:
+        """Count one attempt under each key; return each key's count in its window.
+
+        A key's window starts at its first attempt and lasts ``window_s`` seconds.
+        """
+        ...
+
+    def undo(self, keys: Sequence[str]) -> None:
+        """Take one attempt back from each key (never below zero)."""
+        ...
+
+    def reset(self, key: str) -> None:
+        """Forget every attempt under ``key``."""
+        ...
 
 
 # --- recommendation sources: the one interface of the live pipeline and of `served` -----

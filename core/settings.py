@@ -48,6 +48,11 @@ class Settings(BaseSettings):
 
     #: Every Redis key starts with this (several deployments can share one Redis).
     redis_prefix: str = "sr:"
+    #: Memory ceiling of the embedded Redis (redis-server syntax). At the ceiling it
+    #: evicts, among keys with a TTL, those closest to expiry first (``volatile-ttl``):
+    #: anonymous served lists, then other served lists, then old dedupe buckets; the
+    #: online state (no TTL) is never evicted.
+    embedded_redis_maxmemory: str = Field("1gb", pattern=r"^[1-9][0-9]*(kb|mb|gb)?$")
 
     # --- Kafka ------------------------------------------------------------------------
     interactions_topic: str = "interactions"
@@ -133,8 +138,14 @@ class Settings(BaseSettings):
     #: Most popular items a snapshot holds; items past it get no popularity score (a
     #: re-read of 5,000 takes ~8 ms of one worker's time: keep it well under refresh_s).
     popularity_snapshot_size: int = Field(5_000, ge=100)
-    #: Event time -> popularity uses event time, so a replay of history decays correctly.
-    clock: Literal["event", "wall"] = "event"
+    #: Event time is client input: an event may lie at most this far after the clock of
+    #: the API (422 beyond) or the consumer (dead letter beyond), for clock skew. Shared
+    #: decay state never moves past this either (one event from the year 9999 would
+    #: otherwise decay every popularity score to 0 for good).
+    event_max_future_s: float = Field(300.0, ge=0)
+    #: ... and at most this long before it (refused the same way). Two years: the demo
+    #: replays its 374 days of history moved to end at the replay's start.
+    event_max_age_s: float = Field(2 * 365 * 24 * 3600.0, gt=0)
 
     # --- item index ---------------------------------------------------------------------
     #: Up to this many items the item index is exact (FAISS IndexIDMap2 over IndexFlatIP,
@@ -175,10 +186,21 @@ class Settings(BaseSettings):
     default_k: int = Field(10, ge=1, le=200)
     max_k: int = Field(200, ge=1, le=10_000)
     max_body_bytes: int = Field(1_000_000, ge=1_000)
+    #: Top items of each served list remembered for attribution and the online blender
+    #: (clicks far down a list are rare; a k=200 list would otherwise keep ~10 KB).
+    impression_max_items: int = Field(20, ge=1, le=10_000)
+    #: How long a served list can earn attributed feedback.
+    impression_ttl_s: int = Field(24 * 3600, ge=60)
+    #: ... when nothing in it was personal (every item from popularity alone: an
+    #: anonymous or new shopper, or a made-up user id).
+    anonymous_impression_ttl_s: int = Field(3600, ge=60)
     secret_key: str = Field("", validation_alias=_env("SECRET_KEY", "SECRET_KEY"))
     #: Bearer token for the operator endpoints of the JSON API (a user's history, catalog
     #: changes): ``Authorization: Bearer <token>``. Empty = open (development only).
     api_token: str = Field("", validation_alias=_env("API_TOKEN"))
+    #: Bearer token Prometheus sends to scrape the API's ``/metrics`` (its scrape config's
+    #: ``authorization``); empty = no token (then keep /metrics off public networks).
+    metrics_token: str = Field("", validation_alias=_env("METRICS_TOKEN"))
     #: Sustained requests per second one client (remote address) may make to /api/*, per
     #: API worker process (token bucket; /healthz and /metrics are exempt). 0 = no limit.
     rate_limit_per_s: float = Field(100.0, ge=0)

@@ -20,14 +20,16 @@ from typing import Any
 import numpy as np
 from aiokafka import AIOKafkaClient
 
-from core.errors import DataNotFound, ServiceUnavailable
+from core.errors import ArtifactIntegrityError, DataNotFound, ServiceUnavailable
 from core.events import parse_interaction
 from core.ports import StateStore, VectorIndex
 from core.scoring import Interactions
 from core.settings import Settings
 from core.types import Item
 from index.factory import build_vector_index, load_vector_index
+from infra.attempts import MemoryAttemptCounter, RedisAttemptCounter
 from infra.catalog_log import RedisCatalogLog
+from infra.consumer_group import group_members
 from infra.embedded import EmbeddedKafka, EmbeddedRedis, run_sync
 from infra.kafka import KafkaEventPublisher, ensure_topics
 from infra.models import ModelProvider
@@ -49,6 +51,7 @@ from online_models.serving.registry import SOURCES, SourceDeps, build_sources
 __all__ = [
     "EmbeddedStack",
     "archive_dataset",
+    "build_attempt_counter",
     "build_catalog_log",
     "build_index",
     "build_model_provider",
@@ -58,6 +61,7 @@ __all__ = [
     "build_sql_store",
     "build_state_store",
     "clear_runtime",
+    "consumers_joined",
     "ensure_catalog",
     "ensure_kafka_topics",
     "ensure_trained",
@@ -106,7 +110,8 @@ def start_embedded(
             snapshots = settings.state_dir / "redis" if persist_redis else None
             if snapshots is not None:
                 snapshots.mkdir(parents=True, exist_ok=True)
-            rserver = EmbeddedRedis(log_dir=log_dir, snapshot_dir=snapshots).start()
+            rserver = EmbeddedRedis(log_dir=log_dir, snapshot_dir=snapshots,
+                                    maxmemory=settings.embedded_redis_maxmemory).start()
             stack.servers.append(rserver)
             redis_url = rserver.url
             log.info("embedded Redis at %s", redis_url)
@@ -187,6 +192,11 @@ def kafka_reachable(bootstrap: str, timeout_s: float = 2.0) -> bool:
     except Exception:
         return False
     return True
+
+
+def consumers_joined(settings: Settings) -> bool:
+    """True once the state consumers' group has members with partitions (broker's view)."""
+    return group_members(settings.kafka_bootstrap, settings.consumer_group) > 0
 
 
 # --- catalog and index --------------------------------------------------------------------
@@ -270,6 +280,13 @@ def build_state_store(settings: Settings) -> RedisStateStore:
     return RedisStateStore.from_settings(client, settings)
 
 
+def build_attempt_counter(settings: Settings) -> RedisAttemptCounter | MemoryAttemptCounter:
+    """Log-in attempts in Redis (shared by every worker), in memory without Redis."""
+    if not settings.redis_url:
+        return MemoryAttemptCounter()
+    return RedisAttemptCounter(redis_client(settings.redis_url), prefix=settings.redis_prefix)
+
+
 def build_catalog_log(settings: Settings) -> RedisCatalogLog:
     if not settings.redis_url:
         raise ServiceUnavailable("no Redis configured for the catalog log")
@@ -326,13 +343,20 @@ def build_recommender(
 
 
 def ensure_trained(settings: Settings) -> str:
-    """Train the collaborative model on the shipped history if no version exists yet."""
+    """Train the collaborative model on the shipped history if no usable version exists
+    (none yet, or the latest one's ALS file fails its manifest's sha256)."""
     from offline.datasets import load_dataset
-    from offline.train import read_latest, train
+    from offline.train import read_latest, train, verify_model
 
     latest = read_latest(settings.artifacts_dir)
     if latest is not None:
-        return latest
+        try:
+            verify_model(settings.artifacts_dir, latest, "als")
+            return latest
+        except ArtifactIntegrityError as exc:
+            log.warning("retraining: %s", exc)
+        except DataNotFound:
+            return latest  # a version without ALS: collaborative scores are off by choice
     dataset = load_dataset("online-retail", settings.data_dir)
     result = train(dataset, settings.artifacts_dir, ["als", "ease"])
     log.info("trained ALS and EASE on %d events: version %s", len(dataset.interactions),

@@ -34,6 +34,7 @@ import redis
 from aiokafka import AIOKafkaClient
 
 from core.errors import ConfigurationError, ServiceUnavailable
+from infra.process import preexec_die_with_parent
 
 __all__ = [
     "EmbeddedKafka",
@@ -174,6 +175,8 @@ class EmbeddedServer:
                     stderr=subprocess.STDOUT,
                     env=self._child_env(),
                     start_new_session=True,  # a Ctrl-C in the terminal is ours to handle
+                    # A parent killed outright cannot stop us: the kernel then does.
+                    preexec_fn=preexec_die_with_parent(),
                 )
         try:
             self._wait_ready()
@@ -314,13 +317,18 @@ class EmbeddedRedis(EmbeddedServer):
     Without ``snapshot_dir`` nothing is persisted (tests). With it, the server
     writes an RDB snapshot there every 30 s when something changed, and on SIGTERM,
     and loads it when it starts again: the online state survives a restart.
+    ``maxmemory`` bounds it; at the bound, keys with a TTL are evicted, the nearest
+    to expiry first (see ``Settings.embedded_redis_maxmemory``).
     """
 
     name = "redis"
 
-    def __init__(self, *, snapshot_dir: Path | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, snapshot_dir: Path | None = None, maxmemory: str = "1gb",
+                 maxmemory_policy: str = "volatile-ttl", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.snapshot_dir = snapshot_dir
+        self.maxmemory = maxmemory
+        self.maxmemory_policy = maxmemory_policy
 
     @property
     def url(self) -> str:
@@ -337,6 +345,8 @@ class EmbeddedRedis(EmbeddedServer):
               else ["--save", "", "--dir", str(self.log_dir)]),
             "--appendonly", "no",
             "--protected-mode", "yes",
+            "--maxmemory", self.maxmemory,
+            "--maxmemory-policy", self.maxmemory_policy,
         ]
 
     def probe(self) -> None:

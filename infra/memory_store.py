@@ -30,23 +30,24 @@ from core.ports import (
     covisit_scope,
 )
 from core.types import ScoredItems
+from online_models.decay import decay_scale
 
-__all__ = ["DecayedScores", "InMemoryStateStore", "decay_scale", "unique_newest_first"]
+# ``decay_scale`` is re-exported for the Redis store, which reads scores the same way.
+__all__ = [
+    "DEFAULT_MAX_FUTURE_S",
+    "DecayedScores",
+    "InMemoryStateStore",
+    "decay_scale",
+    "unique_newest_first",
+]
 
 #: A rebase keeps stored scores below ``w * 2**64``: far from float overflow, and
 #: the relative precision of a double does not depend on magnitude.
 DEFAULT_MAX_EXPONENT = 64.0
 #: Items kept per co-visitation scope (``co:<item>``).
 DEFAULT_COVISIT_MAX = 100
-
-
-def decay_scale(t: float, ref: float, half_life_s: float) -> float:
-    """``2 ** ((t - ref) / half_life_s)``: the weight of time ``t`` relative to ``ref``.
-
-    >>> decay_scale(20.0, 10.0, 10.0), decay_scale(0.0, 10.0, 10.0)
-    (2.0, 0.5)
-    """
-    return math.pow(2.0, (t - ref) / half_life_s)
+#: Seconds past the wall clock that decay state may reach (``Settings.event_max_future_s``).
+DEFAULT_MAX_FUTURE_S = 300.0
 
 
 def unique_newest_first(items_oldest_first: Sequence[str]) -> list[str]:
@@ -131,6 +132,10 @@ class InMemoryStateStore:
         Half-life of popularity weights, in event time.
     clock
         Wall clock for the dedupe window (tests move it).
+    max_future_s
+        Popularity's reference time never passes ``clock() + max_future_s``: an event
+        from the far future (which would decay every score to 0, for good) counts as
+        if it happened then.
 
     Examples
     --------
@@ -150,8 +155,10 @@ class InMemoryStateStore:
         max_exponent: float = DEFAULT_MAX_EXPONENT,
         clock: Callable[[], float] = time.time,
         covisit_max: int = DEFAULT_COVISIT_MAX,
+        max_future_s: float = DEFAULT_MAX_FUTURE_S,
     ) -> None:
         self.recent_max = recent_max
+        self.max_future_s = max_future_s
         self.covisit_max = covisit_max
         self.dedupe_ttl_s = dedupe_ttl_s
         self.half_life_s = half_life_s
@@ -196,7 +203,8 @@ class InMemoryStateStore:
                 fresh = set(newest)
                 old = [i for i in self._recent.get(user, []) if i not in fresh]
                 self._recent[user] = (newest + old)[: self.recent_max]
-            self._popularity.add(update.popularity, update.popularity_at)
+            self._popularity.add(update.popularity,
+                                 min(update.popularity_at, now + self.max_future_s))
             self._popularity.trim(
                 [scope for scope in update.popularity if scope.startswith("co:")],
                 self.covisit_max,
@@ -227,10 +235,10 @@ class InMemoryStateStore:
                     factors[user] = np.array(vector, dtype=np.float32)
             for name, delta in update.counters.items():
                 self._counters[name] = self._counters.get(name, 0) + int(delta)
-            if update.last_event_ts is not None and (
-                self._last_ts is None or update.last_event_ts > self._last_ts
-            ):
-                self._last_ts = float(update.last_event_ts)
+            last = (None if update.last_event_ts is None
+                    else min(update.last_event_ts, now + self.max_future_s))
+            if last is not None and (self._last_ts is None or last > self._last_ts):
+                self._last_ts = float(last)
 
     def recent_items(self, user_id: str, n: int = 50) -> list[str]:
         with self._lock:

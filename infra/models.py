@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import DataNotFound
+from core.errors import ArtifactIntegrityError, DataNotFound
 from core.events import Purchased
 from core.ports import Vector
 from index.faiss_index import FaissIndex
@@ -54,6 +54,7 @@ class ModelProvider:
         self.clock = clock
         self._checked_at = -float("inf")
         self._version: str | None = None
+        self._refused: str | None = None  # a version whose files failed their sha256
         self._foldin: ALSFoldIn | None = None
         self._item_index: InnerProductIndex | None = None
         self._ranker: GbdtRanker | None = None
@@ -138,12 +139,16 @@ class ModelProvider:
 
     def _reload_if_new(self) -> None:
         latest = read_latest(self.artifacts_dir)
-        if latest is None or latest == self._version:
+        if latest is None or latest in (self._version, self._refused):
             return
         self._ranker = self._load_ranker(latest)
         self._neighbours = self._load_neighbours(latest)
         try:
             model = load_model(self.artifacts_dir, latest, "als")
+        except ArtifactIntegrityError as exc:  # keep serving the version already loaded
+            log.error("model version %s refused: %s", latest, exc)
+            self._refused = latest
+            return
         except DataNotFound:
             log.info("model version %s has no ALS model; collaborative scores off", latest)
             self._version, self._foldin, self._item_index = latest, None, None

@@ -66,6 +66,7 @@ from core.types import ScoredItems
 from infra.memory_store import (
     DEFAULT_COVISIT_MAX,
     DEFAULT_MAX_EXPONENT,
+    DEFAULT_MAX_FUTURE_S,
     decay_scale,
     unique_newest_first,
 )
@@ -73,7 +74,7 @@ from infra.memory_store import (
 if TYPE_CHECKING:
     from core.settings import Settings
 
-__all__ = ["DEFAULT_SKIPLIST_MIN", "RedisStateStore", "redis_client"]
+__all__ = ["DEFAULT_SKIPLIST_MIN", "REDIS_TIMEOUT_S", "RedisStateStore", "redis_client"]
 
 #: Dedupe buckets per TTL: ``seen_events`` checks this many sets (plus one).
 _DEDUPE_BUCKETS = 8
@@ -310,7 +311,14 @@ return out
 """
 
 
-def redis_client(url: str, *, timeout_s: float = 5.0) -> redis.Redis:
+#: Socket (and connect) timeout of every Redis client, in seconds. Not shorter: the
+#: consumer applies up to 4,000 records in one script call, and a timed-out script
+#: still runs on the server, so a short timeout only turns slow batches on a busy
+#: machine into retries. It matches the Kafka publisher's 5 s.
+REDIS_TIMEOUT_S = 5.0
+
+
+def redis_client(url: str, *, timeout_s: float = REDIS_TIMEOUT_S) -> redis.Redis:
     """A Redis client for ``url`` with bounded timeouts (built in ``infra.bootstrap``)."""
     return redis.Redis.from_url(
         url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
@@ -355,6 +363,9 @@ class RedisStateStore:
         Rebase the popularity scores when ``(t - ref) / half_life_s`` passes this.
     clock
         Wall clock for the dedupe buckets.
+    max_future_s
+        Popularity's reference time never passes ``clock() + max_future_s`` (see
+        :class:`infra.memory_store.InMemoryStateStore`).
     covisit_max
         Items kept per co-visitation scope (``co:<item>``): the lowest are trimmed.
     skiplist_min
@@ -375,7 +386,9 @@ class RedisStateStore:
         clock: Callable[[], float] = time.time,
         covisit_max: int = DEFAULT_COVISIT_MAX,
         skiplist_min: int = DEFAULT_SKIPLIST_MIN,
+        max_future_s: float = DEFAULT_MAX_FUTURE_S,
     ) -> None:
+        self.max_future_s = max_future_s
         if half_life_s <= 0 or dedupe_ttl_s <= 0 or recent_max < 1 or covisit_max < 1:
             raise ValueError(
                 "half_life_s and dedupe_ttl_s must be > 0, recent_max and covisit_max >= 1"
@@ -419,6 +432,7 @@ class RedisStateStore:
             half_life_s=settings.popularity_half_life_s,
             covisit_max=settings.covisit_max,
             skiplist_min=settings.popularity_skiplist_min,
+            max_future_s=settings.event_max_future_s,
         )
 
     def __repr__(self) -> str:
@@ -521,7 +535,9 @@ class RedisStateStore:
         now = self.clock()
         bucket = math.floor(now / self._bucket_s)
         payload: dict[str, Any] = {
-            "t": update.popularity_at, "hl": self.half_life_s, "max_exp": self.max_exponent,
+            # Clamped: no event moves the decay reference past what later ones can reach.
+            "t": min(update.popularity_at, now + self.max_future_s),
+            "hl": self.half_life_s, "max_exp": self.max_exponent,
             "co_cap": self.covisit_max, "recent_max": self.recent_max,
             "skiplist_min": self.skiplist_min,
             "ids": update.event_ids, "seen_key": self._seen_key(bucket),
@@ -534,7 +550,7 @@ class RedisStateStore:
             "vec": vec,
         }
         if update.last_event_ts is not None:  # absent, not nil: the script tests "if p.last"
-            payload["last"] = update.last_event_ts
+            payload["last"] = min(update.last_event_ts, now + self.max_future_s)
         return msgpack.packb(payload), b"".join(blob)
 
     def _vector_hashes(self, update: StateUpdate) -> Iterator[tuple[str, dict[str, Vector]]]:

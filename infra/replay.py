@@ -30,15 +30,24 @@ class ReplayProgress:
     done: bool = False
 
 
-def purchase_events(data_dir: Path, limit: int | None = None) -> Iterator[Purchased]:
+def purchase_events(
+    data_dir: Path, limit: int | None = None, end_at: float | None = None,
+) -> Iterator[Purchased]:
     """The shipped purchase history as events, in time order, with stable event ids.
 
     The event id is derived from the invoice line, so a second replay of the same
-    history is recognised as duplicates by the consumers.
+    history is recognised as duplicates by the consumers. Times are rebased: the
+    replayed purchases (2010-2011) are moved, gaps kept, so that the last of them
+    lies at ``end_at`` (default: now). A replay is no trusted producer: its events
+    pass the consumers' event-time window like any other, and live events posted
+    meanwhile (at today's time) decay against it consistently.
     """
     frame = load_purchases(data_dir)
     if limit is not None:
         frame = frame.head(limit)
+    if frame.empty:
+        return
+    shift = (time.time() if end_at is None else end_at) - float(frame["timestamp"].max())
     for n, row in enumerate(frame.itertuples(index=False)):
         yield Purchased(
             event_id=f"or-{row.invoice}-{row.item_id}-{n}",
@@ -47,7 +56,7 @@ def purchase_events(data_dir: Path, limit: int | None = None) -> Iterator[Purcha
             session_id=str(row.invoice),
             quantity=max(1, min(int(row.quantity), 100_000)),
             price=float(row.price),
-            timestamp=datetime.fromtimestamp(float(row.timestamp), UTC),
+            timestamp=datetime.fromtimestamp(float(row.timestamp) + shift, UTC),
         )
 
 

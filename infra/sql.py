@@ -16,9 +16,10 @@ NOTHING), so a consumer that replays a batch after a crash archives nothing twic
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,13 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+)
 from sqlalchemy.pool import StaticPool
 
 from core.errors import ConfigurationError, TemporaryFailure
@@ -66,6 +73,8 @@ products_table = sa.Table(
 )
 
 _CHUNK = 5_000
+
+log = logging.getLogger(__name__)
 
 
 def _chunks(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
@@ -199,6 +208,9 @@ class SqlStore:
         self._count_returned = self.dialect == "postgresql"
         self._archive_insert = (insert.returning(events_table.c.event_id)
                                 if self._count_returned else insert)
+        #: Called with (event id, reason) for each event the database refuses as data
+        #: (see :meth:`archive_events`); the consumers count them in a metric.
+        self.on_rejected: Callable[[str, str], None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SqlStore:
@@ -254,6 +266,25 @@ class SqlStore:
                      (_event_row(event, raw) for event, raw in pairs)}.values())
         if not rows:
             return 0
+        try:
+            return self._insert_events(rows)
+        except DataError:
+            # A value this database cannot hold (PostgreSQL: a NUL character). Retrying
+            # the batch would fail forever and stall the archive's group: insert row by
+            # row and skip, logged and counted, only the rows the database refuses.
+            inserted = 0
+            for row in rows:
+                try:
+                    inserted += self._insert_events([row])
+                except DataError as exc:
+                    reason = str(exc.orig).strip()
+                    log.error("archive: event %r refused by the database, skipped: %s",
+                              row["event_id"], reason)
+                    if self.on_rejected is not None:
+                        self.on_rejected(str(row["event_id"]), reason)
+            return inserted
+
+    def _insert_events(self, rows: list[dict[str, Any]]) -> int:
         inserted = 0
         with self._begin("archive_events") as conn:
             for chunk in _chunks(rows):

@@ -13,14 +13,15 @@ collaborative recommendations immediately, without retraining.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
+from core.ports import INTERACTION_TYPES, EventBatch, StateStore, StateUpdate
 from core.types import ScoredItems
 
-__all__ = ["ALSFoldIn"]
+__all__ = ["ALSFoldIn", "FoldInLearner"]
 
 
 class ALSFoldIn:
@@ -123,3 +124,80 @@ class ALSFoldIn:
             return ScoredItems.empty()
         rows = np.array([self.item_index[i] for i in known])
         return ScoredItems(known, self.item_factors[rows] @ np.asarray(user_vector, np.float64))
+
+
+class FoldInLearner:
+    """Folds the batch's users (and items the model never saw) into the current ALS model.
+
+    A user's new vector comes from their whole weighted history (the stored one plus
+    the batch's); an item the model never saw gets factors from the vectors of the
+    users who touched it (when the model carries ``user_gram``).
+
+    Parameters
+    ----------
+    collaborative
+        Returns the current fold-in (None while no model is trained: then nothing is
+        folded in; the histories are kept by :class:`online_models.recent.HistoryLearner`).
+
+    Examples
+    --------
+    >>> from core.events import Purchased
+    >>> from infra.memory_store import InMemoryStateStore
+    >>> model = ALSFoldIn(["a", "b"], np.eye(2), regularization=0.1, alpha=1.0, version="v1")
+    >>> buys = [Purchased(user_id="u", item_id="a", timestamp=1.0)]
+    >>> part = FoldInLearner(lambda: model).learn_many(EventBatch(buys, [1.0], [8.0]),
+    ...                                                InMemoryStateStore())
+    >>> part.factors_version, sorted(part.user_factors)
+    ('v1', ['u'])
+    """
+
+    reads = INTERACTION_TYPES
+    writes = frozenset({"user_factors", "factors_version", "item_history", "item_factors"})
+
+    def __init__(self, collaborative: Callable[[], ALSFoldIn | None]) -> None:
+        self.collaborative = collaborative
+
+    def learn_many(self, batch: EventBatch, store: StateStore) -> StateUpdate:
+        foldin = self.collaborative()
+        history = batch.history
+        part = StateUpdate()
+        if foldin is None or not history:
+            return part
+        part.factors_version = foldin.version
+        touched = [u for u in batch.users if u in history]
+        stored = store.get_histories(touched)
+        for user in touched:
+            merged = stored.get(user, {})
+            for item, weight in history[user].items():
+                merged[item] = merged.get(item, 0.0) + weight
+            vector = foldin.user_vector(merged)
+            if vector is not None:
+                part.user_factors[user] = vector
+        self._fold_in_new_items(part, history, foldin, store)
+        return part
+
+    @staticmethod
+    def _fold_in_new_items(part: StateUpdate, history: Mapping[str, Mapping[str, float]],
+                           foldin: ALSFoldIn, store: StateStore) -> None:
+        """Items the model never saw get factors from the users who touched them."""
+        for user, weights in history.items():
+            for item, weight in weights.items():
+                if item not in foldin.item_index:
+                    part.item_history.setdefault(item, {})[user] = weight
+        if not part.item_history or foldin.user_gram is None:
+            return
+        merged = store.get_item_histories(list(part.item_history))
+        for item, increments in part.item_history.items():
+            mine = merged.setdefault(item, {})
+            for user, weight in increments.items():
+                mine[user] = mine.get(user, 0.0) + weight
+        users = list({u for weights in merged.values() for u in weights})
+        stored = store.get_user_factors(
+            [u for u in users if u not in part.user_factors], foldin.version)
+        factors = {**stored, **part.user_factors}
+        for item, weights in merged.items():
+            known = [u for u in weights if u in factors]
+            vector = foldin.item_vector(np.stack([factors[u] for u in known]),
+                                        [weights[u] for u in known]) if known else None
+            if vector is not None:
+                part.item_factors[item] = vector

@@ -1,36 +1,31 @@
 """Turns a batch of interaction events into one atomic state update.
 
-The processor is the "learn" half of the consumers: it reads what it needs
-(already-applied event ids, current profiles), folds every new event into the
-online models in event-time order, and hands a :class:`core.ports.StateUpdate`
-to the store, which applies it in one transaction. Replaying a batch therefore
-changes nothing twice: applied event ids are skipped.
+The processor is the "learn" half of the consumers: it validates a batch (each
+event applied once, in event-time order), hands it to every online learner, and
+merges their parts into one :class:`core.ports.StateUpdate` that the store applies
+in one transaction. Replaying a batch therefore changes nothing twice: applied
+event ids are skipped. The learners (:class:`core.ports.OnlineLearner`) each own a
+part of the state: recent items, purchases, weighted histories, decayed popularity,
+co-visitation, content profiles, the ALS fold-in, the rating model, the blender.
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING, fields
 
-import numpy as np
-
-from core.events import InteractionEvent, ItemClicked, Purchased, Rated
-from core.ports import (
-    ALL_ITEMS,
-    StateStore,
-    StateUpdate,
-    Vector,
-    VectorIndex,
-    category_scope,
-    covisit_scope,
-)
+from core.events import InteractionEvent, Rated
+from core.ports import EventBatch, OnlineLearner, SearchIndex, StateStore, StateUpdate
 from core.settings import CovisitDirection
-from online_models.als_foldin import ALSFoldIn
-from online_models.blender import BLOB, OnlineBlender
-from online_models.profile import ContentProfile
+from online_models.als_foldin import ALSFoldIn, FoldInLearner
+from online_models.blender import OnlineBlender
+from online_models.covisitation import CovisitationLearner
+from online_models.popularity import PopularityLearner
+from online_models.profile import ContentProfile, ProfileLearner
 from online_models.rating_mf import OnlineRatingMF
+from online_models.recent import HistoryLearner, PurchasesLearner, RecentItemsLearner
 
-__all__ = ["StreamProcessor"]
+__all__ = ["StreamProcessor", "implicit_weight", "learn_batch", "merge_part"]
 
 
 def implicit_weight(event: InteractionEvent) -> float:
@@ -39,19 +34,24 @@ def implicit_weight(event: InteractionEvent) -> float:
 
 
 class StreamProcessor:
-    """Builds state updates from interaction events.
+    """Builds state updates from interaction events: validate -> learners -> merge.
+
+    The hyperparameters configure the standard learners, in this order: recent
+    items, purchases, weighted histories, popularity, co-visitation, content
+    profiles, and (when given) the ALS fold-in, the rating model and the blender;
+    ``extra_learners`` join after them. :attr:`learners` is the assembled list.
 
     Parameters
     ----------
     store
-        Where state lives (read for dedupe and profiles, written by the caller).
+        Where state lives (read for dedupe and by the learners, written by :meth:`apply`).
     index
         Item embeddings; an item missing from it updates recency and popularity
         but not the profile (its embedding arrives with its catalog upsert).
     categories
         item id -> category, for per-category popularity.
     half_life_s
-        Half-life of decayed popularity, in seconds of event time.
+        Half-life of decayed popularity and co-visitation, in seconds of event time.
     profile
         The content-profile model.
     covisit_window
@@ -67,12 +67,14 @@ class StreamProcessor:
         Learns explicit ratings online (its parameters live in the store).
     blender
         Learns source weights from clicks that carry the ``rec_id`` of a served list.
+    extra_learners
+        More learners, each contributing its own part of every update.
     """
 
     def __init__(
         self,
         store: StateStore,
-        index: VectorIndex,
+        index: SearchIndex,
         categories: Mapping[str, str],
         *,
         half_life_s: float,
@@ -82,6 +84,7 @@ class StreamProcessor:
         collaborative: Callable[[], ALSFoldIn | None] | None = None,
         rating_model: OnlineRatingMF | None = None,
         blender: OnlineBlender | None = None,
+        extra_learners: Sequence[OnlineLearner] = (),
     ) -> None:
         self.store = store
         self.index = index
@@ -89,190 +92,29 @@ class StreamProcessor:
         self.half_life_s = half_life_s
         self.profile = profile
         self.covisit_window = covisit_window
-        if covisit_direction not in ("both", "forward"):
-            raise ValueError(f"covisit_direction must be 'both' or 'forward', "
-                             f"not {covisit_direction!r}")
         self.covisit_direction = covisit_direction
         self.collaborative = collaborative
         self.rating_model = rating_model
         self.blender = blender
+        self.extra_learners = extra_learners
+        optional: list[OnlineLearner | None] = [
+            FoldInLearner(collaborative) if collaborative is not None else None,
+            rating_model, blender,
+        ]
+        self.learners: list[OnlineLearner] = [
+            RecentItemsLearner(), PurchasesLearner(), HistoryLearner(),
+            PopularityLearner(categories, half_life_s),
+            CovisitationLearner(half_life_s, covisit_window, covisit_direction),
+            ProfileLearner(index, profile),
+            *(learner for learner in optional if learner is not None),
+            *extra_learners,
+        ]
 
     def build_update(
         self, events: Sequence[InteractionEvent], counters: Mapping[str, int] | None = None
     ) -> StateUpdate:
-        """The state change of ``events``, skipping ones already applied.
-
-        ``counters`` are extra increments to write in the same transaction
-        (dead letters of the batch, for instance). Everything is summed over the
-        batch before it reaches the store (one increment per scope and item, per
-        user and item, one recent-list push per user), so the store's work grows
-        with the distinct keys a batch touches, not with its events.
-        """
-        update = StateUpdate(counters=dict(counters or {}))
-        if not events:
-            return update
-        seen = self.store.seen_events([e.event_id for e in events])
-        fresh: list[InteractionEvent] = []
-        stamps: list[float] = []
-        # Event time once per event (``ts`` converts a datetime each time); ties keep
-        # arrival order.
-        for ts, _, event in sorted([(e.ts, n, e) for n, e in enumerate(events)]):
-            if event.event_id in seen:
-                continue
-            seen.add(event.event_id)  # a duplicate inside the batch counts once too
-            fresh.append(event)
-            stamps.append(ts)
-        duplicates = len(events) - len(fresh)
-        if duplicates:
-            update.counters["events.duplicate"] = duplicates
-        if not fresh:
-            return update
-
-        batch_ts = stamps[-1]
-        update.popularity_at = batch_ts
-        update.last_event_ts = batch_ts
-        # Increments are all written at the batch's time: pre-decay each one so the
-        # result equals applying it at its own event time.
-        decays = np.exp2((np.array(stamps) - batch_ts) / self.half_life_s).tolist()
-        vectors = self.index.get(list(dict.fromkeys(e.item_id for e in fresh)))
-        users = list(dict.fromkeys(e.user_id for e in fresh))
-        # Each user's newest items before this batch, advanced event by event.
-        history = self.store.recent_items_many(users, self.covisit_window)
-        window = self.covisit_window
-        both_ways = self.covisit_direction == "both"
-        overall: dict[str, float] = defaultdict(float)
-        covisits: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-        recent: dict[str, list[str]] = defaultdict(list)
-        weights: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-        steps: tuple[list[str], list[str], list[float]] = ([], [], [])  # user, item, weight
-        unknown = 0
-
-        for event, decay in zip(fresh, decays, strict=True):
-            user, item = event.user_id, event.item_id
-            recent[user].append(item)
-            weight = implicit_weight(event)
-            if weight > 0:
-                weights[user][item] += weight
-            if isinstance(event, Purchased):
-                update.purchased.setdefault(user, []).append(item)
-            decayed = weight * decay
-            overall[item] += decayed
-            before = history.get(user, ())
-            for partner in before:
-                if partner != item:
-                    covisits[partner][item] += decayed  # partner came first
-                    if both_ways:
-                        covisits[item][partner] += decayed
-            history[user] = [item, *[i for i in before if i != item][: window - 1]]
-            if item not in vectors:
-                unknown += 1
-            elif weight > 0:  # a 1-star rating says "not this", not "more like this"
-                steps[0].append(user)
-                steps[1].append(item)
-                steps[2].append(weight)
-
-        update.event_ids = [e.event_id for e in fresh]
-        self._fold_profiles(update, steps, vectors)
-        self._learn_clicks(update, [e for e in fresh if isinstance(e, ItemClicked) and e.rec_id])
-        ratings = [e for e in fresh if isinstance(e, Rated)]
-        if ratings and self.rating_model is not None:
-            params = self.store.get_rating_params([e.user_id for e in ratings],
-                                                  [e.item_id for e in ratings])
-            update.rating = self.rating_model.learn(ratings, params)
-        update.history = {u: dict(w) for u, w in weights.items()}
-        self._fold_in(update, users)
-        kinds = Counter(e.event_type for e in fresh)
-        tally = {f"events.{kind}": n for kind, n in kinds.items()}
-        if unknown:
-            tally["events.unknown_item"] = unknown
-        tally["events.total"] = len(fresh)
-        update.counters = {**tally, **update.counters}
-        update.popularity = self._scopes(overall, covisits)
-        update.recent = dict(recent)
-        return update
-
-    def _scopes(
-        self, overall: dict[str, float], covisits: dict[str, dict[str, float]]
-    ) -> dict[str, dict[str, float]]:
-        """Popularity increments by scope: all items, per category, co-visitation."""
-        scopes: dict[str, dict[str, float]] = {ALL_ITEMS: dict(overall)}
-        for item, weight in overall.items():
-            category = self.categories.get(item)
-            if category:
-                scopes.setdefault(category_scope(category), {})[item] = weight
-        for item, partners in covisits.items():
-            scopes[covisit_scope(item)] = dict(partners)
-        return scopes
-
-    def _learn_clicks(self, update: StateUpdate, clicks: list[InteractionEvent]) -> None:
-        if self.blender is None or not clicks:
-            return
-        blob = self.store.get_blob(BLOB)
-        model = self.blender.loads(blob) if blob is not None else self.blender.new_model()
-        learnt = 0
-        for click in clicks:
-            assert click.rec_id is not None
-            learnt += self.blender.learn(model, self.store.impressions(click.rec_id),
-                                         click.item_id)
-        if learnt:
-            update.blobs[BLOB] = self.blender.dumps(model)
-            update.counters["blender.examples"] = learnt
-
-    def _fold_profiles(
-        self,
-        update: StateUpdate,
-        steps: tuple[list[str], list[str], list[float]],
-        vectors: Mapping[str, Vector],
-    ) -> None:
-        """Every user's content profile after their events of the batch, in one pass."""
-        users, items, weights = steps
-        if not users:
-            return
-        rows = {item: n for n, item in enumerate(dict.fromkeys(items))}
-        matrix = np.stack([vectors[item] for item in rows])
-        update.profiles = self.profile.fold_many(
-            self.store.get_profiles(list(dict.fromkeys(users))), users,
-            matrix[[rows[item] for item in items]], np.array(weights))
-
-    def _fold_in(self, update: StateUpdate, users: list[str]) -> None:
-        foldin = self.collaborative() if self.collaborative is not None else None
-        if foldin is None or not update.history:
-            return
-        update.factors_version = foldin.version
-        touched = [u for u in users if u in update.history]
-        histories = self.store.get_histories(touched)
-        for user in touched:
-            merged = histories.get(user, {})
-            for item, weight in update.history[user].items():
-                merged[item] = merged.get(item, 0.0) + weight
-            vector = foldin.user_vector(merged)
-            if vector is not None:
-                update.user_factors[user] = vector
-        self._fold_in_new_items(update, foldin)
-
-    def _fold_in_new_items(self, update: StateUpdate, foldin: ALSFoldIn) -> None:
-        """Items the model never saw get factors from the users who touched them."""
-        for user, weights in update.history.items():
-            for item, weight in weights.items():
-                if item not in foldin.item_index:
-                    update.item_history.setdefault(item, {})[user] = weight
-        if not update.item_history or foldin.user_gram is None:
-            return
-        merged = self.store.get_item_histories(list(update.item_history))
-        for item, increments in update.item_history.items():
-            mine = merged.setdefault(item, {})
-            for user, weight in increments.items():
-                mine[user] = mine.get(user, 0.0) + weight
-        users = list({u for weights in merged.values() for u in weights})
-        stored = self.store.get_user_factors(
-            [u for u in users if u not in update.user_factors], foldin.version)
-        factors = {**stored, **update.user_factors}
-        for item, weights in merged.items():
-            known = [u for u in weights if u in factors]
-            vector = foldin.item_vector(np.stack([factors[u] for u in known]),
-                                        [weights[u] for u in known]) if known else None
-            if vector is not None:
-                update.item_factors[item] = vector
+        """The state change of ``events``, skipping ones already applied (:func:`learn_batch`)."""
+        return learn_batch(self.store, self.learners, events, counters)
 
     def apply(
         self, events: Sequence[InteractionEvent], counters: Mapping[str, int] | None = None
@@ -282,3 +124,102 @@ class StreamProcessor:
         if not update.is_empty():
             self.store.apply(update)
         return update
+
+
+def learn_batch(
+    store: StateStore,
+    learners: Sequence[OnlineLearner],
+    events: Sequence[InteractionEvent],
+    counters: Mapping[str, int] | None = None,
+) -> StateUpdate:
+    """The state change of ``events`` learnt by ``learners``, skipping applied events.
+
+    Validation first: events already applied (or repeated in the batch) are dropped
+    and counted, the rest ordered by event time; then each learner that reads one of
+    the batch's event types adds its part. ``counters`` are extra increments to
+    write in the same transaction (dead letters of the batch, for instance).
+    Everything is summed over the batch before it reaches the store (one increment
+    per scope and item, per user and item, one recent-list push per user), so the
+    store's work grows with the distinct keys a batch touches, not with its events.
+    """
+    update = StateUpdate(counters=dict(counters or {}))
+    if not events:
+        return update
+    batch = _fresh(store, events)
+    duplicates = len(events) - len(batch.events)
+    if duplicates:
+        merge_part(update, StateUpdate(counters={"events.duplicate": duplicates}))
+    if not batch.events:
+        return update
+    tally = {f"events.{kind}": len(group) for kind, group in batch.by_type.items()}
+    merge_part(update, StateUpdate(
+        event_ids=[e.event_id for e in batch.events], last_event_ts=batch.at,
+        counters={**tally, "events.total": len(batch.events)}))
+    for learner in learners:
+        if not learner.reads.isdisjoint(batch.by_type):
+            merge_part(update, learner.learn_many(batch, store))
+    return update
+
+
+def _fresh(store: StateStore, events: Sequence[InteractionEvent]) -> EventBatch:
+    """The events not applied yet, each once, oldest first (ties keep arrival order)."""
+    seen = store.seen_events([e.event_id for e in events])
+    fresh: list[InteractionEvent] = []
+    stamps: list[float] = []
+    # Event time once per event (``ts`` converts a datetime each time).
+    for ts, _, event in sorted([(e.ts, n, e) for n, e in enumerate(events)]):
+        if event.event_id in seen:
+            continue
+        seen.add(event.event_id)  # a duplicate inside the batch counts once too
+        fresh.append(event)
+        stamps.append(ts)
+    return EventBatch(fresh, stamps, [implicit_weight(e) for e in fresh])
+
+
+def merge_part(update: StateUpdate, part: StateUpdate) -> None:
+    """Add a learner's ``part`` to the batch's ``update`` (``part`` is consumed).
+
+    Counters and popularity increments add up; event ids concatenate; any other
+    field belongs to one learner: two parts writing the same key, or different
+    values of one field, are a wiring error.
+
+    >>> update = StateUpdate(counters={"events.total": 2}, popularity={"all": {"a": 1.0}})
+    >>> merge_part(update, StateUpdate(counters={"events.total": 1},
+    ...                                popularity={"all": {"a": 0.5}, "co:a": {"b": 1.0}}))
+    >>> update.counters, update.popularity
+    ({'events.total': 3}, {'all': {'a': 1.5}, 'co:a': {'b': 1.0}})
+    >>> merge_part(update, StateUpdate(popularity_at=5.0, recent={"u": ["a"]}))
+    >>> merge_part(update, StateUpdate(recent={"u": ["b"]}))
+    Traceback (most recent call last):
+    ...
+    ValueError: two learners wrote recent of ['u']
+    """
+    for spec in fields(StateUpdate):
+        name = spec.name
+        theirs = getattr(part, name)
+        unset = not theirs if spec.default is MISSING else theirs == spec.default
+        if unset:  # an empty collection, or a value left at its default
+            continue
+        mine = getattr(update, name)
+        if name == "counters":
+            for key, value in theirs.items():
+                mine[key] = mine.get(key, 0) + value
+        elif name == "popularity":
+            for scope, items in theirs.items():
+                target = mine.get(scope)
+                if target is None:
+                    mine[scope] = items
+                    continue
+                for item, weight in items.items():
+                    target[item] = target.get(item, 0.0) + weight
+        elif isinstance(theirs, dict):
+            clash = mine.keys() & theirs.keys()
+            if clash:
+                raise ValueError(f"two learners wrote {name} of {sorted(clash)}")
+            mine.update(theirs)
+        elif isinstance(theirs, list):
+            mine.extend(theirs)
+        elif mine == spec.default or mine == theirs:
+            setattr(update, name, theirs)
+        else:
+            raise ValueError(f"two learners wrote {name}: {mine!r} and {theirs!r}")

@@ -8,7 +8,9 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["ContentProfile"]
+from core.ports import INTERACTION_TYPES, EventBatch, SearchIndex, StateStore, StateUpdate
+
+__all__ = ["ContentProfile", "ProfileLearner"]
 
 K = TypeVar("K", bound=Hashable)
 
@@ -132,3 +134,66 @@ class ContentProfile:
                         * np.stack([np.asarray(profiles[o], dtype=np.float64) for o in known]))
         result = out.astype(np.float32)
         return {owner: result[row] for owner, row in rows.items()}
+
+
+class ProfileLearner:
+    """Folds each user's events of a batch into their content profile, in one pass.
+
+    Events on items without an embedding (not in the index yet: it arrives with the
+    item's catalog upsert) are counted as ``events.unknown_item`` and skip the
+    profile; so do events of weight 0 (a 1-star rating says "not this", not "more
+    like this").
+
+    Parameters
+    ----------
+    index
+        Item embeddings (read for the batch's items).
+    profile
+        The profile model (its learning rate).
+
+    Examples
+    --------
+    >>> from core.events import ItemViewed
+    >>> from index.faiss_index import ExactIndex
+    >>> from infra.memory_store import InMemoryStateStore
+    >>> index = ExactIndex(2)
+    >>> index.upsert(["a"], np.array([[1.0, 0.0]], dtype=np.float32))
+    >>> views = [ItemViewed(user_id="u", item_id=i, timestamp=1.0) for i in ("a", "new")]
+    >>> part = ProfileLearner(index, ContentProfile(0.5)).learn_many(
+    ...     EventBatch(views, [1.0, 1.0], [1.0, 1.0]), InMemoryStateStore())
+    >>> part.profiles["u"].tolist(), part.counters
+    ([1.0, 0.0], {'events.unknown_item': 1})
+    """
+
+    reads = INTERACTION_TYPES
+    writes = frozenset({"profiles", "counters"})
+
+    def __init__(self, index: SearchIndex, profile: ContentProfile) -> None:
+        self.index = index
+        self.profile = profile
+
+    def learn_many(self, batch: EventBatch, store: StateStore) -> StateUpdate:
+        part = StateUpdate()
+        if not batch.events:
+            return part
+        vectors = self.index.get(list(dict.fromkeys(e.item_id for e in batch.events)))
+        users: list[str] = []
+        items: list[str] = []
+        weights: list[float] = []
+        unknown = 0
+        for event, weight in zip(batch.events, batch.weights, strict=True):
+            if event.item_id not in vectors:
+                unknown += 1
+            elif weight > 0:
+                users.append(event.user_id)
+                items.append(event.item_id)
+                weights.append(weight)
+        if unknown:
+            part.counters["events.unknown_item"] = unknown
+        if users:
+            rows = {item: n for n, item in enumerate(dict.fromkeys(items))}
+            matrix = np.stack([vectors[item] for item in rows])
+            part.profiles = self.profile.fold_many(
+                store.get_profiles(list(dict.fromkeys(users))), users,
+                matrix[[rows[item] for item in items]], np.array(weights))
+        return part

@@ -16,7 +16,7 @@ import numpy as np
 from river import optim, reco, stats
 
 from core.events import Rated
-from core.ports import RatingParams
+from core.ports import EventBatch, RatingParams, StateStore, StateUpdate
 
 __all__ = ["OnlineRatingMF"]
 
@@ -41,7 +41,17 @@ class OnlineRatingMF:
     (4.5, ['u', 'v'], ['a'])
     >>> 1.0 <= mf.predict(params, "u", "a") <= 5.0
     True
+
+    As an online learner of the stream, its parameters live in the state store:
+
+    >>> from infra.memory_store import InMemoryStateStore
+    >>> part = mf.learn_many(EventBatch(ratings, [1.0, 2.0], [8.0, 6.0]), InMemoryStateStore())
+    >>> round(part.rating.mean, 2)
+    4.5
     """
+
+    reads = frozenset({"rating"})
+    writes = frozenset({"rating"})
 
     def __init__(
         self,
@@ -74,6 +84,15 @@ class OnlineRatingMF:
                 biases[key] = float(vector[0])
                 latents[key] = np.asarray(vector[1:], dtype=np.float64)
         return model
+
+    def learn_many(self, batch: EventBatch, store: StateStore) -> StateUpdate:
+        """Learn the batch's ratings from the stored parameters of their users and items."""
+        ratings = [e for e in batch.by_type.get("rating", ()) if isinstance(e, Rated)]
+        if not ratings:
+            return StateUpdate()
+        params = store.get_rating_params([e.user_id for e in ratings],
+                                         [e.item_id for e in ratings])
+        return StateUpdate(rating=self.learn(ratings, params))
 
     def learn(self, ratings: Sequence[Rated], params: RatingParams) -> RatingParams:
         """Learn ``ratings`` (in time order) from ``params``; return the changed parameters."""

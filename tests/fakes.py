@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from flask import Flask
 
 from api.services import ApiServices
 from core.errors import TemporaryFailure
@@ -82,10 +84,15 @@ def toy_accounts(url: str = "sqlite://") -> AccountStore:
     return accounts
 
 
+#: The API token of :func:`toy_services`; operator endpoints need :data:`OPERATOR` headers.
+TEST_API_TOKEN = "test-api-token-" + "0" * 24
+OPERATOR = {"Authorization": f"Bearer {TEST_API_TOKEN}"}
+
+
 def toy_services(settings: Settings | None = None, accounts: AccountStore | None = None
                  ) -> ApiServices:
     settings = settings or Settings(redis_url="redis://fake", kafka_bootstrap="fake:9092",
-                                    secret_key="test-secret-key")
+                                    secret_key="test-secret-key", api_token=TEST_API_TOKEN)
     catalog = toy_catalog()
     index = toy_index(catalog)
     state = InMemoryStateStore(recent_max=settings.recent_items_max,
@@ -110,6 +117,19 @@ def live_recommender(
                       collaborative=models or (lambda: (None, None)))
     return Recommender(state, index, catalog, build_sources(DEFAULT_SOURCES, deps), weights,
                        recent_max, rules=rules, known_sources=SOURCES, **options)
+
+
+def toy_app(state_dir: Path, accounts: AccountStore | None = None, **settings: Any) -> Flask:
+    """A testing app on :func:`toy_services`: storefront secret set, no API rate limit,
+    data and state in ``state_dir``; ``settings`` override any of that."""
+    built = Settings(**{"redis_url": "redis://fake", "kafka_bootstrap": "fake:9092",
+                        "secret_key": "toy-app-test-secret", "data_dir": state_dir,
+                        "state_dir": state_dir, "rate_limit_per_s": 0.0, **settings})
+    from api import create_app
+
+    app = create_app(built, services=toy_services(built, accounts))
+    app.config["TESTING"] = True
+    return app
 
 
 def wait_until(condition: Callable[[], object], timeout_s: float = 5.0) -> None:

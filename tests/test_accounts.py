@@ -137,15 +137,13 @@ def test_checkout_turns_the_cart_into_an_order_seen_only_by_its_owner(
     assert store.baskets() == [["a"]]
 
 
-def test_login_failures_are_counted_within_the_window(store: AccountStore) -> None:
-    for t in (100.0, 200.0, 250.0):
-        store.record_login_failure("alice|1.2.3.4", now=t)
-    store.record_login_failure("alice|5.6.7.8", now=250.0)
-    assert store.recent_login_failures("alice|1.2.3.4", 300.0, now=260.0) == 3
-    assert store.recent_login_failures("alice|1.2.3.4", 300.0, now=420.0) == 2
-    store.clear_login_failures("alice|1.2.3.4")
-    assert store.recent_login_failures("alice|1.2.3.4", 300.0, now=420.0) == 0
-    assert store.recent_login_failures("alice|5.6.7.8", 300.0, now=420.0) == 1
+def test_ending_a_users_sessions_moves_only_their_generation(store: AccountStore) -> None:
+    alice = store.create_user("alice", "password-1")
+    bob = store.create_user("bob", "password-2")
+    assert store.session_generation(alice.id) == 0
+    assert store.end_sessions(alice.id) == 1
+    assert store.end_sessions(alice.id) == 2
+    assert (store.session_generation(alice.id), store.session_generation(bob.id)) == (2, 0)
 
 
 def test_the_in_memory_store_serves_several_threads(store: AccountStore) -> None:
@@ -208,8 +206,8 @@ def test_the_account_store_works_on_the_real_database(database_url: str) -> None
         assert store.add_to_cart(user.shopper_id, "i1", 5) == MAX_QUANTITY
         order = store.checkout(user.id, user.shopper_id, {"i1": 2.0})
         assert order is not None and store.orders(user.id)[0].total == 198.0
-        store.record_login_failure(f"{name}|ip")
-        assert store.recent_login_failures(f"{name}|ip", 60.0) == 1
+        assert store.end_sessions(user.id) == 1
+        assert store.session_generation(user.id) == 1
     finally:
         if schema:
             store.drop_schema()

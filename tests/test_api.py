@@ -7,7 +7,7 @@ import pytest
 from api import create_app
 from api.services import ApiServices
 from core.events import ItemViewed
-from tests.fakes import RecordingPublisher, live_recommender, toy_services
+from tests.fakes import OPERATOR, RecordingPublisher, live_recommender, toy_services
 
 
 def learn_views(services: ApiServices, user: str, items: list[str]) -> None:
@@ -160,7 +160,8 @@ def test_a_broker_outage_is_a_503_json_error(client, services) -> None:
 
 def test_healthz_reports_each_dependency(client, services) -> None:
     assert client.get("/healthz").get_json() == {"status": "ok",
-                                                 "checks": {"redis": True, "kafka": True}}
+                                                 "checks": {"redis": True, "kafka": True},
+                                                 "starting": []}
     services.publisher.fail = True  # type: ignore[attr-defined]
     response = client.get("/healthz")
     assert response.status_code == 503
@@ -169,11 +170,12 @@ def test_healthz_reports_each_dependency(client, services) -> None:
 
 def test_catalog_upserts_are_validated_and_published(client, services) -> None:
     ok = client.post("/api/catalog", json={"event_type": "item_upsert", "item_id": "x1",
-                                            "name": "A lamp", "price": 3.5})
+                                            "name": "A lamp", "price": 3.5},
+                     headers=OPERATOR)
     assert ok.status_code == 202
     assert services.publisher.catalog[0].item_id == "x1"  # type: ignore[attr-defined]
     bad = client.post("/api/catalog", json={"event_type": "item_upsert", "item_id": "x2",
-                                             "price": -1})
+                                             "price": -1}, headers=OPERATOR)
     assert bad.status_code == 422
     assert {d["field"] for d in bad.get_json()["error"]["details"]} == {"name", "price"}
 
@@ -236,7 +238,7 @@ def test_history_shows_recent_items_with_weights_and_purchases(client, services)
     StreamProcessor(services.state, services.index, {}, half_life_s=3600.0,
                     profile=ContentProfile(0.3)).apply(
         [Purchased(user_id="u5", item_id="mugs-2", timestamp=2000.0)])  # type: ignore[arg-type]
-    body = client.get("/api/users/u5/history").get_json()
+    body = client.get("/api/users/u5/history", headers=OPERATOR).get_json()
     assert [r["item_id"] for r in body["recent"]] == ["mugs-2", "bags-1"]
     assert body["recent"][0]["weight"] == 8.0
     assert body["purchased"] == ["mugs-2"]
@@ -311,7 +313,7 @@ def test_a_click_carrying_the_rec_id_is_credited_to_the_items_leading_source(app
                for s in ("content", "collab", "covisit", "context", "popularity")) == 5
 
 
-def test_operator_endpoints_need_the_api_token_when_one_is_configured() -> None:
+def test_operator_endpoints_need_the_api_token() -> None:
     from core.settings import Settings
 
     settings = Settings(redis_url="redis://fake", kafka_bootstrap="fake:9092",
@@ -330,3 +332,19 @@ def test_operator_endpoints_need_the_api_token_when_one_is_configured() -> None:
     assert client.post("/api/catalog", json=upsert, headers=ok).status_code == 202
     # Shopper-facing endpoints stay open.
     assert client.get("/api/recommendations?user_id=u1").status_code == 200
+
+
+def test_catalog_writes_are_closed_when_no_api_token_is_configured() -> None:
+    from core.settings import Settings
+
+    settings = Settings(redis_url="redis://fake", kafka_bootstrap="fake:9092", api_token="",
+                        secret_key="k")
+    services = toy_services(settings)
+    client = create_app(settings, services=services).test_client()
+    free_lamp = {"event_type": "item_upsert", "item_id": "mugs-1", "name": "Mug", "price": 0}
+    for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": "Bearer None"}):
+        response = client.post("/api/catalog", json=free_lamp, headers=headers)
+        assert response.status_code == 401
+        assert "STREAMREC_API_TOKEN" in response.get_json()["error"]["message"]
+        assert client.get("/api/users/u1/history", headers=headers).status_code == 401
+    assert services.publisher.catalog == []  # type: ignore[attr-defined]

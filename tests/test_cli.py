@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from core.settings import Settings
+
 STREAMREC = Path(sys.executable).parent / "streamrec"
 
 
@@ -32,3 +34,21 @@ def test_recommend_without_services_says_what_to_do(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "no Redis configured" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_demo_generates_an_api_token_in_its_state_folder_and_wires_it(
+    tmp_path: Path,
+) -> None:
+    import stat
+
+    from cli.demo import API_TOKEN_FILE, _child_env, demo_api_token
+
+    settings = Settings(state_dir=tmp_path, api_token="")
+    token = demo_api_token(settings)
+    path = tmp_path / API_TOKEN_FILE
+    assert len(token) >= 32 and path.read_text().strip() == token
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert demo_api_token(settings) == token  # made once: restarts keep it
+    assert _child_env(settings)["STREAMREC_API_TOKEN"] == token  # the API gets it
+    configured = Settings(state_dir=tmp_path, api_token="t" * 40)
+    assert _child_env(configured)["STREAMREC_API_TOKEN"] == "t" * 40

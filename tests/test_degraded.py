@@ -19,7 +19,7 @@ from infra.memory_store import InMemoryStateStore
 from online_models.processor import StreamProcessor
 from online_models.profile import ContentProfile
 from online_models.serving.filters import CandidateFilter, Rules
-from tests.fakes import live_recommender, toy_services
+from tests.fakes import OPERATOR, live_recommender, toy_services
 
 
 class FlakyStore:
@@ -164,7 +164,7 @@ def test_with_redis_down_no_recommendation_endpoint_answers_5xx_except_503_for_h
     for path in ("/api/recommendations?user_id=u1", "/api/trending",
                  "/api/items/mugs-1", "/api/items/mugs-1/similar"):
         assert client.get(path).status_code == 200, path
-    history = client.get("/api/users/u1/history")
+    history = client.get("/api/users/u1/history", headers=OPERATOR)
     assert history.status_code == 503  # nothing to fall back on: say so in the error shape
     assert history.get_json()["error"]["code"] == "temporary_failure"
 

@@ -194,3 +194,107 @@ def test_grafana_queries_only_metrics_the_code_exports() -> None:
     exported = {re.sub(r"_(total|bucket|sum|count)$", "", n) for n in _exported_names()}
     exported.add("streamrec_model_info")  # collected at scrape time from the registry
     assert _grafana_metric_names() <= exported
+
+
+CLUSTER_NODES = [f"redis-node-{n}" for n in range(1, 7)]
+CLUSTER_APPS = ("api-cluster", "consumer-cluster")
+
+
+def _profile(compose: dict[str, Any], name: str) -> set[str]:
+    return {s for s, spec in compose["services"].items() if name in spec.get("profiles", [])}
+
+
+def test_the_cluster_profile_runs_six_cluster_nodes_and_creates_a_3_plus_3_cluster(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    assert {*CLUSTER_NODES, "redis-cluster-init", *CLUSTER_APPS} <= _profile(compose, "cluster")
+    for node in CLUSTER_NODES:
+        spec = services[node]
+        assert spec["hostname"] == node
+        assert "--cluster-enabled yes" in " ".join(spec["command"])
+    init = services["redis-cluster-init"]
+    assert init["restart"] == "no"
+    assert set(init["depends_on"]) == set(CLUSTER_NODES)
+    assert all(c["condition"] == "service_healthy" for c in init["depends_on"].values())
+    script = " ".join(init["command"])
+    assert "redis-cli --cluster create" in script and "--cluster-replicas 1" in script
+    listed = re.search(r"for n in ([\d ]+); do", script)
+    assert listed is not None and [f"redis-node-{n}" for n in listed.group(1).split()] == (
+        CLUSTER_NODES)
+
+
+def test_the_cluster_apps_run_real_commands_on_the_cluster_beside_the_default_stack(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    known = settings_env_names() | LIBRARY_ENV
+    for name in CLUSTER_APPS:
+        spec = services[name]
+        command, args = resolve_command(spec["command"])
+        command.make_context(spec["command"][1], list(args)).close()
+        env = {k: re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(v))
+               for k, v in spec["environment"].items()}
+        assert set(env) <= known, set(env) - known
+        settings = settings_from_env(env)
+        host = settings.redis_url.split("//", 1)[1].split(":", 1)[0]
+        assert host in CLUSTER_NODES
+        assert spec["depends_on"]["redis-cluster-init"]["condition"] == (
+            "service_completed_successfully")
+        assert "redis" not in spec["depends_on"]  # the single Redis is not needed
+    consumer = settings_from_env({k: str(v) for k, v in
+                                  services["consumer-cluster"]["environment"].items()
+                                  if "${" not in str(v)})
+    default = settings_from_env({k: str(v) for k, v in
+                                 services["consumer"]["environment"].items()
+                                 if "${" not in str(v)})
+    # Its own consumer group (both stacks see every event); the default one archives.
+    assert consumer.consumer_group != default.consumer_group
+    assert not consumer.archive_events and default.archive_events
+    host_ports = [p.split(":")[0] for s in services.values() for p in s.get("ports", [])]
+    assert len(host_ports) == len(set(host_ports))
+    assert "ports" not in services["consumer-cluster"]
+
+
+def test_no_default_service_depends_on_a_profile_service(compose: dict[str, Any]) -> None:
+    in_profiles = {s for s, spec in compose["services"].items() if spec.get("profiles")}
+    for name, spec in compose["services"].items():
+        if not spec.get("profiles"):
+            assert not set(spec.get("depends_on", {})) & in_profiles, name
+
+
+_INTERPOLATION = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?:(:?[-?])([^}]*))?\}")
+
+
+def compose_interpolate(value: str, env: dict[str, str]) -> str:
+    """Docker Compose's ``${VAR}``, ``${VAR:-default}`` and ``${VAR:?error}`` rules."""
+
+    def one(match: re.Match[str]) -> str:
+        name, op, arg = match.group(1), match.group(2), match.group(3) or ""
+        unset = name not in env or (op is not None and op.startswith(":") and not env[name])
+        if op is not None and op.endswith("?") and unset:
+            raise ValueError(f"required variable {name} is missing a value: {arg}")
+        if op is not None and op.endswith("-") and unset:
+            return arg
+        return env.get(name, "")
+
+    return _INTERPOLATION.sub(one, value)
+
+
+SECRET_ENV = ("STREAMREC_SECRET_KEY", "STREAMREC_API_TOKEN")
+
+
+@pytest.mark.parametrize("missing", SECRET_ENV)
+def test_compose_refuses_to_start_without_the_secret_key_and_api_token(
+    compose: dict[str, Any], missing: str,
+) -> None:
+    strong = {name: "x" * 64 for name in SECRET_ENV}
+    for service in APP_SERVICES:
+        env = compose["services"][service]["environment"]
+        # Set: the value passes through unchanged; never a built-in fallback.
+        assert compose_interpolate(str(env[missing]), strong) == strong[missing]
+        for given in ({}, {**strong, missing: ""}):
+            with pytest.raises(ValueError, match=missing):
+                compose_interpolate(str(env[missing]), {k: v for k, v in given.items()
+                                                        if k != missing or v == ""})
+    assert "change-me" not in (ROOT / "docker-compose.yml").read_text()

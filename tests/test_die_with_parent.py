@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from consumers.app import die_with_parent
+from infra.process import die_with_parent
 
 
 def _child(parent_pid: int, pid_file: str) -> None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import pytest
+import redis
 
 from api.impressions import ImpressionWriter
 from core.errors import TemporaryFailure
+from core.settings import Settings
 from infra.memory_store import InMemoryStateStore
 from online_models.blender import Shown, decode_shown, encode_shown
 from tests.fakes import wait_until
@@ -67,7 +70,7 @@ def test_requests_do_not_wake_the_writer_until_a_batch_is_full() -> None:
 def test_flush_writes_everything_queued_in_one_batch() -> None:
     store = RecordingStore()
     writer = ImpressionWriter(store, ttl_s=60)
-    writer._pending = {"r1": _list("a"), "r2": _list("b")}  # as if the thread had not run yet
+    writer._pending = {"r1": (_list("a"), 60), "r2": (_list("b"), 60)}  # as if not run yet
     writer.flush()
     assert store.batches == [["r1", "r2"]]
     assert list(store.shown("r2")) == ["b"]
@@ -77,7 +80,7 @@ def test_a_failed_write_keeps_the_lists_for_the_next_one() -> None:
     store = RecordingStore()
     writer = ImpressionWriter(store, ttl_s=60)
     store.fail = True
-    writer._pending = {"r1": _list("a")}
+    writer._pending = {"r1": (_list("a"), 60)}
     with pytest.raises(TemporaryFailure):
         writer.flush()
     store.fail = False
@@ -123,3 +126,51 @@ def test_an_unexpected_error_loses_that_batch_but_not_the_writer() -> None:
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="interval_s"):
         ImpressionWriter(InMemoryStateStore(), interval_s=0)
+
+
+@pytest.mark.integration
+def test_anonymous_lists_are_stored_short_and_briefly_personal_ones_for_a_day(
+    redis_client: redis.Redis, redis_prefix: str,
+) -> None:
+    from api import create_app
+    from infra.redis_store import RedisStateStore
+    from tests.fakes import toy_services
+    from tests.test_api import learn_views
+
+    services = toy_services()
+    settings = services.settings
+    store = RedisStateStore(redis_client, prefix=redis_prefix)
+    services.impressions = ImpressionWriter(store, settings.impression_ttl_s)
+    client = create_app(settings, services=services).test_client()
+    learn_views(services, "crowd", sorted(services.catalog))  # every item is popular
+    learn_views(services, "shopper", ["candles-1", "candles-2"])
+
+    anonymous = client.get("/api/recommendations?user_id=made-up-1&k=200").get_json()
+    personal = client.get("/api/recommendations?user_id=shopper&k=200").get_json()
+    services.impressions.flush()
+    assert len(anonymous["items"]) == 30  # the answer is whole; what is kept is not
+    for body, ttl in ((anonymous, settings.anonymous_impression_ttl_s),
+                      (personal, settings.impression_ttl_s)):
+        key = f"{redis_prefix}shown:{body['rec_id']}"
+        assert len(decode_shown(store.impressions(body["rec_id"]))) == 20
+        assert ttl - 5 <= redis_client.ttl(key) <= ttl
+    assert settings.anonymous_impression_ttl_s <= 3600 < settings.impression_ttl_s
+    kept = redis_client.memory_usage(f"{redis_prefix}shown:{anonymous['rec_id']}")
+    assert kept is not None and kept < 2_500  # was ~10 KB for a k=200 list
+
+
+@pytest.mark.integration
+def test_the_embedded_redis_has_a_memory_ceiling_that_spares_the_online_state(
+    tmp_path: Path,
+) -> None:
+    from infra.embedded import EmbeddedRedis
+
+    with EmbeddedRedis(log_dir=tmp_path, maxmemory="64mb") as server:
+        client = redis.Redis.from_url(server.url)
+        try:
+            assert client.config_get("maxmemory")["maxmemory"] == str(64 * 1024 * 1024)
+            # Keys without a TTL (popularity, profiles) are never evicted.
+            assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "volatile-ttl"
+        finally:
+            client.close()
+    assert Settings().embedded_redis_maxmemory == "1gb"

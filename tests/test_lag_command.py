@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -12,6 +13,8 @@ from click.testing import CliRunner
 
 from cli.ops_commands import lag_command
 from core.events import ItemViewed
+from core.settings import Settings
+from infra.bootstrap import write_runtime
 
 pytestmark = pytest.mark.integration
 
@@ -84,3 +87,20 @@ def test_lag_table_shows_zero_when_the_group_caught_up(
                                 "(s)"]
     assert lines[1].split() == ["0", "3", "3", "0", "0.0"]
     assert lines[2].split() == ["total", "0", "0.0"]
+
+
+def test_lag_finds_the_running_demo_from_its_runtime_file(
+    kafka_bootstrap: str, kafka_topics: Callable[..., str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    topic = kafka_topics(partitions=1, name="lag")
+    asyncio.run(_produce(kafka_bootstrap, topic, 0, 2))
+    for name in ("STREAMREC_KAFKA_BOOTSTRAP", "KAFKA_BOOTSTRAP_SERVERS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("STREAMREC_STATE_DIR", str(tmp_path))
+    # What `streamrec demo` writes (this test process stands in for the demo's pid).
+    write_runtime(Settings(state_dir=tmp_path).with_services(kafka_bootstrap=kafka_bootstrap))
+
+    rows = _invoke("--group", "never-committed", "--topic", topic, "--json", "--no-seconds")
+
+    assert [(r["partition"], r["highwater"], r["lag"]) for r in rows] == [(0, 2, 2)]

@@ -21,7 +21,8 @@ from tests.test_api import learn_views
 @pytest.fixture
 def services(tmp_path: Path) -> ApiServices:
     found = toy_services()
-    found.settings = found.settings.model_copy(update={"state_dir": tmp_path})
+    found.settings = found.settings.model_copy(
+        update={"state_dir": tmp_path, "variants": {"default": 0.5, "B": 0.5}})
     return found
 
 
@@ -109,6 +110,32 @@ def test_feedback_counts_only_clicks_carts_purchases_tied_to_a_recommendation(
                  event_type="purchase") == 1
     assert value(samples, "streamrec_rec_feedback_total", variant="default",
                  event_type="view") == 0
+
+
+def test_client_chosen_variants_and_methods_do_not_grow_metrics(client: FlaskClient) -> None:
+    def click(variant: str) -> dict[str, str]:
+        return {"event_type": "click", "user_id": "u1", "item_id": "candles-1",
+                "variant": variant}
+
+    assert client.post("/api/events", json=[click("B"), click("first-unknown")]).status_code == 202
+    client.open("/api/items/candles-1", method="PROPFIND")
+    client.get("/metrics")  # the scrape's own series exist from here on
+    before = client.get("/metrics").data
+    for n in range(0, 1000, 100):  # 1,000 distinct variants, in batches of 100
+        batch = [click(f"v{n + i}-<script>") for i in range(100)]
+        assert client.post("/api/events", json=batch).status_code == 202
+    for n in range(100):
+        client.open("/api/items/candles-1", method=f"X{n}")
+    after = client.get("/metrics").data
+    assert len(after) < len(before) + 200  # counts grew, series did not
+
+    samples = scrape(client)
+    variants = {dict(k[1]).get("variant") for k in samples if k[0].startswith("streamrec_rec_")}
+    assert variants == {"B", "other"}
+    assert value(samples, "streamrec_rec_feedback_total", variant="other",
+                 event_type="click") == 1001
+    methods = {dict(k[1])["method"] for k in samples if k[0] == "streamrec_api_requests_total"}
+    assert methods <= {"GET", "POST", "other"}
 
 
 def test_model_info_follows_the_latest_pointer(client: FlaskClient,

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import pickle
 from pathlib import Path
 
+import pytest
+
+from core.errors import ArtifactIntegrityError
 from core.scoring import Interactions
+from core.settings import Settings
 from core.types import Item
 from infra.models import ModelProvider
 from offline.datasets import Dataset
-from offline.train import train
+from offline.train import load_model, read_manifest, train
 
 
 def tiny(seed_shift: int) -> Dataset:
@@ -82,3 +90,55 @@ def test_a_poll_upserts_only_new_items_whose_factors_changed(tmp_path: Path) -> 
     _, fresh = provider.current()
     assert fresh is not None and fresh is not index
     assert all(item in fresh for item in ("new-a", "new-b", "new-c"))
+
+
+def test_training_records_each_model_files_sha256_in_the_manifest(tmp_path: Path) -> None:
+    result = train(tiny(0), tmp_path, ["als"], version="v1")
+    entry = result.manifest["models"]["als"]
+    assert entry["sha256"] == hashlib.sha256((result.path / "als.pkl").read_bytes()).hexdigest()
+    assert read_manifest(tmp_path, "v1")["models"]["als"]["sha256"] == entry["sha256"]
+
+
+def _planted_pickle(marker: Path) -> bytes:
+    class Planted:
+        def __reduce__(self) -> tuple[object, tuple[str, str]]:
+            return open, (str(marker), "w")
+
+    return pickle.dumps(Planted())
+
+
+def test_a_tampered_model_file_is_refused_before_it_is_unpickled(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    provider = ModelProvider(tmp_path, min_interval_s=1.0, clock=lambda: now[0])
+    train(tiny(0), tmp_path, ["als"], version="v1")
+    assert provider.foldin().version == "v1"  # type: ignore[union-attr]
+    train(tiny(5), tmp_path, ["als"], version="v2")
+    marker = tmp_path / "ran"
+    (tmp_path / "v2" / "als.pkl").write_bytes(_planted_pickle(marker))  # swapped after training
+    with pytest.raises(ArtifactIntegrityError, match="sha256"):
+        load_model(tmp_path, "v2", "als")
+    now[0] = 10.0
+    with caplog.at_level(logging.ERROR):
+        assert provider.foldin().version == "v1"  # type: ignore[union-attr]  # kept serving
+    assert "model version v2 refused" in caplog.text
+    assert not marker.exists()
+
+
+def test_a_model_without_a_recorded_hash_is_refused_and_the_demo_retrains(
+    tmp_path: Path,
+) -> None:
+    from infra.bootstrap import ensure_trained
+
+    train(tiny(0), tmp_path / "artifacts", ["als"], version="old")
+    manifest_path = tmp_path / "artifacts" / "old" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["models"]["als"]["sha256"]  # as versions written before hashes
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactIntegrityError, match="records no sha256"):
+        load_model(tmp_path / "artifacts", "old", "als")
+    settings = Settings(state_dir=tmp_path, data_dir=Path(__file__).resolve().parents[1] / "data")
+    fresh = ensure_trained(settings)
+    assert fresh != "old"
+    assert load_model(tmp_path / "artifacts", fresh, "als") is not None

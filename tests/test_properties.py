@@ -32,7 +32,8 @@ PROPERTY_SETTINGS = settings(max_examples=150, deadline=None,
                              suppress_health_check=[HealthCheck.too_slow])
 
 # --- valid events --------------------------------------------------------------------------
-ids = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Zs", "Zl", "Zp", "Cc")),
+# Ids hold no whitespace, control (Cc) or format (Cf) characters.
+ids = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Zs", "Zl", "Zp", "Cc", "Cf")),
               min_size=1, max_size=128).filter(lambda s: not any(c.isspace() for c in s))
 timestamps = st.floats(min_value=0, max_value=4_000_000_000, allow_nan=False)
 optional_ids = st.none() | ids
@@ -52,7 +53,10 @@ valid_events = st.one_of(
               price=st.none() | st.floats(min_value=0, max_value=1e9, allow_nan=False)),
     st.builds(Rated, **common, **event_id,
               rating=st.floats(min_value=1, max_value=5, allow_nan=False),
-              review=st.none() | st.text(max_size=300)),
+              # Free text: any character but controls other than tab and line breaks.
+              review=st.none() | st.text(alphabet=st.characters(
+                  blacklist_categories=("Cs", "Cc"), whitelist_characters="\t\n\r"),
+                  max_size=300)),
 )
 
 

@@ -8,6 +8,7 @@ API answered with 4xx JSON (never a 500 or a traceback).
 from __future__ import annotations
 
 import ast
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from api.dashboard import DashboardDeps
 from api.dashboard.auth import hash_password
 from api.dashboard.views import LOGIN_MAX_FAILURES
 from infra.registry import ModelRegistry
-from tests.fakes import toy_services
+from tests.fakes import OPERATOR, toy_services
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery staple"
@@ -282,7 +283,7 @@ def test_no_secret_or_password_is_a_string_constant_in_the_code() -> None:
 def test_bad_input_gets_a_4xx_json_error_in_the_standard_shape(
     client: FlaskClient, method: str, url: str, body: bytes | None, status: int,
 ) -> None:
-    response = client.open(url, method=method, data=body,
+    response = client.open(url, method=method, data=body, headers=OPERATOR,
                            content_type="application/json" if body is not None else None)
     assert response.status_code == status, response.data
     error = response.get_json()["error"]
@@ -297,3 +298,27 @@ def test_an_oversized_body_is_refused_with_413_json(app: Flask) -> None:
                                       content_type="application/json")
     assert response.status_code == 413
     assert response.get_json()["error"]["code"]
+
+
+# --- security headers ---------------------------------------------------------------------------
+@pytest.mark.parametrize("path", ["/", "/login", "/admin/login", "/admin/", "/api/trending",
+                                  "/api/no-such-route", "/healthz", "/metrics",
+                                  "/admin/static/dashboard.js"])
+def test_every_page_of_the_app_sends_csp_and_frame_headers(
+    client: FlaskClient, path: str,
+) -> None:
+    headers = client.get(path).headers
+    csp = headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "'unsafe-inline'" not in csp
+    assert "frame-ancestors 'none'" in csp and "object-src 'none'" in csp
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_templates_have_no_inline_script_style_or_handlers() -> None:
+    # The CSP allows only the app's own files: an inline one would silently stop working.
+    inline = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>|\sstyle=|\son[a-z]+=", re.I)
+    offenders = [f"{path.relative_to(ROOT)}: {m.group(0)}"
+                 for path in (ROOT / "api").rglob("*.html")
+                 for m in inline.finditer(path.read_text())]
+    assert offenders == []

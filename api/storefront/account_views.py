@@ -5,9 +5,10 @@ from __future__ import annotations
 from flask import abort, flash, redirect, render_template, request
 from werkzeug.wrappers import Response as WerkzeugResponse
 
+from api.ratelimit import LoginLimiter, within_limit
 from api.services import services
 from core.errors import InvalidRequest
-from infra.accounts import UsernameTaken, normalise_username
+from infra.accounts import UsernameTaken
 
 from .blueprint import (
     bp,
@@ -19,11 +20,17 @@ from .blueprint import (
     storefront_state,
 )
 
-__all__ = ["LOGIN_MAX_FAILURES", "LOGIN_WINDOW_S"]
+__all__ = ["LOGIN_MAX_FAILURES", "LOGIN_WINDOW_S", "SIGNUP_MAX_PER_ADDRESS", "SIGNUP_WINDOW_S"]
 
-#: Failed log-ins allowed per username and client address within the window.
+#: Log-in attempts allowed per username and client address within the window (a
+#: success gives the pair a fresh start); see LoginLimiter for the wider limits.
 LOGIN_MAX_FAILURES = 5
 LOGIN_WINDOW_S = 300.0
+#: Sign-up attempts per client address and hour. Sign-up tells whether a username
+#: is taken (a shopper must be able to pick another one); this bounds how fast one
+#: address can list usernames that way (docs/reliability.md).
+SIGNUP_MAX_PER_ADDRESS = 20
+SIGNUP_WINDOW_S = 3600.0
 
 Page = str | tuple[str, int] | WerkzeugResponse
 
@@ -32,8 +39,9 @@ def _categories() -> list[str]:
     return [name for name, _ in storefront_state().categories(services().catalog)]
 
 
-def _login_key(username: str) -> str:
-    return f"{normalise_username(username)[:64]}|{request.remote_addr or '-'}"
+def _login_limiter() -> LoginLimiter:
+    return LoginLimiter(services().attempts, per_account_and_address=LOGIN_MAX_FAILURES,
+                        window_s=LOGIN_WINDOW_S)
 
 
 @bp.route("/signup", methods=["GET", "POST"])
@@ -41,6 +49,11 @@ def signup() -> Page:
     if request.method == "GET":
         return render_template("storefront/signup.html", categories=_categories(), chosen=[],
                                username="", next=request.args.get("next", ""))
+    address = request.remote_addr or "-"
+    if not within_limit(services().attempts, f"signup-addr:{address}", SIGNUP_MAX_PER_ADDRESS,
+                        SIGNUP_WINDOW_S):
+        abort(429, description="Too many sign-up attempts from your address. Try again "
+                               "later.")
     username = request.form.get("username", "")
     password = request.form.get("password", "")
     known = set(_categories())
@@ -73,17 +86,17 @@ def login() -> Page:
     accounts = require_accounts()
     username = request.form.get("username", "")
     password = request.form.get("password", "")
-    key = _login_key(username)
-    if accounts.recent_login_failures(key, LOGIN_WINDOW_S) >= LOGIN_MAX_FAILURES:
+    address = request.remote_addr or "-"
+    limiter = _login_limiter()
+    if not limiter.allow(username, address):
         abort(429, description="Too many failed log-in attempts. Wait a few minutes and "
                                "try again.")
     user = accounts.authenticate(username, password)
     if user is None:
-        accounts.record_login_failure(key)
         return render_template("storefront/login.html", username=username,
                                error="Wrong username or password.",
                                next=request.form.get("next", "")), 401
-    accounts.clear_login_failures(key)
+    limiter.succeeded(username, address)
     login_user(user)
     flash(f"Welcome back, {user.username}!")
     return redirect(safe_next(request.form.get("next")))

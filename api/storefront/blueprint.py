@@ -3,7 +3,10 @@
 Identity: a logged-in user is ``u:<id>`` in events and carts; a visitor gets a
 stable ``anon:<hex>`` id in the session, so their recommendations work too.
 Flask's session is a signed cookie (HttpOnly, SameSite=Lax, Secure when
-configured); it is cleared and refilled at login and logout.
+configured); it is cleared and refilled at login and logout. A signed cookie alone
+cannot be revoked, so a logged-in session also carries the user's *session
+generation* (stored server side): log-out moves it on, and every cookie issued
+before, copies included, stops opening the account.
 
 CSRF: each session holds a random token; every POST of the storefront must
 carry it as the ``csrf_token`` form field or the ``X-CSRF-Token`` header.
@@ -60,13 +63,6 @@ CSRF_HEADER = "X-CSRF-Token"
 JSON_PREFIX = "/shop-api/"
 
 #: Pages may load only what this server serves (no inline scripts, no CDN).
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-    "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
-    "frame-ancestors 'none'"
-)
-
-
 @bp.record_once
 def _init_state(setup: Any) -> None:
     setup.app.extensions.setdefault("storefront", StorefrontState())
@@ -94,8 +90,11 @@ def current_user() -> User | None:
         uid = flask_session.get("uid")
         accounts = services().accounts
         g.user = accounts.get_user(int(uid)) if isinstance(uid, int) and accounts else None
-        if uid is not None and g.user is None:  # the account is gone
-            flask_session.pop("uid", None)
+        if g.user is not None and accounts is not None \
+                and flask_session.get("gen") != accounts.session_generation(g.user.id):
+            g.user = None  # a session the user logged out of (a copy of an old cookie)
+        if uid is not None and g.user is None:  # the account is gone, or the session ended
+            flask_session.clear()
     user: User | None = g.user
     return user
 
@@ -132,6 +131,7 @@ def login_user(user: User) -> None:
     flask_session.clear()
     flask_session.permanent = True
     flask_session["uid"] = user.id
+    flask_session["gen"] = require_accounts().session_generation(user.id)
     flask_session[CSRF_FIELD] = secrets.token_urlsafe(32)
     g.user = user
     if isinstance(anon, str):
@@ -139,17 +139,28 @@ def login_user(user: User) -> None:
 
 
 def logout_user() -> None:
+    """End this session and every other session of the user issued before now."""
+    user = current_user()
+    if user is not None:
+        require_accounts().end_sessions(user.id)
     flask_session.clear()
     g.user = None
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def safe_next(target: str | None, default: str = "/") -> str:
-    """``target`` when it is a path on this site, else ``default`` (no open redirects).
+    r"""``target`` when it is a path on this site, else ``default`` (no open redirects).
+
+    Control characters (CR/LF would split the ``Location`` header) are refused too.
 
     >>> safe_next("/cart"), safe_next("https://evil.example/"), safe_next("//evil"), safe_next(None)
     ('/cart', '/', '/', '/')
+    >>> safe_next("/cart\r\nSet-Cookie: x=1")
+    '/'
     """
-    if not target:
+    if not target or _CONTROL.search(target):
         return default
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") \
@@ -180,10 +191,8 @@ def _check_csrf() -> None:
 
 
 @bp.after_request
-def _security_headers(response: Response) -> Response:
-    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
+def _no_store_when_logged_in(response: Response) -> Response:
+    # CSP, framing and nosniff are on every page of the app (api.security_headers).
     if "uid" in flask_session or request.method == "POST":
         response.headers.setdefault("Cache-Control", "no-store")
     return response

@@ -9,6 +9,7 @@ from typing import Any
 from flask import Response, abort, flash, jsonify, redirect, render_template, request
 from werkzeug.wrappers import Response as WerkzeugResponse
 
+from api.params import ascii_int
 from api.services import services
 from core.events import AddedToCart, InteractionEvent, ItemClicked, ItemViewed, Purchased, Rated
 from core.ports import ALL_ITEMS
@@ -46,8 +47,7 @@ def _item_or_404(item_id: str) -> Item:
 
 
 def _page_arg() -> int:
-    raw = request.args.get("page", "1")
-    return max(1, int(raw)) if raw.isdigit() else 1
+    return max(1, ascii_int(request.args.get("page")) or 1)
 
 
 def _paginate(ids: Sequence[str], page: int) -> tuple[list[Item], int]:
@@ -123,8 +123,8 @@ def home() -> str:
 @bp.get("/shop-api/trending")
 def trending_json() -> Response:
     """Trending items (decayed popularity); the JSON API gains /api/trending later."""
-    k = request.args.get("k", str(PANEL_K))
-    return jsonify({"items": _trending(min(int(k), 50) if k.isdigit() else PANEL_K)})
+    k = ascii_int(request.args.get("k"))
+    return jsonify({"items": _trending(PANEL_K if k is None else min(k, 50))})
 
 
 @bp.get("/shop-api/interests")
@@ -216,10 +216,10 @@ def rate(item_id: str) -> Page:
 
 # --- cart and checkout -------------------------------------------------------------------------
 def _quantity(default: int = 1) -> int:
-    raw = request.form.get("quantity", str(default)).strip()
-    if not raw.isdigit() or not 0 <= int(raw) <= MAX_QUANTITY:
+    quantity = ascii_int(request.form.get("quantity", str(default)))
+    if quantity is None or not 0 <= quantity <= MAX_QUANTITY:
         abort(400, description=f"The quantity must be a whole number from 0 to {MAX_QUANTITY}.")
-    return int(raw)
+    return quantity
 
 
 @bp.post("/cart/add")

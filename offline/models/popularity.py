@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from core.scoring import Interactions
 from core.types import Item
 from offline.models.base import FloatMatrix, MatrixScorer
+from online_models.decay import decay_scale
 
 __all__ = ["PopularityScorer"]
 
@@ -51,8 +52,8 @@ class PopularityScorer(MatrixScorer):
     def fit(self, train: Interactions, items: Sequence[Item] = ()) -> None:
         super().fit(train, items)
         if self.half_life_s is not None and len(train):
-            age = train.timestamps.max() - train.timestamps
-            weight = 0.5 ** (age / self.half_life_s)
+            weight = decay_scale(train.timestamps, float(train.timestamps.max()),
+                                 self.half_life_s)
             cols = np.array([self.item_index_[i] for i in train.items.tolist()], dtype=np.int64)
             self.counts_ = np.bincount(cols, weights=weight,
                                        minlength=len(self.item_ids_)).astype(np.float64)

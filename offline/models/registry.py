@@ -25,6 +25,7 @@ from offline.models.hybrid import HybridScorer
 from offline.models.item_knn import ItemKNNScorer
 from offline.models.popularity import PopularityScorer
 from offline.models.ranker import LearnedRanker
+from offline.models.spark_als import SparkALSScorer
 
 __all__ = ["BASELINES", "MODELS", "make_model"]
 
@@ -95,6 +96,7 @@ MODELS: dict[str, Callable[..., Scorer | BatchScorer]] = {
     "trending": lambda **_: _trending(),
     "item_knn": lambda **_: ItemKNNScorer(),
     "als": lambda random_state=0, **_: ALSScorer(random_state=random_state),
+    "spark_als": lambda random_state=0, **_: SparkALSScorer(random_state=random_state),
     "ease": _ease,
     "ease_knn": _ease_knn,
     "covisit": lambda **_: CovisitScorer(),

@@ -137,6 +137,24 @@ class StateStoreContract:
         store.apply(StateUpdate(popularity={ALL_ITEMS: {"b": 1.0}}, popularity_at=T0))
         assert store.popularity(["a", "b"]).as_dict() == pytest.approx({"a": 1.0, "b": 0.5})
 
+    @pytest.mark.parametrize("far", [253_402_214_400.0, 4_070_908_800.0])  # 9999-12-31, 2099
+    def test_an_event_from_the_far_future_cannot_freeze_popularity(self, far: float) -> None:
+        clock = FakeClock(T0)
+        store = self.store(half_life_s=24 * HOUR, clock=clock, max_future_s=300.0)
+        store.apply(StateUpdate(popularity={ALL_ITEMS: {"a": 1.0}, "co:a": {"x": 1.0}},
+                                popularity_at=T0))
+        store.apply(StateUpdate(popularity={ALL_ITEMS: {"bot": 1.0}, "co:a": {"bot": 1.0}},
+                                popularity_at=far, last_event_ts=far))
+        clock.advance(HOUR)  # later real events still count, at their own time
+        store.apply(StateUpdate(popularity={ALL_ITEMS: {"b": 5.0, "c": 3.0}, "co:a": {"y": 4.0}},
+                                popularity_at=T0 + HOUR, last_event_ts=T0 + HOUR))
+        top = store.top_popular(4)
+        assert top.ids == ["b", "c", "bot", "a"]
+        np.testing.assert_allclose(top.scores[:2], [5.0, 3.0], rtol=0.01)  # not 0.0
+        assert store.top_popular(3, scope="co:a").ids == ["y", "bot", "x"]
+        last = store.last_event_ts()
+        assert last is not None and last <= T0 + 300.0 + HOUR
+
     def test_popularity_leaves_out_unknown_items_and_keeps_scopes_apart(self) -> None:
         store = self.store(half_life_s=HOUR)
         store.apply(StateUpdate(

@@ -11,6 +11,7 @@ import pytest
 from consumers.app import BackgroundConsumer, create_consumer_app
 from core.settings import Settings
 from infra.bootstrap import ensure_kafka_topics
+from tests.fakes import TEST_API_TOKEN
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +38,7 @@ def live_settings(
         consumer_group=f"group-{tag}",
         redis_prefix=redis_prefix,
         topic_partitions=2,
+        api_token=TEST_API_TOKEN,
     )
     ensure_kafka_topics(settings)
     return settings

@@ -29,6 +29,8 @@ N_USERS = 300
 #: The consumer is killed this many times, after a seeded random count of applied events.
 KILLS = 2
 KILL_SEED = 20261124
+#: Event time of the first event: recent, as the consumers refuse events over 2 years old.
+START = int(time.time()) - 7 * 24 * 3600
 
 
 def stream(item_ids: list[str], seed: int = 7) -> list[InteractionEvent]:
@@ -39,7 +41,7 @@ def stream(item_ids: list[str], seed: int = 7) -> list[InteractionEvent]:
     for n in range(N_EVENTS):
         kind = rng.choice(kinds)
         events.append(kind(user_id=f"u{rng.randrange(N_USERS)}", item_id=rng.choice(item_ids),
-                           timestamp=1_300_000_000 + n * 5))  # type: ignore[arg-type]
+                           timestamp=START + n * 5))  # type: ignore[arg-type]
     events += rng.sample(events, 100)  # redelivered by producers: must count once
     return events
 

@@ -18,6 +18,7 @@ from core.settings import Settings
 from index.ann import IvfIndex
 from infra.kafka import KafkaEventPublisher
 from infra.sql import SqlStore
+from tests.fakes import OPERATOR
 from tests.integration.conftest import consumer_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -186,7 +187,7 @@ def check_a_new_product_is_recommendable(app: Flask) -> None:
     response = client.post("/api/catalog", json={
         "event_type": "item_upsert", "item_id": "NEW-001", "name": "Heart Candle Holder Set",
         "category": "Light & Holder", "price": 4.95,
-    })
+    }, headers=OPERATOR)
     assert response.status_code == 202, response.get_json()
     assert poll(lambda: client.get("/api/items/NEW-001/similar?k=5").status_code == 200)
     similar = client.get("/api/items/NEW-001/similar?k=5").get_json()["items"]

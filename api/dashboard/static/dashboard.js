@@ -81,6 +81,28 @@
     return out;
   }
 
+  // Tables are built from DOM nodes and text, never from HTML strings: the values (an
+  // event's variant, a model's metadata) are client or file input.
+  function cell(parts, colspan) {
+    const td = document.createElement("td");
+    if (colspan) td.colSpan = colspan;
+    (Array.isArray(parts) ? parts : [parts]).forEach(function (part) {
+      td.append(part instanceof Node ? part : String(part));
+    });
+    return td;
+  }
+  function row(cells) {
+    const tr = document.createElement("tr");
+    cells.forEach(function (c) { tr.appendChild(c instanceof Node ? c : cell(c)); });
+    return tr;
+  }
+  function withBreaks(texts) {
+    const parts = [];
+    texts.forEach(function (text, i) { if (i) parts.push(document.createElement("br")); parts.push(text); });
+    return parts;
+  }
+  function element(tag, text) { const e = document.createElement(tag); e.textContent = text; return e; }
+
   function fmt(x, digits) { return x === null || x === undefined || isNaN(x) ? "–" : Number(x).toFixed(digits); }
   function sum(obj) { return Object.values(obj || {}).reduce(function (a, b) { return a + b; }, 0); }
 
@@ -130,10 +152,11 @@
     document.getElementById("kpi-model").textContent = api.model ? api.model.version : "none";
     const rows = Object.keys(api.variants).map(function (name) {
       const v = api.variants[name];
-      return "<tr><td>" + name + "</td><td>" + v.served + "</td><td>" + v.items + "</td><td>" + v.click + "</td><td>" +
-        v.purchase + "</td><td>" + fmt(100 * v.ctr, 2) + "%</td><td>" + fmt(100 * v.conversion, 2) + "%</td></tr>";
+      return row([name, v.served, v.items, v.click, v.purchase, fmt(100 * v.ctr, 2) + "%",
+        fmt(100 * v.conversion, 2) + "%"]);
     });
-    document.querySelector("#variants tbody").innerHTML = rows.join("") || "<tr><td colspan=7>no recommendations served yet</td></tr>";
+    document.querySelector("#variants tbody").replaceChildren(
+      ...(rows.length ? rows : [row([cell("no recommendations served yet", 7)])]));
     document.getElementById("consumer-targets").textContent = "consumer metrics: " + (con.targets.length
       ? con.targets.map(function (x) { return x.url + (x.up ? " up" : " DOWN"); }).join(", ") : "none configured (STREAMREC_CONSUMER_METRICS_URLS)");
     previous = live;
@@ -161,15 +184,15 @@
   async function loadModels() {
     const status = await getJSON("models");
     document.getElementById("models-message").textContent = status.message || ("in use: " + status.latest);
-    document.querySelector("#models-table tbody").innerHTML = status.versions.map(function (v) {
+    document.querySelector("#models-table tbody").replaceChildren(...status.versions.map(function (v) {
       const metrics = Object.keys(v.metrics || {}).map(function (k) {
         const m = v.metrics[k]; return k + ": " + (typeof m === "number" ? m.toFixed(4) : JSON.stringify(m));
-      }).join("<br>");
-      return "<tr><td>" + v.version + "</td><td>" + (v.version === status.latest ? "✔" : "") + "</td><td>" +
-        (v.created_at || "?") + "</td><td>" + (v.dataset || "") + (v.events ? " (" + v.events + " events)" : "") +
-        (v.data_sha256 ? "<br><code>" + v.data_sha256.slice(0, 12) + "</code>" : "") + "</td><td>" +
-        Object.keys(v.models || {}).join(", ") + "</td><td>" + (v.error ? "unreadable: " + v.error : metrics) + "</td></tr>";
-    }).join("");
+      });
+      const data = [(v.dataset || "") + (v.events ? " (" + v.events + " events)" : "")];
+      if (v.data_sha256) data.push(document.createElement("br"), element("code", String(v.data_sha256).slice(0, 12)));
+      return row([v.version, v.version === status.latest ? "✔" : "", v.created_at || "?", cell(data),
+        Object.keys(v.models || {}).join(", "), cell(v.error ? "unreadable: " + v.error : withBreaks(metrics))]);
+    }));
   }
 
   chart("chart-lag-partitions", "bar", { plugins: { legend: { display: false } } });
