@@ -98,11 +98,14 @@ def test_train_writes_a_versioned_artifact_and_moves_latest(export: tuple[Path, 
     assert v1 is not None
     manifest = read_manifest(artifacts, v1)
     assert len(manifest["data_sha256"]) == 64
-    assert set(manifest["models"]) == {"popularity", "ease"}
+    assert set(manifest["models"]) == {"popularity", "ease", "ranker"}
     assert "ndcg@10" in manifest["metrics"]["ease"]
+    # EASE ships its neighbours for the live `ease` source as data (no pickle).
+    assert manifest["models"]["ease"]["serving"]["neighbours"] == "ease_neighbours"
+    assert (artifacts / v1 / "ease_neighbours.npz").exists()
     model = load_model(artifacts, v1, "ease")
     assert len(model.score("u1")) > 0
-    second = CliRunner().invoke(train_command, args)
+    second = CliRunner().invoke(train_command, [*args, "--no-ranker"])
     assert second.exit_code == 0, second.output
     v2 = read_latest(artifacts)
     assert v2 is not None and v2 != v1

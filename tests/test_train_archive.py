@@ -39,7 +39,10 @@ def test_training_on_the_archive_publishes_a_new_version(
     manifest = json.loads((tmp_path / "artifacts" / version / "manifest.json").read_text())
     assert manifest["dataset"] == "archive"
     assert manifest["events"] == 1500
-    assert set(manifest["models"]) == {"popularity", "als"}
+    # ... and how the live pipeline combines its sources, learnt on the same archive.
+    assert set(manifest["models"]) == {"popularity", "als", "ranker"}
+    combiner = manifest["models"]["ranker"]["info"]
+    assert combiner["validation"]["rule"] and combiner["chosen"]
 
 
 def test_an_empty_archive_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
