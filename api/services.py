@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import current_app
 
+from api.conditional import ConditionalRecs
 from api.impressions import ImpressionWriter
 from api.popularity import PopularitySnapshot
 from api.recommender import Recommender, Rules
@@ -19,7 +20,7 @@ from infra.accounts import AccountStore
 from online_models.blender import BLOB, OnlineBlender
 from online_models.catalog import CatalogReplica
 
-__all__ = ["ApiServices", "build_services", "services"]
+__all__ = ["ApiServices", "build_services", "conditional_recs", "services"]
 
 
 @dataclass
@@ -38,9 +39,13 @@ class ApiServices:
     closers: list[Callable[[], None]] = field(default_factory=list)
     #: Served lists on their way to the state store (for attribution and the blender).
     impressions: ImpressionWriter = field(init=False)
+    #: ETags of recommendation lists and the worker's cache of served lists.
+    conditional: ConditionalRecs = field(init=False)
 
     def __post_init__(self) -> None:
         self.impressions = ImpressionWriter(self.state)
+        self.conditional = conditional_recs(self.settings, self.state, self.recommender,
+                                            self.replica)
 
     def close(self) -> None:
         self.impressions.close()
@@ -72,6 +77,28 @@ class BlenderCache:
             if blob is not None:
                 self._model = OnlineBlender.loads(blob)
         return self._model
+
+
+def conditional_recs(settings: Settings, state: StateStore, recommender: Recommender,
+                     replica: CatalogReplica | None) -> ConditionalRecs:
+    """The versions a recommendation list depends on, read from the parts that hold them."""
+    models = recommender.models
+
+    def model_version() -> str:
+        foldin = models()[0] if models is not None else None
+        return foldin.version if foldin is not None else ""
+
+    rules = recommender.rules
+    return ConditionalRecs(
+        state, model_version=model_version,
+        catalog_version=(lambda: replica.version) if replica is not None else (lambda: 0),
+        popularity_epoch=recommender.popularity.epoch,
+        config=[recommender.weights, recommender.variant_weights, recommender.assigner.variants,
+                sorted(recommender.learned_variants),
+                # sorted: a set's order differs between processes (hash seeds), tags must not
+                [rules.exclude_purchased, sorted(rules.excluded_categories),
+                 rules.max_per_category]],
+        cache_size=settings.rec_cache_size)
 
 
 def build_services(settings: Settings) -> ApiServices:

@@ -125,6 +125,10 @@ class Settings(BaseSettings):
     #: Most popular items a snapshot holds; items past it get no popularity score (a
     #: re-read of 5,000 takes ~8 ms of one worker's time: keep it well under refresh_s).
     popularity_snapshot_size: int = Field(5_000, ge=100)
+    #: Last served recommendation lists each API worker keeps (LRU) per user, parameters and
+    #: versions, so a poll whose versions did not move costs a version read, not a
+    #: recomputation (0 = no cache; conditional requests still answer 304).
+    rec_cache_size: int = Field(10_000, ge=0)
     #: Event time -> popularity uses event time, so a replay of history decays correctly.
     clock: Literal["event", "wall"] = "event"
 

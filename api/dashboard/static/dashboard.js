@@ -128,6 +128,10 @@
     setSeries(charts["chart-sources"], Object.keys(api.sources), { items: Object.values(api.sources) },
       { backgroundColor: COLORS.slice(0, Object.keys(api.sources).length) });
     document.getElementById("kpi-model").textContent = api.model ? api.model.version : "none";
+    // Conditional recommendation requests: 304s, cache hits, misses (cumulative).
+    const rc = api.rec_cache, answered = rc.not_modified + rc.hit + rc.miss;
+    document.getElementById("kpi-rec-cache").textContent = rc.not_modified + " / " + rc.hit + " / " + rc.miss +
+      (answered ? " (" + fmt(100 * (rc.not_modified + rc.hit) / answered, 1) + "% unrecomputed)" : "");
     const rows = Object.keys(api.variants).map(function (name) {
       const v = api.variants[name];
       return "<tr><td>" + name + "</td><td>" + v.served + "</td><td>" + v.items + "</td><td>" + v.click + "</td><td>" +
