@@ -174,3 +174,13 @@ def test_the_state_version_is_read_from_the_store() -> None:
     conditional = ConditionalRecs(state, model_version=lambda: "m", catalog_version=lambda: 2,
                                   popularity_epoch=lambda user: len(user))
     assert conditional.versions("u1", "default") == Versions(0, "m", 2, 2, "default")
+
+
+def test_the_openapi_spec_documents_etag_if_none_match_and_304() -> None:
+    from api.openapi import SPEC
+
+    operation = SPEC["paths"]["/api/recommendations"]["get"]
+    headers = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
+    assert "If-None-Match" in headers
+    assert {"ETag", "Cache-Control"} <= set(operation["responses"]["304"]["headers"])
+    assert "ETag" in operation["responses"]["200"]["headers"]
