@@ -44,7 +44,14 @@ import numpy as np
 from flask import Flask, jsonify
 from prometheus_client.parser import text_string_to_metric_families
 
-from cli.bench.common import bench_services, clear_prefix, machine_info, make_events, percentile_ms
+from cli.bench.common import (
+    BenchEnv,
+    bench_services,
+    clear_prefix,
+    machine_info,
+    make_events,
+    percentile_ms,
+)
 from cli.bench.freshness import histogram_quantile
 from core.errors import ServiceUnavailable
 from core.settings import Settings
@@ -59,7 +66,7 @@ from infra.bootstrap import (
 )
 
 __all__ = ["LoadGenerator", "generated_items", "hello_app", "hello_peak_rps", "latency_buckets",
-           "run_api_bench", "serve_env", "server"]
+           "run_api_bench", "serve_env", "served_run", "server"]
 
 _ENDPOINT = "/api/recommendations"
 _LATENCY = "streamrec_api_request_duration_seconds"
@@ -369,23 +376,31 @@ def run_api_bench(
 ) -> dict[str, Any]:
     """Serve the API over a ``catalog_size`` catalog and measure it; the figures."""
     say = (lambda msg: print(msg, file=log, flush=True)) if log is not None else (lambda _: None)
-    with bench_services(settings, label="api", partitions=1) as env, \
-            tempfile.TemporaryDirectory(prefix="streamrec-bench-api-") as tmp_name:
+    with served_run(settings, "api", partitions=1) as (_, live, tmp):
+        return _bench(live, tmp, say, catalog_size=catalog_size, users=users, events=events,
+                      k=k, rate=rate, duration=duration, peak_duration=peak_duration,
+                      concurrency=concurrency, workers=workers, threads=threads)
+
+
+@contextlib.contextmanager
+def served_run(settings: Settings, label: str, *, partitions: int, **update: Any
+               ) -> Iterator[tuple[BenchEnv, Settings, Path]]:
+    """Services up (:func:`bench_services`), a temporary folder, and the settings of one
+    run (``update`` applied) whose API serves on a free loopback port with its multiprocess
+    metrics in that folder; the run's Redis keys are deleted at the end."""
+    with bench_services(settings, label=label, partitions=partitions) as env, \
+            tempfile.TemporaryDirectory(prefix=f"streamrec-bench-{label}-") as tmp_name:
         tmp = Path(tmp_name)
         prom_dir = tmp / "prom"
         prom_dir.mkdir()
-        live = env.run("api").model_copy(update={
+        live = env.run(label).model_copy(update={
             "state_dir": tmp / "state", "api_host": "127.0.0.1", "api_port": _free_port(),
-            "prometheus_multiproc_dir": str(prom_dir),
+            "prometheus_multiproc_dir": str(prom_dir), **update,
         })
         try:
-            figures = _bench(live, tmp, say, catalog_size=catalog_size, users=users,
-                             events=events, k=k, rate=rate, duration=duration,
-                             peak_duration=peak_duration, concurrency=concurrency,
-                             workers=workers, threads=threads)
+            yield env, live, tmp
         finally:
             clear_prefix(live)
-    return figures
 
 
 def _bench(live: Settings, tmp: Path, say: Any, *, catalog_size: int, users: int, events: int,

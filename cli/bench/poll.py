@@ -37,17 +37,20 @@ import heapq
 import json
 import math
 import random
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from cli.bench.api import LoadGenerator, hello_peak_rps, latency_buckets, serve_env, server
+from cli.bench.api import (
+    LoadGenerator,
+    hello_peak_rps,
+    latency_buckets,
+    serve_env,
+    served_run,
+    server,
+)
 from cli.bench.common import (
-    bench_services,
-    clear_prefix,
     machine_info,
     make_history_events,
     percentile_ms,
@@ -56,7 +59,6 @@ from cli.bench.freshness import histogram_quantile
 from cli.bench.soak import _start_consumer, _stop, _warm_up_consumer
 from core.settings import Settings
 from infra.bootstrap import build_index, build_processor, build_state_store, ensure_catalog
-from infra.embedded import free_port
 
 __all__ = ["run_poll_bench"]
 
@@ -302,16 +304,8 @@ def run_poll_bench(
         raise ValueError("shoppers >= 1; intervals and duration > 0")
     say = (lambda msg: print(msg, file=log, flush=True)) if log is not None else (lambda _: None)
     started = time.perf_counter()
-    with bench_services(settings, label="poll", partitions=4) as services, \
-            tempfile.TemporaryDirectory(prefix="streamrec-bench-poll-") as tmp_name:
-        tmp = Path(tmp_name)
-        prom_dir = tmp / "prom"
-        prom_dir.mkdir()
-        run = services.run("poll").model_copy(update={
-            "state_dir": tmp / "state", "api_host": "127.0.0.1", "api_port": free_port(),
-            "prometheus_multiproc_dir": str(prom_dir),
-            "popularity_refresh_s": popularity_refresh_s,
-        })
+    with served_run(settings, "poll", partitions=4,
+                    popularity_refresh_s=popularity_refresh_s) as (services, run, tmp):
         step_shoppers = sorted({round(shoppers * step) for step in peak_steps
                                 if round(shoppers * step) > shoppers})
         users = [f"u{i}" for i in range(max([shoppers, *step_shoppers]))]
@@ -343,7 +337,6 @@ def run_poll_bench(
                 say(f"hello peak: {hello_levels}")
         finally:
             _stop(consumer)
-            clear_prefix(run)
     return _figures(shop, hello, shoppers=shoppers, poll_interval_s=poll_interval_s,
                     popularity_refresh_s=popularity_refresh_s, workers=workers,
                     threads=threads, setup_s=time.perf_counter() - started)

@@ -8,21 +8,18 @@ depends on moves, the API answers 304 and the panel keeps its list (and the
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from api import create_app
 from api.popularity import PopularitySnapshot
 from api.services import ApiServices, conditional_recs
-from core.settings import Settings
-from online_models.processor import StreamProcessor
-from online_models.profile import ContentProfile
 from tests.browser.conftest import LiveServer
-from tests.browser.test_storefront_browser import ApplyingPublisher, panel_ids, signup
-from tests.fakes import toy_accounts, toy_services
+from tests.browser.test_storefront_browser import (  # noqa: F401  (shop: a fixture)
+    panel_ids,
+    shop,
+    signup,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -31,23 +28,16 @@ CHANGE_WITHIN_MS = 2_000
 
 
 @pytest.fixture
-def polling_shop(tmp_path: Path) -> Iterator[tuple[LiveServer, ApiServices]]:
-    """Fake services applying each event at once; popularity epochs of 60 s, so only
-    the shopper's own events change their list during the test."""
-    settings = Settings(redis_url="redis://fake", kafka_bootstrap="fake:9092",
-                        secret_key="browser-test-secret", data_dir=tmp_path,
-                        state_dir=tmp_path)
-    services = toy_services(settings, accounts=toy_accounts(f"sqlite:///{tmp_path}/acc.db"))
-    services.publisher = ApplyingPublisher(StreamProcessor(
-        services.state, services.index,
-        {i: it.category for i, it in services.catalog.items()},
-        half_life_s=3600.0, profile=ContentProfile(0.3)))
+def polling_shop(shop: tuple[LiveServer, ApiServices]  # noqa: F811  (the fixture)
+                 ) -> tuple[LiveServer, ApiServices]:
+    """The storefront on fakes that apply each event at once, with popularity epochs of
+    60 s: during the test only the shopper's own events change their list."""
+    _, services = shop
     services.recommender.popularity = PopularitySnapshot(
         services.state, services.catalog, refresh_s=60.0)
-    services.conditional = conditional_recs(settings, services.state, services.recommender,
-                                            services.replica)
-    with LiveServer(create_app(settings, services=services)) as server:
-        yield server, services
+    services.conditional = conditional_recs(services.settings, services.state,
+                                            services.recommender, services.replica)
+    return shop
 
 
 def panel_links(page: Any) -> list[str]:
