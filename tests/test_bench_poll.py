@@ -70,4 +70,5 @@ def test_poll_bench_polls_clicks_and_writes_every_key(
     for key in ("hello_peak_rps", "server_p50_ms", "server_p99_ms",
                 "event_to_visible_p50_ms", "event_to_visible_p99_ms"):
         assert math.isfinite(figures[key]) and figures[key] > 0, key
-    assert len(figures["phases"]) == 2 and figures["phases"][1]["shoppers"] == 40
+    # The step to 40 shoppers runs when 20 held p99 <= 10 ms (no step below 20 is asked for).
+    assert [p["shoppers"] for p in figures["phases"]] in ([20], [20, 40])

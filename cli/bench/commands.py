@@ -253,8 +253,10 @@ def _float_list(_ctx: click.Context, _param: click.Parameter, value: str) -> lis
               show_default=True, help="Mean seconds between two clicks of a shopper.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=30.0,
               show_default=True, help="Seconds of the main phase.")
-@click.option("--peak-steps", default="1.5,2,2.5,3", show_default=True, callback=_float_list,
-              help="Peak search: shoppers times each of these (comma-separated; empty: none).")
+@click.option("--peak-steps", default="0.25,0.5,0.75,1.5,2,2.5,3", show_default=True,
+              callback=_float_list,
+              help="Peak search: shoppers times each of these (comma-separated; empty: none), "
+                   "up from the main phase while it holds p99 <= 10 ms, else down.")
 @click.option("--step-duration", type=click.FloatRange(min=0, min_open=True), default=10.0,
               show_default=True, help="Seconds of each peak step.")
 @click.option("--popularity-refresh", type=click.FloatRange(min=0), default=30.0,

@@ -21,7 +21,8 @@ load generator in its own process:
   longer holds the clicked item: seen items are never recommended) and ``errors``
   (any poll not 200/304, any event not 202, any connection error, in every phase);
 - peak steps: ``shoppers`` times each of ``peak_steps`` (new shoppers warm up first),
-  ``step_duration`` seconds each, in increasing order until one misses;
+  ``step_duration`` seconds each: upwards from the main phase until one misses when the
+  main phase held its rate, else downwards until one holds;
   ``peak_polls_per_s`` is the most polls/s a phase held (at least 95 % of its target,
   no errors) with the server p99 <= 10 ms;
 - then the bare Flask hello app under the same gunicorn settings, closed loop
@@ -256,27 +257,39 @@ def _server_ms(before: dict[float, float], after: dict[float, float]) -> tuple[f
 
 
 async def _shop(port: int, users: list[str], spec: dict[str, Any]) -> dict[str, Any]:
-    """The load generator's whole run: warm-up, the main phase, the peak steps."""
+    """The load generator's whole run: warm-up, the main phase, the peak steps.
+
+    Peak steps go up from the main phase while each holds its rate (p99 <= 10 ms), or,
+    when the main phase does not, down until one does.
+    """
     crowd = _Crowd(port, users, spec["poll_interval_s"], spec["event_interval_s"],
                    spec["connections"])
     shoppers, warm_rate = spec["shoppers"], spec["warm_rate"]
-    warm = await crowd.run(shoppers, 0.0, first_polls=shoppers, warm_rate=warm_rate)
-    phases: list[dict[str, Any]] = []
+    warm_errors = (await crowd.run(shoppers, 0.0, first_polls=shoppers,
+                                   warm_rate=warm_rate))["errors"]
     warmed = shoppers
-    for n, active in enumerate([shoppers, *spec["step_shoppers"]]):
-        if active > warmed:
-            extra = await crowd.run(active, 0.0, first_polls=active - warmed,
-                                    warm_rate=warm_rate)
-            warm["errors"] += extra["errors"]
+
+    async def phase(active: int, duration: float) -> dict[str, Any]:
+        nonlocal warm_errors, warmed
+        if active > warmed:  # the new shoppers' first, unconditional polls
+            warm_errors += (await crowd.run(active, 0.0, first_polls=active - warmed,
+                                            warm_rate=warm_rate))["errors"]
             warmed = active
         before = await asyncio.to_thread(_scrape, port)
-        phase = await crowd.run(active, spec["duration"] if n == 0 else spec["step_duration"])
-        phase["server_p50_ms"], phase["server_p99_ms"] = _server_ms(
+        found = await crowd.run(active, duration)
+        found["server_p50_ms"], found["server_p99_ms"] = _server_ms(
             before, await asyncio.to_thread(_scrape, port))
-        phases.append(phase)
-        if n > 0 and not _held(phase):
+        return found
+
+    phases = [await phase(shoppers, spec["duration"])]
+    going_up = _held(phases[0])
+    steps = sorted((n for n in spec["step_shoppers"] if (n > shoppers) == going_up),
+                   reverse=not going_up)
+    for active in steps:
+        phases.append(await phase(active, spec["step_duration"]))
+        if _held(phases[-1]) != going_up:
             break
-    return {"warm_errors": warm["errors"], "phases": phases}
+    return {"warm_errors": warm_errors, "phases": phases}
 
 
 def _held(phase: dict[str, Any]) -> bool:
@@ -293,7 +306,8 @@ def _shop_in_process(port: int, users: list[str], spec: dict[str, Any]) -> dict[
 def run_poll_bench(
     settings: Settings, *, shoppers: int = 3_000, poll_interval_s: float = 1.5,
     event_interval_s: float = 15.0, duration: float = 30.0,
-    peak_steps: Sequence[float] = (1.5, 2.0, 2.5, 3.0), step_duration: float = 10.0,
+    peak_steps: Sequence[float] = (0.25, 0.5, 0.75, 1.5, 2.0, 2.5, 3.0),
+    step_duration: float = 10.0,
     popularity_refresh_s: float = 30.0, history_per_user: int = 5, workers: int = 2,
     threads: int = 4, connections: int = 64, warm_rate: float = 300.0,
     hello_duration: float = 10.0, hello_concurrency: Sequence[int] = (8, 16, 32),
@@ -306,8 +320,8 @@ def run_poll_bench(
     started = time.perf_counter()
     with served_run(settings, "poll", partitions=4,
                     popularity_refresh_s=popularity_refresh_s) as (services, run, tmp):
-        step_shoppers = sorted({round(shoppers * step) for step in peak_steps
-                                if round(shoppers * step) > shoppers})
+        step_shoppers = sorted({max(1, round(shoppers * step)) for step in peak_steps}
+                               - {shoppers})
         users = [f"u{i}" for i in range(max([shoppers, *step_shoppers]))]
         _seed(run, len(users), history_per_user)
         say(f"seeded {history_per_user} events each of {len(users)} shoppers")
