@@ -34,7 +34,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 
 from api.recommender import RecRequest
 from core.ports import StateStore
@@ -130,5 +130,7 @@ class ConditionalRecs:
 
     def etag(self, request: RecRequest, versions: Versions) -> str:
         """The ETag (a strong validator, without its quotes) of ``request`` at ``versions``."""
-        key = repr((astuple(request), astuple(versions), self.config)).encode()
+        # The dataclasses' generated reprs: every field, the same text in every process
+        # (dataclasses.astuple's deep copy took a third of a 304's time in the endpoint).
+        key = repr((request, versions, self.config)).encode()
         return hashlib.blake2b(key, digest_size=12).hexdigest()
