@@ -234,6 +234,11 @@ class _Crowd:
                 gap = (self.poll_interval_s if kind == "poll"
                        else self.event_interval_s * self.rng.uniform(0.5, 1.5))
                 heapq.heappush(jobs, (due + gap, i, kind))
+        unsent = 0
+        if not first_polls:  # a phase lasts its duration: what the server did not get to
+            while not queue.empty():  # by then stays unsent (and the rate shows it)
+                queue.get_nowait()
+                unsent += 1
         for _ in workers:
             queue.put_nowait(None)
         await asyncio.gather(*workers)
@@ -242,6 +247,7 @@ class _Crowd:
                 "polls": tally.polls, "polls_per_s": tally.polls / elapsed,
                 "not_modified": tally.not_modified, "events": tally.events,
                 "errors": tally.errors, "errors_by_kind": tally.errors_by_kind,
+                "unsent": unsent,
                 "visible_s": tally.visible_s, "elapsed_s": elapsed}
 
 
