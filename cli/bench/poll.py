@@ -10,8 +10,9 @@ version, so the next poll gets a fresh list instead of a 304. The API runs under
 (``streamrec serve``) with ``popularity_refresh_s`` as ``STREAMREC_POPULARITY_REFRESH_S``:
 the popularity epoch, how long a list may ignore other shoppers' activity.
 
-Phases, open loop (request ``i`` is due at its time whatever happened before), from a
-load generator in its own process:
+Phases, open loop (request ``i`` is due at its time whatever happened before; what is
+still queued when a phase's time is up stays ``unsent``, so an overloaded server shows as
+a lower achieved rate), from a load generator in its own process:
 
 - warm-up: each shopper's first, unconditional poll, spread at ``warm_rate`` a second;
 - the main phase: ``shoppers`` for ``duration`` seconds: ``polls_per_s``,
