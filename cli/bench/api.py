@@ -65,8 +65,8 @@ from infra.bootstrap import (
     ensure_catalog,
 )
 
-__all__ = ["LoadGenerator", "generated_items", "hello_app", "hello_peak_rps", "latency_buckets",
-           "run_api_bench", "serve_env", "served_run", "server"]
+__all__ = ["KeepAliveConn", "LoadGenerator", "generated_items", "hello_app", "hello_peak_rps",
+           "latency_buckets", "run_api_bench", "serve_env", "served_run", "server"]
 
 _ENDPOINT = "/api/recommendations"
 _LATENCY = "streamrec_api_request_duration_seconds"
@@ -103,7 +103,9 @@ def generated_items(base: Sequence[Item], n: int, *, seed: int = 11) -> list[Ite
 
 # --- load generator (runs in its own process) ----------------------------------------------
 @dataclass
-class _Conn:
+class KeepAliveConn:
+    """One keep-alive HTTP/1.1 connection of a load generator."""
+
     host: str
     port: int
     reader: asyncio.StreamReader | None = None
@@ -153,7 +155,7 @@ async def _steady(host: str, port: int, paths: Sequence[str], rate: float, durat
 
     async def worker() -> None:
         nonlocal errors
-        conn = _Conn(host, port)
+        conn = KeepAliveConn(host, port)
         while (job := await queue.get()) is not None:
             scheduled, path = job
             try:
@@ -191,7 +193,7 @@ async def _closed(host: str, port: int, paths: Sequence[str], duration: float,
 
     async def worker(offset: int) -> None:
         nonlocal ok, errors
-        conn, i = _Conn(host, port), offset
+        conn, i = KeepAliveConn(host, port), offset
         while time.perf_counter() < deadline:
             try:
                 good = await conn.get(paths[i % len(paths)]) == 200

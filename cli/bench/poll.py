@@ -34,7 +34,6 @@ a lower achieved rate), from a load generator in its own process:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import json
 import math
@@ -45,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cli.bench.api import (
+    KeepAliveConn,
     LoadGenerator,
     hello_peak_rps,
     latency_buckets,
@@ -98,21 +98,16 @@ class _Tally:
         self.errors_by_kind[kind] = self.errors_by_kind.get(kind, 0) + 1
 
 
-class _Conn:
-    """One keep-alive HTTP/1.1 connection: a request, then the status, headers and body."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
+class _Conn(KeepAliveConn):
+    """A keep-alive connection that also sends headers and bodies and returns them."""
 
     async def request(self, method: str, path: str, headers: dict[str, str],
                       body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
         if self.reader is not None and self.reader.at_eof():
             await self.close()  # the server closed it while idle (gunicorn's keep-alive)
         if self.writer is None or self.reader is None:
-            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n"
         head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         if body:
             head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
@@ -132,13 +127,6 @@ class _Conn:
         if found.get("connection", "").lower() == "close":
             await self.close()
         return int(status_line.split()[1]), found, data
-
-    async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            with contextlib.suppress(Exception):
-                await self.writer.wait_closed()
-        self.reader = self.writer = None
 
 
 class _Crowd:
@@ -215,7 +203,7 @@ class _Crowd:
         queue: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue()
 
         async def worker() -> None:
-            conn = _Conn(self.port)
+            conn = _Conn("127.0.0.1", self.port)
             while (job := await queue.get()) is not None:
                 shopper = self.shoppers[job[0]]
                 await (self.poll if job[1] == "poll" else self.click)(conn, shopper, tally)
