@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import current_app
 
+from api.conditional import ConditionalRecs
 from api.impressions import ImpressionWriter
 from api.popularity import PopularitySnapshot
 from api.recommender import Recommender, Rules
@@ -21,7 +22,7 @@ from infra.attempts import MemoryAttemptCounter
 from online_models.blender import BLOB, BlenderStateError, OnlineBlender
 from online_models.catalog import CatalogReplica
 
-__all__ = ["ApiServices", "build_services", "services"]
+__all__ = ["ApiServices", "build_services", "conditional_recs", "services"]
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,13 @@ class ApiServices:
     attempts: AttemptCounter = field(default_factory=MemoryAttemptCounter)
     #: Served lists on their way to the state store (for attribution and the blender).
     impressions: ImpressionWriter = field(init=False)
+    #: ETags of recommendation lists and the worker's cache of served lists.
+    conditional: ConditionalRecs = field(init=False)
 
     def __post_init__(self) -> None:
         self.impressions = ImpressionWriter(self.state, self.settings.impression_ttl_s)
+        self.conditional = conditional_recs(self.settings, self.state, self.recommender,
+                                            self.replica)
 
     def close(self) -> None:
         self.impressions.close()
@@ -84,6 +89,28 @@ class BlenderCache:
                 except BlenderStateError as exc:  # never unpickled: refused, and said so
                     log.error("stored blender model refused: %s", exc)
         return self._model
+
+
+def conditional_recs(settings: Settings, state: StateStore, recommender: Recommender,
+                     replica: CatalogReplica | None) -> ConditionalRecs:
+    """The versions a recommendation list depends on, read from the parts that hold them."""
+    models = recommender.models
+
+    def model_version() -> str:
+        foldin = models()[0] if models is not None else None
+        return foldin.version if foldin is not None else ""
+
+    rules = recommender.rules
+    return ConditionalRecs(
+        state, model_version=model_version,
+        catalog_version=(lambda: replica.version) if replica is not None else (lambda: 0),
+        popularity_epoch=recommender.popularity.epoch,
+        config=[recommender.weights, recommender.variant_weights, recommender.assigner.variants,
+                sorted(recommender.learned_variants),
+                # sorted: a set's order differs between processes (hash seeds), tags must not
+                [rules.exclude_purchased, sorted(rules.excluded_categories),
+                 rules.max_per_category]],
+        cache_size=settings.rec_cache_size)
 
 
 def build_services(settings: Settings) -> ApiServices:
