@@ -18,6 +18,9 @@ Metrics (all names start with ``streamrec_``):
   carry a ``rec_id`` or ``variant`` (POST /api/events). CTR of a variant =
   ``rate(rec_feedback_total{event_type="click"})`` / ``rate(items_served_total)``,
   conversion the same with ``purchase``.
+- ``rec_cache_total{result}``: recommendation requests by how they were answered:
+  ``not_modified`` (304 to a current ``If-None-Match``), ``hit`` (the worker's cached list
+  for unchanged versions) or ``miss`` (computed); hit ratio = (not_modified + hit) / all.
 - ``model_info{version,created_at}`` = 1 and ``model_trained_timestamp_seconds``:
   the version the ``latest`` pointer names (read at scrape time; absent until a
   model is trained).
@@ -161,12 +164,17 @@ class ApiMetrics:
             "Clicks/carts/purchases of a recommended item, by the item's leading source",
             ["source", "event_type"], registry=r,
         )
+        self.rec_cache = Counter(
+            "streamrec_rec_cache", "Recommendation requests: not_modified (304), hit, miss",
+            ["result"], registry=r,
+        )
         self.registry.register(self.model_info)
         self._latency, self._requests = _Children(self.latency), _Children(self.requests)
         self._recommendations = _Children(self.recommendations)
         self._items_served = _Children(self.items_served)
         self._source_items = _Children(self.source_items)
         self._lead_source_items = _Children(self.lead_source_items)
+        self._rec_cache = _Children(self.rec_cache)
 
     # --- observations ----------------------------------------------------------------------
     def variant_label(self, variant: str | None) -> str:
@@ -191,6 +199,11 @@ class ApiMetrics:
         # One increment per label, not per item: a multiprocess counter writes a file each time.
         for source, count in collections.Counter(chain.from_iterable(item_sources)).items():
             self._source_items(source).inc(count)
+
+    def observe_rec_cache(self, result: str) -> None:
+        """One recommendation request answered ``not_modified``, from the cache (``hit``)
+        or computed (``miss``)."""
+        self._rec_cache(result).inc()
 
     def observe_lead_sources(self, lead_sources: Iterable[str]) -> None:
         for source, count in collections.Counter(lead_sources).items():

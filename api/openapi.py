@@ -37,6 +37,18 @@ def _query(name: str, schema: dict[str, Any], description: str, required: bool =
             "description": description}
 
 
+#: Headers of a recommendation list, fresh (200) or still current (304).
+_CONDITIONAL_HEADERS = {
+    "ETag": {"description": "Digest of everything the list depends on: the user's state "
+                            "version, the model, catalog and popularity-epoch versions, the "
+                            "variant and the parameters. It changes with the user's own "
+                            "events at once, and with other shoppers' activity once a "
+                            "popularity epoch (STREAMREC_POPULARITY_REFRESH_S)",
+             "schema": {"type": "string"}},
+    "Cache-Control": {"description": "`private, no-cache`: revalidate on every use",
+                      "schema": {"type": "string"}},
+}
+
 _K = _query("k", {"type": "integer", "minimum": 1, "maximum": 200, "default": 10},
             "How many items")
 
@@ -60,8 +72,20 @@ SPEC: dict[str, Any] = {
                 _query("max_price", {"type": "number", "minimum": 0}, "Highest price"),
                 _query("variant", {"type": "string", "maxLength": 64},
                        "Force an A/B variant (default: assigned by user id)"),
+                {"name": "If-None-Match", "in": "header", "required": False,
+                 "schema": {"type": "string", "maxLength": 1000},
+                 "description": "The ETag of the list on screen: 304 when it is still "
+                                "current (nothing recomputed)"},
             ],
-            "responses": {"200": _json(_ref("Recommendation"), "Recommendations"), **_ERRORS},
+            "responses": {
+                "200": {**_json(_ref("Recommendation"), "Recommendations"),
+                        "headers": _CONDITIONAL_HEADERS},
+                "304": {"description": "Not Modified: the list whose ETag was sent in "
+                                       "If-None-Match is still current (no body; keep it, "
+                                       "and its rec_id for clicks)",
+                        "headers": _CONDITIONAL_HEADERS},
+                **_ERRORS,
+            },
         }},
         "/api/trending": {"get": {
             "summary": "Most popular items now (decayed), overall or in a category",

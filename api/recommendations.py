@@ -6,8 +6,9 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from api.attribution import remember
 from api.auth import require_token
+from api.conditional import CACHE_CONTROL, CachedList
 from api.degraded import degraded_body, popular_fallback
-from api.metrics import observe_recommendation
+from api.metrics import api_metrics, observe_recommendation
 from api.params import Args, float_arg, int_arg, list_arg, str_arg
 from api.services import services
 from core.errors import InvalidRequest, NotFound, TemporaryFailure
@@ -58,6 +59,21 @@ def recommendations() -> Response:
         max_price=float_arg(args, "max_price", lo=0, hi=1e9),
         variant=variant,
     )
+    conditional, metrics = svc.conditional, api_metrics()
+    try:  # the one state-store read of an unchanged answer
+        etag: str | None = conditional.etag(rec_request, conditional.versions(
+            user_id, variant or recommender.assigner.variant(user_id)))
+    except TemporaryFailure:  # the state store is down: no tag, the degraded path below
+        etag = None
+    if etag is not None:
+        if request.if_none_match.contains(etag):
+            metrics.observe_rec_cache("not_modified")
+            return _tagged(Response(status=304), etag)
+        cached = conditional.cache.get(etag)
+        if cached is not None:  # the same list (and rec_id) this worker served for the tag
+            metrics.observe_rec_cache("hit")
+            return _tagged(Response(cached.body, mimetype="application/json"), etag)
+        metrics.observe_rec_cache("miss")
     fallback = popular_fallback()
     try:
         rec = recommender.run(rec_request)
@@ -72,7 +88,18 @@ def recommendations() -> Response:
     observe_recommendation(rec)
     remember(rec)
     current_app.logger.debug("recommended %d items to %s", len(rec.items), user_id)
-    return jsonify(rec.to_dict())
+    response = jsonify(rec.to_dict())
+    if etag is None:
+        return response
+    conditional.cache.put(etag, CachedList(rec.rec_id, response.get_data()))
+    return _tagged(response, etag)
+
+
+def _tagged(response: Response, etag: str) -> Response:
+    """``response`` with its ETag; browsers may keep it but must revalidate every use."""
+    response.set_etag(etag)
+    response.headers["Cache-Control"] = CACHE_CONTROL
+    return response
 
 
 @bp.get("/trending")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from flask import current_app
 
+from api.conditional import ConditionalRecs
 from api.impressions import ImpressionWriter
 from core.ports import AttemptCounter, EventPublisher, StateStore, VectorIndex
 from core.settings import Settings
@@ -17,7 +18,7 @@ from infra.attempts import MemoryAttemptCounter
 from online_models.catalog import CatalogReplica
 from online_models.serving.pipeline import Recommender
 
-__all__ = ["ApiServices", "build_services", "services"]
+__all__ = ["ApiServices", "build_services", "conditional_recs", "services"]
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,13 @@ class ApiServices:
     attempts: AttemptCounter = field(default_factory=MemoryAttemptCounter)
     #: Served lists on their way to the state store (for attribution and the blender).
     impressions: ImpressionWriter = field(init=False)
+    #: ETags of recommendation lists and the worker's cache of served lists.
+    conditional: ConditionalRecs = field(init=False)
 
     def __post_init__(self) -> None:
         self.impressions = ImpressionWriter(self.state, self.settings.impression_ttl_s)
+        self.conditional = conditional_recs(self.settings, self.state, self.recommender,
+                                            self.replica)
 
     def close(self) -> None:
         self.impressions.close()
@@ -57,6 +62,23 @@ def services() -> ApiServices:
     """The services of the current app."""
     found: ApiServices = current_app.extensions["streamrec"]
     return found
+
+
+def conditional_recs(settings: Settings, state: StateStore, recommender: Recommender,
+                     replica: CatalogReplica | None) -> ConditionalRecs:
+    """The versions a recommendation list depends on, read from the parts that hold them."""
+    rules = recommender.rules
+    return ConditionalRecs(
+        state, model_version=recommender.model_version,
+        catalog_version=(lambda: replica.version) if replica is not None else (lambda: 0),
+        popularity_epoch=recommender.popularity_epoch,
+        config=[recommender.weights, recommender.variant_weights, recommender.assigner.variants,
+                sorted(recommender.learned_variants), sorted(recommender.ranked_variants),
+                list(recommender.names),
+                # sorted: a set's order differs between processes (hash seeds), tags must not
+                [rules.exclude_purchased, sorted(rules.excluded_categories),
+                 rules.max_per_category]],
+        cache_size=settings.rec_cache_size)
 
 
 def build_services(settings: Settings) -> ApiServices:

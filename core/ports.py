@@ -144,6 +144,11 @@ class StateUpdate:
     #: Event time (Unix seconds) of the newest event applied, for freshness.
     last_event_ts: float | None = None
 
+    def users(self) -> set[str]:
+        """The users whose own state this update changes (their state versions move)."""
+        return {*self.recent, *self.purchased, *self.history, *self.profiles,
+                *self.user_factors}
+
     def is_empty(self) -> bool:
         return not (self.event_ids or self.recent or self.popularity or self.profiles
                     or self.counters or self.history or self.user_factors or self.purchased
@@ -169,6 +174,12 @@ class StateStore(Protocol):
 
     def recent_items(self, user_id: str, n: int = 50) -> list[str]:
         """The user's most recent items, newest first, without repeats."""
+        ...
+
+    def user_version(self, user_id: str) -> int:
+        """The user's state version: 0 for a user never updated, then one more for every
+        :meth:`apply` that changed the user's own state (:meth:`StateUpdate.users`),
+        moved by that same atomic update (one small read: for conditional requests)."""
         ...
 
     def user_state(

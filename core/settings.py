@@ -134,7 +134,10 @@ class Settings(BaseSettings):
     model_poll_s: float = Field(5.0, gt=0)
     #: Age at which an API worker re-reads its popularity snapshot (in the background;
     #: 0 = on every request). A user's own events show at once regardless.
-    popularity_refresh_s: float = Field(1.0, ge=0)
+    #: Age at which an API worker re-reads its popularity snapshot; also the popularity
+    #: epoch of conditional requests. 15 s: pages poll every 1.5 s, so with 1 s every poll
+    #: recomputed (no 304); a user's own events still show at once (their state version).
+    popularity_refresh_s: float = Field(15.0, ge=0)
     #: Most popular items a snapshot holds; items past it get no popularity score (a
     #: re-read of 5,000 takes ~8 ms of one worker's time: keep it well under refresh_s).
     popularity_snapshot_size: int = Field(5_000, ge=100)
@@ -146,6 +149,10 @@ class Settings(BaseSettings):
     #: ... and at most this long before it (refused the same way). Two years: the demo
     #: replays its 374 days of history moved to end at the replay's start.
     event_max_age_s: float = Field(2 * 365 * 24 * 3600.0, gt=0)
+    #: Last served recommendation lists each API worker keeps (LRU) per user, parameters and
+    #: versions, so a poll whose versions did not move costs a version read, not a
+    #: recomputation (0 = no cache; conditional requests still answer 304).
+    rec_cache_size: int = Field(10_000, ge=0)
 
     # --- item index ---------------------------------------------------------------------
     #: Up to this many items the item index is exact (FAISS IndexIDMap2 over IndexFlatIP,

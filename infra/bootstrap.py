@@ -339,6 +339,7 @@ def build_recommender(
         learned_variants=settings.learned_variants,
         ranker=models.ranker, ranked_variants=settings.ranked_variants,
         known_sources=SOURCES,
+        model_version=lambda: models.version or "", popularity_epoch=popularity.epoch,
     )
 
 

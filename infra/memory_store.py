@@ -180,6 +180,7 @@ class InMemoryStateStore:
         self._factors: dict[str, dict[str, Vector]] = {}
         self._counters: dict[str, int] = {}
         self._last_ts: float | None = None
+        self._versions: dict[str, int] = {}
 
     def ping(self) -> bool:
         return True
@@ -198,6 +199,8 @@ class InMemoryStateStore:
                     self._seen = {e: t for e, t in self._seen.items() if t > now}
                     self._purge_at = max(1024, 2 * len(self._seen))
                 self._seen.update(dict.fromkeys(update.event_ids, expires))
+            for user in update.users():
+                self._versions[user] = self._versions.get(user, 0) + 1
             for user, items in update.recent.items():
                 newest = unique_newest_first(items)
                 fresh = set(newest)
@@ -243,6 +246,10 @@ class InMemoryStateStore:
     def recent_items(self, user_id: str, n: int = 50) -> list[str]:
         with self._lock:
             return list(self._recent.get(user_id, [])[: max(0, n)])
+
+    def user_version(self, user_id: str) -> int:
+        with self._lock:
+            return self._versions.get(user_id, 0)
 
     def user_state(
         self, user_id: str, recent_n: int, factors_version: str, *,
@@ -360,3 +367,4 @@ class InMemoryStateStore:
             self._factors = {}
             self._counters = {}
             self._last_ts = None
+            self._versions = {}

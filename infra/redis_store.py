@@ -16,6 +16,8 @@ key                           type       content
 ``profiles``                  hash       user -> float32 bytes
 ``hist:<user>``               hash       item -> accumulated implicit weight
 ``bought:<user>``             set        items the user purchased
+``uver:<user>``               string     the user's state version (INCR by every apply
+                                         that changes the user's own state)
 ``ihist:<item>``              hash       user -> weight, for items the ALS model never saw
 ``ifactors:<version>``        hash       item -> float32 bytes (folded-in new items)
 ``rating:{meta,u,i}``         hash       online rating model: global mean; user/item params
@@ -110,6 +112,8 @@ if #p.ids > 0 then
   call_many('SADD', p.seen_key, p.ids, 1, #p.ids)
   redis.call('EXPIRE', p.seen_key, p.seen_ttl)
 end
+-- the state version of every user whose own state this batch changes
+for _, user in ipairs(p.users) do redis.call('INCR', p.uver_prefix .. user) end
 if p.last then
   local old = redis.call('HGET', meta, 'last_event_ts')
   if (not old) or tonumber(old) < p.last then
@@ -446,6 +450,9 @@ class RedisStateStore:
     def _history_key(self, user_id: str) -> str:
         return f"{self.prefix}hist:{user_id}"
 
+    def _user_version_key(self, user_id: str) -> str:
+        return f"{self.prefix}uver:{user_id}"
+
     def _rating_key(self, kind: str) -> str:
         return f"{self.prefix}rating:{kind}"
 
@@ -546,6 +553,7 @@ class RedisStateStore:
             "recent_prefix": self._recent_key(""), "pop_prefix": self._pop_key(""),
             "hist_prefix": self._history_key(""), "ihist_prefix": f"{self.prefix}ihist:",
             "bought_prefix": self._purchased_key(""),
+            "users": sorted(update.users()), "uver_prefix": self._user_version_key(""),
             "recent": recent, "pop": pop, "hist": hist, "ihist": ihist, "bought": bought,
             "vec": vec,
         }
@@ -568,6 +576,11 @@ class RedisStateStore:
         with redis_failures("recent_items"):
             raw: list[Any] = self.client.lrange(self._recent_key(user_id), 0, n - 1)
         return [item.decode() for item in raw]
+
+    def user_version(self, user_id: str) -> int:
+        with redis_failures("user_version"):
+            raw: Any = self.client.get(self._user_version_key(user_id))
+        return 0 if raw is None else int(raw)
 
     def user_state(
         self, user_id: str, recent_n: int, factors_version: str, *,

@@ -22,7 +22,7 @@ from online_models.serving.filters import Rules
 from online_models.serving.pipeline import Recommender
 from online_models.serving.popularity import PopularitySnapshot
 from online_models.serving.registry import DEFAULT_SOURCES, SOURCES, SourceDeps, build_sources
-from online_models.serving.sources import CollaborativeModels
+from online_models.serving.sources import CollaborativeModels, PopularitySource
 
 CATEGORIES = ("Candles", "Bags", "Mugs")
 DIM = 8
@@ -113,10 +113,12 @@ def live_recommender(
     models: CollaborativeModels | None = None, **options: Any,
 ) -> Recommender:
     """The default sources over these parts; popularity re-read on every request."""
-    deps = SourceDeps(state, index, catalog, PopularitySnapshot(state, catalog, refresh_s=0),
+    popularity = PopularitySnapshot(state, catalog, refresh_s=0)
+    deps = SourceDeps(state, index, catalog, popularity,
                       collaborative=models or (lambda: (None, None)))
     return Recommender(state, index, catalog, build_sources(DEFAULT_SOURCES, deps), weights,
-                       recent_max, rules=rules, known_sources=SOURCES, **options)
+                       recent_max, rules=rules, known_sources=SOURCES,
+                       popularity_epoch=popularity.epoch, **options)
 
 
 def toy_app(state_dir: Path, accounts: AccountStore | None = None, **settings: Any) -> Flask:
@@ -130,6 +132,14 @@ def toy_app(state_dir: Path, accounts: AccountStore | None = None, **settings: A
     app = create_app(built, services=toy_services(built, accounts))
     app.config["TESTING"] = True
     return app
+
+
+def use_popularity(recommender: Recommender, snapshot: PopularitySnapshot) -> None:
+    """Serve ``recommender``'s popularity (source and epoch) from ``snapshot``."""
+    for source in recommender.sources:
+        if isinstance(source, PopularitySource):
+            source.snapshot = snapshot
+    recommender.popularity_epoch = snapshot.epoch
 
 
 def wait_until(condition: Callable[[], object], timeout_s: float = 5.0) -> None:

@@ -109,6 +109,7 @@ def summarize_api(registry: Collector) -> dict[str, Any]:
     sources: dict[str, float] = {}
     variants: dict[str, dict[str, float]] = {}
     model: dict[str, Any] | None = None
+    rec_cache = {"not_modified": 0.0, "hit": 0.0, "miss": 0.0}
 
     def variant(name: str) -> dict[str, float]:
         return variants.setdefault(name, {"served": 0.0, "items": 0.0, "click": 0.0,
@@ -134,13 +135,16 @@ def summarize_api(registry: Collector) -> dict[str, Any]:
                 variant(labels["variant"])["items"] += s.value
             elif s.name == "streamrec_rec_feedback_total":
                 variant(labels["variant"])[labels["event_type"]] += s.value
+            elif s.name == "streamrec_rec_cache_total":
+                result = labels["result"]
+                rec_cache[result] = rec_cache.get(result, 0.0) + s.value
             elif s.name == "streamrec_model_info":
                 model = {"version": labels["version"], "created_at": labels["created_at"]}
     for v in variants.values():
         v["ctr"] = v["click"] / v["items"] if v["items"] else 0.0
         v["conversion"] = v["purchase"] / v["items"] if v["items"] else 0.0
     return {"requests": requests, "errors_5xx": errors, "latency": latency,
-            "sources": sources, "variants": variants, "model": model}
+            "sources": sources, "variants": variants, "model": model, "rec_cache": rec_cache}
 
 
 @dataclass

@@ -35,7 +35,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,14 @@ import numpy as np
 from flask import Flask, jsonify
 from prometheus_client.parser import text_string_to_metric_families
 
-from cli.bench.common import bench_services, clear_prefix, machine_info, make_events, percentile_ms
+from cli.bench.common import (
+    BenchEnv,
+    bench_services,
+    clear_prefix,
+    machine_info,
+    make_events,
+    percentile_ms,
+)
 from cli.bench.freshness import histogram_quantile
 from core.errors import ServiceUnavailable
 from core.settings import Settings
@@ -58,7 +65,8 @@ from infra.bootstrap import (
     ensure_catalog,
 )
 
-__all__ = ["generated_items", "hello_app", "run_api_bench"]
+__all__ = ["KeepAliveConn", "LoadGenerator", "generated_items", "hello_app", "hello_peak_rps",
+           "latency_buckets", "run_api_bench", "serve_env", "served_run", "server"]
 
 _ENDPOINT = "/api/recommendations"
 _LATENCY = "streamrec_api_request_duration_seconds"
@@ -95,7 +103,9 @@ def generated_items(base: Sequence[Item], n: int, *, seed: int = 11) -> list[Ite
 
 # --- load generator (runs in its own process) ----------------------------------------------
 @dataclass
-class _Conn:
+class KeepAliveConn:
+    """One keep-alive HTTP/1.1 connection of a load generator."""
+
     host: str
     port: int
     reader: asyncio.StreamReader | None = None
@@ -145,7 +155,7 @@ async def _steady(host: str, port: int, paths: Sequence[str], rate: float, durat
 
     async def worker() -> None:
         nonlocal errors
-        conn = _Conn(host, port)
+        conn = KeepAliveConn(host, port)
         while (job := await queue.get()) is not None:
             scheduled, path = job
             try:
@@ -183,7 +193,7 @@ async def _closed(host: str, port: int, paths: Sequence[str], duration: float,
 
     async def worker(offset: int) -> None:
         nonlocal ok, errors
-        conn, i = _Conn(host, port), offset
+        conn, i = KeepAliveConn(host, port), offset
         while time.perf_counter() < deadline:
             try:
                 good = await conn.get(paths[i % len(paths)]) == 200
@@ -206,21 +216,25 @@ def _load(kind: str, host: str, port: int, paths: list[str], **kw: Any) -> dict[
     return asyncio.run(_closed(host, port, paths, **kw))
 
 
-class _LoadGenerator:
+class LoadGenerator:
     """A separate process that runs load phases (the servers keep their CPU to themselves)."""
 
     def __init__(self) -> None:
         self._pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=1, mp_context=multiprocessing.get_context("spawn"))
 
-    def __enter__(self) -> _LoadGenerator:
+    def __enter__(self) -> LoadGenerator:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._pool.shutdown()
 
     def run(self, kind: str, port: int, paths: list[str], **kw: Any) -> dict[str, Any]:
-        return self._pool.submit(_load, kind, "127.0.0.1", port, paths, **kw).result()
+        return self.submit(_load, kind, "127.0.0.1", port, paths, **kw)
+
+    def submit(self, fn: Callable[..., dict[str, Any]], *args: Any, **kw: Any) -> dict[str, Any]:
+        """``fn(*args, **kw)`` in the load-generator process (a picklable module function)."""
+        return self._pool.submit(fn, *args, **kw).result()
 
     def peak(self, port: int, paths: list[str], duration: float,
              concurrency: Sequence[int]) -> tuple[float, list[dict[str, Any]]]:
@@ -240,7 +254,7 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _server(args: list[str], env: dict[str, str], log_path: Path, health_url: str,
+def server(args: list[str], env: dict[str, str], log_path: Path, health_url: str,
             timeout_s: float = 120.0) -> Iterator[subprocess.Popen[bytes]]:
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen([sys.executable, "-m", *args], env=env, stdin=subprocess.DEVNULL,
@@ -277,7 +291,7 @@ def _server(args: list[str], env: dict[str, str], log_path: Path, health_url: st
                 proc.wait()
 
 
-def _latency_buckets(url: str) -> dict[float, float]:
+def latency_buckets(url: str) -> dict[float, float]:
     """Cumulative counts of the API's recommendation latency histogram (all workers)."""
     with urllib.request.urlopen(url, timeout=5) as response:
         text = response.read().decode()
@@ -316,6 +330,45 @@ def _cpu_per_request_us(before: float | None, after: float | None,
     return (after - before) / served * 1e6
 
 
+def hello_peak_rps(gen: LoadGenerator, env: dict[str, str], tmp: Path, *, workers: int,
+                   threads: int, duration: float, concurrency: Sequence[int]
+                   ) -> tuple[float, list[dict[str, Any]], float | None]:
+    """The bare Flask :func:`hello_app` under gunicorn with the API's worker and thread
+    settings: its closed-loop peak requests/s, every level, and server CPU us a request."""
+    hello_port = _free_port()
+    hello_args = ["gunicorn", "--workers", str(workers), "--threads", str(threads),
+                  "--worker-class", "gthread", "--reuse-port",
+                  "--bind", f"127.0.0.1:{hello_port}",
+                  "--log-level", "warning", "cli.bench.api:hello_app()"]
+    hello_url = f"http://127.0.0.1:{hello_port}/hello"
+    with server(hello_args, env, tmp / "hello.log", hello_url) as hello_proc:
+        gen.run("closed", hello_port, ["/hello"], duration=min(3.0, duration), concurrency=4)
+        cpu_before = _tree_cpu_s(hello_proc.pid)
+        peak, levels = gen.peak(hello_port, ["/hello"], duration, concurrency)
+        cpu = _cpu_per_request_us(cpu_before, _tree_cpu_s(hello_proc.pid), levels)
+    return peak, levels, cpu
+
+
+def serve_env(live: Settings) -> dict[str, str]:
+    """The environment of ``streamrec serve`` on ``live``'s services, rate limit off."""
+    return {**os.environ,
+            "STREAMREC_KAFKA_BOOTSTRAP": live.kafka_bootstrap,
+            "STREAMREC_REDIS_URL": live.redis_url,
+            "STREAMREC_REDIS_PREFIX": live.redis_prefix,
+            "STREAMREC_API_HOST": live.api_host,
+            "STREAMREC_API_PORT": str(live.api_port),
+            "STREAMREC_DATABASE_URL": live.database_url,
+            "STREAMREC_STATE_DIR": str(live.state_dir),
+            "STREAMREC_DATA_DIR": str(live.data_dir.resolve()),
+            "STREAMREC_INTERACTIONS_TOPIC": live.interactions_topic,
+            "STREAMREC_CATALOG_TOPIC": live.catalog_topic,
+            "STREAMREC_DEAD_LETTER_TOPIC": live.dead_letter_topic,
+            "PROMETHEUS_MULTIPROC_DIR": live.prometheus_multiproc_dir,
+            "STREAMREC_PROMETHEUS_MULTIPROC_DIR": live.prometheus_multiproc_dir,
+            # The load generator is one client: the per-client rate limit would refuse it.
+            "STREAMREC_RATE_LIMIT_PER_S": "0"}
+
+
 # --- the benchmark ----------------------------------------------------------------------------
 def run_api_bench(
     settings: Settings, *, catalog_size: int = 20_000, users: int = 3_000,
@@ -325,23 +378,31 @@ def run_api_bench(
 ) -> dict[str, Any]:
     """Serve the API over a ``catalog_size`` catalog and measure it; the figures."""
     say = (lambda msg: print(msg, file=log, flush=True)) if log is not None else (lambda _: None)
-    with bench_services(settings, label="api", partitions=1) as env, \
-            tempfile.TemporaryDirectory(prefix="streamrec-bench-api-") as tmp_name:
+    with served_run(settings, "api", partitions=1) as (_, live, tmp):
+        return _bench(live, tmp, say, catalog_size=catalog_size, users=users, events=events,
+                      k=k, rate=rate, duration=duration, peak_duration=peak_duration,
+                      concurrency=concurrency, workers=workers, threads=threads)
+
+
+@contextlib.contextmanager
+def served_run(settings: Settings, label: str, *, partitions: int, **update: Any
+               ) -> Iterator[tuple[BenchEnv, Settings, Path]]:
+    """Services up (:func:`bench_services`), a temporary folder, and the settings of one
+    run (``update`` applied) whose API serves on a free loopback port with its multiprocess
+    metrics in that folder; the run's Redis keys are deleted at the end."""
+    with bench_services(settings, label=label, partitions=partitions) as env, \
+            tempfile.TemporaryDirectory(prefix=f"streamrec-bench-{label}-") as tmp_name:
         tmp = Path(tmp_name)
         prom_dir = tmp / "prom"
         prom_dir.mkdir()
-        live = env.run("api").model_copy(update={
+        live = env.run(label).model_copy(update={
             "state_dir": tmp / "state", "api_host": "127.0.0.1", "api_port": _free_port(),
-            "prometheus_multiproc_dir": str(prom_dir),
+            "prometheus_multiproc_dir": str(prom_dir), **update,
         })
         try:
-            figures = _bench(live, tmp, say, catalog_size=catalog_size, users=users,
-                             events=events, k=k, rate=rate, duration=duration,
-                             peak_duration=peak_duration, concurrency=concurrency,
-                             workers=workers, threads=threads)
+            yield env, live, tmp
         finally:
             clear_prefix(live)
-    return figures
 
 
 def _bench(live: Settings, tmp: Path, say: Any, *, catalog_size: int, users: int, events: int,
@@ -383,57 +444,31 @@ def _bench(live: Settings, tmp: Path, say: Any, *, catalog_size: int, users: int
     paths = [f"{_ENDPOINT}?user_id={u}&k={k}"
              for u in sorted({e.user_id for e in stream})]
     paths = [paths[int(i)] for i in rng.permutation(len(paths))]
-    env = {**os.environ,
-           "STREAMREC_KAFKA_BOOTSTRAP": live.kafka_bootstrap,
-           "STREAMREC_REDIS_URL": live.redis_url,
-           "STREAMREC_REDIS_PREFIX": live.redis_prefix,
-           "STREAMREC_API_HOST": live.api_host,
-           "STREAMREC_API_PORT": str(live.api_port),
-           "STREAMREC_DATABASE_URL": live.database_url,
-           "STREAMREC_STATE_DIR": str(live.state_dir),
-           "STREAMREC_DATA_DIR": str(live.data_dir.resolve()),
-           "STREAMREC_INTERACTIONS_TOPIC": live.interactions_topic,
-           "STREAMREC_CATALOG_TOPIC": live.catalog_topic,
-           "STREAMREC_DEAD_LETTER_TOPIC": live.dead_letter_topic,
-           "PROMETHEUS_MULTIPROC_DIR": live.prometheus_multiproc_dir,
-           "STREAMREC_PROMETHEUS_MULTIPROC_DIR": live.prometheus_multiproc_dir,
-           # The load generator is one client: the per-client rate limit would refuse it.
-           "STREAMREC_RATE_LIMIT_PER_S": "0"}
+    env = serve_env(live)
     base = f"http://127.0.0.1:{live.api_port}"
     figures: dict[str, Any] = {"catalog_items": len(catalog), "k": k, "workers": workers,
                                "threads": threads, "seeded_users": len(paths),
                                "seeded_events": events}
-    with _LoadGenerator() as gen:
+    with LoadGenerator() as gen:
         api_args = ["cli.main", "serve", "--workers", str(workers), "--threads", str(threads)]
-        with _server(api_args, env, tmp / "api.log", f"{base}/healthz") as api_proc:
+        with server(api_args, env, tmp / "api.log", f"{base}/healthz") as api_proc:
             # Warm-up: every worker loads its index and opens its Redis pool.
             gen.run("closed", live.api_port, paths, duration=min(3.0, peak_duration),
                     concurrency=4)
-            before = _latency_buckets(f"{base}/metrics")
+            before = latency_buckets(f"{base}/metrics")
             steady = gen.run("steady", live.api_port, paths, rate=rate, duration=duration,
                              connections=32)
-            after = _latency_buckets(f"{base}/metrics")
+            after = latency_buckets(f"{base}/metrics")
             delta = {b: after.get(b, 0.0) - before.get(b, 0.0) for b in after}
             say(f"steady: {steady}")
             cpu_before = _tree_cpu_s(api_proc.pid)
             peak, levels = gen.peak(live.api_port, paths, peak_duration, concurrency)
             api_cpu = _cpu_per_request_us(cpu_before, _tree_cpu_s(api_proc.pid), levels)
             say(f"api peak: {levels}")
-        hello_port = _free_port()
-        hello_args = ["gunicorn", "--workers", str(workers), "--threads", str(threads),
-                      "--worker-class", "gthread", "--reuse-port",
-                      "--bind", f"127.0.0.1:{hello_port}",
-                      "--log-level", "warning", "cli.bench.api:hello_app()"]
-        hello_url = f"http://127.0.0.1:{hello_port}/hello"
-        with _server(hello_args, env, tmp / "hello.log", hello_url) as hello_proc:
-            gen.run("closed", hello_port, ["/hello"], duration=min(3.0, peak_duration),
-                    concurrency=4)
-            cpu_before = _tree_cpu_s(hello_proc.pid)
-            hello_peak, hello_levels = gen.peak(hello_port, ["/hello"], peak_duration,
-                                                concurrency)
-            hello_cpu = _cpu_per_request_us(cpu_before, _tree_cpu_s(hello_proc.pid),
-                                            hello_levels)
-            say(f"hello peak: {hello_levels}")
+        hello_peak, hello_levels, hello_cpu = hello_peak_rps(
+            gen, env, tmp, workers=workers, threads=threads, duration=peak_duration,
+            concurrency=concurrency)
+        say(f"hello peak: {hello_levels}")
 
     server_requests = delta.get(math.inf, 0.0)
     figures.update({

@@ -1,4 +1,4 @@
-"""``streamrec bench ingest`` and ``streamrec bench freshness``.
+"""``streamrec bench``: ingest, freshness, soak, api, poll and index.
 
 Both run on the services the environment names, or on embedded ones (Tansu,
 redis-server, SQLite) where it names none. Figures go to stdout and, with
@@ -231,6 +231,73 @@ def api_command(
         workers=workers, threads=threads, log=sys.stderr,
     )
     print_figures("api", {n: v for n, v in figures.items() if not isinstance(v, list)})
+    write_json(json_path, figures)
+
+
+def _float_list(_ctx: click.Context, _param: click.Parameter, value: str) -> list[float]:
+    try:
+        numbers = [float(v) for v in value.split(",") if v.strip()]
+    except ValueError as exc:
+        raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from exc
+    if any(n <= 0 for n in numbers):
+        raise click.BadParameter("expected numbers > 0")
+    return numbers
+
+
+@bench_group.command("poll")
+@click.option("--shoppers", type=click.IntRange(min=1), default=3_000, show_default=True,
+              help="Simulated shoppers polling their recommendations.")
+@click.option("--poll-interval", type=click.FloatRange(min=0, min_open=True), default=1.5,
+              show_default=True, help="Seconds between two polls of a shopper.")
+@click.option("--event-interval", type=click.FloatRange(min=0, min_open=True), default=15.0,
+              show_default=True, help="Mean seconds between two clicks of a shopper.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=30.0,
+              show_default=True, help="Seconds of the main phase.")
+@click.option("--peak-steps", default="0.25,0.5,0.75,1.5,2,2.5,3", show_default=True,
+              callback=_float_list,
+              help="Peak search: shoppers times each of these (comma-separated; empty: none), "
+                   "up from the main phase while it holds p99 <= 10 ms, else down.")
+@click.option("--step-duration", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True, help="Seconds of each peak step.")
+@click.option("--popularity-refresh", type=click.FloatRange(min=0), default=30.0,
+              show_default=True,
+              help="STREAMREC_POPULARITY_REFRESH_S of the API: the popularity epoch, how long "
+                   "a list may ignore other shoppers' activity.")
+@click.option("--history-per-user", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Events per shopper applied before the run (their lists are personal).")
+@click.option("--connections", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Keep-alive connections the shoppers' requests share.")
+@click.option("--hello-duration", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True, help="Seconds of each closed-loop level of the hello app.")
+@click.option("--hello-concurrency", default="8,16,32", show_default=True,
+              callback=_int_list, help="Connections of each hello level (comma-separated).")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=4, show_default=True)
+@_json_option
+@click.pass_context
+def poll_command(
+    ctx: click.Context, shoppers: int, poll_interval: float, event_interval: float,
+    duration: float, peak_steps: list[float], step_duration: float,
+    popularity_refresh: float, history_per_user: int, connections: int,
+    hello_duration: float, hello_concurrency: list[int], workers: int, threads: int,
+    json_path: Path | None,
+) -> None:
+    """Pages polling recommendations with If-None-Match while shoppers click, on the real
+    path (API -> Kafka -> consumer -> Redis), beside the bare Flask hello app.
+
+    See ``cli/bench/poll.py`` for the phases and docs/benchmarks.md for the reference run.
+    """
+    from cli.bench.poll import run_poll_bench
+
+    figures = run_poll_bench(
+        _settings(ctx), shoppers=shoppers, poll_interval_s=poll_interval,
+        event_interval_s=event_interval, duration=duration, peak_steps=peak_steps,
+        step_duration=step_duration, popularity_refresh_s=popularity_refresh,
+        history_per_user=history_per_user, connections=connections,
+        hello_duration=hello_duration, hello_concurrency=hello_concurrency,
+        workers=workers, threads=threads, log=sys.stderr,
+    )
+    print_figures("poll", {n: v for n, v in figures.items() if not isinstance(v, list)})
     write_json(json_path, figures)
 
 

@@ -155,6 +155,12 @@ class Recommender:
     known_sources
         Every source name the registry knows (weights may name a registered source that
         is not enabled here: it then weighs nothing); default: ``sources``' names.
+    model_version
+        The trained models' version the sources and the ranker serve now ("" for none).
+    popularity_epoch
+        user id -> the popularity epoch their list depends on (see
+        :meth:`PopularitySnapshot.epoch`). With the user's state version, the two say
+        when a list may have changed (the API's ETag).
     """
 
     def __init__(
@@ -173,6 +179,8 @@ class Recommender:
         ranker: Callable[[], SourceRanker | None] | None = None,
         ranked_variants: Sequence[str] = (),
         known_sources: Iterable[str] = (),
+        model_version: Callable[[], str] = lambda: "",
+        popularity_epoch: Callable[[str], int] = lambda user_id: 0,
     ) -> None:
         self.state = state
         self.index = index
@@ -200,6 +208,8 @@ class Recommender:
         self.ranker = ranker
         self.ranked_variants = frozenset(ranked_variants)
         self._by_name = {s.name: s for s in self.sources}
+        self.model_version = model_version
+        self.popularity_epoch = popularity_epoch
 
     # --- the pipeline --------------------------------------------------------------------
     def recommend(self, user_id: str, k: int, **options: Any) -> Recommendation:

@@ -32,6 +32,7 @@ import logging
 import math
 import threading
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -128,15 +129,19 @@ class PopularitySnapshot:
         How many of the most popular items the snapshot holds.
     clock
         Monotonic seconds (tests pass a fake).
+    wall
+        Unix seconds, for :meth:`epoch` (the same in every worker and host).
     """
 
     def __init__(self, state: StateStore, catalog: Mapping[str, Item], refresh_s: float = 1.0,
-                 size: int = 5_000, clock: Callable[[], float] = time.monotonic) -> None:
+                 size: int = 5_000, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
         self.state = state
         self.catalog = catalog
         self.refresh_s = refresh_s
         self.size = size
         self.clock = clock
+        self.wall = wall
         self._snapshot: Snapshot | None = None
         self._refreshing = threading.Lock()
         #: After a failed re-read, the next waits ``refresh_s`` (not one per request).
@@ -156,6 +161,28 @@ class PopularitySnapshot:
             threading.Thread(target=self._refresh_in_background, daemon=True,
                              name="streamrec-popularity").start()
         return snapshot
+
+    def epoch(self, key: str) -> int:
+        """The popularity epoch of ``key`` (a user): moves once every ``refresh_s``.
+
+        A list built from popularity is at most an epoch old with respect to other
+        shoppers' activity when its cache key holds this number. Epochs follow the wall
+        clock, so every worker and host agrees on them; each key's boundaries are
+        shifted by a phase hashed from it, so the lists of all users do not expire in
+        the same instant (a recomputation stampede) but evenly over the period.
+        With ``refresh_s`` 0 the epoch moves on every call.
+
+        >>> snapshot = PopularitySnapshot(None, {}, refresh_s=10, wall=lambda: 1_000.0)
+        >>> snapshot.epoch("u1") == snapshot.epoch("u1")
+        True
+        >>> later = PopularitySnapshot(None, {}, refresh_s=10, wall=lambda: 1_010.0)
+        >>> later.epoch("u1") - snapshot.epoch("u1")
+        1
+        """
+        if self.refresh_s <= 0:
+            return time.time_ns()
+        phase = zlib.crc32(key.encode()) / 2**32 * self.refresh_s
+        return math.floor((self.wall() + phase) / self.refresh_s)
 
     def refresh(self) -> Snapshot:
         """Read the popularity now."""

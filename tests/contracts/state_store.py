@@ -359,6 +359,33 @@ class StateStoreContract:
         store.apply(StateUpdate(counters={"events.view": 2}))
         assert store.counters() == {"events.view": 5, "dead_letters": 1}
 
+    # --- user state versions (conditional requests) ------------------------------------------
+    def test_user_version_moves_with_every_update_of_the_users_own_state(self) -> None:
+        store = self.store()
+        assert store.user_version("u1") == 0
+        store.apply(StateUpdate(event_ids=["e1"], recent={"u1": ["a"]}))
+        assert store.user_version("u1") == 1
+        store.apply(StateUpdate(purchased={"u1": ["a"]}))
+        store.apply(StateUpdate(history={"u1": {"a": 1.0}}))
+        store.apply(StateUpdate(profiles={"u1": np.ones(3, np.float32)}))
+        store.apply(StateUpdate(user_factors={"u1": np.ones(3, np.float32)},
+                                factors_version="v1"))
+        assert store.user_version("u1") == 5
+        # One update touching several parts of a user's state moves it once.
+        store.apply(StateUpdate(recent={"u1": ["b"]}, history={"u1": {"b": 1.0}}))
+        assert store.user_version("u1") == 6
+
+    def test_user_version_ignores_other_users_and_global_state(self) -> None:
+        store = self.store(half_life_s=HOUR)
+        store.apply(StateUpdate(recent={"u1": ["a"]}))
+        store.apply(StateUpdate(recent={"u2": ["a"]}, popularity={ALL_ITEMS: {"a": 1.0}},
+                                popularity_at=T0, counters={"c": 1}, blobs={"b": b"x"}))
+        store.apply(StateUpdate(popularity={"co:a": {"b": 1.0}}, popularity_at=T0))
+        assert store.user_version("u1") == 1
+        assert store.user_version("u2") == 1
+        store.clear()
+        assert store.user_version("u1") == 0
+
     def test_last_event_ts_is_the_newest_applied_event_time(self) -> None:
         store = self.store()
         store.apply(StateUpdate(counters={"x": 1}, last_event_ts=T0 + 10))

@@ -150,6 +150,10 @@
     setSeries(charts["chart-sources"], Object.keys(api.sources), { items: Object.values(api.sources) },
       { backgroundColor: COLORS.slice(0, Object.keys(api.sources).length) });
     document.getElementById("kpi-model").textContent = api.model ? api.model.version : "none";
+    // Conditional recommendation requests: 304s, cache hits, misses (cumulative).
+    const rc = api.rec_cache, answered = rc.not_modified + rc.hit + rc.miss;
+    document.getElementById("kpi-rec-cache").textContent = rc.not_modified + " / " + rc.hit + " / " + rc.miss +
+      (answered ? " (" + fmt(100 * (rc.not_modified + rc.hit) / answered, 1) + "% unrecomputed)" : "");
     const rows = Object.keys(api.variants).map(function (name) {
       const v = api.variants[name];
       return row([name, v.served, v.items, v.click, v.purchase, fmt(100 * v.ctr, 2) + "%",

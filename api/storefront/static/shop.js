@@ -94,9 +94,29 @@
   seed(recBox);
   if (trendBox) { seed(trendBox); }
 
+  // Conditional polls: the ETag of the list on screen goes back in If-None-Match; a 304
+  // means it is still current, so the panel keeps it (and the rec_id its links carry).
+  var recTag = null, lastRecs = null, notModified = 0;
+  function getRecs(url) {
+    var headers = { Accept: "application/json" };
+    if (recTag !== null && lastRecs !== null) { headers["If-None-Match"] = recTag; }
+    // no-store: the page revalidates itself; the browser's cache must not answer for it.
+    return fetch(url, { headers: headers, credentials: "same-origin", cache: "no-store" })
+      .then(function (r) {
+        if (r.status === 304) {
+          notModified += 1;
+          panel.dataset.notModified = String(notModified);
+          return lastRecs;
+        }
+        if (!r.ok) { throw new Error(url + ": " + r.status); }
+        recTag = r.headers.get("ETag");
+        return r.json().then(function (body) { lastRecs = body; return body; });
+      });
+  }
+
   function poll() {
     if (document.hidden) { return Promise.resolve(); }
-    var recs = getJSON("/api/recommendations?user_id=" + encodeURIComponent(userId) + "&k=8");
+    var recs = getRecs("/api/recommendations?user_id=" + encodeURIComponent(userId) + "&k=8");
     var interests = hasInterests ? getJSON("/shop-api/interests") : Promise.resolve({ items: [] });
     var trending = trendBox ? getJSON("/shop-api/trending?k=8") : Promise.resolve(null);
     return Promise.all([recs, interests, trending]).then(function (answers) {
@@ -127,6 +147,7 @@
   }
 
   panel.dataset.updates = "0";
+  panel.dataset.notModified = "0";
   (function loop() {
     poll().then(function () { window.setTimeout(loop, POLL_MS); });
   })();

@@ -1,0 +1,186 @@
+"""Conditional recommendation requests: ETags of the versions, 304s, the per-worker cache."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from api import create_app
+from api.conditional import ConditionalRecs, Versions
+from api.services import ApiServices, conditional_recs
+from core.ports import RecRequest
+from core.settings import Settings
+from infra.memory_store import InMemoryStateStore
+from online_models.serving.popularity import PopularitySnapshot
+from tests.fakes import toy_services, use_popularity
+from tests.test_api import learn_views
+
+URL = "/api/recommendations?user_id=u1&k=5"
+
+
+class WallClock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def wall() -> WallClock:
+    return WallClock()
+
+
+@pytest.fixture
+def services(wall: WallClock) -> ApiServices:
+    """Toy services whose popularity epoch lasts 60 s of a clock the test moves."""
+    settings = Settings(redis_url="redis://fake", kafka_bootstrap="fake:9092",
+                        secret_key="test-secret-key", rec_cache_size=100)
+    built = toy_services(settings)
+    recommender = built.recommender
+    use_popularity(recommender, PopularitySnapshot(built.state, built.catalog, refresh_s=60.0,
+                                                   wall=wall))
+    built.conditional = conditional_recs(settings, built.state, recommender, built.replica)
+    return built
+
+
+@pytest.fixture
+def runs(services: ApiServices, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The users whose lists the recommender computed, in order."""
+    seen: list[str] = []
+    original = services.recommender.run
+
+    def counting(request: RecRequest) -> Any:
+        seen.append(request.user_id)
+        return original(request)
+
+    monkeypatch.setattr(services.recommender, "run", counting)
+    yield seen
+
+
+def test_a_list_carries_an_etag_that_browsers_must_revalidate(client: FlaskClient) -> None:
+    response = client.get(URL)
+    assert response.status_code == 200
+    assert response.headers["ETag"].startswith('"') and len(response.headers["ETag"]) > 10
+    assert response.headers["Cache-Control"] == "private, no-cache"
+
+
+def test_if_none_match_with_the_current_tag_gets_304_without_recomputing(
+        client: FlaskClient, services: ApiServices, runs: list[str]) -> None:
+    learn_views(services, "u1", ["candles-1"])
+    first = client.get(URL)
+    again = client.get(URL, headers={"If-None-Match": first.headers["ETag"]})
+    assert again.status_code == 304
+    assert again.data == b""
+    assert again.headers["ETag"] == first.headers["ETag"]
+    assert again.headers["Cache-Control"] == "private, no-cache"
+    assert runs == ["u1"]  # the first request only
+
+
+def test_a_poll_without_the_header_gets_the_cached_list_and_its_rec_id(
+        client: FlaskClient, runs: list[str]) -> None:
+    first = client.get(URL)
+    second = client.get(URL)
+    assert second.status_code == 200
+    assert second.get_json() == first.get_json()  # rec_id included: clicks stay attributed
+    assert runs == ["u1"]
+
+
+def test_the_users_own_event_changes_the_tag_the_list_and_the_rec_id(
+        client: FlaskClient, services: ApiServices) -> None:
+    learn_views(services, "u1", ["candles-1"])
+    first = client.get(URL)
+    learn_views(services, "u1", ["bags-1", "bags-2"])
+    after = client.get(URL, headers={"If-None-Match": first.headers["ETag"]})
+    assert after.status_code == 200
+    assert after.headers["ETag"] != first.headers["ETag"]
+    assert after.get_json()["rec_id"] != first.get_json()["rec_id"]
+    assert after.get_json()["items"] != first.get_json()["items"]
+
+
+def test_other_shoppers_show_once_the_popularity_epoch_moves(
+        client: FlaskClient, services: ApiServices, wall: WallClock) -> None:
+    first = client.get(URL)
+    learn_views(services, "someone-else", ["mugs-3", "mugs-3"])
+    held = client.get(URL, headers={"If-None-Match": first.headers["ETag"]})
+    assert held.status_code == 304  # within the epoch: the bounded staleness
+    wall.now += 60.0
+    moved = client.get(URL, headers={"If-None-Match": first.headers["ETag"]})
+    assert moved.status_code == 200
+    assert moved.headers["ETag"] != first.headers["ETag"]
+
+
+def test_each_request_parameter_has_its_own_tag(client: FlaskClient) -> None:
+    tags = {client.get(url).headers["ETag"] for url in (
+        URL, "/api/recommendations?user_id=u1&k=6", "/api/recommendations?user_id=u2&k=5",
+        URL + "&category=Bags", URL + "&min_price=2")}
+    assert len(tags) == 5
+
+
+def test_a_stale_or_foreign_tag_gets_the_full_list(client: FlaskClient) -> None:
+    other = client.get("/api/recommendations?user_id=u2&k=5").headers["ETag"]
+    for sent in (other, '"nonsense"', "not even quoted", 'W/"x", "y"'):
+        response = client.get(URL, headers={"If-None-Match": sent})
+        assert response.status_code == 200 and response.get_json()["items"]
+
+
+def test_without_a_cache_a_poll_recomputes_but_304s_still_work() -> None:
+    settings = Settings(redis_url="redis://fake", kafka_bootstrap="fake:9092",
+                        secret_key="test-secret-key", rec_cache_size=0)
+    built = toy_services(settings)
+    use_popularity(built.recommender, PopularitySnapshot(built.state, built.catalog,
+                                                         refresh_s=60.0))
+    built.conditional = conditional_recs(settings, built.state, built.recommender, None)
+    client = create_app(settings, services=built).test_client()
+    first = client.get(URL)
+    assert client.get(URL).get_json()["rec_id"] != first.get_json()["rec_id"]
+    assert client.get(URL, headers={"If-None-Match": first.headers["ETag"]}).status_code == 304
+
+
+def test_cache_results_are_counted_in_metrics(client: FlaskClient) -> None:
+    tag = client.get(URL).headers["ETag"]
+    client.get(URL)
+    client.get(URL, headers={"If-None-Match": tag})
+    client.get(URL, headers={"If-None-Match": tag})
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'streamrec_rec_cache_total{result="miss"} 1.0' in text
+    assert 'streamrec_rec_cache_total{result="hit"} 1.0' in text
+    assert 'streamrec_rec_cache_total{result="not_modified"} 2.0' in text
+
+
+def test_every_version_and_the_configuration_change_the_tag() -> None:
+    versions = {"user": 1, "model": "m1", "catalog": 3, "popularity_epoch": 7,
+                "variant": "default"}
+
+    def tag(config: object = None, **changed: Any) -> str:
+        conditional = ConditionalRecs(InMemoryStateStore(), model_version=lambda: "",
+                                      catalog_version=lambda: 0,
+                                      popularity_epoch=lambda _: 0, config=config)
+        return conditional.etag(RecRequest("u1", 5), Versions(**{**versions, **changed}))
+
+    base = tag()
+    assert tag() == base  # deterministic (no per-process salt)
+    for name, value in [("user", 2), ("model", "m2"), ("catalog", 4),
+                        ("popularity_epoch", 8), ("variant", "b")]:
+        assert tag(**{name: value}) != base, name
+    assert tag(config={"content": 0.5}) != base
+
+
+def test_the_state_version_is_read_from_the_store() -> None:
+    state = InMemoryStateStore()
+    conditional = ConditionalRecs(state, model_version=lambda: "m", catalog_version=lambda: 2,
+                                  popularity_epoch=lambda user: len(user))
+    assert conditional.versions("u1", "default") == Versions(0, "m", 2, 2, "default")
+
+
+def test_the_openapi_spec_documents_etag_if_none_match_and_304() -> None:
+    from api.openapi import SPEC
+
+    operation = SPEC["paths"]["/api/recommendations"]["get"]
+    headers = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
+    assert "If-None-Match" in headers
+    assert {"ETag", "Cache-Control"} <= set(operation["responses"]["304"]["headers"])
+    assert "ETag" in operation["responses"]["200"]["headers"]
