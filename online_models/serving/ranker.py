@@ -11,7 +11,7 @@ read (no pickle).
 >>> ctx = RecContext(RecRequest("u", 5), 30, StateRead(50),
 ...                  UserState(["a", "b"], set(), None, None, {}))
 >>> ranker_features(np.array([[0.5, np.nan], [1.0, 0.2]]), ctx).round(2).tolist()
-[[0.5, nan, 0.5, nan, 1.0, 2.0], [1.0, 0.2, 1.0, 1.0, 2.0, 2.0]]
+[[0.5, nan, 0.5, nan, 2.0, nan, 1.0, 2.0], [1.0, 0.2, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0]]
 """
 
 from __future__ import annotations
@@ -37,16 +37,23 @@ FORMAT = "streamrec.gbdt-ranker/1"
 
 def ranker_features(matrix: npt.NDArray[np.float64], ctx: RecContext) -> npt.NDArray[np.float64]:
     """Features of each candidate row: each source's score (NaN: cannot score), the score
-    relative to that source's best in this request, how many sources scored the item,
-    and the user's number of recent items (how much the personal sources know)."""
+    relative to that source's best in this request, its rank among the request's
+    candidates by that source (1 = best; NaN: not scored), how many sources scored the
+    item, and the user's number of recent items (how much the personal sources know)."""
     n = matrix.shape[0]
     with warnings.catch_warnings():  # an all-NaN column: its relative scores stay NaN
         warnings.simplefilter("ignore", RuntimeWarning)
         best = np.nanmax(matrix, axis=0) if n else np.zeros(matrix.shape[1])
     relative = matrix / np.where(best > 0, best, np.nan)
-    known = np.sum(~np.isnan(matrix), axis=1, dtype=np.float64)
+    missing = np.isnan(matrix)
+    # Rank by descending score, NaN last (argsort of argsort; stable: ties keep row order).
+    order = np.argsort(np.where(missing, np.inf, -matrix), axis=0, kind="stable")
+    ranks = np.empty_like(matrix)
+    np.put_along_axis(ranks, order, np.arange(1, n + 1, dtype=np.float64)[:, None], axis=0)
+    ranks[missing] = np.nan
+    known = np.sum(~missing, axis=1, dtype=np.float64)
     history = np.full(n, float(len(ctx.user.recent)))
-    return np.column_stack([matrix, relative, known, history])
+    return np.column_stack([matrix, relative, ranks, known, history])
 
 
 class GbdtRanker:
