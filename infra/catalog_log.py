@@ -31,10 +31,11 @@ class RedisCatalogLog:
 
     def __init__(self, client: redis.Redis, *, prefix: str = "sr:") -> None:
         self.client = client
-        self._version = f"{prefix}catalog:version"
-        self._changes = f"{prefix}catalog:changes"
-        self._items = f"{prefix}catalog:items"
-        self._vectors = f"{prefix}catalog:vectors"
+        # One hash tag: the keys change together in one transaction, on Redis Cluster too.
+        self._version = f"{prefix}catalog:{{c}}:version"
+        self._changes = f"{prefix}catalog:{{c}}:changes"
+        self._items = f"{prefix}catalog:{{c}}:items"
+        self._vectors = f"{prefix}catalog:{{c}}:vectors"
 
     def version(self) -> int:
         with redis_failures("catalog version"):

@@ -1,0 +1,83 @@
+"""One Redis or a Redis Cluster, told apart by the server itself.
+
+:func:`redis_client` asks the server ``INFO cluster``: with ``cluster_enabled:1`` it
+returns redis-py's :class:`~redis.cluster.RedisCluster` (which follows the slot map and
+its changes), else a plain :class:`redis.Redis`. No setting says which: the same URL
+form serves both.
+
+:class:`Router` groups keys by the node that holds them (one group on a single Redis)
+and runs a script on one group's node; on a cluster such scripts carry Redis 7's
+``allow-cross-slot-keys`` flag, so one call may touch every slot of its node.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+__all__ = ["RedisClient", "Router", "cross_slot", "is_cluster", "redis_client"]
+
+RedisClient = redis.Redis | RedisCluster
+
+
+def is_cluster(client: RedisClient) -> bool:
+    return isinstance(client, RedisCluster)
+
+
+def redis_client(url: str, *, timeout_s: float = 5.0) -> RedisClient:
+    """A client for ``url`` with bounded timeouts: a cluster client when the server is one.
+
+    A server that does not answer now gets a plain client, whose calls then fail as
+    temporary failures (a cluster node always answers ``INFO``).
+    """
+    options: dict[str, Any] = {"socket_timeout": timeout_s,
+                               "socket_connect_timeout": timeout_s}
+    plain = redis.Redis.from_url(url, health_check_interval=30, **options)
+    try:
+        enabled = int(plain.info("cluster").get("cluster_enabled", 0)) == 1
+    except (RedisConnectionError, RedisTimeoutError):
+        return plain
+    if not enabled:
+        return plain
+    plain.close()
+    return RedisCluster.from_url(url, **options)
+
+
+def cross_slot(script: str) -> str:
+    """``script`` allowed to touch keys of several slots of the node it runs on (Redis 7)."""
+    return "#!lua flags=allow-cross-slot-keys\n" + script
+
+
+class Router:
+    """Which node holds a key, and a script run on one node (see the module doc)."""
+
+    def __init__(self, client: RedisClient) -> None:
+        self.client = client
+        self.cluster = is_cluster(client)
+
+    def group_of(self, key: str) -> str:
+        """The name of the node holding ``key`` ("" on a single Redis: one group)."""
+        if not self.cluster:
+            return ""
+        assert isinstance(self.client, RedisCluster)
+        slot = key_slot(key.encode())
+        return str(self.client.nodes_manager.get_node_from_slot(slot).name)
+
+    def run_on(self, group: str, script: str, *args: Any) -> Any:
+        """EVAL the cross-slot ``script`` (no declared keys) on the node of ``group``."""
+        assert isinstance(self.client, RedisCluster)
+        node = self.client.get_node(node_name=group)
+        if node is None:  # gone since the keys were grouped: the caller retries
+            raise RedisConnectionError(f"node {group} left the cluster")
+        return self.client.execute_command("EVAL", script, 0, *args, target_nodes=node)
+
+    def refresh(self) -> None:
+        """Read the slot map again (after a failover moved keys to another node)."""
+        if self.cluster:
+            assert isinstance(self.client, RedisCluster)
+            self.client.nodes_manager.initialize()
