@@ -522,16 +522,17 @@ class RedisStateStore:
             per_node.setdefault(self.router.group_of(self.keys.covisit(anchor)), []).append(anchor)
         co_head, co_tail = self.keys.covisit("\0").split("\0")
         now: Any = b""
-        lists: list[Any] = []
+        found: dict[bytes, list[Any]] = {}
         for node, mine in per_node.items():
             has_meta = not now and node == self.router.group_of(self.keys.meta)
             query = {"head": co_head, "tail": co_tail, "anchors": mine, "skip": sorted(skip),
                      "co_n": covisit_n, "meta": self.keys.meta if has_meta else ""}
-            node_now, node_lists = self.router.run_on(node, self._covisit_cross_slot,
-                                                      msgpack.packb(query))
+            node_now, lists = self.router.run_on(node, self._covisit_cross_slot,
+                                                 msgpack.packb(query))
             now = node_now or now
-            lists += node_lists
-        return [now, lists]
+            found.update({lists[j]: lists[j:j + 3] for j in range(0, len(lists), 3)})
+        # In the anchors' order, as one Redis returns them.
+        return [now, list(chain.from_iterable(found[a.encode()] for a in linked))]
 
     def recent_items_many(self, user_ids: Sequence[str], n: int = 50) -> dict[str, list[str]]:
         ids = list(dict.fromkeys(user_ids))
