@@ -40,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.errors import TemporaryFailure
-from core.ports import StateStore
+from core.ports import DecayedCounters
 from core.types import Item, ScoredItems
 
 __all__ = ["PopularitySnapshot", "Snapshot", "log_scale"]
@@ -130,7 +130,7 @@ class PopularitySnapshot:
         Monotonic seconds (tests pass a fake).
     """
 
-    def __init__(self, state: StateStore, catalog: Mapping[str, Item], refresh_s: float = 1.0,
+    def __init__(self, state: DecayedCounters, catalog: Mapping[str, Item], refresh_s: float = 1.0,
                  size: int = 5_000, clock: Callable[[], float] = time.monotonic) -> None:
         self.state = state
         self.catalog = catalog

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import asdict
 
 import numpy as np
-import redis
 
 from core.ports import Vector
 from core.types import Item
+from infra.redis_cluster import RedisClient
 from infra.redis_store import redis_failures
 
 __all__ = ["InMemoryCatalogLog", "RedisCatalogLog"]
@@ -29,7 +29,7 @@ def _item_json(item: Item) -> str:
 class RedisCatalogLog:
     """A :class:`core.ports.CatalogLog` on Redis."""
 
-    def __init__(self, client: redis.Redis, *, prefix: str = "sr:") -> None:
+    def __init__(self, client: RedisClient, *, prefix: str = "sr:") -> None:
         self.client = client
         # One hash tag: the keys change together in one transaction, on Redis Cluster too.
         self._version = f"{prefix}catalog:{{c}}:version"

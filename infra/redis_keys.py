@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import zlib
 
-
 __all__ = ["GLOBAL_TAG", "KeySpace", "hash_tag"]
 
 #: The tag of the store's global keys (one slot: they change together once per batch).

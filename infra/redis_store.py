@@ -54,7 +54,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import TYPE_CHECKING, Any
@@ -129,10 +129,9 @@ def redis_failures(what: str, router: Router | None = None) -> Iterator[None]:
 
 
 def _refresh_quietly(router: Router) -> None:
-    try:
+    # The cluster may still be electing a new master: the next try reads the map again.
+    with suppress(redis.RedisError):
         router.refresh()
-    except redis.RedisError:  # the cluster may still be electing: the next try reads it
-        pass
 
 
 def _scored(flat: list[bytes], scale: float) -> ScoredItems:
@@ -362,7 +361,7 @@ class RedisStateStore:
         if not (self._pending or stale_check):
             return
         with self._failures("journal"):
-            entries: dict[bytes, bytes] = self.client.hgetall(self.keys.journal)
+            entries: dict[Any, Any] = self.client.hgetall(self.keys.journal)
         self._journal_checked = now
         for raw_id, record in entries.items():
             update_id = raw_id.decode()
@@ -373,7 +372,7 @@ class RedisStateStore:
 
     def _groups(self, update: StateUpdate, *, with_ids: bool) -> dict[str, _Group]:
         """The batch's work per node (one group on a single Redis), as script sections."""
-        keys, groups = self.keys, {}
+        keys, groups = self.keys, dict[str, _Group]()
 
         def at(key: str) -> _Group:
             name = self.router.group_of(key)
@@ -410,7 +409,7 @@ class RedisStateStore:
                 shards.setdefault(keys.popularity_key(scope, item), []).extend((item, weight))
             for key, pairs in shards.items():
                 at(key).pop.extend((key, cap, len(pairs) // 2, *pairs))
-        meta = {}
+        meta: dict[str, Any] = {}
         if update.last_event_ts is not None:  # absent, not nil: the script tests p[field]
             meta["last_event_ts"] = update.last_event_ts
         if update.popularity:

@@ -15,6 +15,7 @@ Each node runs ``redis-server --port P --bind 127.0.0.1 --cluster-enabled yes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -104,10 +105,8 @@ class LocalCluster:
         pid = self.pid(port)
         if pid is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
         (self.directory / f"redis-{port}.pid").unlink(missing_ok=True)
 
     def masters(self) -> list[int]:

@@ -1,9 +1,7 @@
 """A real local Redis Cluster (3 masters + 3 replicas) for the tests that need one.
 
 Started once per test session by the first test asking for it (``scripts/redis_cluster.py``,
-Debian's redis-server 7), killed at the end. Import the fixtures into a test module::
-
-    from tests.cluster_fixtures import cluster_client, redis_cluster  # noqa: F401
+Debian's redis-server 7), killed at the end. ``tests/conftest.py`` imports these fixtures.
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ from infra.embedded import free_port
 from infra.memory_store import InMemoryStateStore
 from infra.redis_keys import KeySpace, hash_tag
 from infra.redis_store import RedisStateStore, redis_client
-from tests.cluster_fixtures import cluster_client, cluster_prefix, redis_cluster  # noqa: F401
 from tests.contracts.state_store import T0, FakeClock, StateStoreContract
 
 
