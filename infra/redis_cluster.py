@@ -23,6 +23,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 __all__ = ["RedisClient", "Router", "cross_slot", "is_cluster", "redis_client"]
 
 RedisClient = redis.Redis | RedisCluster
+#: How long a cluster write waits for its node's replicas (then goes on: best effort).
+WAIT_REPLICAS_MS = 500
 
 
 def is_cluster(client: RedisClient) -> bool:
@@ -68,13 +70,24 @@ class Router:
         slot = key_slot(key.encode())
         return str(self.client.nodes_manager.get_node_from_slot(slot).name)
 
-    def run_on(self, group: str, script: str, *args: Any) -> Any:
-        """EVAL the cross-slot ``script`` (no declared keys) on the node of ``group``."""
+    def run_at(self, key: str, script: str, *args: Any, replicated: bool = False) -> Any:
+        """EVAL the cross-slot ``script`` (no declared keys) on the node holding ``key``.
+
+        ``replicated``: return once the node's replicas have the script's writes too (WAIT,
+        in the same round trip), so a failover right after cannot lose what was answered.
+        """
         assert isinstance(self.client, RedisCluster)
-        node = self.client.get_node(node_name=group)
-        if node is None:  # gone since the keys were grouped: the caller retries
-            raise RedisConnectionError(f"node {group} left the cluster")
-        return self.client.execute_command("EVAL", script, 0, *args, target_nodes=node)
+        slot = key_slot(key.encode())
+        node = self.client.nodes_manager.get_node_from_slot(slot)
+        client = node.redis_connection
+        if client is None:  # not connected yet: the caller retries after a refresh
+            raise RedisConnectionError(f"no connection to node {node.name}")
+        pipe = client.pipeline(transaction=False)
+        pipe.execute_command("EVAL", script, 0, *args)
+        replicas = len(self.client.nodes_manager.slots_cache.get(slot, ())) - 1
+        if replicated and replicas > 0:
+            pipe.execute_command("WAIT", replicas, WAIT_REPLICAS_MS)
+        return pipe.execute()[0]
 
     def refresh(self) -> None:
         """Read the slot map again (after a failover moved keys to another node)."""

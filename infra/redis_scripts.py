@@ -128,14 +128,14 @@ return 0
 
 # A cluster batch's first step, on the global slot: remember its event ids and its parts
 # together, so a crash between parts loses nothing (the next call replays the journal).
-# KEYS: dedupe bucket, journal hash. ARGV: update id, journal record, MessagePack ids, TTL.
+# ARGV: dedupe bucket, journal hash, update id, journal record, MessagePack ids, TTL.
 JOURNAL_LUA = """
-local ids = cmsgpack.unpack(ARGV[3])
+local ids = cmsgpack.unpack(ARGV[5])
 for i = 1, #ids, 4000 do
-  redis.call('SADD', KEYS[1], unpack(ids, i, math.min(i + 3999, #ids)))
+  redis.call('SADD', ARGV[1], unpack(ids, i, math.min(i + 3999, #ids)))
 end
-if #ids > 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+if #ids > 0 then redis.call('EXPIRE', ARGV[1], ARGV[6]) end
+redis.call('HSET', ARGV[2], ARGV[3], ARGV[4])
 return 0
 """
 

@@ -253,12 +253,12 @@ class RedisStateStore:
         # Script objects run EVALSHA and reload the script on NOSCRIPT (a restarted Redis);
         # each declares its keys, all of one slot, so a cluster client routes it.
         self._seen_script = client.register_script(SEEN_LUA)
-        self._journal_script = client.register_script(JOURNAL_LUA)
         self._apply_script = client.register_script(APPLY_LUA)
         self._user_state = client.register_script(
             USER_LUA if self.router.cluster else USER_STATE_LUA)
         self._apply_cross_slot = cross_slot(APPLY_LUA)
         self._covisit_cross_slot = cross_slot(COVISIT_LUA)
+        self._journal_cross_slot = cross_slot(JOURNAL_LUA)
         #: Journal entries this store wrote and has not seen applied everywhere.
         self._pending: set[str] = set()
         self._journal_checked = 0.0
@@ -331,10 +331,10 @@ class RedisStateStore:
         bucket = math.floor(now / self._bucket_s)
         record = msgpack.packb([now, parts])
         with self._failures("apply"):
-            self._journal_script(
-                keys=[self.keys.seen(bucket), self.keys.journal],
-                args=[update_id, record, msgpack.packb(update.event_ids),
-                      self._seen_ttl(now, bucket)])
+            self.router.run_at(
+                self.keys.journal, self._journal_cross_slot, self.keys.seen(bucket),
+                self.keys.journal, update_id, record, msgpack.packb(update.event_ids),
+                self._seen_ttl(now, bucket), replicated=True)
         self._pending.add(update_id)
         self._replay(update_id, parts)
 
@@ -347,8 +347,8 @@ class RedisStateStore:
         with self._failures("apply"):
             for key, payload, values in parts:
                 key = key.decode() if isinstance(key, bytes) else key
-                self.router.run_on(self.router.group_of(key), self._apply_cross_slot,
-                                   payload, values)
+                self.router.run_at(key, self._apply_cross_slot, payload, values,
+                                   replicated=True)
             self.client.hdel(self.keys.journal, update_id)
         self._pending.discard(update_id)
 
@@ -516,17 +516,19 @@ class RedisStateStore:
             skip = {*anchors, *recent[: max(recent_n, 0)]}
         if covisit_skip == "seen_and_purchased":
             skip |= bought
-        per_node: dict[str, list[str]] = {self.router.group_of(self.keys.meta): []}
+        # node -> (a key there, its anchors); the meta node reads pop_now as well.
+        meta_node = self.router.group_of(self.keys.meta)
+        per_node: dict[str, tuple[str, list[str]]] = {meta_node: (self.keys.meta, [])}
         for anchor in linked:
-            per_node.setdefault(self.router.group_of(self.keys.covisit(anchor)), []).append(anchor)
+            key = self.keys.covisit(anchor)
+            per_node.setdefault(self.router.group_of(key), (key, []))[1].append(anchor)
         co_head, co_tail = self.keys.covisit("\0").split("\0")
         now: Any = b""
         found: dict[bytes, list[Any]] = {}
-        for node, mine in per_node.items():
-            has_meta = not now and node == self.router.group_of(self.keys.meta)
+        for node, (key, mine) in per_node.items():
             query = {"head": co_head, "tail": co_tail, "anchors": mine, "skip": sorted(skip),
-                     "co_n": covisit_n, "meta": self.keys.meta if has_meta else ""}
-            node_now, lists = self.router.run_on(node, self._covisit_cross_slot,
+                     "co_n": covisit_n, "meta": self.keys.meta if node == meta_node else ""}
+            node_now, lists = self.router.run_at(key, self._covisit_cross_slot,
                                                  msgpack.packb(query))
             now = node_now or now
             found.update({lists[j]: lists[j:j + 3] for j in range(0, len(lists), 3)})

@@ -386,22 +386,22 @@ class TestRedisClusterStateStore(StateStoreContract):
         assert len(store._groups(_wide_update(), with_ids=False)) == 3  # one per master
 
     def _crash_after_first_group(self, store: RedisStateStore) -> None:
-        real_run_on = store.router.run_on
+        real_run_at = store.router.run_at
         calls: list[str] = []
 
-        def run_on(group: str, script: str, *args: Any) -> Any:
-            calls.append(group)
-            if len(calls) == 2:
+        def run_at(key: str, script: str, *args: Any, **options: Any) -> Any:
+            calls.append(key)
+            if len(calls) == 3:  # the journal, one group, then the node dies
                 raise redis.ConnectionError("the node died")
-            return real_run_on(group, script, *args)
+            return real_run_at(key, script, *args, **options)
 
-        store.router.run_on = run_on  # type: ignore[method-assign]
+        store.router.run_at = run_at  # type: ignore[method-assign]
         try:
             with pytest.raises(TemporaryFailure):
                 store.apply(_wide_update())
         finally:
-            del store.router.run_on
-        assert len(calls) == 2
+            del store.router.run_at
+        assert len(calls) == 3
 
     def test_a_crash_between_groups_then_the_retry_applies_every_group_once(self) -> None:
         store = self.store()
@@ -429,19 +429,19 @@ class TestRedisClusterStateStore(StateStoreContract):
         store = self.store()
         store.apply(_wide_update())
         nodes: list[str] = []
-        real_run_on = store.router.run_on
+        real_run_at = store.router.run_at
 
-        def run_on(group: str, script: str, *args: Any) -> Any:
-            nodes.append(group)
-            return real_run_on(group, script, *args)
+        def run_at(key: str, script: str, *args: Any, **options: Any) -> Any:
+            nodes.append(store.router.group_of(key))
+            return real_run_at(key, script, *args, **options)
 
-        store.router.run_on = run_on  # type: ignore[method-assign]
+        store.router.run_at = run_at  # type: ignore[method-assign]
         try:
             anchors = [f"i{i}" for i in range(40)]  # co-visitation sets on every node
             state = store.user_state("u3", 10, "", covisit_n=3, anchors=anchors,
                                      recent_anchors=2)
         finally:
-            del store.router.run_on
+            del store.router.run_at
         assert sorted(nodes) == sorted(set(nodes)) and len(nodes) == 3
         assert state.recent == ["i4", "i3"] and state.profile is not None
         assert state.covisited["i7"].ids == ["i8"]
