@@ -85,21 +85,25 @@ def test_a_master_killed_mid_stream_fails_over_and_the_state_equals_an_uninterru
     victim = next(p for p in redis_cluster.masters() if p != global_port)
     ref_consumer = consumer_for(reference).start()
     consumer = consumer_for(on_cluster).start()
+    started = time.monotonic()
     try:
         assert wait_for(lambda: store.counters().get("events.total", 0) >= distinct // 3, 60)
         redis_cluster.kill(victim, signal.SIGKILL)
         killed_at = time.monotonic()
-        assert wait_for(lambda: victim not in redis_cluster.masters(), 30), "no failover"
-        failover_s = time.monotonic() - killed_at
+        redis_cluster.wait_ok()  # the victim's replica took its slots over
+        assert victim not in redis_cluster.masters()
+        failover_at = time.monotonic()
         assert wait_for(lambda: store.counters().get("events.total", 0) >= distinct, 60), (
             store.counters())
+        print(f"master killed after {killed_at - started:.1f} s, failover took "
+              f"{failover_at - killed_at:.1f} s, caught up {time.monotonic() - failover_at:.1f}"
+              " s later")
         assert wait_for(lambda: ref_store.counters().get("events.total", 0) >= distinct, 60)
         time.sleep(1.0)  # anything still in flight would show up as an excess now
     finally:
         consumer.stop()
         ref_consumer.stop()
     try:
-        print(f"failover took {failover_s:.1f} s")
         got, want = store.counters(), ref_store.counters()
         assert got["events.total"] == want["events.total"] == distinct
         for kind in ("view", "add_to_cart", "purchase"):
