@@ -55,7 +55,7 @@ def test_views_on_a_cluster_turn_a_new_users_recommendations_toward_that_categor
     assert isinstance(cluster_app.extensions["streamrec"].state.client, RedisCluster)
     consumer = consumer_for(cluster_settings).start()
     try:
-        end_to_end.test_views_posted_to_the_api_turn_a_new_users_recommendations_toward_that_category(  # noqa: E501
+        end_to_end.test_views_posted_to_the_api_turn_a_new_users_recommendations_toward_that_category(
             cluster_app, consumer)
     finally:
         consumer.stop()
