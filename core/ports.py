@@ -108,8 +108,10 @@ class RatingParams:
 class StateUpdate:
     """Everything one batch of events changes, applied atomically by a StateStore.
 
-    Built in memory by the stream processor, then written in one transaction, so a
-    crash leaves either all of a batch applied (and its event ids marked) or none.
+    Built in memory by the stream processor, then written in one transaction (on a
+    partitioned store: one per group of keys, each at most once, see
+    :meth:`BatchWriter.apply`), so a crash never applies part of a batch twice or
+    marks its event ids without applying their work.
     """
 
     #: Event ids applied by this update; a store remembers them for the dedupe window.
