@@ -385,6 +385,29 @@ class TestRedisClusterStateStore(StateStoreContract):
         assert store.router.cluster and store.popularity_shards == 8
         assert len(store._groups(_wide_update(), with_ids=False)) == 3  # one per master
 
+    def test_what_a_failover_raises_is_a_temporary_failure_and_nothing_else_is(self) -> None:
+        # The consumer retries a batch on TemporaryFailure: every error a cluster raises
+        # while a master is replaced must become one, and only those.
+        from redis.exceptions import (
+            ClusterDownError,
+            MasterDownError,
+            ResponseError,
+            TryAgainError,
+        )
+
+        from infra.redis_store import redis_failures
+
+        router = self.store().router
+        moving = [redis.ConnectionError("gone"), redis.TimeoutError("slow"),
+                  ClusterDownError("The cluster is down"), MasterDownError("master down"),
+                  TryAgainError("TRYAGAIN"),
+                  ResponseError("Script attempted to access a non local key in a cluster node")]
+        for error in moving:
+            with pytest.raises(TemporaryFailure), redis_failures("apply", router):
+                raise error
+        with pytest.raises(ResponseError, match="WRONGTYPE"), redis_failures("apply", router):
+            raise ResponseError("WRONGTYPE Operation against a key holding the wrong kind")
+
     def _crash_after_first_group(self, store: RedisStateStore) -> None:
         real_run_at = store.router.run_at
         calls: list[str] = []
