@@ -107,6 +107,9 @@ _DEDUPE_BUCKETS = 8
 DEFAULT_SKIPLIST_MIN = 64
 #: Popularity shards per scope when the setting says "auto" (0), on a cluster.
 CLUSTER_POPULARITY_SHARDS = 8
+#: How long a cluster group's "applied" marker lives: one key per node and batch, so not the
+#: whole dedupe window; an entry is replayed within ``journal_grace_s`` of any writer running.
+_APPLIED_TTL_S = 24 * 3600
 #: Replies that mean "the cluster is moving under us": retry once the slot map is read again.
 _MOVED = ("non local key", "MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN")
 
@@ -459,7 +462,7 @@ class RedisStateStore:
         }
         if update_id is not None:
             payload.update(applied=self.keys.applied(group.key, update_id),
-                           applied_ttl=math.ceil(self.dedupe_ttl_s))
+                           applied_ttl=math.ceil(min(self.dedupe_ttl_s, _APPLIED_TTL_S)))
         return msgpack.packb(payload), b"".join(group.values)
 
     # --- per-user state -------------------------------------------------------------------
