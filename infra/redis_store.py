@@ -407,11 +407,16 @@ class RedisStateStore:
             at(keys.counters).incr.extend((keys.counters, name, int(delta)))
         for scope, weights in update.popularity.items():
             cap = self.covisit_max if scope.startswith("co:") else 0
-            shards: dict[str, list[Any]] = {}
-            for item, weight in weights.items():
-                shards.setdefault(keys.popularity_key(scope, item), []).extend((item, weight))
+            homes = keys.popularity_keys(scope)
+            if len(homes) == 1:  # one set (co-visitation, or one shard): no per-item routing
+                shards = {homes[0]: list(chain.from_iterable(weights.items()))}
+            else:
+                shards = {}
+                for item, weight in weights.items():
+                    shards.setdefault(keys.popularity_key(scope, item), []).extend((item, weight))
             for key, pairs in shards.items():
-                at(key).pop.extend((key, cap, len(pairs) // 2, *pairs))
+                if pairs:
+                    at(key).pop.extend((key, cap, len(pairs) // 2, *pairs))
         meta: dict[str, Any] = {}
         if update.last_event_ts is not None:  # absent, not nil: the script tests p[field]
             meta["last_event_ts"] = update.last_event_ts
