@@ -204,7 +204,8 @@ class UserStateReader(Protocol):
     def user_version(self, user_id: str) -> int:
         """The user's state version: 0 for a user never updated, then one more for every
         :meth:`apply` that changed the user's own state (:meth:`StateUpdate.users`),
-        moved by that same atomic update (one small read: for conditional requests)."""
+        moved by that same atomic update (on a partitioned store: by the atomic part
+        that writes the user's state), one small read: for conditional requests."""
         ...
 
     def recent_items_many(self, user_ids: Sequence[str], n: int = 50) -> dict[str, list[str]]:
