@@ -3,7 +3,7 @@
 Pages poll ``GET /api/recommendations`` (the storefront every 1.5 s) and the answer
 rarely changes between two of a shopper's events. An answer depends on:
 
-- the user's state version (:meth:`core.ports.StateStore.user_version`, moved by the
+- the user's state version (:meth:`core.ports.UserStateReader.user_version`, moved by the
   same atomic update that applies the user's events): read per request, the one
   state-store round trip of an unchanged answer;
 - the collaborative model's version and the catalog's version (in-process);
@@ -36,7 +36,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from core.ports import RecRequest, StateStore
+from core.ports import RecRequest, UserStateReader
 
 __all__ = ["CACHE_CONTROL", "CachedList", "ConditionalRecs", "RecCache", "Versions"]
 
@@ -111,7 +111,7 @@ class ConditionalRecs:
         Lists kept by :attr:`cache` (0: none).
     """
 
-    def __init__(self, state: StateStore, *, model_version: Callable[[], str],
+    def __init__(self, state: UserStateReader, *, model_version: Callable[[], str],
                  catalog_version: Callable[[], int], popularity_epoch: Callable[[str], int],
                  config: object = None, cache_size: int = 10_000) -> None:
         self.state = state

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 
 from core.errors import TemporaryFailure
-from core.ports import StateStore
+from core.ports import BlobStore
 from online_models.blender import Shown, encode_shown
 
 __all__ = ["IMPRESSION_TTL_S", "ImpressionWriter"]
@@ -44,7 +44,7 @@ class ImpressionWriter:
         Lists that wake the thread before ``interval_s``.
     """
 
-    def __init__(self, state: StateStore, ttl_s: int = IMPRESSION_TTL_S,
+    def __init__(self, state: BlobStore, ttl_s: int = IMPRESSION_TTL_S,
                  max_pending: int = 10_000, interval_s: float = 0.05,
                  batch_size: int = 200) -> None:
         if interval_s <= 0 or batch_size < 1:

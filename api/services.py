@@ -10,7 +10,7 @@ from flask import current_app
 
 from api.conditional import ConditionalRecs
 from api.impressions import ImpressionWriter
-from core.ports import AttemptCounter, EventPublisher, StateStore, VectorIndex
+from core.ports import AttemptCounter, EventPublisher, StateStore, UserStateReader, VectorIndex
 from core.settings import Settings
 from core.types import Item
 from infra.accounts import AccountStore
@@ -64,7 +64,7 @@ def services() -> ApiServices:
     return found
 
 
-def conditional_recs(settings: Settings, state: StateStore, recommender: Recommender,
+def conditional_recs(settings: Settings, state: UserStateReader, recommender: Recommender,
                      replica: CatalogReplica | None) -> ConditionalRecs:
     """The versions a recommendation list depends on, read from the parts that hold them."""
     rules = recommender.rules

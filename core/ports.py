@@ -23,25 +23,33 @@ __all__ = [
     "ALL_ITEMS",
     "INTERACTION_TYPES",
     "AttemptCounter",
+    "BatchWriter",
+    "BlobStore",
     "CandidateScorer",
     "CandidateSource",
     "CatalogLog",
     "CovisitSkip",
+    "DecayedCounters",
+    "DedupeLog",
     "Embedder",
     "EventBatch",
     "EventPublisher",
     "HistoryMode",
+    "ItemNeighbours",
     "OnlineLearner",
     "RatingParams",
     "RecContext",
     "RecRequest",
     "SearchIndex",
+    "StateMeta",
     "StateRead",
     "StateStore",
     "StateUpdate",
     "UserState",
+    "UserStateReader",
     "Vector",
     "VectorIndex",
+    "VectorTables",
     "category_scope",
     "covisit_anchors",
     "covisit_scope",
@@ -110,8 +118,10 @@ class RatingParams:
 class StateUpdate:
     """Everything one batch of events changes, applied atomically by a StateStore.
 
-    Built in memory by the stream processor, then written in one transaction, so a
-    crash leaves either all of a batch applied (and its event ids marked) or none.
+    Built in memory by the stream processor, then written in one transaction (on a
+    partitioned store: one per group of keys, each at most once, see
+    :meth:`BatchWriter.apply`), so a crash never applies part of a batch twice or
+    marks its event ids without applying their work.
     """
 
     #: Event ids applied by this update; a store remembers them for the dedupe window.
@@ -156,21 +166,36 @@ class StateUpdate:
                     or self.rating is not None or bool(self.blobs))
 
 
-@runtime_checkable
-class StateStore(Protocol):
-    """Online state: recent items, decayed popularity, user profiles, counters."""
+# --- online state: small role ports (Feast's online store: write a batch, read for a request).
+# A caller takes the role it needs; ``StateStore`` is their union, what an adapter implements.
 
-    def ping(self) -> bool:
-        """True when the store answers."""
-        ...
+
+@runtime_checkable
+class DedupeLog(Protocol):
+    """Which events a store already applied (the "applied once" guarantee)."""
 
     def seen_events(self, event_ids: Sequence[str]) -> set[str]:
         """The ids among ``event_ids`` already applied (within the dedupe window)."""
         ...
 
+
+@runtime_checkable
+class BatchWriter(Protocol):
+    """Writes a batch's whole state change."""
+
     def apply(self, update: StateUpdate) -> None:
-        """Apply ``update`` atomically (all or nothing)."""
+        """Apply ``update`` with its event ids: each part atomically, never twice.
+
+        A single store applies it all or nothing; a partitioned one (Redis Cluster) applies
+        it per group of keys, each group atomically and at most once, and completes a
+        partly applied update on the next call.
+        """
         ...
+
+
+@runtime_checkable
+class UserStateReader(Protocol):
+    """Per-user state: recent items, purchases, accumulated history."""
 
     def recent_items(self, user_id: str, n: int = 50) -> list[str]:
         """The user's most recent items, newest first, without repeats."""
@@ -179,7 +204,20 @@ class StateStore(Protocol):
     def user_version(self, user_id: str) -> int:
         """The user's state version: 0 for a user never updated, then one more for every
         :meth:`apply` that changed the user's own state (:meth:`StateUpdate.users`),
-        moved by that same atomic update (one small read: for conditional requests)."""
+        moved by that same atomic update (on a partitioned store: by the atomic part
+        that writes the user's state), one small read: for conditional requests."""
+        ...
+
+    def recent_items_many(self, user_ids: Sequence[str], n: int = 50) -> dict[str, list[str]]:
+        """:meth:`recent_items` of several users in one round trip."""
+        ...
+
+    def purchased_items(self, user_id: str) -> set[str]:
+        """Every item the user bought."""
+        ...
+
+    def get_histories(self, user_ids: Sequence[str]) -> dict[str, dict[str, float]]:
+        """Each user's accumulated item weights (users without history are left out)."""
         ...
 
     def user_state(
@@ -191,17 +229,18 @@ class StateStore(Protocol):
 
         With ``covisit_n`` > 0, also the ``covisit_n`` items most co-visited with each
         of ``anchors`` and of the user's ``recent_anchors`` latest items (all in the
-        same round trip: a recommendation needs them all and nothing else per user),
-        leaving out what ``covisit_skip`` names -- the next strongest take their places,
-        so a recommender reads no more pairs than it can use.
+        same request: one round trip per server involved), leaving out what
+        ``covisit_skip`` names -- the next strongest take their places, so a recommender
+        reads no more pairs than it can use.
         The history (only needed to fold in a vector) is read ``"always"``, only
         ``"without_factors"`` stored for ``factors_version``, or ``"never"`` (then empty).
         """
         ...
 
-    def recent_items_many(self, user_ids: Sequence[str], n: int = 50) -> dict[str, list[str]]:
-        """:meth:`recent_items` of several users in one round trip."""
-        ...
+
+@runtime_checkable
+class DecayedCounters(Protocol):
+    """Decayed popularity per scope (``"all"``, ``"cat:<category>"``, ``"co:<item>"``)."""
 
     def top_popular(self, n: int, scope: str = ALL_ITEMS) -> ScoredItems:
         """The ``n`` most popular items of a scope by decayed weight, best first.
@@ -212,31 +251,54 @@ class StateStore(Protocol):
         ...
 
     def top_popular_many(self, scopes: Sequence[str], n: int) -> dict[str, ScoredItems]:
-        """:meth:`top_popular` of several scopes, read consistently in one round trip."""
+        """:meth:`top_popular` of several scopes, read consistently in one request."""
         ...
 
     def popularity(self, item_ids: Sequence[str], scope: str = ALL_ITEMS) -> ScoredItems:
         """Decayed popularity of the given items; items never seen are left out."""
         ...
 
-    def get_profiles(self, user_ids: Sequence[str]) -> dict[str, Vector]:
-        """Content profile vectors of the users that have one."""
-        ...
 
-    def get_histories(self, user_ids: Sequence[str]) -> dict[str, dict[str, float]]:
-        """Each user's accumulated item weights (users without history are left out)."""
-        ...
+@runtime_checkable
+class ItemNeighbours(Protocol):
+    """Per-item state: co-visited items and the users who touched items new to the model."""
 
-    def purchased_items(self, user_id: str) -> set[str]:
-        """Every item the user bought."""
+    def covisited(self, item_ids: Sequence[str], n: int) -> dict[str, ScoredItems]:
+        """The ``n`` items most co-visited with each of ``item_ids`` (strongest first)."""
         ...
 
     def get_item_histories(self, item_ids: Sequence[str]) -> dict[str, dict[str, float]]:
         """Per new item, the users who touched it and their weights."""
         ...
 
+
+@runtime_checkable
+class VectorTables(Protocol):
+    """Float32 vectors of users and items: profiles, collaborative factors, rating model."""
+
+    def get_profiles(self, user_ids: Sequence[str]) -> dict[str, Vector]:
+        """Content profile vectors of the users that have one."""
+        ...
+
+    def get_user_factors(self, user_ids: Sequence[str], version: str) -> dict[str, Vector]:
+        """Collaborative vectors of the users that have one for model ``version``."""
+        ...
+
     def get_item_factors(self, version: str) -> dict[str, Vector]:
         """Factors folded in for items the model ``version`` never saw."""
+        ...
+
+    def get_rating_params(self, user_ids: Sequence[str], item_ids: Sequence[str]) -> RatingParams:
+        """The online rating model's global mean and the parameters of these users and items."""
+        ...
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """Small values kept whole: models (``StateUpdate.blobs``) and served lists."""
+
+    def get_blob(self, name: str) -> bytes | None:
+        """A small model kept whole (``StateUpdate.blobs``), or None."""
         ...
 
     def remember_impressions(self, shown: Mapping[str, str], ttl_s: int) -> None:
@@ -248,16 +310,13 @@ class StateStore(Protocol):
         """What :meth:`remember_impressions` kept for ``rec_id`` (None when expired)."""
         ...
 
-    def get_blob(self, name: str) -> bytes | None:
-        """A small model kept whole (``StateUpdate.blobs``), or None."""
-        ...
 
-    def get_rating_params(self, user_ids: Sequence[str], item_ids: Sequence[str]) -> RatingParams:
-        """The online rating model's global mean and the parameters of these users and items."""
-        ...
+@runtime_checkable
+class StateMeta(Protocol):
+    """Counters, freshness and housekeeping of a store."""
 
-    def get_user_factors(self, user_ids: Sequence[str], version: str) -> dict[str, Vector]:
-        """Collaborative vectors of the users that have one for model ``version``."""
+    def ping(self) -> bool:
+        """True when the store answers."""
         ...
 
     def counters(self) -> dict[str, int]:
@@ -271,6 +330,14 @@ class StateStore(Protocol):
     def clear(self) -> None:
         """Forget everything (tests and demo resets)."""
         ...
+
+
+@runtime_checkable
+class StateStore(
+    DedupeLog, BatchWriter, UserStateReader, DecayedCounters, ItemNeighbours, VectorTables,
+    BlobStore, StateMeta, Protocol,
+):
+    """All online state roles together: what a store adapter implements."""
 
 
 # --- online learners ---------------------------------------------------------------------

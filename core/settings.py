@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     #: skiplists: 2-3x cheaper to update than Redis's compact form (used up to 128
     #: members), for more memory. 0: Redis decides. The sets' contents are the same.
     popularity_skiplist_min: int = Field(64, ge=0, le=100_000)
+    #: Sub-keys each popularity scope ("all", "cat:<name>") is split over in Redis, merged
+    #: on read, so no one key takes every write. 0: 1 on a single Redis, 8 on Redis Cluster.
+    #: Changing it on a store with data leaves the old scores unread (clear or replay).
+    popularity_shards: int = Field(0, ge=0, le=1024)
     #: Event ids are remembered this long to apply each event exactly once.
     dedupe_ttl_s: int = Field(7 * 24 * 3600, ge=60)
     #: The recommender's sources, in the order a response lists them (names of

@@ -18,8 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-import redis
-
+from infra.redis_cluster import RedisClient
 from infra.redis_store import redis_failures
 
 __all__ = ["MemoryAttemptCounter", "RedisAttemptCounter"]
@@ -51,12 +50,12 @@ class RedisAttemptCounter:
     Parameters
     ----------
     client
-        A redis-py client (built in ``infra.bootstrap``).
+        A redis-py client, one Redis or a cluster (built in ``infra.bootstrap``).
     prefix
         The deployment's key prefix (``Settings.redis_prefix``).
     """
 
-    def __init__(self, client: redis.Redis, prefix: str = "sr:") -> None:
+    def __init__(self, client: RedisClient, prefix: str = "sr:") -> None:
         self.client = client
         self.prefix = prefix
         self._hit = client.register_script(_HIT_LUA)

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaClient
 
 from core.errors import ArtifactIntegrityError, DataNotFound, ServiceUnavailable
 from core.events import parse_interaction
-from core.ports import StateStore, VectorIndex
+from core.ports import StateStore, VectorIndex, VectorTables
 from core.scoring import Interactions
 from core.settings import Settings
 from core.types import Item
@@ -276,6 +276,7 @@ def build_state_store(settings: Settings) -> RedisStateStore:
         raise ServiceUnavailable(
             "no Redis configured: set STREAMREC_REDIS_URL (or REDIS_URL), or run `streamrec demo`"
         )
+    # One Redis or Redis Cluster: redis_client asks the server (INFO cluster).
     client = redis_client(settings.redis_url)
     return RedisStateStore.from_settings(client, settings)
 
@@ -303,7 +304,7 @@ def build_replica(
 
 
 def build_model_provider(
-    settings: Settings, store: StateStore | None = None
+    settings: Settings, store: VectorTables | None = None
 ) -> ModelProvider:
     """The trained models of ``state_dir/artifacts``, reloaded when a new version lands.
 

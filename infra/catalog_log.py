@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import asdict
 
 import numpy as np
-import redis
 
 from core.ports import Vector
 from core.types import Item
+from infra.redis_cluster import RedisClient
 from infra.redis_store import redis_failures
 
 __all__ = ["InMemoryCatalogLog", "RedisCatalogLog"]
@@ -29,12 +29,13 @@ def _item_json(item: Item) -> str:
 class RedisCatalogLog:
     """A :class:`core.ports.CatalogLog` on Redis."""
 
-    def __init__(self, client: redis.Redis, *, prefix: str = "sr:") -> None:
+    def __init__(self, client: RedisClient, *, prefix: str = "sr:") -> None:
         self.client = client
-        self._version = f"{prefix}catalog:version"
-        self._changes = f"{prefix}catalog:changes"
-        self._items = f"{prefix}catalog:items"
-        self._vectors = f"{prefix}catalog:vectors"
+        # One hash tag: the keys change together in one transaction, on Redis Cluster too.
+        self._version = f"{prefix}catalog:{{c}}:version"
+        self._changes = f"{prefix}catalog:{{c}}:changes"
+        self._items = f"{prefix}catalog:{{c}}:items"
+        self._vectors = f"{prefix}catalog:{{c}}:vectors"
 
     def version(self) -> int:
         with redis_failures("catalog version"):

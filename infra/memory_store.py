@@ -285,6 +285,9 @@ class InMemoryStateStore:
     def top_popular_many(self, scopes: Sequence[str], n: int) -> dict[str, ScoredItems]:
         return {scope: self.top_popular(n, scope) for scope in dict.fromkeys(scopes)}
 
+    def covisited(self, item_ids: Sequence[str], n: int) -> dict[str, ScoredItems]:
+        return {i: self.top_popular(n, covisit_scope(i)) for i in dict.fromkeys(item_ids)}
+
     def top_popular(self, n: int, scope: str = ALL_ITEMS) -> ScoredItems:
         with self._lock:
             return ScoredItems.from_pairs(self._popularity.top(scope, n))

@@ -30,6 +30,7 @@ from flask.testing import FlaskClient
 
 from api.services import ApiServices
 from core.settings import Settings
+from tests.cluster_fixtures import cluster_client, cluster_prefix, redis_cluster  # noqa: F401 (a local Redis Cluster, started when a test asks)
 
 LOCAL_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 

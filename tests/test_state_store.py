@@ -14,6 +14,7 @@ from core.ports import ALL_ITEMS, StateUpdate
 from core.settings import Settings
 from infra.embedded import free_port
 from infra.memory_store import InMemoryStateStore
+from infra.redis_keys import KeySpace, hash_tag
 from infra.redis_store import RedisStateStore, redis_client
 from tests.contracts.state_store import T0, FakeClock, StateStoreContract
 
@@ -33,8 +34,9 @@ class TestRedisStateStore(StateStoreContract):
     def make_store(self, **options: Any) -> RedisStateStore:
         return RedisStateStore(self.client, prefix=self.prefix, **options)
 
-    def _pop_ref(self) -> float:
-        raw = self.client.hget(self.prefix + "meta", "pop_ref")
+    def _pop_ref(self, store: RedisStateStore, scope: str = ALL_ITEMS, item: str = "a") -> float:
+        """The reference time of the popularity set of ``scope`` holding ``item``."""
+        raw = self.client.get(store.keys.reference(store.keys.popularity_key(scope, item)))
         assert raw is not None
         return float(raw)
 
@@ -66,71 +68,69 @@ class TestRedisStateStore(StateStoreContract):
     def test_rebase_moves_the_stored_reference_time(self) -> None:
         store = self.store(half_life_s=10.0, max_exponent=4.0)
         store.apply(StateUpdate(popularity={ALL_ITEMS: {"a": 1.0}}, popularity_at=T0))
-        assert self._pop_ref() == T0
+        assert self._pop_ref(store) == T0
         store.apply(StateUpdate(popularity={ALL_ITEMS: {"b": 1.0}}, popularity_at=T0 + 30))
-        assert self._pop_ref() == T0
+        assert self._pop_ref(store) == T0
         store.apply(StateUpdate(popularity={ALL_ITEMS: {"c": 1.0}}, popularity_at=T0 + 50))
-        assert self._pop_ref() == T0 + 50
+        assert self._pop_ref(store) == T0 + 50
         # Stored scores were rescaled to the new reference: c was added at scale 1.
-        stored = dict(self.client.zrange(self.prefix + "pop:all", 0, -1, withscores=True))
+        key = store.keys.popularity_key(ALL_ITEMS, "a")
+        stored = dict(self.client.zrange(key, 0, -1, withscores=True))
         assert stored[b"c"] == pytest.approx(1.0)
         assert stored[b"a"] == pytest.approx(2.0**-5)
 
-    def test_every_popularity_set_is_listed_for_the_rebase(self) -> None:
-        # The rebase rescales the sets listed in meta:scopes: every set a batch created
-        # must be listed, whether later batches touch it whole, in part or not at all.
+    def test_each_popularity_set_is_rescaled_alone_and_reads_stay_the_same(self) -> None:
+        # A set's scores are relative to its own reference time: a batch rescales only the
+        # sets it writes to (no step touches every set, which a cluster could not do at
+        # once), and every read still sees the same decayed weights.
         store = self.store(half_life_s=10.0, max_exponent=4.0)
         store.apply(StateUpdate(popularity={"co:a": {"b": 1.0, "c": 1.0}}, popularity_at=T0))
         store.apply(StateUpdate(popularity={"co:a": {"b": 1.0}, "co:b": {"a": 1.0},
                                             "cat:x": {"a": 2.0, "b": 1.0}},
                                 popularity_at=T0 + 1))
-        store.apply(StateUpdate(popularity={"co:a": {"b": 1.0, "c": 1.0, "d": 1.0},
-                                            "co:c": {"a": 4.0}}, popularity_at=T0 + 2))
-        scopes = {s.decode() for s in self.client.smembers(self.prefix + "meta:scopes")}
-        assert scopes == {"co:a", "co:b", "co:c", "cat:x"}
-        before = {s: store.top_popular(10, s) for s in sorted(scopes)}
-        store.apply(StateUpdate(popularity={ALL_ITEMS: {"z": 1.0}}, popularity_at=T0 + 60))
-        assert self._pop_ref() == T0 + 60
-        for scope, scored in before.items():  # rescaled to the new reference, same reads
+        scopes = ["co:a", "co:b", "cat:x"]
+        before = {s: store.top_popular(10, s) for s in scopes}
+        store.apply(StateUpdate(popularity={"co:a": {"z": 1.0}}, popularity_at=T0 + 60))
+        assert self._pop_ref(store, "co:a") == T0 + 60
+        assert self._pop_ref(store, "co:b") == T0 + 1  # untouched: still its old reference
+        for scope, scored in before.items():  # decayed to the newest time, same order
             after = store.top_popular(10, scope)
-            assert after.ids == scored.ids, scope
-            np.testing.assert_allclose(after.scores, scored.scores * 2.0**-5.8, rtol=1e-12)
+            kept = [i for i in after.ids if i != "z"]
+            assert kept == scored.ids, scope
+            np.testing.assert_allclose([s for i, s in zip(after.ids, after.scores, strict=True)
+                                        if i != "z"], scored.scores * 2.0**-5.9, rtol=1e-12)
 
-    def test_apply_is_one_transaction_whose_size_does_not_grow_with_the_batch(self) -> None:
+    def test_apply_and_a_request_are_one_script_call_each_on_one_redis(self) -> None:
         store = self.store()
-        calls: list[int] = []
-        real_pipeline = self.client.pipeline
+        sent: list[str] = []
+        real_execute = self.client.execute_command
 
-        def counting_pipeline(transaction: bool = True, shard_hint: Any = None) -> Any:
-            pipe = real_pipeline(transaction=transaction, shard_hint=shard_hint)
-            real_execute = pipe.execute
-
-            def execute(raise_on_error: bool = True) -> Any:
-                calls.append(len(pipe.command_stack))
-                assert pipe.transaction
-                return real_execute(raise_on_error)
-
-            pipe.execute = execute  # type: ignore[method-assign]
-            return pipe
+        def counting(*args: Any, **options: Any) -> Any:
+            sent.append(str(args[0]))
+            return real_execute(*args, **options)
 
         def update(n: int) -> StateUpdate:
             return StateUpdate(
                 event_ids=[f"e{n}-{i}" for i in range(n)],
                 recent={f"u{i}": ["a", "b"] for i in range(n)},
-                popularity={ALL_ITEMS: {f"i{i}": 1.0 for i in range(n)}}, popularity_at=T0,
+                popularity={ALL_ITEMS: {f"i{i}": 1.0 for i in range(n)},
+                            **{f"co:i{i}": {"a": 1.0} for i in range(n)}}, popularity_at=T0,
                 profiles={"u1": np.ones(4, np.float32)}, counters={"view": n},
-                last_event_ts=T0,
+                blobs={"model": b"\x00\x01"}, last_event_ts=T0,
             )
 
-        self.client.pipeline = counting_pipeline  # type: ignore[method-assign]
+        self.client.execute_command = counting  # type: ignore[method-assign]
         try:
             store.apply(update(10))
             store.apply(update(1000))
+            assert sent == ["EVALSHA", "EVALSHA"]
+            sent.clear()
+            state = store.user_state("u1", 10, "v1", covisit_n=5, recent_anchors=3)
+            assert sent == ["EVALSHA"]
         finally:
-            del self.client.pipeline
-        # One transaction each, and the command count does not grow with the batch.
-        assert len(calls) == 2 and calls[0] == calls[1]
+            del self.client.execute_command
         assert store.counters() == {"view": 1010}
+        assert state.recent == ["b", "a"] and state.covisited.keys() == {"b", "a"}
 
     def test_applies_batches_of_500_events_quickly(self) -> None:
         store = self.store()
@@ -233,7 +233,9 @@ class TestRedisMatchesMemory:
                 covisit_window=3, rating_model=OnlineRatingMF(n_factors=3))
             for start in range(0, len(events), 97):
                 processor.apply(events[start:start + 97])
-        assert float(self.client.hget(self.prefix + "meta", "pop_ref") or 0) > 1_000_000
+        all_items = store.keys.popularity_keys(ALL_ITEMS)
+        assert all(float(self.client.get(store.keys.reference(k)) or 0) > 1_000_000
+                   for k in all_items if self.client.exists(k))
         users = [f"u{n}" for n in range(40)]
         items = [*catalog, "not-in-catalog"]
         assert store.counters() == memory.counters()
@@ -267,7 +269,7 @@ class TestRedisMatchesMemory:
                 np.testing.assert_allclose(got_s.covisited[anchor].scores, scored.scores,
                                            rtol=1e-9)
         encodings = {self.client.object("encoding", key) for key in
-                     self.client.scan_iter(match=f"{self.prefix}pop:co:*")}
+                     self.client.scan_iter(match=f"{self.prefix}co:*", _type="zset")}
         assert (b"skiplist" in encodings) == (skiplist_min > 0), encodings
 
     def test_big_popularity_sets_become_skiplists_with_the_same_top_n(self) -> None:
@@ -287,11 +289,11 @@ class TestRedisMatchesMemory:
             store.apply(update)
             plain.apply(update)
         try:
-            assert self.client.object("encoding", self.prefix + "pop:co:big") == b"skiplist"
-            assert self.client.object("encoding", self.prefix + "pop:co:small") != b"skiplist"
-            assert self.client.object("encoding",
-                                      self.prefix + "plain:pop:co:big") != b"skiplist"
-            assert self.client.zcard(self.prefix + "pop:co:big") == 100
+            big, small = store.keys.covisit("big"), store.keys.covisit("small")
+            assert self.client.object("encoding", big) == b"skiplist"
+            assert self.client.object("encoding", small) != b"skiplist"
+            assert self.client.object("encoding", plain.keys.covisit("big")) != b"skiplist"
+            assert self.client.zcard(big) == 100
             for n in (1, 20, 100, 150):
                 got, want = store.top_popular(n, "co:big"), plain.top_popular(n, "co:big")
                 assert got.ids == want.ids
@@ -315,3 +317,165 @@ class TestRedisMatchesMemory:
         assert len(store.top_popular(10_000)) == 9000
         profiles = store.get_profiles(["p0", "p8999"])
         assert profiles["p8999"].tolist() == [8999.0] * 4 and profiles["p0"].tolist() == [0.0] * 4
+
+
+def test_a_users_keys_share_one_slot_and_an_items_keys_another() -> None:
+    keys = KeySpace("sr:", popularity_shards=8)
+    user = {hash_tag(k) for k in (keys.recent("u1"), keys.history("u1"), keys.purchased("u1"),
+                                  keys.user_vectors("u1"))}
+    item = {hash_tag(k) for k in (keys.covisit("i1"), keys.item_history("i1"),
+                                  keys.item_vectors("i1"),
+                                  keys.reference(keys.covisit("i1")))}
+    assert user == {"{u:u1}"} and item == {"{i:i1}"}
+    # Popularity of a scope is spread over its shards, each item always in the same one.
+    shards = keys.popularity_keys(ALL_ITEMS)
+    assert len({hash_tag(k) for k in shards}) == 8
+    homes = {keys.popularity_key(ALL_ITEMS, f"i{n}") for n in range(200)}
+    assert homes == set(shards)
+    assert keys.popularity_key(ALL_ITEMS, "i7") == keys.popularity_key(ALL_ITEMS, "i7")
+    with pytest.raises(ValueError, match="hash tags"):
+        KeySpace("sr:{x}:")
+
+
+def _wide_update(n: int = 300) -> StateUpdate:
+    """A batch whose keys land on every node of a 3-master cluster."""
+    return StateUpdate(
+        event_ids=[f"w{i}" for i in range(n)],
+        recent={f"u{i}": [f"i{i}", f"i{i + 1}"] for i in range(n)},
+        history={f"u{i}": {f"i{i}": 1.0} for i in range(n)},
+        purchased={f"u{i}": [f"i{i}"] for i in range(0, n, 5)},
+        popularity={ALL_ITEMS: {f"i{i}": 1.0 + i % 3 for i in range(n)},
+                    **{f"co:i{i}": {f"i{i + 1}": 1.0} for i in range(n)}},
+        popularity_at=T0, profiles={f"u{i}": np.full(3, i, np.float32) for i in range(n)},
+        counters={"events.view": n}, last_event_ts=T0, blobs={"blender": b"\x00\x01"},
+    )
+
+
+def _assert_same_state(store: Any, want: InMemoryStateStore, n: int = 300) -> None:
+    users, items = [f"u{i}" for i in range(n)], [f"i{i}" for i in range(n)]
+    assert store.counters() == want.counters()
+    assert store.recent_items_many(users, 10) == want.recent_items_many(users, 10)
+    assert store.get_histories(users) == want.get_histories(users)
+    assert all(store.purchased_items(u) == want.purchased_items(u) for u in users[::5])
+    got, ref = store.top_popular(50), want.top_popular(50)
+    assert got.ids == ref.ids
+    np.testing.assert_allclose(got.scores, ref.scores, rtol=1e-12)
+    assert store.covisited(items, 5).keys() == want.covisited(items, 5).keys()
+    for item, scored in want.covisited(items, 5).items():
+        assert store.covisited([item], 5)[item].ids == scored.ids
+    assert store.get_profiles(users).keys() == want.get_profiles(users).keys()
+    assert store.get_blob("blender") == want.get_blob("blender")
+    assert store.last_event_ts() == want.last_event_ts()
+
+
+@pytest.mark.integration
+class TestRedisClusterStateStore(StateStoreContract):
+    """The same contract on a real 3+3 Redis Cluster, and what only a cluster has."""
+
+    @pytest.fixture(autouse=True)
+    def _cluster(self, cluster_client: Any, cluster_prefix: str) -> None:
+        self.client = cluster_client
+        self.prefix = cluster_prefix
+
+    def make_store(self, **options: Any) -> RedisStateStore:
+        return RedisStateStore(self.client, prefix=self.prefix, **options)
+
+    def test_the_cluster_is_detected_and_popularity_is_sharded(self) -> None:
+        store = self.store()
+        assert store.router.cluster and store.popularity_shards == 8
+        groups = store._groups(_wide_update(), store.clock(), with_ids=False)
+        assert len(groups) == 3  # one per master
+
+    def test_what_a_failover_raises_is_a_temporary_failure_and_nothing_else_is(self) -> None:
+        # The consumer retries a batch on TemporaryFailure: every error a cluster raises
+        # while a master is replaced must become one, and only those.
+        from redis.exceptions import (
+            ClusterDownError,
+            MasterDownError,
+            ResponseError,
+            TryAgainError,
+        )
+
+        from infra.redis_store import redis_failures
+
+        router = self.store().router
+        moving = [redis.ConnectionError("gone"), redis.TimeoutError("slow"),
+                  ClusterDownError("The cluster is down"), MasterDownError("master down"),
+                  TryAgainError("TRYAGAIN"),
+                  ResponseError("Script attempted to access a non local key in a cluster node")]
+        for error in moving:
+            with pytest.raises(TemporaryFailure), redis_failures("apply", router):
+                raise error
+        with pytest.raises(ResponseError, match="WRONGTYPE"), redis_failures("apply", router):
+            raise ResponseError("WRONGTYPE Operation against a key holding the wrong kind")
+
+    def _crash_after_first_group(self, store: RedisStateStore) -> None:
+        real_run_at = store.router.run_at
+        calls: list[str] = []
+
+        def run_at(key: str, script: str, *args: Any, **options: Any) -> Any:
+            calls.append(key)
+            if len(calls) == 3:  # the journal, one group, then the node dies
+                raise redis.ConnectionError("the node died")
+            return real_run_at(key, script, *args, **options)
+
+        store.router.run_at = run_at  # type: ignore[method-assign]
+        try:
+            with pytest.raises(TemporaryFailure):
+                store.apply(_wide_update())
+        finally:
+            del store.router.run_at
+        assert len(calls) == 3
+
+    def test_a_crash_between_groups_then_the_retry_applies_every_group_once(self) -> None:
+        store = self.store()
+        self._crash_after_first_group(store)
+        # The consumer's retry asks which events were applied: all of them (the journal
+        # holds their work), and asking finished the journal first.
+        update = _wide_update()
+        assert store.seen_events(update.event_ids) == set(update.event_ids)
+        assert self.client.hgetall(store.keys.journal) == {}
+        want = InMemoryStateStore()
+        want.apply(update)
+        _assert_same_state(store, want)
+
+    def test_another_writer_finishes_a_dead_writers_journal_once(self) -> None:
+        dead = self.store()
+        self._crash_after_first_group(dead)
+        other = RedisStateStore(self.client, prefix=self.prefix, journal_grace_s=0.0)
+        other.seen_events(["anything"])  # a stale entry: replayed, its applied group skipped
+        dead.seen_events(["anything"])  # the dead writer's own retry finds nothing left
+        want = InMemoryStateStore()
+        want.apply(_wide_update())
+        _assert_same_state(other, want)
+
+    def test_a_request_reads_in_one_call_per_node(self) -> None:
+        store = self.store()
+        store.apply(_wide_update())
+        nodes: list[str] = []
+        real_run_at = store.router.run_at
+
+        def run_at(key: str, script: str, *args: Any, **options: Any) -> Any:
+            nodes.append(store.router.group_of(key))
+            return real_run_at(key, script, *args, **options)
+
+        store.router.run_at = run_at  # type: ignore[method-assign]
+        try:
+            anchors = [f"i{i}" for i in range(40)]  # co-visitation sets on every node
+            state = store.user_state("u3", 10, "", covisit_n=3, anchors=anchors,
+                                     recent_anchors=2)
+        finally:
+            del store.router.run_at
+        assert sorted(nodes) == sorted(set(nodes)) and len(nodes) == 3
+        assert state.recent == ["i4", "i3"] and state.profile is not None
+        assert state.covisited["i7"].ids == ["i8"]
+
+
+@pytest.mark.integration
+class TestRedisClusterMatchesMemory(TestRedisMatchesMemory):
+    """The Redis-versus-memory checks again, on the cluster (popularity in 8 shards)."""
+
+    @pytest.fixture(autouse=True)
+    def _redis(self, cluster_client: Any, cluster_prefix: str) -> None:  # type: ignore[override]
+        self.client = cluster_client
+        self.prefix = cluster_prefix

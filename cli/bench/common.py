@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import redis
+from redis.cluster import RedisCluster
 
 from core.events import AddedToCart, InteractionEvent, ItemClicked, ItemViewed, Purchased
 from core.settings import Settings
 from infra.bootstrap import build_state_store, ensure_catalog, start_embedded
 from infra.embedded import EmbeddedKafka
 from infra.kafka import ensure_topics
-from infra.redis_store import redis_client
+from infra.redis_cluster import RedisClient, redis_client
 
 __all__ = [
     "EVENT_MIX",
@@ -194,27 +194,34 @@ def event_mix(events: Sequence[InteractionEvent]) -> dict[str, int]:
     return counts
 
 
-def used_memory(client: redis.Redis) -> int:
-    """Redis ``INFO memory`` ``used_memory`` in bytes."""
-    return int(client.info("memory")["used_memory"])
+def _info(client: RedisClient, section: str) -> list[dict[str, Any]]:
+    """``INFO section`` of the server, or of every node of a cluster (masters and replicas)."""
+    if isinstance(client, RedisCluster):
+        return list(client.info(section, target_nodes=RedisCluster.ALL_NODES).values())
+    return [client.info(section)]
 
 
-def redis_for(settings: Settings) -> redis.Redis:
-    """A plain client of the settings' Redis (for INFO and MEMORY USAGE)."""
+def used_memory(client: RedisClient) -> int:
+    """Redis ``INFO memory`` ``used_memory`` in bytes (summed over a cluster's nodes)."""
+    return sum(int(info["used_memory"]) for info in _info(client, "memory"))
+
+
+def redis_for(settings: Settings) -> RedisClient:
+    """A client of the settings' Redis or Redis Cluster (for INFO and MEMORY USAGE)."""
     return redis_client(settings.redis_url)
 
 
-def cpu_seconds(client: redis.Redis, broker_pid: int | None) -> dict[str, float]:
-    """CPU seconds used so far by this process, the Redis server and the embedded broker.
+def cpu_seconds(client: RedisClient, broker_pid: int | None) -> dict[str, float]:
+    """CPU seconds used so far by this process, the Redis server(s) and the embedded broker.
 
     Differences of two readings say where a run's CPU went (the broker only when
     it is embedded: its pid is known; Linux ``/proc``).
     """
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    info = client.info("cpu")
     out = {
         "bench_process": usage.ru_utime + usage.ru_stime,
-        "redis": float(info["used_cpu_user"]) + float(info["used_cpu_sys"]),
+        "redis": sum(float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+                     for info in _info(client, "cpu")),
     }
     if broker_pid is not None:
         broker = process_cpu_seconds(broker_pid)

@@ -41,7 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.errors import TemporaryFailure
-from core.ports import StateStore
+from core.ports import DecayedCounters
 from core.types import Item, ScoredItems
 
 __all__ = ["PopularitySnapshot", "Snapshot", "log_scale"]
@@ -133,8 +133,9 @@ class PopularitySnapshot:
         Unix seconds, for :meth:`epoch` (the same in every worker and host).
     """
 
-    def __init__(self, state: StateStore, catalog: Mapping[str, Item], refresh_s: float = 1.0,
-                 size: int = 5_000, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, state: DecayedCounters, catalog: Mapping[str, Item],
+                 refresh_s: float = 1.0, size: int = 5_000,
+                 clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time) -> None:
         self.state = state
         self.catalog = catalog

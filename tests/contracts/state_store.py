@@ -19,7 +19,20 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core.ports import ALL_ITEMS, CovisitSkip, StateStore, StateUpdate
+from core.ports import (
+    ALL_ITEMS,
+    BatchWriter,
+    BlobStore,
+    CovisitSkip,
+    DecayedCounters,
+    DedupeLog,
+    ItemNeighbours,
+    StateMeta,
+    StateStore,
+    StateUpdate,
+    UserStateReader,
+    VectorTables,
+)
 
 HOUR = 3600.0
 #: 2011-06-01, in the Online Retail data set's period.
@@ -55,6 +68,22 @@ class StateStoreContract:
         store = self.store()
         assert isinstance(store, StateStore)
         assert store.ping() is True
+
+    def test_store_serves_every_role_port(self) -> None:
+        store = self.store()
+        for role in (DedupeLog, BatchWriter, UserStateReader, DecayedCounters, ItemNeighbours,
+                     VectorTables, BlobStore, StateMeta):
+            assert isinstance(store, role), role.__name__
+
+    def test_covisited_reads_each_items_co_visitation_scope(self) -> None:
+        store = self.store()
+        store.apply(StateUpdate(popularity={"co:a": {"x": 1.0, "y": 3.0, "z": 2.0},
+                                            "co:b": {"x": 5.0}}, popularity_at=T0))
+        found = store.covisited(["a", "b", "never", "a"], 2)
+        assert list(found) == ["a", "b", "never"]
+        assert found["a"].ids == ["y", "z"] and found["b"].ids == ["x"]
+        assert found["never"].ids == []
+        np.testing.assert_allclose(found["a"].scores, store.top_popular(2, "co:a").scores)
 
     def test_new_store_is_empty(self) -> None:
         store = self.store()
