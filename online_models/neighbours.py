@@ -51,11 +51,13 @@ class ItemNeighbours:
     weights: npt.NDArray[np.float32]
     meta: dict[str, Any] = field(default_factory=dict)
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
+    _ids: npt.NDArray[np.str_] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.rows.shape != self.weights.shape or self.rows.shape[0] != len(self.item_ids):
             raise ValueError("rows and weights must be (n_items, k) for the item ids given")
         object.__setattr__(self, "_index", {it: j for j, it in enumerate(self.item_ids)})
+        object.__setattr__(self, "_ids", np.array(self.item_ids, dtype=np.str_))
 
     @property
     def k(self) -> int:
@@ -81,18 +83,18 @@ class ItemNeighbours:
     def neighbours(self, item_ids: Sequence[str], n: int) -> dict[str, ScoredItems]:
         """Up to ``n`` neighbours of each known anchor, strongest first (unknown anchors
         are left out)."""
-        index = self._index
-        out: dict[str, ScoredItems] = {}
+        known = [(a, j) for a in item_ids if (j := self._index.get(a)) is not None]
+        if not known:
+            return {}
         n = min(n, self.k)
-        for anchor in item_ids:
-            j = index.get(anchor)
-            if j is None:
-                continue
-            rows = self.rows[j, :n]
-            ok = rows >= 0
-            out[anchor] = ScoredItems([self.item_ids[r] for r in rows[ok].tolist()],
-                                      self.weights[j, :n][ok].astype(np.float64))
-        return out
+        # one gather for all anchors; -1 pads sit at the end of each row (weights sorted)
+        block = np.array([j for _, j in known], dtype=np.int64)
+        rows = self.rows[block, :n]
+        weights = self.weights[block, :n].astype(np.float64)
+        ids = self._ids[np.maximum(rows, 0)]
+        lengths = (rows >= 0).sum(axis=1).tolist()
+        return {anchor: ScoredItems(ids[r, :m].tolist(), weights[r, :m])
+                for r, ((anchor, _), m) in enumerate(zip(known, lengths, strict=True))}
 
     def aggregate(self, anchors: Sequence[str]) -> npt.NDArray[np.float64]:
         """Per item (in ``item_ids`` order), the summed weights it gets from the known

@@ -116,26 +116,35 @@ class LearnedRanker:
         self.models_ = full
         self._remember(train)
 
+    def _train(self, feats: FloatMatrix, labels: npt.NDArray[np.bool_],
+               among: npt.NDArray[np.bool_], n_users: int, rng: np.random.Generator
+               ) -> HistGradientBoostingClassifier | None:
+        """Trees fitted on the rows ``among`` (positives all, negatives sampled)."""
+        keep = among & (labels | (rng.random(len(labels)) <
+                                  self.negatives_per_user * n_users / max(int(among.sum()), 1)))
+        if not (labels[keep].any() and (~labels[keep]).any()):
+            return None
+        clf = HistGradientBoostingClassifier(
+            max_iter=self.max_iter, learning_rate=self.learning_rate,
+            random_state=self.random_state, early_stopping=False)
+        clf.fit(feats[keep], labels[keep])
+        return clf
+
     def _learn(self, val: ValidationSlice) -> None:
         """Train the trees on part of the validation users; on the rest, keep them only if
-        they beat every base model alone (else serve the best of those: the fallback)."""
+        they beat every base model alone (else serve the best of those: the fallback).
+        Trees that win are refitted on all validation users."""
         rng = np.random.default_rng(self.random_state)
         n = len(val.users)
         check = np.zeros(n, dtype=bool)
         check[rng.permutation(n)[: int(n * self.check_share)]] = True
         rows, cols, feats = self._features(val.users, val.item_ids, val.seen)
         labels = np.asarray(val.relevant[rows, cols]).ravel() > 0
-        learn = ~check[rows]
         n_learn = int((~check).sum())
-        keep = learn & (labels | (rng.random(len(labels)) <
-                                  self.negatives_per_user * n_learn / max(int(learn.sum()), 1)))
-        if not (labels[keep].any() and (~labels[keep]).any()):
+        clf = self._train(feats, labels, ~check[rows], n_learn, rng)
+        if clf is None:
             return
-        clf = HistGradientBoostingClassifier(
-            max_iter=self.max_iter, learning_rate=self.learning_rate,
-            random_state=self.random_state, early_stopping=False)
-        clf.fit(feats[keep], labels[keep])
-        self.classifier_ = clf
+        self.classifier_ = clf  # kept for inspection even when a fallback serves
         users = np.flatnonzero(check)
         seen, relevant = val.seen[users], val.relevant[users]
         ranked = np.full((n, len(val.item_ids)), np.nan)
@@ -147,7 +156,10 @@ class LearnedRanker:
             quality[name] = validation_ndcg(model.score_many(check_users, val.item_ids),
                                             seen, relevant)
         best = max(quality, key=lambda k: (quality[k], k == "ranker"))
-        if best != "ranker":
+        if best == "ranker":
+            self.classifier_ = self._train(feats, labels, np.ones(len(rows), dtype=bool), n,
+                                           rng) or clf
+        else:
             self.fallback_ = best
             log.warning("ranker: %s alone validates better (NDCG@10 %.4f vs %.4f): "
                         "serving it instead", best, quality[best], quality["ranker"])
