@@ -14,6 +14,7 @@ from offline.datasets import DATASETS, Dataset, load_dataset
 from offline.evaluation.harness import DEFAULT_KS, evaluate
 from offline.evaluation.protocols import PROTOCOLS
 from offline.evaluation.report import format_table, plot_curves
+from offline.models.neural import NEURAL_MODELS, torch_missing
 from offline.models.registry import MODELS
 from offline.train import train
 
@@ -27,6 +28,11 @@ DEFAULT_PROTOCOL = {"online-retail": "temporal", "amazon-scientific": "leave-one
 #: Besides the data sets, training reads the events the consumers archived in SQL.
 ARCHIVE = "archive"
 TRAIN_MODELS = ("popularity", "item_knn", "als", "ease", "content", "hybrid")
+
+
+def _train_models() -> list[str]:
+    """The default training set: the sequential model too where PyTorch is installed."""
+    return [*TRAIN_MODELS, *(NEURAL_MODELS if torch_missing() is None else ())]
 
 
 def _load(dataset: str, data: str | None, items: str | None) -> Dataset:
@@ -149,20 +155,22 @@ def _evaluate_replay(dataset: str, data: str | None, items: str | None, k: int,
               help="A data set, or `archive`: the events the consumers stored in SQL.")
 @click.option("--data", type=click.Path(), default=None)
 @click.option("--items", type=click.Path(), default=None)
-@click.option("--models", default=",".join(TRAIN_MODELS), show_default=True)
+@click.option("--models", default=None,
+              help=f"Comma-separated models (default: {','.join(TRAIN_MODELS)}, plus "
+                   f"{','.join(NEURAL_MODELS)} when the neural extra is installed).")
 @click.option("--state-dir", type=click.Path(), default=None,
               help="Artifacts go to STATE_DIR/artifacts (default: settings).")
 @click.option("--evaluate/--no-evaluate", "run_eval", default=False, show_default=True,
               help="Also evaluate the models and store the metrics in the manifest.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def train_command(dataset: str, data: str | None, items: str | None, models: str,
+def train_command(dataset: str, data: str | None, items: str | None, models: str | None,
                   state_dir: str | None, run_eval: bool, seed: int) -> None:
     """Fit the batch models and publish a new artifact version."""
     settings = Settings()
     artifacts = (Path(state_dir) / "artifacts") if state_dir else settings.artifacts_dir
     try:
         ds = _load(dataset, data, items)
-        names = _model_list(models, ds)
+        names = _model_list(models, ds) if models else _train_models()
         proto = DEFAULT_PROTOCOL[dataset]
         metrics = (evaluate(ds, names, protocol=proto, random_state=seed,
                             progress=False).metrics if run_eval else None)

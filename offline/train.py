@@ -3,7 +3,9 @@
 Layout under ``<state_dir>/artifacts/``::
 
     <version>/manifest.json    data sha256, parameters, metrics, model files
-    <version>/<model>.pkl      the fitted models (pickle)
+    <version>/<model>.pkl      the fitted batch models (pickle)
+    <version>/sasrec.npz|json  the sequential network: NumPy arrays + JSON config, no
+                               pickle (models that implement ``export``)
     latest                     the current version's name (replaced atomically)
 
 Readers (API, consumers) poll :func:`read_latest` and load a new version when
@@ -22,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -30,10 +32,21 @@ from core.errors import DataNotFound
 from core.scoring import Interactions, Scorer
 from offline.datasets import Dataset
 from offline.models.registry import make_model
+from online_models.sequential import SequentialModel
 
-__all__ = ["TrainResult", "data_sha256", "load_model", "read_latest", "read_manifest", "train"]
+__all__ = ["ExportsArrays", "TrainResult", "data_sha256", "load_model", "load_sequential",
+           "read_latest", "read_manifest", "train"]
 
 LATEST = "latest"
+
+
+@runtime_checkable
+class ExportsArrays(Protocol):
+    """A model stored as data only (arrays + JSON) instead of a pickle."""
+
+    def export(self, folder: Path) -> list[str]:
+        """Write the model's files into ``folder``; their names."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -92,9 +105,14 @@ def train(dataset: Dataset, artifacts_dir: Path, models: Sequence[str], *,
         t0 = time.perf_counter()
         model.fit(dataset.interactions, dataset.items)
         fit_s = time.perf_counter() - t0
-        with open(staging / f"{name}.pkl", "wb") as f:
-            pickle.dump(model, f, protocol=pickle.HIGHEST_PROTOCOL)
-        entries[name] = {"file": f"{name}.pkl", "params": repr(model), "fit_s": fit_s}
+        if isinstance(model, ExportsArrays):
+            files = model.export(staging)
+            entries[name] = {"files": files, "format": "arrays", "params": repr(model),
+                             "fit_s": fit_s}
+        else:
+            with open(staging / f"{name}.pkl", "wb") as f:
+                pickle.dump(model, f, protocol=pickle.HIGHEST_PROTOCOL)
+            entries[name] = {"file": f"{name}.pkl", "params": repr(model), "fit_s": fit_s}
     manifest = {
         "version": version,
         "created_at": datetime.now(UTC).isoformat(),
@@ -137,3 +155,8 @@ def load_model(artifacts_dir: Path, version: str, name: str) -> Scorer:
     with open(path, "rb") as f:
         model: Scorer = pickle.load(f)
     return model
+
+
+def load_sequential(artifacts_dir: Path, version: str, name: str = "sasrec") -> SequentialModel:
+    """The sequential network of a version, for NumPy inference (no pickle, no PyTorch)."""
+    return SequentialModel.load(artifacts_dir / version, name)

@@ -32,6 +32,7 @@ import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -97,8 +98,9 @@ class SequentialModel:
     # -- storage (data only: NumPy arrays + JSON, never a pickle) ------------------------
     def save(self, folder: Path, stem: str) -> list[str]:
         """Write ``<stem>.npz`` and ``<stem>.json`` into ``folder``; the file names written."""
-        np.savez(folder / f"{stem}.npz", item_ids=np.array(self.item_ids, dtype=np.str_),
-                 **self.arrays)
+        payload: dict[str, Any] = {"item_ids": np.array(self.item_ids, dtype=np.str_),
+                                   **self.arrays}
+        np.savez(folder / f"{stem}.npz", **payload)
         (folder / f"{stem}.json").write_text(json.dumps(asdict(self.config), indent=2))
         return [f"{stem}.npz", f"{stem}.json"]
 
