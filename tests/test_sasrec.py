@@ -43,8 +43,8 @@ def cyclic_log(n_users: int = 120, seed: int = 0) -> Interactions:
 def trained():  # type: ignore[no-untyped-def]
     from offline.models.sasrec import SASRecScorer
 
-    model = SASRecScorer(dim=16, n_heads=2, dropout=0.1, lr=5e-3, batch_size=32,
-                         max_epochs=30, patience=30)
+    model = SASRecScorer(dim=16, n_heads=2, dropout=0.1, lr=1e-2, batch_size=32,
+                         max_epochs=12, patience=12, refit=False)
     model.fit(cyclic_log())
     return model
 
@@ -118,7 +118,9 @@ def test_training_writes_a_data_only_artifact_the_provider_loads(
 
 
 @needs_torch
-def test_early_stopping_stops_when_validation_stops_improving() -> None:
+def test_early_stopping_stops_when_validation_stops_improving_then_refits_that_long(
+    caplog: pytest.LogCaptureFixture
+) -> None:
     from offline.models.sasrec import SASRecScorer
 
     # A log without any order to learn: validation cannot keep improving.
@@ -126,12 +128,16 @@ def test_early_stopping_stops_when_validation_stops_improving() -> None:
     noise = Interactions.from_records(
         [(f"u{u}", f"i{rng.integers(40)}", 1.0, float(t)) for u in range(60) for t in range(5)])
     model = SASRecScorer(dim=8, batch_size=64, max_epochs=100, patience=2)
-    model.fit(noise)
+    with caplog.at_level(logging.INFO, logger="offline.models.sasrec"):
+        model.fit(noise)
     epochs = len(model.history_)
     assert epochs < 100
     assert epochs == model.best_epoch_ + model.patience
     best = max(r["val_ndcg@10"] for r in model.history_)
     assert model.history_[model.best_epoch_ - 1]["val_ndcg@10"] == best
+    # The served network is refitted on the whole log for the best epoch count.
+    refits = [r for r in caplog.records if "refit epoch" in r.getMessage()]
+    assert len(refits) == model.best_epoch_
 
 
 @needs_torch

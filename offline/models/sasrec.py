@@ -151,6 +151,9 @@ class SASRecScorer:
         Wall-clock budget of the training loop (the best epoch so far is kept).
     max_val_users
         Users sampled for the validation slice.
+    refit
+        After early stopping, train a fresh network on the whole training log for
+        the best epoch count (when the budget left covers it).
     """
 
     name = "sasrec"
@@ -158,12 +161,12 @@ class SASRecScorer:
     def __init__(self, dim: int = 64, n_blocks: int = 2, n_heads: int = 1,
                  dropout: float = 0.3, max_len: int | None = None, lr: float = 1e-3,
                  batch_size: int = 128, max_epochs: int = 200, patience: int = 5,
-                 max_train_s: float = 720.0, max_val_users: int = 2500,
+                 max_train_s: float = 720.0, max_val_users: int = 2500, refit: bool = True,
                  random_state: int = 0) -> None:
         self.dim, self.n_blocks, self.n_heads, self.dropout = dim, n_blocks, n_heads, dropout
         self.max_len, self.lr, self.batch_size = max_len, lr, batch_size
         self.max_epochs, self.patience, self.max_train_s = max_epochs, patience, max_train_s
-        self.max_val_users, self.random_state = max_val_users, random_state
+        self.max_val_users, self.refit, self.random_state = max_val_users, refit, random_state
         self.item_ids_: list[str] = []
         self.item_index_: dict[str, int] = {}  # item -> 1-based row (0 is padding)
         self.sequences_: dict[str, list[str]] = {}
@@ -209,37 +212,49 @@ class SASRecScorer:
         net = SASRecNet(len(self.item_ids_), self.dim, self.n_blocks, self.n_heads, max_len,
                         self.dropout).to(self.device_)
         self.net_ = net
+        t0 = time.perf_counter()
         self._train(net, [s for s in fit_seqs.values() if len(s) > 1], val, fit_seqs)
+        if self.refit and val is not None:
+            self.net_ = self._refit(max_len, time.perf_counter() - t0) or net
+
+    def _epoch(self, net: SASRecNet, opt: torch.optim.Optimizer, sequences: list[list[str]],
+               rng: np.random.Generator) -> float:
+        """One pass over ``sequences`` (next-item cross-entropy at every position)."""
+        net.train()
+        lengths = np.array([len(s) for s in sequences])
+        total, steps = 0.0, 0
+        order = rng.permutation(len(sequences))
+        for start in range(0, len(sequences), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            # Pad a batch only to its longest sequence (most histories are short).
+            length = min(int(lengths[batch].max()), net.max_len + 1)
+            ids = self._encode([sequences[i] for i in batch], length)
+            inputs, targets = ids[:, :-1], ids[:, 1:]
+            real = targets > 0
+            loss = F.cross_entropy(net.item_logits(net(inputs)[real]), targets[real] - 1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total, steps = total + loss.item(), steps + 1
+        return total / max(steps, 1)
 
     def _train(self, net: SASRecNet, sequences: list[list[str]], val: ValidationSlice | None,
                fit_seqs: dict[str, list[str]]) -> None:
+        """Early stopping on ``val``; ends with the best epoch's weights in ``net``."""
         opt = torch.optim.Adam(net.parameters(), lr=self.lr)
         rng = np.random.default_rng(self.random_state)
-        by_length = np.array([len(s) for s in sequences])
-        best, best_state, bad = -1.0, copy.deepcopy(net.state_dict()), 0
+        best, best_state, bad = -np.inf, copy.deepcopy(net.state_dict()), 0
         t0 = time.perf_counter()
         self.history_ = []
+        train_s = 0.0  # without the validations: what a refit epoch costs
         for epoch in range(1, self.max_epochs + 1):
-            net.train()
-            total, steps = 0.0, 0
-            order = rng.permutation(len(sequences))
-            for start in range(0, len(sequences), self.batch_size):
-                batch = order[start:start + self.batch_size]
-                # Pad a batch only to its longest sequence (most histories are short).
-                length = min(int(by_length[batch].max()), net.max_len + 1)
-                ids = self._encode([sequences[i] for i in batch], length)
-                inputs, targets = ids[:, :-1], ids[:, 1:]
-                hidden = net(inputs)
-                real = targets > 0
-                loss = F.cross_entropy(net.item_logits(hidden[real]), targets[real] - 1)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total, steps = total + loss.item(), steps + 1
-            record = {"epoch": float(epoch), "loss": total / max(steps, 1),
-                      "seconds": time.perf_counter() - t0}
+            t_epoch = time.perf_counter()
+            record = {"epoch": float(epoch), "loss": self._epoch(net, opt, sequences, rng)}
+            train_s += time.perf_counter() - t_epoch
+            record["train_s"] = train_s
             if val is not None:
                 record["val_ndcg@10"] = self._validate(net, val, fit_seqs)
+            record["seconds"] = time.perf_counter() - t0
             self.history_.append(record)
             log.info("sasrec epoch %d: %s", epoch, record)
             score = record.get("val_ndcg@10", -record["loss"])
@@ -256,6 +271,30 @@ class SASRecScorer:
                 break
         net.load_state_dict(best_state)
         net.eval()
+
+    def _refit(self, max_len: int, spent_s: float) -> SASRecNet | None:
+        """A fresh network trained on the whole training log for the best epoch count.
+
+        The validated network never learnt from each user's latest transition (the
+        validation item); the refit does. Skipped (None) when the budget left
+        would not cover it.
+        """
+        per_epoch = self.history_[-1].get("train_s", 0.0) / max(len(self.history_), 1)
+        if per_epoch * self.best_epoch_ > self.max_train_s - spent_s:
+            log.warning("sasrec: no refit on the whole log (budget); keeping the validated "
+                        "network")
+            return None
+        torch.manual_seed(self.random_state)
+        net = SASRecNet(len(self.item_ids_), self.dim, self.n_blocks, self.n_heads, max_len,
+                        self.dropout).to(self.device_)
+        opt = torch.optim.Adam(net.parameters(), lr=self.lr)
+        rng = np.random.default_rng(self.random_state)
+        sequences = [s for s in self.sequences_.values() if len(s) > 1]
+        for epoch in range(1, self.best_epoch_ + 1):
+            log.info("sasrec refit epoch %d: loss %.4f", epoch,
+                     self._epoch(net, opt, sequences, rng))
+        net.eval()
+        return net
 
     def _validate(self, net: SASRecNet, val: ValidationSlice,
                   fit_seqs: dict[str, list[str]]) -> float:
