@@ -47,8 +47,9 @@ from torch import nn
 
 from core.errors import NotFound
 from core.scoring import Interactions
-from core.types import Item, ScoredItems
+from core.types import Item
 from offline.evaluation.ranking import validation_ndcg
+from offline.models.base import MatrixScorer
 from offline.models.tuning import ValidationSlice, make_validation_slice
 from offline.sequences import auto_max_len, has_order, user_sequences
 from online_models.sequential import SequentialConfig, SequentialModel
@@ -133,8 +134,11 @@ def training_threads() -> int:
     return max(1, min(cores, cores - busy))
 
 
-class SASRecScorer:
+class SASRecScorer(MatrixScorer):
     """A sequential batch scorer: a user's training sequence -> scores of every item.
+
+    ``score`` and the printed form come from :class:`MatrixScorer` (its user-item
+    matrix stays unused).
 
     Parameters
     ----------
@@ -163,12 +167,12 @@ class SASRecScorer:
                  batch_size: int = 128, max_epochs: int = 200, patience: int = 5,
                  max_train_s: float = 720.0, max_val_users: int = 2500, refit: bool = True,
                  random_state: int = 0) -> None:
+        super().__init__()
         self.dim, self.n_blocks, self.n_heads, self.dropout = dim, n_blocks, n_heads, dropout
         self.max_len, self.lr, self.batch_size = max_len, lr, batch_size
         self.max_epochs, self.patience, self.max_train_s = max_epochs, patience, max_train_s
         self.max_val_users, self.refit, self.random_state = max_val_users, refit, random_state
-        self.item_ids_: list[str] = []
-        self.item_index_: dict[str, int] = {}  # item -> 1-based row (0 is padding)
+        # item_index_ maps an item to its 1-based embedding row (row 0 is padding).
         self.sequences_: dict[str, list[str]] = {}
         self.net_: SASRecNet | None = None
         self.history_: list[dict[str, float]] = []
@@ -314,18 +318,18 @@ class SASRecScorer:
             out[start:start + block] = net.item_logits(hidden).double().cpu().numpy()
         return out
 
-    def _check_fitted(self) -> SASRecNet:
+    def _network(self) -> SASRecNet:
         if self.net_ is None:
             raise NotFound("sasrec is not fitted")
         return self.net_
 
     def score_sequences(self, sequences: Sequence[list[str]]) -> npt.NDArray[np.float64]:
         """Scores (len(sequences), len(item_ids_)) of sequences given oldest first."""
-        return self._score_sequences(self._check_fitted(), sequences)
+        return self._score_sequences(self._network(), sequences)
 
     def score_many(self, user_ids: Sequence[str], item_ids: Sequence[str]
                    ) -> npt.NDArray[np.float64]:
-        net = self._check_fitted()
+        net = self._network()
         out = np.full((len(user_ids), len(item_ids)), np.nan)
         rows = [r for r, u in enumerate(user_ids) if self.sequences_.get(u)]
         cols = np.array([self.item_index_.get(i, 0) - 1 for i in item_ids], dtype=np.int64)
@@ -335,16 +339,10 @@ class SASRecScorer:
             out[np.ix_(rows, np.flatnonzero(known))] = scores[:, cols[known]]
         return out
 
-    def score(self, user_id: str, item_ids: Sequence[str] | None = None) -> ScoredItems:
-        ids = list(self.item_ids_) if item_ids is None else list(item_ids)
-        scores = self.score_many([user_id], ids)[0]
-        ok = ~np.isnan(scores)
-        return ScoredItems([i for i, keep in zip(ids, ok, strict=True) if keep], scores[ok])
-
     # -- export ----------------------------------------------------------------------------
     def to_numpy(self) -> SequentialModel:
         """The trained network as arrays for ``online_models.sequential`` (no PyTorch)."""
-        net = self._check_fitted()
+        net = self._network()
         state = {k: v.detach().float().cpu().numpy() for k, v in net.state_dict().items()}
         arrays: dict[str, npt.NDArray[np.floating]] = {
             "item_embeddings": state["items.weight"][1:],
@@ -369,7 +367,3 @@ class SASRecScorer:
     def export(self, folder: Path) -> list[str]:
         """Write the network into an artifact folder (NumPy + JSON); the file names."""
         return self.to_numpy().save(folder, self.name)
-
-    def __repr__(self) -> str:
-        params = {k: v for k, v in vars(self).items() if not k.endswith("_")}
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in params.items())})"
