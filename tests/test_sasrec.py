@@ -11,6 +11,7 @@ import importlib.util
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -21,6 +22,9 @@ from core.types import Item
 from offline.datasets import Dataset
 from offline.models import neural
 from offline.models.registry import make_model
+
+if TYPE_CHECKING:
+    from offline.models.sasrec import SASRecScorer
 
 needs_torch = pytest.mark.skipif(
     importlib.util.find_spec("torch") is None,
@@ -40,7 +44,7 @@ def cyclic_log(n_users: int = 120, seed: int = 0) -> Interactions:
 
 
 @pytest.fixture(scope="module")
-def trained():  # type: ignore[no-untyped-def]
+def trained() -> SASRecScorer:
     from offline.models.sasrec import SASRecScorer
 
     model = SASRecScorer(dim=16, n_heads=2, dropout=0.1, lr=1e-2, batch_size=32,
@@ -50,7 +54,9 @@ def trained():  # type: ignore[no-untyped-def]
 
 
 @needs_torch
-def test_after_a_then_b_the_model_ranks_the_next_item_of_the_sequence_first(trained) -> None:  # type: ignore[no-untyped-def]
+def test_after_a_then_b_the_model_ranks_the_next_item_of_the_sequence_first(
+    trained: SASRecScorer,
+) -> None:
     # Both the training network and the NumPy network it exports follow the order.
     served = trained.to_numpy()
     for a in range(N_ITEMS):
@@ -62,7 +68,9 @@ def test_after_a_then_b_the_model_ranks_the_next_item_of_the_sequence_first(trai
 
 
 @needs_torch
-def test_the_numpy_forward_gives_the_pytorch_scores_on_random_sequences(trained) -> None:  # type: ignore[no-untyped-def]
+def test_the_numpy_forward_gives_the_pytorch_scores_on_random_sequences(
+    trained: SASRecScorer,
+) -> None:
     served = trained.to_numpy()
     rng = np.random.default_rng(1)
     max_len = served.config.max_len
@@ -79,7 +87,7 @@ def test_the_numpy_forward_gives_the_pytorch_scores_on_random_sequences(trained)
 
 @needs_torch
 def test_training_writes_a_data_only_artifact_the_provider_loads(
-    tmp_path: Path, trained, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+    tmp_path: Path, trained: SASRecScorer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from infra.models import ModelProvider
     from offline.models.registry import MODELS

@@ -331,10 +331,11 @@ class SASRecScorer(MatrixScorer):
                    ) -> npt.NDArray[np.float64]:
         net = self._network()
         out = np.full((len(user_ids), len(item_ids)), np.nan)
-        rows = [r for r, u in enumerate(user_ids) if self.sequences_.get(u)]
+        rows = np.array([r for r, u in enumerate(user_ids) if self.sequences_.get(u)],
+                        dtype=np.int64)
         cols = np.array([self.item_index_.get(i, 0) - 1 for i in item_ids], dtype=np.int64)
         known = cols >= 0
-        if rows and known.any():
+        if len(rows) and known.any():
             scores = self._score_sequences(net, [self.sequences_[user_ids[r]] for r in rows])
             out[np.ix_(rows, np.flatnonzero(known))] = scores[:, cols[known]]
         return out
