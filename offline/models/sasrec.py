@@ -163,7 +163,7 @@ class SASRecScorer(MatrixScorer):
     name = "sasrec"
 
     def __init__(self, dim: int = 64, n_blocks: int = 2, n_heads: int = 1,
-                 dropout: float = 0.3, max_len: int | None = None, lr: float = 1e-3,
+                 dropout: float = 0.5, max_len: int | None = None, lr: float = 2e-3,
                  batch_size: int = 128, max_epochs: int = 200, patience: int = 5,
                  max_train_s: float = 720.0, max_val_users: int = 2500, refit: bool = True,
                  random_state: int = 0) -> None:
