@@ -22,6 +22,7 @@ from core.types import Item
 from offline.datasets import Dataset
 from offline.models import neural
 from offline.models.registry import make_model
+from tests.contracts.scorer import ScorerContract
 
 if TYPE_CHECKING:
     from offline.models.sasrec import SASRecScorer
@@ -51,6 +52,16 @@ def trained() -> SASRecScorer:
                          max_epochs=12, patience=12, refit=False)
     model.fit(cyclic_log())
     return model
+
+
+@needs_torch
+class TestSASRec(ScorerContract):
+    """The shared Scorer contract (unknown users and items left out, deterministic fit...)."""
+
+    def make_scorer(self) -> SASRecScorer:
+        from offline.models.sasrec import SASRecScorer
+
+        return SASRecScorer(dim=8, max_epochs=2, batch_size=16)
 
 
 @needs_torch
