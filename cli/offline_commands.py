@@ -17,6 +17,7 @@ from offline.datasets import DATASETS, Dataset, load_dataset
 from offline.evaluation.harness import DEFAULT_KS, evaluate
 from offline.evaluation.protocols import PROTOCOLS
 from offline.evaluation.report import format_table, plot_curves
+from offline.models.neural import NEURAL_MODELS, torch_missing
 from offline.models.registry import MODELS
 from offline.spark import DEFAULT_MASTER, require_pyspark
 from offline.train import Fitted, TrainResult, publish, train
@@ -41,6 +42,11 @@ def _served(protocol: str = "temporal", random_state: int = 0) -> Scorer:
 
 #: Models wired by infra (the API's own pipeline), evaluated beside the registry's.
 SERVING_MODELS = {"served": _served}
+
+
+def _train_models() -> list[str]:
+    """The default training set: the sequential model too where PyTorch is installed."""
+    return [*TRAIN_MODELS, *(NEURAL_MODELS if torch_missing() is None else ())]
 
 
 def _load(dataset: str, data: str | None, items: str | None) -> Dataset:
@@ -169,7 +175,8 @@ ENGINES = ("python", "spark")
 @click.option("--data", type=click.Path(), default=None)
 @click.option("--items", type=click.Path(), default=None)
 @click.option("--models", default=None,
-              help=f"Comma-separated models [default: {','.join(TRAIN_MODELS)}; "
+              help=f"Comma-separated models [default: {','.join(TRAIN_MODELS)}, plus "
+                   f"{','.join(NEURAL_MODELS)} when the neural extra is installed; "
                    "with --engine spark: als, the only model Spark trains].")
 @click.option("--state-dir", type=click.Path(), default=None,
               help="Artifacts go to STATE_DIR/artifacts (default: settings).")
@@ -209,7 +216,7 @@ def train_command(dataset: str, data: str | None, items: str | None, models: str
                 {k: v for k, v in spark_params.items() if v is not None})
         else:
             ds = _load(dataset, data, items)
-            names = _model_list(models or ",".join(TRAIN_MODELS), ds)
+            names = _model_list(models, ds) if models else _train_models()
             proto = DEFAULT_PROTOCOL[dataset]
             serving = [n for n in names if n in SERVING_MODELS]
             names = [n for n in names if n not in SERVING_MODELS]

@@ -17,9 +17,10 @@ from index.faiss_index import FaissIndex
 from index.mips import InnerProductIndex
 from offline.models.als import ALSScorer
 from offline.models.ease import NEIGHBOURS_FILE
-from offline.train import load_model, read_latest
+from offline.train import load_model, load_sequential, read_latest
 from online_models.als_foldin import ALSFoldIn
 from online_models.neighbours import ItemNeighbours
+from online_models.sequential import SequentialModel
 from online_models.serving.ranker import FILE as RANKER_FILE
 from online_models.serving.ranker import GbdtRanker
 
@@ -32,7 +33,10 @@ PURCHASE_WEIGHT = Purchased.weight
 
 
 class ModelProvider:
-    """Serves the ALS fold-in of the latest trained version; reloads when it changes.
+    """Serves the ALS fold-in and the sequential network of the latest trained version.
+
+    Either is None when the version has no such model (the sequential one is only
+    trained where the ``neural`` extra is installed); a new version replaces both.
 
     The ``latest`` pointer of the artifacts folder is read at most every
     ``min_interval_s``; a new version is loaded on the calling thread (a few
@@ -56,6 +60,7 @@ class ModelProvider:
         self._version: str | None = None
         self._refused: str | None = None  # a version whose files failed their sha256
         self._foldin: ALSFoldIn | None = None
+        self._sequential: SequentialModel | None = None
         self._item_index: InnerProductIndex | None = None
         self._ranker: GbdtRanker | None = None
         self._neighbours: ItemNeighbours | None = None
@@ -73,6 +78,15 @@ class ModelProvider:
 
     def current(self) -> tuple[ALSFoldIn | None, InnerProductIndex | None]:
         """The fold-in and a search index over its item factors, of one version."""
+        self._poll()
+        return self._foldin, self._item_index
+
+    def sequential(self) -> SequentialModel | None:
+        """The current version's sequential network (NumPy), or None when it has none."""
+        self._poll()
+        return self._sequential
+
+    def _poll(self) -> None:
         now = self.clock()
         if now - self._checked_at >= self.min_interval_s:
             with self._lock:
@@ -80,7 +94,6 @@ class ModelProvider:
                     self._checked_at = now
                     self._reload_if_new()
                     self._add_new_items()
-        return self._foldin, self._item_index
 
     def refresh(self) -> None:
         """Look for a new version now (not only every ``min_interval_s``)."""
@@ -143,6 +156,7 @@ class ModelProvider:
             return
         self._ranker = self._load_ranker(latest)
         self._neighbours = self._load_neighbours(latest)
+        self._sequential = self._load_sequential(latest)
         try:
             model = load_model(self.artifacts_dir, latest, "als")
         except ArtifactIntegrityError as exc:  # keep serving the version already loaded
@@ -168,3 +182,13 @@ class ModelProvider:
         self._added = {}  # a new index: every new item goes in again
         log.info("loaded ALS model %s (%d items, %d factors)", latest,
                  len(model.item_ids_), foldin.n_factors)
+
+    def _load_sequential(self, version: str) -> SequentialModel | None:
+        try:
+            model = load_sequential(self.artifacts_dir, version)
+        except DataNotFound:
+            log.info("model version %s has no sequential model; sequential source off", version)
+            return None
+        log.info("loaded sequential model %s (%d items, %d blocks, length %d)", version,
+                 len(model.item_ids), model.config.n_blocks, model.config.max_len)
+        return model

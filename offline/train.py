@@ -5,6 +5,8 @@ Layout under ``<state_dir>/artifacts/``::
     <version>/manifest.json    data sha256, parameters, metrics, model files (each
                                with the sha256 of its bytes)
     <version>/<model>.pkl      the fitted models (pickle)
+    <version>/sasrec.npz|json  the sequential network: NumPy arrays + JSON config, no
+                               pickle (models that implement ``export``)
     latest                     the current version's name (replaced atomically)
 
 Readers (API, consumers) poll :func:`read_latest` and load a new version when
@@ -25,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -33,11 +35,22 @@ from core.errors import ArtifactIntegrityError, DataNotFound
 from core.scoring import Interactions, Scorer
 from offline.datasets import Dataset
 from offline.models.registry import make_model
+from online_models.sequential import SequentialModel
 
-__all__ = ["Fitted", "TrainResult", "data_sha256", "file_sha256", "load_model", "publish",
-           "read_latest", "read_manifest", "train", "verify_model"]
+__all__ = ["ExportsArrays", "Fitted", "TrainResult", "data_sha256", "file_sha256", "load_model",
+           "load_sequential", "publish", "read_latest", "read_manifest", "train",
+           "verify_model"]
 
 LATEST = "latest"
+
+
+@runtime_checkable
+class ExportsArrays(Protocol):
+    """A model stored as data only (arrays + JSON) instead of a pickle."""
+
+    def export(self, folder: Path) -> list[str]:
+        """Write the model's files into ``folder``; their names."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -138,6 +151,12 @@ def publish(artifacts_dir: Path, fitted: Mapping[str, Fitted], *, dataset: str,
     staging.mkdir(parents=True, exist_ok=False)
     entries: dict[str, Any] = {}
     for name, fit in fitted.items():
+        if isinstance(fit.model, ExportsArrays):  # data only: arrays + JSON, no pickle
+            files = fit.model.export(staging)
+            entries[name] = {"files": files, "format": "arrays", "params": repr(fit.model),
+                             "fit_s": fit.fit_s,
+                             "sha256": {f: file_sha256(staging / f) for f in files}}
+            continue
         with open(staging / f"{name}.pkl", "wb") as f:
             pickle.dump(fit.model, f, protocol=pickle.HIGHEST_PROTOCOL)
         entries[name] = {"file": f"{name}.pkl", "params": repr(fit.model), "fit_s": fit.fit_s,
@@ -208,3 +227,8 @@ def load_model(artifacts_dir: Path, version: str, name: str) -> Scorer:
     """A fitted model of a version, unpickled only once its sha256 matches the manifest."""
     model: Scorer = pickle.loads(verify_model(artifacts_dir, version, name))
     return model
+
+
+def load_sequential(artifacts_dir: Path, version: str, name: str = "sasrec") -> SequentialModel:
+    """The sequential network of a version, for NumPy inference (no pickle, no PyTorch)."""
+    return SequentialModel.load(artifacts_dir / version, name)

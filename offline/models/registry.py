@@ -23,6 +23,7 @@ from offline.models.covisit import CovisitScorer
 from offline.models.ease import EASEKNNScorer, EASEScorer
 from offline.models.hybrid import HybridScorer
 from offline.models.item_knn import ItemKNNScorer
+from offline.models.neural import make_sasrec
 from offline.models.popularity import PopularityScorer
 from offline.models.ranker import LearnedRanker
 from offline.models.spark_als import SparkALSScorer
@@ -108,6 +109,7 @@ MODELS: dict[str, Callable[..., Scorer | BatchScorer]] = {
     "biased_als": _rating("BiasedALS"),
     "item_knn_baseline": _rating("ItemKNNBaseline"),
     "rating_blend": _rating("RatingBlend"),
+    "sasrec": make_sasrec,
 }
 
 

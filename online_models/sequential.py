@@ -1,0 +1,204 @@
+"""The sequential model's forward pass in NumPy: the next item from a shopper's latest clicks.
+
+A SASRec network (Kang & McAuley 2018) trained offline (``offline.models.sasrec``,
+PyTorch) is exported as plain arrays: ``<stem>.npz`` (read with
+``allow_pickle=False``) plus ``<stem>.json`` (the shape of the network). This module
+runs the network for ONE sequence per request, so serving needs neither PyTorch nor a
+pickle: a 50-item sequence through two 64-dim blocks costs a fraction of a
+millisecond, and a new click changes the next list at once, without retraining.
+
+The network (pre-norm transformer blocks, causal self-attention):
+
+    x_t = E[item_t] * sqrt(d) + P[position_t]
+    x  <- x + Attention(LN1(x))          (causal: a position sees itself and the past)
+    x  <- x + W2 relu(W1 LN2(x))
+    h   = LN_final(x_last);   score(item) = h . E[item]   (input and output embeddings shared)
+
+Examples
+--------
+>>> rng = np.random.default_rng(0)
+>>> model = SequentialModel.random(["a", "b", "c", "d"], dim=8, n_blocks=1, max_len=5, rng=rng)
+>>> model.user_vector(["zzz"]) is None        # no known item: nothing to say
+True
+>>> sorted(model.score(["b", "a"], ["a", "c", "zzz"]).ids)   # unknown items left out
+['a', 'c']
+>>> sorted(model.top(["b", "a"], 5, exclude={"a", "b"}).ids)    # best first; history left out
+['c', 'd']
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from core.errors import DataNotFound
+from core.types import ScoredItems
+
+__all__ = ["FORMAT", "SequentialConfig", "SequentialModel"]
+
+#: Written into the JSON config; bumped when the array layout changes.
+FORMAT = "streamrec-sasrec-npz/1"
+
+Array = npt.NDArray[np.float32]
+
+#: Per-block array names (prefixed ``block{i}.``), shared with the PyTorch exporter.
+BLOCK_ARRAYS = ("ln1.weight", "ln1.bias", "attn.wq", "attn.bq", "attn.wk", "attn.bk",
+                "attn.wv", "attn.bv", "attn.wo", "attn.bo", "ln2.weight", "ln2.bias",
+                "ffn.w1", "ffn.b1", "ffn.w2", "ffn.b2")
+MATRICES = {"wq", "wk", "wv", "wo", "w1", "w2"}
+
+
+@dataclass(frozen=True)
+class SequentialConfig:
+    """The shape of the network (the JSON next to the arrays)."""
+
+    dim: int
+    n_blocks: int
+    n_heads: int
+    max_len: int
+    layer_norm_eps: float = 1e-5
+    format: str = FORMAT
+
+
+def _layer_norm(x: Array, weight: Array, bias: Array, eps: float) -> Array:
+    mean = x.mean(axis=-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * weight + bias
+
+
+class SequentialModel:
+    """A trained sequential network, run in NumPy one sequence at a time.
+
+    ``item_embeddings`` has one row per entry of ``item_ids`` (the padding row of
+    training is not kept); weight matrices are stored as ``y = x @ W + b``.
+    Scoring only reads: the model never learns online (a new version comes from
+    ``streamrec train``).
+    """
+
+    def __init__(self, config: SequentialConfig, item_ids: Sequence[str],
+                 arrays: Mapping[str, npt.NDArray[np.floating]]) -> None:
+        self.config = config
+        self.item_ids = list(item_ids)
+        self.item_index = {item: row for row, item in enumerate(self.item_ids)}
+        self.arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}
+        self.item_embeddings = self.arrays["item_embeddings"]
+        if self.item_embeddings.shape != (len(self.item_ids), config.dim):
+            raise ValueError(f"item_embeddings {self.item_embeddings.shape} do not match "
+                             f"{len(self.item_ids)} items x dim {config.dim}")
+        self._scale = np.float32(np.sqrt(config.dim))
+        self._blocks = [[self.arrays[f"block{b}.{name}"] for name in BLOCK_ARRAYS]
+                        for b in range(config.n_blocks)]
+
+    # -- storage (data only: NumPy arrays + JSON, never a pickle) ------------------------
+    def save(self, folder: Path, stem: str) -> list[str]:
+        """Write ``<stem>.npz`` and ``<stem>.json`` into ``folder``; the file names written."""
+        payload: dict[str, Any] = {"item_ids": np.array(self.item_ids, dtype=np.str_),
+                                   **self.arrays}
+        np.savez(folder / f"{stem}.npz", **payload)
+        (folder / f"{stem}.json").write_text(json.dumps(asdict(self.config), indent=2))
+        return [f"{stem}.npz", f"{stem}.json"]
+
+    @classmethod
+    def load(cls, folder: Path, stem: str) -> SequentialModel:
+        """The model saved by :meth:`save` (raises DataNotFound when it is not there)."""
+        config_path, arrays_path = folder / f"{stem}.json", folder / f"{stem}.npz"
+        if not (config_path.exists() and arrays_path.exists()):
+            raise DataNotFound(f"no sequential model {stem!r} in {folder}",
+                               details={"path": str(folder)})
+        raw = json.loads(config_path.read_text())
+        if raw.get("format") != FORMAT:
+            raise DataNotFound(f"{config_path} is format {raw.get('format')!r}, not {FORMAT!r}")
+        config = SequentialConfig(**raw)
+        with np.load(arrays_path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files if k != "item_ids"}
+            item_ids = data["item_ids"].tolist()
+        return cls(config, item_ids, arrays)
+
+    @classmethod
+    def random(cls, item_ids: Sequence[str], *, dim: int = 16, n_blocks: int = 2,
+               n_heads: int = 1, max_len: int = 20,
+               rng: np.random.Generator | None = None) -> SequentialModel:
+        """An untrained network of the given shape (tests and examples)."""
+        rng = rng or np.random.default_rng(0)
+        arrays: dict[str, npt.NDArray[np.floating]] = {
+            "item_embeddings": rng.normal(0, 0.1, (len(item_ids), dim)),
+            "positions": rng.normal(0, 0.1, (max_len, dim)),
+            "final_ln.weight": np.ones(dim), "final_ln.bias": np.zeros(dim),
+        }
+        for b in range(n_blocks):
+            for name in BLOCK_ARRAYS:
+                shape = (dim, dim) if name.split(".")[1] in MATRICES else (dim,)
+                base = 1.0 if name.endswith("weight") else 0.0
+                arrays[f"block{b}.{name}"] = base + rng.normal(0, 0.1, shape)
+        return cls(SequentialConfig(dim, n_blocks, n_heads, max_len), item_ids, arrays)
+
+    # -- forward ---------------------------------------------------------------------------
+    def _rows(self, recent: Sequence[str]) -> list[int]:
+        """Known items of ``recent`` (newest first) as rows, oldest first, at most max_len."""
+        rows = [self.item_index[i] for i in recent if i in self.item_index]
+        return rows[: self.config.max_len][::-1]
+
+    def user_vector(self, recent: Sequence[str]) -> Array | None:
+        """The sequence's representation (dim,), or None when no item of it is known.
+
+        ``recent`` is newest first without repeats, as ``StateStore.recent_items``
+        hands it; unknown items (newer than the model) are skipped.
+        """
+        rows = self._rows(recent)
+        if not rows:
+            return None
+        cfg = self.config
+        a = self.arrays
+        n = len(rows)
+        # Sequences are right-aligned in training (left padding): the newest item
+        # always sits at the last position.
+        x = self.item_embeddings[rows] * self._scale + a["positions"][cfg.max_len - n:]
+        heads, head_dim = cfg.n_heads, cfg.dim // cfg.n_heads
+        future = np.triu(np.ones((n, n), dtype=bool), k=1)
+        for (ln1_w, ln1_b, wq, bq, wk, bk, wv, bv, wo, bo,
+             ln2_w, ln2_b, w1, b1, w2, b2) in self._blocks:
+            h = _layer_norm(x, ln1_w, ln1_b, cfg.layer_norm_eps)
+            q = (h @ wq + bq).reshape(n, heads, head_dim).transpose(1, 0, 2)
+            k = (h @ wk + bk).reshape(n, heads, head_dim).transpose(1, 0, 2)
+            v = (h @ wv + bv).reshape(n, heads, head_dim).transpose(1, 0, 2)
+            logits = q @ k.transpose(0, 2, 1) / np.float32(np.sqrt(head_dim))
+            logits[:, future] = -np.inf
+            logits -= logits.max(axis=-1, keepdims=True)
+            weights = np.exp(logits)
+            weights /= weights.sum(axis=-1, keepdims=True)
+            attended = (weights @ v).transpose(1, 0, 2).reshape(n, cfg.dim)
+            x = x + attended @ wo + bo
+            h = _layer_norm(x, ln2_w, ln2_b, cfg.layer_norm_eps)
+            x = x + np.maximum(h @ w1 + b1, 0) @ w2 + b2
+        last = _layer_norm(x[-1], a["final_ln.weight"], a["final_ln.bias"], cfg.layer_norm_eps)
+        return np.asarray(last, dtype=np.float32)
+
+    def score(self, recent: Sequence[str], item_ids: Sequence[str]) -> ScoredItems:
+        """Scores of the known ``item_ids`` (unknown ones left out; none when no known item)."""
+        vector = self.user_vector(recent)
+        known = [i for i in item_ids if i in self.item_index]
+        if vector is None or not known:
+            return ScoredItems([])
+        rows = np.fromiter((self.item_index[i] for i in known), dtype=np.int64, count=len(known))
+        return ScoredItems(known, (self.item_embeddings[rows] @ vector).astype(np.float64))
+
+    def top(self, recent: Sequence[str], n: int, exclude: Collection[str] = ()) -> ScoredItems:
+        """The ``n`` best next items, best first, leaving out ``exclude``."""
+        vector = self.user_vector(recent)
+        if vector is None or n <= 0:
+            return ScoredItems([])
+        scores = self.item_embeddings @ vector
+        drop = [self.item_index[i] for i in exclude if i in self.item_index]
+        scores[drop] = -np.inf
+        k = min(n, int(np.isfinite(scores).sum()))
+        if k == 0:
+            return ScoredItems([])
+        best = np.argpartition(-scores, k - 1)[:k]
+        best = best[np.argsort(-scores[best], kind="stable")]
+        return ScoredItems([self.item_ids[r] for r in best], scores[best].astype(np.float64))

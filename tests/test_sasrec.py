@@ -1,0 +1,192 @@
+"""The sequential model: it learns an order, the NumPy forward matches PyTorch, artifacts
+hold no pickle, early stopping stops, and without PyTorch the source is simply absent.
+
+Tests that train need PyTorch (the ``neural`` extra); they are skipped, saying so, only
+where it is not importable. CI installs the extra, so they run there.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+
+from core.errors import ConfigurationError
+from core.scoring import Interactions
+from core.types import Item
+from offline.datasets import Dataset
+from offline.models import neural
+from offline.models.registry import make_model
+from tests.contracts.scorer import ScorerContract
+
+if TYPE_CHECKING:
+    from offline.models.sasrec import SASRecScorer
+
+needs_torch = pytest.mark.skipif(
+    importlib.util.find_spec("torch") is None,
+    reason="PyTorch (the neural extra) is not installed: pip install -e '.[neural]'")
+
+N_ITEMS = 10
+
+
+def cyclic_log(n_users: int = 120, seed: int = 0) -> Interactions:
+    """Every user walks the same cycle i0 -> i1 -> ... -> i9 -> i0 from a random start."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for u in range(n_users):
+        start, length = int(rng.integers(N_ITEMS)), int(rng.integers(4, 8))
+        records += [(f"u{u}", f"i{(start + t) % N_ITEMS}", 1.0, float(t)) for t in range(length)]
+    return Interactions.from_records(records)
+
+
+@pytest.fixture(scope="module")
+def trained() -> SASRecScorer:
+    from offline.models.sasrec import SASRecScorer
+
+    model = SASRecScorer(dim=16, n_heads=2, dropout=0.1, lr=1e-2, batch_size=32,
+                         max_epochs=12, patience=12, refit=False)
+    model.fit(cyclic_log())
+    return model
+
+
+@needs_torch
+class TestSASRec(ScorerContract):
+    """The shared Scorer contract (unknown users and items left out, deterministic fit...)."""
+
+    def make_scorer(self) -> SASRecScorer:
+        from offline.models.sasrec import SASRecScorer
+
+        return SASRecScorer(dim=8, max_epochs=2, batch_size=16)
+
+
+@needs_torch
+def test_after_a_then_b_the_model_ranks_the_next_item_of_the_sequence_first(
+    trained: SASRecScorer,
+) -> None:
+    # Both the training network and the NumPy network it exports follow the order.
+    served = trained.to_numpy()
+    for a in range(N_ITEMS):
+        b, c = (a + 1) % N_ITEMS, (a + 2) % N_ITEMS
+        scores = trained.score_sequences([[f"i{a}", f"i{b}"]])[0]
+        scores[[a, b]] = -np.inf  # history masked, as at ranking
+        assert trained.item_ids_[int(np.argmax(scores))] == f"i{c}"
+        assert served.top([f"i{b}", f"i{a}"], 1, exclude={f"i{a}", f"i{b}"}).ids == [f"i{c}"]
+
+
+@needs_torch
+def test_the_numpy_forward_gives_the_pytorch_scores_on_random_sequences(
+    trained: SASRecScorer,
+) -> None:
+    served = trained.to_numpy()
+    rng = np.random.default_rng(1)
+    max_len = served.config.max_len
+    for length in (1, 2, 5, max_len, max_len + 7):
+        # Random orders without repeats (as the state store keeps them) plus an unknown id.
+        seq = [f"i{j}" for j in rng.permutation(N_ITEMS)][:length]
+        seq = (seq * 3)[:length] if length > N_ITEMS else seq
+        seq = list(dict.fromkeys(seq))
+        expected = trained.score_sequences([seq])[0]
+        got = served.score(["new-item", *seq[::-1]], [*trained.item_ids_, "new-item"])
+        assert got.ids == trained.item_ids_  # the unknown candidate is left out, not 0
+        np.testing.assert_allclose(got.scores, expected, atol=1e-4)
+
+
+@needs_torch
+def test_training_writes_a_data_only_artifact_the_provider_loads(
+    tmp_path: Path, trained: SASRecScorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from infra.models import ModelProvider
+    from offline.models.registry import MODELS
+    from offline.models.sasrec import SASRecScorer
+    from offline.train import load_sequential, read_manifest, train
+
+    # A short training keeps the test fast; the artifact path is the same.
+    monkeypatch.setitem(MODELS, "sasrec", lambda **_: SASRecScorer(dim=8, max_epochs=2))
+
+    dataset = Dataset("cyclic", cyclic_log(40),
+                      [Item(f"i{n}", f"item {n}") for n in range(N_ITEMS)])
+    train(dataset, tmp_path, ["popularity"], version="v1")
+    provider = ModelProvider(tmp_path, min_interval_s=0)
+    assert provider.sequential() is None  # this version has no sequential model
+
+    result = train(dataset, tmp_path, ["sasrec"], version="v2")
+    files = sorted(p.name for p in result.path.iterdir())
+    assert files == ["manifest.json", "sasrec.json", "sasrec.npz"]  # no pickle
+    assert read_manifest(tmp_path, "v2")["models"]["sasrec"]["format"] == "arrays"
+    with np.load(result.path / "sasrec.npz", allow_pickle=False) as arrays:
+        assert "item_embeddings" in arrays.files
+    loaded = provider.sequential()
+    assert loaded is not None and loaded.config.n_blocks == 2
+
+    # The round trip keeps the network: saved and reloaded scores agree exactly.
+    exported = trained.to_numpy()
+    exported.save(tmp_path, "copy")
+    again = load_sequential(tmp_path, "v2", "sasrec")
+    assert again.item_ids == loaded.item_ids
+    from online_models.sequential import SequentialModel
+
+    reread = SequentialModel.load(tmp_path, "copy")
+    recent = ["i3", "i2", "i1"]
+    assert reread.score(recent, ["i4", "i5"]).scores.tolist() == \
+        exported.score(recent, ["i4", "i5"]).scores.tolist()
+
+
+@needs_torch
+def test_early_stopping_stops_when_validation_stops_improving_then_refits_that_long(
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    from offline.models.sasrec import SASRecScorer
+
+    # A log without any order to learn: validation cannot keep improving.
+    rng = np.random.default_rng(3)
+    noise = Interactions.from_records(
+        [(f"u{u}", f"i{rng.integers(40)}", 1.0, float(t)) for u in range(60) for t in range(5)])
+    model = SASRecScorer(dim=8, batch_size=64, max_epochs=100, patience=2)
+    with caplog.at_level(logging.INFO, logger="offline.models.sasrec"):
+        model.fit(noise)
+    epochs = len(model.history_)
+    assert epochs < 100
+    assert epochs == model.best_epoch_ + model.patience
+    best = max(r["val_ndcg@10"] for r in model.history_)
+    assert model.history_[model.best_epoch_ - 1]["val_ndcg@10"] == best
+    # The served network is refitted on the whole log for the best epoch count.
+    refits = [r for r in caplog.records if "refit epoch" in r.getMessage()]
+    assert len(refits) == model.best_epoch_
+
+
+@needs_torch
+def test_a_log_without_order_is_said_so_and_still_trains(caplog: pytest.LogCaptureFixture
+                                                        ) -> None:
+    from offline.models.sasrec import SASRecScorer
+
+    log = cyclic_log(30)
+    flat = Interactions(log.users, log.items, log.values, np.zeros(len(log)))
+    model = SASRecScorer(dim=8, max_epochs=1)
+    with caplog.at_level(logging.WARNING, logger="offline.models.sasrec"):
+        model.fit(flat)
+    assert any("no order" in r.getMessage() for r in caplog.records)
+    assert model.score("u0").ids
+
+
+def test_without_pytorch_the_sequential_source_is_absent_and_said_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from cli.offline_commands import TRAIN_MODELS, _train_models
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+    neural.torch_missing.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="offline.models.neural"):
+            assert _train_models() == list(TRAIN_MODELS)
+            with pytest.raises(ConfigurationError, match="neural"):
+                make_model("sasrec")
+            assert neural.torch_missing() is not None
+        said = [r for r in caplog.records if "PyTorch is not installed" in r.getMessage()]
+        assert len(said) == 1
+    finally:
+        neural.torch_missing.cache_clear()
