@@ -111,10 +111,11 @@ class Settings(BaseSettings):
     #: The recommender's sources, in the order a response lists them (names of
     #: ``online_models.serving.registry.SOURCES``; a source whose model is unavailable in
     #: a process is absent there).
-    sources: list[str] = ["covisit", "context", "content", "collab", "ease", "popularity"]
+    sources: list[str] = ["covisit", "context", "content", "collab", "ease", "sequential",
+                          "popularity"]
     blend_weights: dict[str, float] = {
         "content": 0.3, "collab": 0.25, "covisit": 0.15, "context": 0.2, "ease": 0.25,
-        "popularity": 0.1,
+        "sequential": 0.2, "popularity": 0.1,
     }
     #: Latent factors of the online rating model (River BiasedMF).
     rating_factors: int = Field(10, ge=1, le=512)

@@ -38,6 +38,10 @@ class TestEaseSource(SourceContract):
     name = "ease"
 
 
+class TestSequentialSource(SourceContract):
+    name = "sequential"
+
+
 class TestPopularitySource(SourceContract):
     name = "popularity"
 

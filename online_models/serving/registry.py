@@ -20,6 +20,7 @@ from core.errors import ConfigurationError
 from core.ports import StateStore, VectorIndex
 from core.types import Item
 from online_models.neighbours import ItemNeighbours
+from online_models.sequential import SequentialModel
 from online_models.serving.popularity import PopularitySnapshot
 from online_models.serving.sources import (
     CollaborativeModels,
@@ -29,6 +30,7 @@ from online_models.serving.sources import (
     CovisitSource,
     NeighboursSource,
     PopularitySource,
+    SequentialSource,
     Source,
 )
 
@@ -49,6 +51,8 @@ class SourceDeps:
     collaborative: CollaborativeModels = lambda: (None, None)
     #: The current EASE item neighbours (None: no EASE model was trained).
     neighbours: Callable[[], ItemNeighbours | None] = lambda: None
+    #: The current sequential network (None: none was trained, e.g. without PyTorch).
+    sequential: Callable[[], SequentialModel | None] = lambda: None
 
 
 SOURCES: dict[str, Callable[[SourceDeps], Source | None]] = {
@@ -58,10 +62,11 @@ SOURCES: dict[str, Callable[[SourceDeps], Source | None]] = {
     "collab": lambda d: CollabSource(d.collaborative),
     "popularity": lambda d: PopularitySource(d.catalog, d.popularity),
     "ease": lambda d: NeighboursSource(d.neighbours, "ease"),
+    "sequential": lambda d: SequentialSource(d.sequential),
 }
 
 #: The order a response lists sources in (and ties of the leading source break by).
-DEFAULT_SOURCES = ("covisit", "context", "content", "collab", "ease", "popularity")
+DEFAULT_SOURCES = ("covisit", "context", "content", "collab", "ease", "sequential", "popularity")
 
 
 def build_sources(names: Sequence[str], deps: SourceDeps) -> list[Source]:

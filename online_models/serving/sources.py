@@ -12,6 +12,8 @@ Every source implements :class:`core.ports.CandidateSource` and
   history after every event) and each item's factors, when a model was trained;
 * ``ease`` -- the summed EASE weights from the user's recent items, through each item's
   top-k neighbours trained by ``streamrec train`` (when a model was trained);
+* ``sequential`` -- the next items after the user's latest ones by the SASRec network
+  ``streamrec train`` ships (NumPy inference over the recent items read with the request);
 * ``popularity`` -- decayed popularity, log-scaled to [0, 1] against the most popular
   item; trending items of the user's favourite (or chosen) categories are proposed too.
 
@@ -35,6 +37,7 @@ from core.ports import RecContext, SearchIndex, VectorIndex
 from core.types import Item, ScoredItems
 from online_models.als_foldin import ALSFoldIn
 from online_models.neighbours import ItemNeighbours
+from online_models.sequential import SequentialModel
 from online_models.serving.popularity import PopularitySnapshot, Snapshot
 
 __all__ = [
@@ -47,6 +50,7 @@ __all__ = [
     "CovisitSource",
     "NeighboursSource",
     "PopularitySource",
+    "SequentialSource",
     "Source",
     "log_scaled",
 ]
@@ -370,3 +374,53 @@ class NeighboursSource(Source):
         hit = known & (values > 0)
         out[hit] = values[hit] / top
         return out
+
+
+class SequentialSource(Source):
+    """The next items after the shopper's latest clicks, by the sequential model
+    (:class:`online_models.sequential.SequentialModel`, SASRec trained by ``streamrec
+    train``): the sequence's representation from the recent items read with the
+    request, then inner products with the item embeddings, squashed into [0, 1].
+
+    It scores every item the model knows once the sequence holds a known item; items
+    newer than the model are left out.
+    """
+
+    name = "sequential"
+    reason = "Often next after what you just viewed"
+
+    def __init__(self, model: Callable[[], SequentialModel | None]) -> None:
+        self.model = model
+
+    def _vector(self, ctx: RecContext) -> tuple[SequentialModel, npt.NDArray[Any]] | None:
+        if "sequential" not in ctx.memo:
+            model = self.model()
+            vector = model.user_vector(ctx.user.recent) if model is not None else None
+            ctx.memo["sequential"] = (model, vector) if vector is not None else None
+        found: tuple[SequentialModel, npt.NDArray[Any]] | None = ctx.memo["sequential"]
+        return found
+
+    def candidates(self, ctx: RecContext) -> Mapping[str, float]:
+        found = self._vector(ctx)
+        if found is None:
+            return {}
+        model, _ = found
+        top = model.top(ctx.user.recent, ctx.n, exclude=ctx.excluded)
+        return dict(zip(top.ids, _squash(top.scores).tolist(), strict=True))
+
+    def score(self, ctx: RecContext, item_ids: Sequence[str]) -> npt.NDArray[np.float64]:
+        out = np.full(len(item_ids), np.nan)
+        found = self._vector(ctx)
+        if found is None or not item_ids:
+            return out
+        model, _ = found
+        scored = model.score(ctx.user.recent, item_ids)
+        if len(scored):
+            at = {item: j for j, item in enumerate(item_ids)}
+            out[[at[i] for i in scored.ids]] = _squash(scored.scores)
+        return out
+
+
+def _squash(logits: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Logits (inner products) into (0, 1), monotone: the logistic function."""
+    return 1.0 / (1.0 + np.exp(-np.clip(logits, -50.0, 50.0)))

@@ -23,6 +23,7 @@ from online_models.als_foldin import ALSFoldIn
 from online_models.neighbours import ItemNeighbours
 from online_models.processor import StreamProcessor
 from online_models.profile import ContentProfile
+from online_models.sequential import SequentialModel
 from online_models.serving.pipeline import Recommender
 from online_models.serving.popularity import PopularitySnapshot
 from online_models.serving.registry import SOURCES, SourceDeps
@@ -59,6 +60,7 @@ def toy_world() -> ToyWorld:
             if a != b and x.split("-")[0] == y.split("-")[0]:
                 weights[a, b] = 1.0 / (1 + abs(a - b))
     neighbours = ItemNeighbours.from_weights(ids, weights, k=5)
+    sequential = SequentialModel.random(ids, dim=8, n_blocks=1, max_len=10)
     processor = StreamProcessor(state, index, {i: it.category for i, it in catalog.items()},
                                 half_life_s=3600.0, profile=ContentProfile(0.3),
                                 collaborative=lambda: foldin)
@@ -71,7 +73,7 @@ def toy_world() -> ToyWorld:
     processor.apply(events)
     deps = SourceDeps(state, index, catalog, PopularitySnapshot(state, catalog, refresh_s=0),
                       collaborative=lambda: (foldin, factor_index),
-                      neighbours=lambda: neighbours)
+                      neighbours=lambda: neighbours, sequential=lambda: sequential)
     return ToyWorld(catalog, index, state, deps)
 
 
