@@ -140,8 +140,15 @@ def run_replay(
     base: Settings | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Replay the last ``stream_events`` events of ``dataset``; return metrics per model."""
+    """Replay the last ``stream_events`` events of ``dataset``; return metrics per model.
+
+    The log's times are moved, gaps kept, to end now: the consumers accept event times
+    only within a window around their clock (``event_max_age_s``), as for any producer.
+    """
     log = dataset.interactions
+    log = Interactions(log.users, log.items, log.values,
+                       log.timestamps + (time.time() - float(log.timestamps.max(initial=0.0))),
+                       log.is_rating)
     order = np.argsort(log.timestamps, kind="stable")
     ordered = Interactions(log.users[order], log.items[order], log.values[order],
                            log.timestamps[order])

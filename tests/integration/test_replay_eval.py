@@ -26,7 +26,8 @@ def test_the_replay_scores_static_and_streaming_models_on_every_new_item_event(
     report = run_replay(dataset, stream_events=100, chunk=50, k=10, progress=False,
                         base=Settings(kafka_bootstrap=kafka_bootstrap, redis_url=redis_url))
     assert report["train_events"] == 800 and report["stream_events"] == 100
-    assert set(report["models"]) == {"static_als", "streaming_als", "streaming_hybrid"}
+    assert set(report["models"]) == {"static_als", "static_ease", "static_served",
+                                     "streaming_als", "streaming_hybrid"}
     scored = {m["events"] for m in report["models"].values()}
     assert len(scored) == 1 and 0 < scored.pop() <= 100  # every model scored the same events
     for metrics in report["models"].values():
