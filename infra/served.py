@@ -410,6 +410,10 @@ class ServedModel:
         self._world = world
         self.info_ = {**combiner.info, "timings": world.timings}
 
+    def tuning_report(self) -> dict[str, Any]:
+        """How the sources' combination was chosen (the harness's ``params``)."""
+        return dict(self.info_)
+
     def score(self, user_id: str, item_ids: Sequence[str] | None = None) -> ScoredItems:
         """The served list's items, scored by rank (the pipeline ranks; it does not score
         items it did not choose: those are left out)."""
