@@ -29,7 +29,8 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -77,18 +78,15 @@ def _static_ranker(model: ALSScorer) -> Callable[[str, int, set[str]], list[str]
         row = model.user_index_.get(user)
         if row is None:
             return []  # a user the batch model never saw: it cannot score them
-        scores = factors @ model.user_factors_[row]
-        order = np.argsort(-scores)
-        out: list[str] = []
-        for j in order:
-            item = model.item_ids_[j]
-            if item not in seen:
-                out.append(item)
-                if len(out) == k:
-                    break
-        return out
+        order = np.argsort(-(factors @ model.user_factors_[row]))
+        return _first_unseen(map(model.item_ids_.__getitem__, order.tolist()), seen, k)
 
     return top
+
+
+def _first_unseen(ranked: Iterable[str], seen: set[str], k: int) -> list[str]:
+    """The first ``k`` of ``ranked`` the user has not seen."""
+    return list(islice((item for item in ranked if item not in seen), k))
 
 
 def _static_scorer(model: Any, known: set[str]) -> Callable[[str, int, set[str]], list[str]]:
@@ -99,21 +97,14 @@ def _static_scorer(model: Any, known: set[str]) -> Callable[[str, int, set[str]]
             return []
         scored = model.score(user)
         order = np.argsort(-scored.scores, kind="stable")
-        out: list[str] = []
-        for j in order.tolist():
-            item = scored.ids[j]
-            if item not in seen:
-                out.append(item)
-                if len(out) == k:
-                    break
-        return out
+        return _first_unseen(map(scored.ids.__getitem__, order.tolist()), seen, k)
 
     return top
 
 
 def _frozen_served(world: ServedWorld) -> Callable[[str, int, set[str]], list[str]]:
     def top(user: str, k: int, seen: set[str]) -> list[str]:
-        return [i for i in world.top(user, k + 40) if i not in seen][:k]
+        return _first_unseen(world.top(user, k + 40), seen, k)
 
     return top
 
