@@ -190,3 +190,43 @@ def test_without_pytorch_the_sequential_source_is_absent_and_said_once(
         assert len(said) == 1
     finally:
         neural.torch_missing.cache_clear()
+
+
+@needs_torch
+def test_three_clicks_along_a_sequence_lead_the_next_list_with_the_sources_reason(
+    trained: SASRecScorer,
+) -> None:
+    """The live pipeline with the sequential source: the shopper's three latest clicks
+    (i2, i3, i4) are read with the request and the next list opens with i5, explained."""
+    import time
+
+    from core.events import ItemClicked
+    from index.faiss_index import ExactIndex
+    from infra.memory_store import InMemoryStateStore
+    from online_models.processor import StreamProcessor
+    from online_models.profile import ContentProfile
+    from online_models.serving.pipeline import Recommender
+    from online_models.serving.popularity import PopularitySnapshot
+    from online_models.serving.registry import SOURCES, SourceDeps, build_sources
+
+    served = trained.to_numpy()
+    catalog = {f"i{n}": Item(f"i{n}", f"item {n}", f"c{n % 2}", 1.0) for n in range(N_ITEMS)}
+    index = ExactIndex(4)
+    index.upsert(list(catalog), np.eye(N_ITEMS, 4, dtype=np.float32) + 0.1)
+    state = InMemoryStateStore(recent_max=50, half_life_s=3600.0)
+    deps = SourceDeps(state, index, catalog, PopularitySnapshot(state, catalog, refresh_s=0),
+                      sequential=lambda: served)
+    recommender = Recommender(state, index, catalog,
+                              build_sources(["sequential", "popularity"], deps),
+                              {"sequential": 1.0, "popularity": 0.05}, known_sources=SOURCES)
+    processor = StreamProcessor(state, index, {i: it.category for i, it in catalog.items()},
+                                half_life_s=3600.0, profile=ContentProfile(0.3))
+    before = [r.item.item_id for r in recommender.recommend("shopper", 3).items]
+    t0 = time.perf_counter()
+    processor.apply([ItemClicked(user_id="shopper", item_id=f"i{n}", timestamp=1_000.0 + n)
+                     for n in (2, 3, 4)])
+    after = recommender.recommend("shopper", 3).items
+    assert time.perf_counter() - t0 < 1.0
+    assert after[0].item.item_id == "i5" and [r.item.item_id for r in after] != before
+    assert after[0].reason == "Often next after what you just viewed"
+    assert "sequential" in after[0].sources
