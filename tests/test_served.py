@@ -76,3 +76,22 @@ def test_training_and_serving_compute_the_same_features(shop: Dataset, tmp_path:
     ctx, scored = world.recommender.candidates(RecRequest(user, 20))
     assert scored.ids == ids
     np.testing.assert_array_equal(ranker_features(scored.matrix, ctx), trained)
+
+
+def test_the_weight_search_never_ends_below_its_best_single_source() -> None:
+    from infra.served import _coordinate_ascent, _ndcg
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for _ in range(40):
+        labels = (rng.random(30) < 0.1).astype(float)
+        labels[0] = 1.0
+        good = labels + rng.normal(0, 0.05, 30)  # source 1 knows the answer
+        rows.append((np.column_stack([rng.random(30), good, rng.random(30)]), labels))
+    w = _coordinate_ascent(rows, 3, skipped_mask=np.zeros(3, bool), k=10)
+
+    def quality(weights: np.ndarray) -> float:
+        return float(np.mean([_ndcg(f @ weights, lab, 10) for f, lab in rows]))
+
+    assert quality(w) >= quality(np.eye(3)[1]) - 1e-12
+    assert w[1] > 0
