@@ -259,7 +259,7 @@ def _float_list(_ctx: click.Context, _param: click.Parameter, value: str) -> lis
                    "up from the main phase while it holds p99 <= 10 ms, else down.")
 @click.option("--step-duration", type=click.FloatRange(min=0, min_open=True), default=10.0,
               show_default=True, help="Seconds of each peak step.")
-@click.option("--popularity-refresh", type=click.FloatRange(min=0), default=30.0,
+@click.option("--popularity-refresh", type=click.FloatRange(min=0), default=15.0,
               show_default=True,
               help="STREAMREC_POPULARITY_REFRESH_S of the API: the popularity epoch, how long "
                    "a list may ignore other shoppers' activity.")

@@ -303,7 +303,7 @@ def run_poll_bench(
     event_interval_s: float = 15.0, duration: float = 30.0,
     peak_steps: Sequence[float] = (0.25, 0.5, 0.75, 1.5, 2.0, 2.5, 3.0),
     step_duration: float = 10.0,
-    popularity_refresh_s: float = 30.0, history_per_user: int = 5, workers: int = 2,
+    popularity_refresh_s: float = 15.0, history_per_user: int = 5, workers: int = 2,
     threads: int = 4, connections: int = 64, warm_rate: float = 300.0,
     hello_duration: float = 10.0, hello_concurrency: Sequence[int] = (8, 16, 32),
     log: Any = None,
