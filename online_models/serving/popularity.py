@@ -7,7 +7,7 @@ Redis round trips and most of a recommendation's parsing time; a snapshot of the
 old, serves every request in between from memory. What a user did themselves
 is still read per request (recent items, profile, co-visitation), so their own
 clicks change their next list at once; the popularity they add to items shows
-after at most ``refresh_s`` (default 1 s, ``STREAMREC_POPULARITY_REFRESH_S``;
+after at most ``refresh_s`` (default 15 s, ``STREAMREC_POPULARITY_REFRESH_S``;
 0 re-reads on every request). Items past the snapshot's ``size`` (default 5,000)
 get no popularity score (left out, as a source that cannot score does): the long
 tail's counts are small, and a re-read holds the worker's GIL for its parsing,
