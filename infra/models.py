@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -97,14 +98,12 @@ class ModelProvider:
 
     def refresh(self) -> None:
         """Look for a new version now (not only every ``min_interval_s``)."""
-        with self._lock:
-            self._checked_at = self.clock()
-            self._reload_if_new()
-            self._add_new_items()
+        self._checked_at = -math.inf
+        self._poll()
 
     def ranker(self) -> GbdtRanker | None:
         """The learned ranker of the current version, or None when none was trained."""
-        self.current()
+        self._poll()
         return self._ranker
 
     def _add_new_items(self) -> None:
@@ -122,7 +121,7 @@ class ModelProvider:
 
     def neighbours(self) -> ItemNeighbours | None:
         """EASE's item neighbours of the current version, or None when none were trained."""
-        self.current()
+        self._poll()
         return self._neighbours
 
     def _load_neighbours(self, version: str) -> ItemNeighbours | None:
@@ -154,9 +153,6 @@ class ModelProvider:
         latest = read_latest(self.artifacts_dir)
         if latest is None or latest in (self._version, self._refused):
             return
-        self._ranker = self._load_ranker(latest)
-        self._neighbours = self._load_neighbours(latest)
-        self._sequential = self._load_sequential(latest)
         try:
             model = load_model(self.artifacts_dir, latest, "als")
         except ArtifactIntegrityError as exc:  # keep serving the version already loaded
@@ -164,6 +160,13 @@ class ModelProvider:
             self._refused = latest
             return
         except DataNotFound:
+            model = None
+        # The version is taken: its other artifacts come with it (never one version's ALS
+        # beside another's ranker, neighbours or sequential network).
+        self._ranker = self._load_ranker(latest)
+        self._neighbours = self._load_neighbours(latest)
+        self._sequential = self._load_sequential(latest)
+        if model is None:
             log.info("model version %s has no ALS model; collaborative scores off", latest)
             self._version, self._foldin, self._item_index = latest, None, None
             self._added = {}

@@ -96,28 +96,25 @@ class ItemNeighbours:
         return {anchor: ScoredItems(ids[r, :m].tolist(), weights[r, :m])
                 for r, ((anchor, _), m) in enumerate(zip(known, lengths, strict=True))}
 
-    def aggregate(self, anchors: Sequence[str]) -> npt.NDArray[np.float64]:
-        """Per item (in ``item_ids`` order), the summed weights it gets from the known
-        ``anchors``' neighbour lists (0 where no list names it).
+    def linked(self, anchors: Sequence[str]) -> dict[str, float]:
+        """Each item some known anchor lists, with the weights it gets summed over their
+        lists (items no list names are left out): work in the ~k x anchors entries read,
+        never in the catalogue's size.
 
         >>> nb = ItemNeighbours.from_weights(["a", "b", "c"], np.array(
         ...     [[0.0, 0.5, 0.1], [0.4, 0.0, 0.2], [0.3, 0.6, 0.0]]), k=2)
-        >>> nb.aggregate(["a", "b", "zz"]).round(2).tolist()
-        [0.4, 0.5, 0.3]
+        >>> {k: round(v, 2) for k, v in sorted(nb.linked(["a", "b", "zz"]).items())}
+        {'a': 0.4, 'b': 0.5, 'c': 0.3}
         """
-        index = self._index
-        rows = [j for j in map(index.get, anchors) if j is not None]
-        out = np.zeros(len(self.item_ids))
-        if rows:
-            linked, weights = self.rows[rows].ravel(), self.weights[rows].ravel()
-            keep = linked >= 0
-            np.add.at(out, linked[keep], weights[keep])
-        return out
-
-    def positions(self, item_ids: Sequence[str]) -> npt.NDArray[np.int64]:
-        """Each id's row (-1 for an id the model does not know)."""
-        get = self._index.get
-        return np.fromiter((get(i, -1) for i in item_ids), np.int64, count=len(item_ids))
+        rows = [j for j in map(self._index.get, anchors) if j is not None]
+        if not rows:
+            return {}
+        linked, weights = self.rows[rows].ravel(), self.weights[rows].ravel()
+        keep = linked >= 0
+        found, at = np.unique(linked[keep], return_inverse=True)
+        sums = np.bincount(at, weights=weights[keep].astype(np.float64))
+        ids = self.item_ids
+        return {ids[j]: w for j, w in zip(found.tolist(), sums.tolist(), strict=True)}
 
     def as_matrix(self, item_ids: Sequence[str]) -> sp.csr_matrix:
         """The truncated weights as a sparse (anchor x item) matrix over ``item_ids``

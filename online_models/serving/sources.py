@@ -326,54 +326,27 @@ class NeighboursSource(Source):
         self.neighbours = neighbours
         self.name = name
 
-    def _scores(self, ctx: RecContext) -> tuple[ItemNeighbours, npt.NDArray[np.float64]] | None:
+    def _scores(self, ctx: RecContext) -> dict[str, float]:
+        """Linked items -> summed weight from the user's recent items, scaled by the
+        strongest (once per request)."""
         key = f"{self.name}.scores"
         if key not in ctx.memo:
-            found = None
             model = self.neighbours()
-            if model is not None:
-                found = (model, model.aggregate(ctx.user.recent))
-            ctx.memo[key] = found
-        scores: tuple[ItemNeighbours, npt.NDArray[np.float64]] | None = ctx.memo[key]
+            linked = model.linked(ctx.user.recent) if model is not None else {}
+            top = max(linked.values(), default=0.0)
+            ctx.memo[key] = ({item: w / top for item, w in linked.items() if w > 0}
+                             if top > 0 else {})
+        scores: dict[str, float] = ctx.memo[key]
         return scores
 
     def candidates(self, ctx: RecContext) -> Mapping[str, float]:
-        found = self._scores(ctx)
-        if found is None:
-            return {}
-        model, scores = found
-        top = float(scores.max(initial=0.0))
-        if top <= 0:
-            return {}
-        nonzero = np.flatnonzero(scores > 0)
-        # A few more than n: the excluded (seen) items are among the strongest.
-        take = min(len(nonzero), ctx.n + len(ctx.excluded))
-        best = nonzero[np.argsort(-scores[nonzero], kind="stable")[:take]]
-        ids = model.item_ids
-        out: dict[str, float] = {}
-        for j, value in zip(best.tolist(), (scores[best] / top).tolist(), strict=True):
-            item = ids[j]
-            if item not in ctx.excluded:
-                out[item] = value
-                if len(out) == ctx.n:
-                    break
-        return out
+        scores, excluded = self._scores(ctx), ctx.excluded
+        # By id, then a stable sort by score (reverse keeps ties in id order).
+        ranked = sorted(sorted(scores), key=scores.__getitem__, reverse=True)
+        return {item: scores[item] for item in first(ranked, ctx.n, excluded)}
 
     def score(self, ctx: RecContext, item_ids: Sequence[str]) -> npt.NDArray[np.float64]:
-        found = self._scores(ctx)
-        out = np.full(len(item_ids), np.nan)
-        if found is None:
-            return out
-        model, scores = found
-        top = float(scores.max(initial=0.0))
-        if top <= 0:
-            return out
-        at = model.positions(item_ids)
-        known = at >= 0
-        values = np.where(known, scores[np.maximum(at, 0)], 0.0)
-        hit = known & (values > 0)
-        out[hit] = values[hit] / top
-        return out
+        return lookup(self._scores(ctx), item_ids)
 
 
 class SequentialSource(Source):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from consumers.app import BackgroundConsumer, create_consumer_app
@@ -54,3 +56,20 @@ def running_consumer(live_settings: Settings) -> Iterator[BackgroundConsumer]:
     consumer = consumer_for(live_settings).start()
     yield consumer
     consumer.stop()
+
+
+def assert_same_state(store: Any, reference: Any, users: list[str], distinct: int) -> None:
+    """``store`` holds what ``reference`` (a run that never failed) holds after ``distinct``
+    events: counts by type, popularity, recent items and content profiles of ``users``."""
+    got, want = store.counters(), reference.counters()
+    assert got["events.total"] == want["events.total"] == distinct
+    for kind in ("view", "add_to_cart", "purchase"):
+        assert got[f"events.{kind}"] == want[f"events.{kind}"]
+    assert store.top_popular(20).ids == reference.top_popular(20).ids
+    np.testing.assert_allclose(store.top_popular(20).scores,
+                               reference.top_popular(20).scores, rtol=1e-9)
+    assert store.recent_items_many(users, 50) == reference.recent_items_many(users, 50)
+    mine, theirs = store.get_profiles(users), reference.get_profiles(users)
+    assert mine.keys() == theirs.keys()
+    for user in users:
+        np.testing.assert_allclose(mine[user], theirs[user], atol=1e-5)

@@ -24,7 +24,7 @@ from core.events import InteractionEvent
 from core.settings import Settings
 from infra.bootstrap import build_sql_store, build_state_store
 from infra.embedded import free_port
-from tests.integration.conftest import consumer_for
+from tests.integration.conftest import assert_same_state, consumer_for
 from tests.integration.test_crash_recovery import consumer_env, produce, stream, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -111,19 +111,7 @@ def test_two_consumer_processes_share_the_stream_count_each_event_once_and_archi
         finally:
             sql.close()
 
-        got, want = store.counters(), ref_store.counters()
-        assert got["events.total"] == want["events.total"] == distinct
-        for kind in ("view", "add_to_cart", "purchase"):
-            assert got[f"events.{kind}"] == want[f"events.{kind}"]
-        assert store.top_popular(20).ids == ref_store.top_popular(20).ids
-        np.testing.assert_allclose(store.top_popular(20).scores,
-                                   ref_store.top_popular(20).scores, rtol=1e-9)
-        users = [f"u{n}" for n in range(0, 300, 7)]
-        assert store.recent_items_many(users, 50) == ref_store.recent_items_many(users, 50)
-        mine, theirs = store.get_profiles(users), ref_store.get_profiles(users)
-        assert mine.keys() == theirs.keys()
-        for user in users:
-            np.testing.assert_allclose(mine[user], theirs[user], atol=1e-5)
+        assert_same_state(store, ref_store, [f"u{n}" for n in range(0, 300, 7)], distinct)
 
         # SIGTERM to the parent stops every member gracefully.
         parent.send_signal(signal.SIGTERM)
