@@ -245,7 +245,7 @@ def build_index(
     fallback to the CPU).
     """
     folder = settings.state_dir / "index" / _catalog_key(catalog, settings.embedding_dim)
-    index_path, embedder_path = folder / "items.faiss", folder / "embedder.pkl"
+    index_path, embedder_path = folder / "items.faiss", folder / "embedder.json"
     if index_path.exists() and embedder_path.exists():
         return load_vector_index(index_path), ContentEmbedder.load(embedder_path)
     items = list(catalog.values())

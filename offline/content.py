@@ -7,8 +7,8 @@ which is how a new product gets a vector the moment it is listed.
 
 from __future__ import annotations
 
+import json
 import os
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,12 @@ from core.types import Item
 
 __all__ = ["ContentEmbedder"]
 
-_FORMAT = "streamrec.content-embedder/1"
+_FORMAT = "streamrec.content-embedder/2"
+#: The two vectorizers, as built by :meth:`ContentEmbedder.fit` and rebuilt by ``load``.
+_WORD_SETTINGS: dict[str, Any] = {"ngram_range": (1, 2), "sublinear_tf": True,
+                                  "token_pattern": r"(?u)\b\w+\b"}
+_CHAR_SETTINGS: dict[str, Any] = {"analyzer": "char_wb", "ngram_range": (3, 5),
+                                  "sublinear_tf": True}
 #: Character n-grams weigh half as much as words: they catch plurals, typos and
 #: compounds ("t-light" / "tlight") in new names without drowning the words.
 _CHAR_WEIGHT = 0.5
@@ -59,7 +64,8 @@ class ContentEmbedder:
     Text that shares no word and no character n-gram with the fitted catalog
     embeds to the zero vector (nothing is known about it); callers check with
     ``np.linalg.norm`` and leave such items out of the index, which rejects zero
-    vectors. Saved files are pickles: load only files this project wrote.
+    vectors. Saved files are data only (JSON vocabularies plus NumPy arrays read with
+    ``allow_pickle=False``): loading one never executes code.
 
     Examples
     --------
@@ -86,7 +92,9 @@ class ContentEmbedder:
         self.random_state = random_state
         self._words: TfidfVectorizer | None = None
         self._chars: TfidfVectorizer | None = None
-        self._svd: TruncatedSVD | None = None
+        # The SVD's components (n_components x n_terms): transform is x @ components.T,
+        # so this matrix is all of the SVD a saved embedder needs.
+        self._components: npt.NDArray[np.float64] | None = None
 
     def __repr__(self) -> str:
         return f"ContentEmbedder(dim={self.dim}, random_state={self.random_state})"
@@ -94,20 +102,19 @@ class ContentEmbedder:
     @property
     def dim_(self) -> int:
         """The width of the vectors :meth:`transform` returns (after :meth:`fit`)."""
-        return int(self._fitted()[2].n_components)
+        return int(self._fitted()[2].shape[0])
 
     @property
     def is_fitted(self) -> bool:
-        return self._svd is not None
+        return self._components is not None
 
     def fit(self, items: Sequence[Item]) -> None:
         """Learn the vocabulary, the IDF weights and the SVD from a catalog."""
         texts = _texts(items)
         if not texts:
             raise InvalidRequest("cannot fit a content embedder on an empty catalog")
-        words = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True,
-                                token_pattern=r"(?u)\b\w+\b")
-        chars = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True)
+        words = TfidfVectorizer(**_WORD_SETTINGS)
+        chars = TfidfVectorizer(**_CHAR_SETTINGS)
         try:
             x = sp.hstack([words.fit_transform(texts),
                            _CHAR_WEIGHT * chars.fit_transform(texts)]).tocsr()
@@ -120,16 +127,16 @@ class ContentEmbedder:
         svd = TruncatedSVD(n_components=n_components, algorithm=algorithm,
                            random_state=self.random_state)
         svd.fit(x)
-        self._words, self._chars, self._svd = words, chars, svd
+        self._words, self._chars, self._components = words, chars, svd.components_
 
     def transform(self, items: Sequence[Item]) -> npt.NDArray[np.float32]:
         """Unit vectors of ``items`` (seen or new), one row each, shape ``(n, dim_)``."""
-        words, chars, svd = self._fitted()
+        words, chars, components = self._fitted()
         texts = _texts(items)
         if not texts:
             return np.zeros((0, self.dim_), dtype=np.float32)
         x = sp.hstack([words.transform(texts), _CHAR_WEIGHT * chars.transform(texts)]).tocsr()
-        return np.asarray(normalize(svd.transform(x)), dtype=np.float32)
+        return np.asarray(normalize(x @ components.T), dtype=np.float32)
 
     def fit_transform(self, items: Sequence[Item]) -> npt.NDArray[np.float32]:
         """:meth:`fit` on ``items``, then :meth:`transform` them."""
@@ -137,52 +144,82 @@ class ContentEmbedder:
         return self.transform(items)
 
     def save(self, path: Path) -> None:
-        """Write the fitted embedder to ``path`` (atomically: write, then rename)."""
-        words, chars, svd = self._fitted()
-        state: dict[str, Any] = {
-            "format": _FORMAT,
-            "dim": self.dim,
-            "random_state": self.random_state,
-            "words": words,
-            "chars": chars,
-            "svd": svd,
-        }
+        """Write the fitted embedder: ``path`` (JSON) and ``path`` with ``.npz`` (arrays).
+
+        Data only: the vocabularies as term lists, the IDF weights and the SVD's
+        components; each file is written atomically (write, then rename), arrays first,
+        so a reader that finds the JSON finds its arrays.
+        """
+        words, chars, components = self._fitted()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = _arrays_path(path)
+        tmp = arrays.with_name(arrays.name + ".tmp.npz")
+        np.savez(tmp, word_idf=words.idf_, char_idf=chars.idf_, components=components)
+        os.replace(tmp, arrays)
+        config = {"format": _FORMAT, "dim": self.dim, "random_state": self.random_state,
+                  "words": _terms(words), "chars": _terms(chars)}
         tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("wb") as fh:
-            pickle.dump(state, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        tmp.write_text(json.dumps(config), encoding="utf-8")
         os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: Path) -> ContentEmbedder:
-        """Read an embedder written by :meth:`save`.
+        """Read an embedder written by :meth:`save` (no code is executed).
 
         Raises
         ------
         core.errors.DataNotFound
-            When ``path`` does not exist or holds no saved embedder.
+            When ``path`` or its arrays do not exist or hold no saved embedder.
         """
-        path = Path(path)
-        if not path.is_file():
+        path, arrays = Path(path), _arrays_path(Path(path))
+        if not path.is_file() or not arrays.is_file():
             raise DataNotFound(f"no content embedder at {path}", details={"path": str(path)})
-        with path.open("rb") as fh:
-            try:
-                state = pickle.load(fh)
-            except (pickle.UnpicklingError, EOFError, AttributeError, ImportError,
-                    IndexError, TypeError, ValueError) as exc:
-                raise DataNotFound(f"{path} is not a saved content embedder: {exc}") from exc
-        if not isinstance(state, dict) or state.get("format") != _FORMAT:
-            raise DataNotFound(f"{path} is not a saved content embedder ({_FORMAT})")
-        embedder = cls(dim=state["dim"], random_state=state["random_state"])
-        embedder._words, embedder._chars, embedder._svd = (
-            state["words"], state["chars"], state["svd"])
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+            with np.load(arrays, allow_pickle=False) as data:
+                word_idf, char_idf = data["word_idf"], data["char_idf"]
+                components = np.asarray(data["components"], dtype=np.float64)
+            if not isinstance(config, dict) or config.get("format") != _FORMAT:
+                raise ValueError(f"not {_FORMAT}")
+            embedder = cls(dim=int(config["dim"]), random_state=int(config["random_state"]))
+            words = _vectorizer(_WORD_SETTINGS, config["words"], word_idf)
+            chars = _vectorizer(_CHAR_SETTINGS, config["chars"], char_idf)
+            if components.shape != (components.shape[0], len(config["words"])
+                                    + len(config["chars"])):
+                raise ValueError("the SVD does not match the vocabularies")
+        except (OSError, KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
+            raise DataNotFound(f"{path} is not a saved content embedder: {exc}") from exc
+        embedder._words, embedder._chars, embedder._components = words, chars, components
         return embedder
 
-    def _fitted(self) -> tuple[TfidfVectorizer, TfidfVectorizer, TruncatedSVD]:
-        if self._words is None or self._chars is None or self._svd is None:
+    def _fitted(self) -> tuple[TfidfVectorizer, TfidfVectorizer, npt.NDArray[np.float64]]:
+        if self._words is None or self._chars is None or self._components is None:
             raise InvalidRequest("the content embedder is not fitted: call fit(items) first")
-        return self._words, self._chars, self._svd
+        return self._words, self._chars, self._components
+
+
+def _arrays_path(path: Path) -> Path:
+    return path.with_name(path.stem + ".npz")
+
+
+def _terms(vectorizer: TfidfVectorizer) -> list[str]:
+    """The vocabulary as a list: the term of column ``j`` at position ``j``."""
+    terms = [""] * len(vectorizer.vocabulary_)
+    for term, column in vectorizer.vocabulary_.items():
+        terms[column] = term
+    return terms
+
+
+def _vectorizer(settings: dict[str, Any], terms: list[str],
+                idf: npt.NDArray[np.float64]) -> TfidfVectorizer:
+    """A fitted TF-IDF vectorizer rebuilt from its vocabulary and IDF weights."""
+    if (not isinstance(terms, list) or len(terms) != len(idf)
+            or len(set(terms)) != len(terms) or not all(isinstance(t, str) for t in terms)):
+        raise ValueError("a vocabulary does not match its IDF weights")
+    vectorizer = TfidfVectorizer(**settings, vocabulary=terms)
+    vectorizer.idf_ = np.asarray(idf, dtype=np.float64)
+    return vectorizer
 
 
 def _texts(items: Sequence[Item]) -> list[str]:

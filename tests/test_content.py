@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -91,18 +93,35 @@ def test_save_then_load_transforms_identically(
     fitted: Fitted, catalog: list[Item], tmp_path: Path
 ) -> None:
     embedder, vectors = fitted
-    embedder.save(tmp_path / "content.pkl")
-    loaded = ContentEmbedder.load(tmp_path / "content.pkl")
+    embedder.save(tmp_path / "content.json")
+    loaded = ContentEmbedder.load(tmp_path / "content.json")
     assert loaded.dim_ == embedder.dim_ and repr(loaded) == repr(embedder)
-    np.testing.assert_array_equal(loaded.transform(catalog[:50]), vectors[:50])
+    np.testing.assert_allclose(loaded.transform(catalog[:50]), vectors[:50], atol=1e-6)
+    new = [Item("new-1", "Pink Polkadot Coffee Mug")]  # unseen text embeds alike too
+    np.testing.assert_allclose(loaded.transform(new), embedder.transform(new), atol=1e-6)
+
+
+def test_a_saved_embedder_is_data_only_and_never_unpickled(
+    fitted: Fitted, tmp_path: Path
+) -> None:
+    embedder, _ = fitted
+    embedder.save(tmp_path / "content.json")
+    json.loads((tmp_path / "content.json").read_text())  # plain JSON
+    with np.load(tmp_path / "content.npz", allow_pickle=False) as data:
+        assert set(data.files) == {"word_idf", "char_idf", "components"}
+    # a pickle put in place of the arrays is refused, not executed
+    (tmp_path / "content.npz").write_bytes(pickle.dumps({"components": object()}))
+    with pytest.raises(DataNotFound):
+        ContentEmbedder.load(tmp_path / "content.json")
 
 
 def test_load_of_a_missing_or_foreign_file_raises_data_not_found(tmp_path: Path) -> None:
     with pytest.raises(DataNotFound):
-        ContentEmbedder.load(tmp_path / "missing.pkl")
-    (tmp_path / "junk.pkl").write_bytes(b"not a pickle")
+        ContentEmbedder.load(tmp_path / "missing.json")
+    (tmp_path / "junk.json").write_bytes(b"not json")
+    (tmp_path / "junk.npz").write_bytes(b"not arrays")
     with pytest.raises(DataNotFound):
-        ContentEmbedder.load(tmp_path / "junk.pkl")
+        ContentEmbedder.load(tmp_path / "junk.json")
 
 
 def test_transform_before_fit_and_fit_on_nothing_are_rejected() -> None:
