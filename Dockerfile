@@ -24,7 +24,16 @@ COPY api ./api
 COPY cli ./cli
 COPY data ./data
 # Editable install: templates, static files and the shipped data stay where the code finds them.
-RUN pip install -e .
+# EXTRAS picks optional parts, e.g. `docker build --build-arg EXTRAS=neural,spark .`:
+# `neural` (the SASRec source) takes PyTorch's CPU build from its own index first (a plain
+# `torch` requirement pulls a CUDA build of several GB); `spark` needs a Java runtime.
+ARG EXTRAS=""
+RUN case ",$EXTRAS," in *,spark,*) \
+        apt-get update && apt-get install -y --no-install-recommends default-jre-headless \
+        && rm -rf /var/lib/apt/lists/* ;; esac \
+ && case ",$EXTRAS," in *,neural,*) \
+        pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu ;; esac \
+ && pip install -e ".${EXTRAS:+[$EXTRAS]}"
 
 RUN useradd --create-home --uid 10001 streamrec \
  && mkdir -p /var/lib/streamrec /tmp/prometheus \
