@@ -12,6 +12,7 @@ __all__ = [
     "APPLY_LUA",
     "COVISIT_LUA",
     "JOURNAL_LUA",
+    "NOTE_OWN_LUA",
     "SEEN_LUA",
     "USER_LUA",
     "USER_STATE_LUA",
@@ -55,15 +56,20 @@ for _, field in ipairs({'last_event_ts', 'pop_now'}) do
     end
   end
 end
--- recent: key, n, n distinct items oldest first (LPUSH leaves the last at the head)
+-- recent: key, own-events key, n, n distinct items oldest first (LPUSH leaves the last
+-- at the head). An applied item leaves the user's noted own events (NOTE_OWN_LUA).
 local r, i = p.recent, 1
 while i <= #r do
-  local key, n = r[i], r[i + 1]
-  for j = i + 2, i + 1 + n do redis.call('LREM', key, 0, r[j]) end
-  if call_many('LPUSH', key, r, i + 2, i + 1 + n) > p.recent_max then
+  local key, own, n = r[i], r[i + 1], r[i + 2]
+  local noted = redis.call('EXISTS', own) == 1
+  for j = i + 3, i + 2 + n do
+    redis.call('LREM', key, 0, r[j])
+    if noted then redis.call('LREM', own, 0, r[j]) end
+  end
+  if call_many('LPUSH', key, r, i + 3, i + 2 + n) > p.recent_max then
     redis.call('LTRIM', key, 0, p.recent_max - 1)
   end
-  i = i + 2 + n
+  i = i + 3 + n
 end
 -- hist: key, n, n (member, increment) pairs
 local h = p.hist
@@ -141,17 +147,33 @@ redis.call('HSET', ARGV[2], ARGV[3], ARGV[4])
 return 0
 """
 
-# One user's state. KEYS: recent list, purchases set, vector hash, history hash.
-# ARGV: factors field, recent n, co-visit n, recent anchors, history mode, ...
+# One user's state. KEYS: recent list, purchases set, vector hash, history hash, state
+# version, own events. ARGV: factors field, recent n, co-visit n, recent anchors, history
+# mode, ... The noted own events not applied yet come first among the recent items
+# (read-your-writes, see NOTE_OWN_LUA); the version is the one of this same read.
 _READ_USER = """
 local function read_user(ffield, recent_n, n_anchors, mode)
-  local recent = redis.call('LRANGE', KEYS[1], 0, math.max(recent_n, n_anchors, 1) - 1)
+  local want = math.max(recent_n, n_anchors, 1)
+  local recent = redis.call('LRANGE', KEYS[1], 0, want - 1)
+  local own = redis.call('LRANGE', KEYS[6], 0, want - 1)
+  if #own > 0 then
+    local merged, seen = {}, {}
+    for _, list in ipairs({own, recent}) do
+      for _, item in ipairs(list) do
+        if #merged < want and not seen[item] then
+          seen[item] = true; merged[#merged + 1] = item
+        end
+      end
+    end
+    recent = merged
+  end
   local vectors = redis.call('HMGET', KEYS[3], 'p', ffield)
   local history = {}
   if mode == 'always' or (mode == 'without_factors' and not vectors[2]) then
     history = redis.call('HGETALL', KEYS[4])
   end
-  return {recent, redis.call('SMEMBERS', KEYS[2]), vectors[1], vectors[2], history}
+  return {recent, redis.call('SMEMBERS', KEYS[2]), vectors[1], vectors[2], history,
+          redis.call('GET', KEYS[5]) or '0'}
 end
 """
 
@@ -188,8 +210,8 @@ end
 # One recommendation's reads on one Redis, in one call. KEYS: as _READ_USER.
 # ARGV: factors field, recent n, co-visit n, recent anchors, history mode, co-visit skip
 # mode, co-visit key head and tail (key = head .. item .. tail), meta key, anchors...
-# Returns recent, purchased, profile, factors, history (flat), then, with co-visit n > 0,
-# pop_now (or '') and read_covisited's list.
+# Returns recent, purchased, profile, factors, history (flat), version, then, with
+# co-visit n > 0, pop_now (or '') and read_covisited's list.
 USER_STATE_LUA = _READ_USER + _READ_COVISITED + """
 local recent_n, co_n, n_anchors = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = read_user(ARGV[1], recent_n, n_anchors, ARGV[5])
@@ -212,8 +234,8 @@ if co_n > 0 then
   end
   local n_skip = 0
   for _ in pairs(skip) do n_skip = n_skip + 1 end
-  out[6] = redis.call('HGET', ARGV[9], 'pop_now') or ''
-  out[7] = read_covisited(ARGV[7], ARGV[8], anchors, skip, n_skip, co_n)
+  out[7] = redis.call('HGET', ARGV[9], 'pop_now') or ''
+  out[8] = read_covisited(ARGV[7], ARGV[8], anchors, skip, n_skip, co_n)
 end
 return out
 """
@@ -233,6 +255,28 @@ for _, item in ipairs(q.skip) do skip[item] = true end
 local now = ''
 if q.meta ~= '' then now = redis.call('HGET', q.meta, 'pop_now') or '' end
 return {now, read_covisited(q.head, q.tail, q.anchors, skip, #q.skip, q.co_n)}
+"""
+
+# Read-your-writes: note the items of events the API just accepted, per user, and move
+# each user's state version (one call per node; no declared keys, as APPLY_LUA).
+# ARGV[1]: MessagePack {ttl_ms, max, users = [own key, version key, n, n items oldest
+# first, ...]}. The list is trimmed to ``max`` and expires ``ttl_ms`` after the last note
+# (an event that is never applied is forgotten); APPLY_LUA removes applied items.
+NOTE_OWN_LUA = """
+local q = cmsgpack.unpack(ARGV[1])
+local u, i = q.users, 1
+while i <= #u do
+  local own, version, n = u[i], u[i + 1], u[i + 2]
+  for j = i + 3, i + 2 + n do
+    redis.call('LREM', own, 0, u[j])
+    redis.call('LPUSH', own, u[j])
+  end
+  redis.call('LTRIM', own, 0, q.max - 1)
+  redis.call('PEXPIRE', own, q.ttl_ms)
+  redis.call('INCR', version)
+  i = i + 3 + n
+end
+return 0
 """
 
 # KEYS: the live dedupe buckets. ARGV[1]: MessagePack list of event ids. Returns the ids found
