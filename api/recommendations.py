@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from api.attribution import remember
 from api.auth import require_token
-from api.conditional import CACHE_CONTROL, CachedList
+from api.conditional import CACHE_CONTROL, CachedList, Versions
 from api.degraded import degraded_body, popular_fallback
 from api.metrics import api_metrics, observe_recommendation
 from api.params import Args, float_arg, int_arg, list_arg, str_arg
@@ -60,38 +62,43 @@ def recommendations() -> Response:
         variant=variant,
     )
     conditional, metrics = svc.conditional, api_metrics()
-    try:  # the one state-store read of an unchanged answer
-        etag: str | None = conditional.etag(rec_request, conditional.versions(
-            user_id, variant or recommender.assigner.variant(user_id)))
-    except TemporaryFailure:  # the state store is down: no tag, the degraded path below
-        etag = None
-    if etag is not None:
-        if request.if_none_match.contains(etag):
-            metrics.observe_rec_cache("not_modified")
-            return _tagged(Response(status=304), etag)
-        cached = conditional.cache.get(etag)
-        if cached is not None:  # the same list (and rec_id) this worker served for the tag
-            metrics.observe_rec_cache("hit")
-            return _tagged(Response(cached.body, mimetype="application/json"), etag)
-        metrics.observe_rec_cache("miss")
+    chosen = variant or recommender.assigner.variant(user_id)
+    key = (rec_request, chosen)
+    cached = conditional.cache.get(key)
+    versions: Versions | None = None
+    if cached is not None or "If-None-Match" in request.headers:
+        try:  # a tag to compare with: the one small read of an unchanged answer
+            versions = conditional.versions(user_id, chosen)
+        except TemporaryFailure:  # the state store is down: the degraded path below
+            versions = None
+        if versions is not None:
+            etag = conditional.etag(rec_request, versions)
+            if request.if_none_match.contains(etag):
+                metrics.observe_rec_cache("not_modified")
+                return _tagged(Response(status=304), etag)
+            if cached is not None and cached.etag == etag:  # the same list and rec_id
+                metrics.observe_rec_cache("hit")
+                return _tagged(Response(cached.body, mimetype="application/json"), etag)
+    if versions is None:  # in-process versions, read before the list: never newer than it
+        versions = conditional.versions(user_id, chosen, user_version=-1)
     fallback = popular_fallback()
-    try:
+    try:  # one state read, which carries the user's version
         rec = recommender.run(rec_request)
     except TemporaryFailure as exc:  # the state store is down: popular items, marked so
         current_app.logger.warning("degraded recommendations for %s: %s", user_id, exc)
-        rec = Recommendation(
-            user_id, fallback.items(rec_request.k, rec_request, recommender.filter),
-            variant=variant or recommender.assigner.variant(user_id))
+        rec = Recommendation(user_id, fallback.items(rec_request.k, rec_request,
+                                                     recommender.filter), variant=chosen)
         observe_recommendation(rec)
         return jsonify(degraded_body(rec, f"state store unavailable: {exc.message}"))
+    metrics.observe_rec_cache("miss")
     fallback.maybe_refresh(recommender)
     observe_recommendation(rec)
     remember(rec)
     current_app.logger.debug("recommended %d items to %s", len(rec.items), user_id)
     response = jsonify(rec.to_dict())
-    if etag is None:
-        return response
-    conditional.cache.put(etag, CachedList(rec.rec_id, response.get_data()))
+    # Tagged with the version of the state the list was computed from.
+    etag = conditional.etag(rec_request, replace(versions, user=rec.state_version))
+    conditional.cache.put(key, CachedList(rec.rec_id, response.get_data(), etag))
     return _tagged(response, etag)
 
 

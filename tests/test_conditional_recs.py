@@ -101,6 +101,76 @@ def test_the_users_own_event_changes_the_tag_the_list_and_the_rec_id(
     assert after.get_json()["items"] != first.get_json()["items"]
 
 
+def test_a_request_with_no_tag_to_compare_reads_the_state_once(
+        client: FlaskClient, services: ApiServices, monkeypatch: pytest.MonkeyPatch) -> None:
+    learn_views(services, "u1", ["candles-1"])
+    version_reads: list[str] = []
+    original = services.state.user_version
+
+    def counting(user_id: str) -> int:
+        version_reads.append(user_id)
+        return original(user_id)
+
+    monkeypatch.setattr(services.state, "user_version", counting)
+    first = client.get(URL)  # nothing cached, no If-None-Match: only the state read
+    assert version_reads == []
+    # ... and its tag is the one of that read: the next poll gets a 304.
+    assert client.get(URL, headers={"If-None-Match": first.headers["ETag"]}).status_code == 304
+    assert version_reads == ["u1"]
+
+
+def test_a_list_is_tagged_with_the_state_it_was_computed_from(
+        client: FlaskClient, services: ApiServices, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user's event lands between the version read and the state read: the list
+    reflects it, so its tag must too (an older tag would only cost a recomputation, a
+    newer one could hide a change)."""
+    old_tag = client.get(URL).headers["ETag"]
+    learn_views(services, "u1", ["candles-1"])
+    original = services.state.user_state
+    landed: list[bool] = []
+
+    def event_lands_first(*args: Any, **kwargs: Any) -> Any:
+        if not landed:
+            landed.append(True)
+            learn_views(services, "u1", ["bags-1"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(services.state, "user_state", event_lands_first)
+    fresh = client.get(URL, headers={"If-None-Match": old_tag})
+    assert fresh.status_code == 200
+    assert "bags-1" not in [i["item_id"] for i in fresh.get_json()["items"]]
+    again = client.get(URL, headers={"If-None-Match": fresh.headers["ETag"]})
+    assert again.status_code == 304  # the tag says what the list reflects
+
+
+def test_a_shoppers_own_event_shows_on_the_next_poll_before_any_consumer_applies_it(
+        client: FlaskClient, services: ApiServices) -> None:
+    first = client.get(URL)
+    clicked = first.get_json()["items"][0]["item_id"]
+    posted = client.post("/api/events", json={
+        "event_type": "click", "user_id": "u1", "item_id": clicked,
+        "rec_id": first.get_json()["rec_id"]})
+    assert posted.status_code == 202
+    assert services.state.recent_items("u1") == []  # no consumer ran (a fake publisher)
+    poll = client.get(URL, headers={"If-None-Match": first.headers["ETag"]})
+    assert poll.status_code == 200  # the version moved with the note
+    assert clicked not in [i["item_id"] for i in poll.get_json()["items"]]  # seen at once
+    assert client.get(URL, headers={"If-None-Match": poll.headers["ETag"]}).status_code == 304
+
+
+def test_an_event_is_accepted_when_noting_it_fails(
+        client: FlaskClient, services: ApiServices, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.errors import TemporaryFailure
+
+    def down(*args: Any, **kwargs: Any) -> None:
+        raise TemporaryFailure("redis down")
+
+    monkeypatch.setattr(services.state, "note_own_events", down)
+    posted = client.post("/api/events", json={
+        "event_type": "view", "user_id": "u1", "item_id": "candles-1"})
+    assert posted.status_code == 202  # published: it shows once the consumers apply it
+
+
 def test_other_shoppers_show_once_the_popularity_epoch_moves(
         client: FlaskClient, services: ApiServices, wall: WallClock) -> None:
     first = client.get(URL)
@@ -174,6 +244,16 @@ def test_the_state_version_is_read_from_the_store() -> None:
     conditional = ConditionalRecs(state, model_version=lambda: "m", catalog_version=lambda: 2,
                                   popularity_epoch=lambda user: len(user))
     assert conditional.versions("u1", "default") == Versions(0, "m", 2, 2, "default")
+    learn_views_state(state)
+    assert conditional.versions("u1", "default").user == 1
+    # Given (read with the user's state): nothing read.
+    assert conditional.versions("u1", "default", user_version=7).user == 7
+
+
+def learn_views_state(state: InMemoryStateStore) -> None:
+    from core.ports import StateUpdate
+
+    state.apply(StateUpdate(recent={"u1": ["a"]}))
 
 
 def test_the_openapi_spec_documents_etag_if_none_match_and_304() -> None:
