@@ -46,10 +46,14 @@ from dataclasses import dataclass
 
 from core.ports import RecRequest, UserStateReader
 
-__all__ = ["CACHE_CONTROL", "CachedList", "ConditionalRecs", "RecCache", "Versions"]
+__all__ = ["CACHE_CONTROL", "VERSIONS_READ", "CachedList", "ConditionalRecs", "RecCache",
+           "Versions"]
 
 #: Browsers keep the answer but revalidate it on every use; shared caches never keep it.
 CACHE_CONTROL = "private, no-cache"
+#: WSGI environ key: the :class:`Versions` the 304 fast path read for a request it let
+#: through (its tag did not match), so the view does not read them again.
+VERSIONS_READ = "streamrec.versions"
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from api.attribution import remember
 from api.auth import require_token
-from api.conditional import CACHE_CONTROL, CachedList, Versions
+from api.conditional import CACHE_CONTROL, VERSIONS_READ, CachedList, Versions
 from api.degraded import degraded_body, popular_fallback
 from api.metrics import api_metrics, observe_recommendation
 from api.params import Args, float_arg, int_arg, list_arg, str_arg
-from api.services import services
+from api.services import ApiServices, services
 from core.errors import InvalidRequest, NotFound, TemporaryFailure
 from core.ports import RecRequest
 from online_models.rating_mf import OnlineRatingMF
 from online_models.serving.pipeline import Recommendation
 
-__all__ = ["bp"]
+__all__ = ["bp", "rec_request_of"]
 
 bp = Blueprint("recommendations", __name__, url_prefix="/api")
 
@@ -38,22 +39,23 @@ def _k(args: Args = request) -> int:
     return int_arg(args, "k", default=settings.default_k, lo=1, hi=settings.max_k)
 
 
-@bp.get("/recommendations")
-def recommendations() -> Response:
-    args, svc = request.args, services()  # each read through a context-local proxy
+def rec_request_of(args: Mapping[str, str], svc: ApiServices) -> RecRequest:
+    """The request's :class:`RecRequest` from its query ``args`` (InvalidRequest or
+    NotFound for a bad one); the view and the 304 fast path (:mod:`api.fastpath`)
+    share it, so both compute the same ETag."""
     user_id = str_arg(args, "user_id", required=True)
     assert user_id is not None
-    recommender = svc.recommender
     variant = str_arg(args, "variant", max_len=64)
-    if variant is not None and variant not in recommender.assigner.variants:
+    if variant is not None and variant not in svc.recommender.assigner.variants:
         raise InvalidRequest(f"unknown variant '{variant}'",
                              details=[{"field": "variant", "message": "not configured"}])
     context_item = str_arg(args, "context_item")
     if context_item is not None and context_item not in svc.catalog:
         raise NotFound(f"unknown context item '{context_item}'")
-    rec_request = RecRequest(
+    settings = svc.settings
+    return RecRequest(
         user_id=user_id,
-        k=_k(args),
+        k=int_arg(args, "k", default=settings.default_k, lo=1, hi=settings.max_k),
         context_item=context_item,
         category=str_arg(args, "category", max_len=200),
         preferred_categories=tuple(list_arg(args, "preferred_categories")),
@@ -61,12 +63,20 @@ def recommendations() -> Response:
         max_price=float_arg(args, "max_price", lo=0, hi=1e9),
         variant=variant,
     )
+
+
+@bp.get("/recommendations")
+def recommendations() -> Response:
+    svc = services()
+    rec_request = rec_request_of(request.args, svc)
+    user_id, variant, recommender = rec_request.user_id, rec_request.variant, svc.recommender
     conditional, metrics = svc.conditional, api_metrics()
     chosen = variant or recommender.assigner.variant(user_id)
     key = (rec_request, chosen)
     cached = conditional.cache.get(key)
-    versions: Versions | None = None
-    if cached is not None or "If-None-Match" in request.headers:
+    # Read by the fast path, which let the request through: not read twice.
+    versions: Versions | None = request.environ.get(VERSIONS_READ)
+    if versions is None and (cached is not None or "If-None-Match" in request.headers):
         try:  # a tag to compare with: the one small read of an unchanged answer
             versions = conditional.versions(user_id, chosen)
         except TemporaryFailure:  # the state store is down: the degraded path below

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
 from api import create_app
@@ -264,3 +265,87 @@ def test_the_openapi_spec_documents_etag_if_none_match_and_304() -> None:
     assert "If-None-Match" in headers
     assert {"ETag", "Cache-Control"} <= set(operation["responses"]["304"]["headers"])
     assert "ETag" in operation["responses"]["200"]["headers"]
+
+
+# --- the 304 fast path (api/fastpath.py) ---------------------------------------------------
+def _flask_only(app: Flask) -> Flask:
+    """``app`` without the fast path in front (what answered before it existed)."""
+    app.wsgi_app = app.wsgi_app.inner  # type: ignore[attr-defined,method-assign]
+    return app
+
+
+def test_a_current_tag_gets_its_304_before_flask_with_the_same_headers(
+        app: Flask, services: ApiServices, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = app.test_client()
+    tag = client.get(URL).headers["ETag"]
+
+    def flask_view(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the view ran")
+
+    view = "recommendations.recommendations"
+    original = app.view_functions[view]
+    monkeypatch.setitem(app.view_functions, view, flask_view)
+    fast = client.get(URL, headers={"If-None-Match": tag})
+    assert fast.status_code == 304 and fast.data == b""
+    monkeypatch.setitem(app.view_functions, view, original)
+    slow = _flask_only(app).test_client().get(URL, headers={"If-None-Match": tag})
+    assert slow.status_code == 304
+    assert sorted(fast.headers.items()) == sorted(slow.headers.items())
+
+
+def test_the_fast_paths_304s_are_timed_and_counted(client: FlaskClient) -> None:
+    tag = client.get(URL).headers["ETag"]
+    for _ in range(3):
+        assert client.get(URL, headers={"If-None-Match": tag}).status_code == 304
+    text = client.get("/metrics").get_data(as_text=True)
+    assert ('streamrec_api_request_duration_seconds_count{endpoint="/api/recommendations",'
+            'method="GET"} 4.0') in text
+    assert 'streamrec_rec_cache_total{result="not_modified"} 3.0' in text
+
+
+@pytest.mark.parametrize("query", ["user_id=u1&k=0", "user_id=u1&k=5&variant=nope",
+                                   "k=5", "user_id=u1&k=5&context_item=unknown",
+                                   "user_id=%FF&k=5"])
+def test_a_bad_conditional_request_gets_flasks_answer(client: FlaskClient, query: str) -> None:
+    url = f"/api/recommendations?{query}"
+    fast = client.get(url, headers={"If-None-Match": '"x"'})
+    assert fast.status_code in (400, 404, 422, 200)
+    slow = _flask_only(client.application).test_client().get(
+        url, headers={"If-None-Match": '"x"'})
+    assert (fast.status_code, fast.get_json().keys()) == (slow.status_code,
+                                                           slow.get_json().keys())
+
+
+def test_a_changed_tag_goes_to_the_view_which_reads_the_versions_once(
+        client: FlaskClient, services: ApiServices, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = client.get(URL)
+    learn_views(services, "u1", ["candles-1"])
+    reads: list[str] = []
+    original = services.state.user_version
+
+    def counting(user_id: str) -> int:
+        reads.append(user_id)
+        return original(user_id)
+
+    monkeypatch.setattr(services.state, "user_version", counting)
+    fresh = client.get(URL, headers={"If-None-Match": first.headers["ETag"]})
+    assert fresh.status_code == 200 and fresh.headers["ETag"] != first.headers["ETag"]
+    assert reads == ["u1"]
+
+
+def test_the_fast_path_takes_one_rate_limit_token_per_request() -> None:
+    settings = Settings(redis_url="redis://fake", kafka_bootstrap="fake:9092",
+                        secret_key="test-secret-key", rate_limit_per_s=0.001,
+                        rate_limit_burst=3)
+    built = toy_services(settings)
+    use_popularity(built.recommender, PopularitySnapshot(built.state, built.catalog,
+                                                         refresh_s=60.0))
+    built.conditional = conditional_recs(settings, built.state, built.recommender, None)
+    client = create_app(settings, services=built).test_client()
+    tag = client.get(URL).headers["ETag"]  # token 1
+    # A stale tag: the fast path takes token 2 and lets Flask answer, which takes none.
+    assert client.get(URL, headers={"If-None-Match": '"stale"'}).status_code == 200
+    assert client.get(URL, headers={"If-None-Match": tag}).status_code == 304  # token 3
+    limited = client.get(URL, headers={"If-None-Match": tag})
+    assert limited.status_code == 429 and limited.headers["Retry-After"]
+    assert limited.get_json()["error"]["code"] == "rate_limited"
