@@ -56,21 +56,29 @@ for _, field in ipairs({'last_event_ts', 'pop_now'}) do
     end
   end
 end
--- recent: key, own-events key, n, n distinct items oldest first (LPUSH leaves the last
--- at the head). An applied item leaves the user's noted own events (NOTE_OWN_LUA).
-local r, i = p.recent, 1
-while i <= #r do
-  local key, own, n = r[i], r[i + 1], r[i + 2]
-  local noted = redis.call('EXISTS', own) == 1
-  for j = i + 3, i + 2 + n do
-    redis.call('LREM', key, 0, r[j])
-    if noted then redis.call('LREM', own, 0, r[j]) end
+-- recent_own: key, own-events key, n, n distinct items oldest first (LPUSH leaves the
+-- last at the head). An applied item leaves the user's noted own events (NOTE_OWN_LUA).
+-- recent: the same without the own-events key, as journals of older versions hold it.
+local function push_recent(r, with_own)
+  local i, step = 1, with_own and 1 or 0
+  while i <= #r do
+    local key, n = r[i], r[i + 1 + step]
+    local own = with_own and r[i + 1]
+    local noted = own and redis.call('EXISTS', own) == 1
+    local first = i + 2 + step
+    for j = first, first + n - 1 do
+      redis.call('LREM', key, 0, r[j])
+      if noted then redis.call('LREM', own, 0, r[j]) end
+    end
+    if call_many('LPUSH', key, r, first, first + n - 1) > p.recent_max then
+      redis.call('LTRIM', key, 0, p.recent_max - 1)
+    end
+    i = first + n
   end
-  if call_many('LPUSH', key, r, i + 3, i + 2 + n) > p.recent_max then
-    redis.call('LTRIM', key, 0, p.recent_max - 1)
-  end
-  i = i + 3 + n
 end
+push_recent(p.recent_own or {}, true)
+push_recent(p.recent or {}, false)
+local i
 -- hist: key, n, n (member, increment) pairs
 local h = p.hist
 i = 1

@@ -488,7 +488,9 @@ class RedisStateStore:
             "t": self._clamped(update.popularity_at, now),
             "hl": self.half_life_s, "max_exp": self.max_exponent,
             "recent_max": self.recent_max, "skiplist_min": self.skiplist_min,
-            "recent": group.recent, "hist": group.hist, "bought": group.bought,
+            # "recent_own", not "recent": a journal written before the own-events key
+            # existed still replays with its old section (see APPLY_LUA).
+            "recent_own": group.recent, "hist": group.hist, "bought": group.bought,
             "raw": group.raw, "incr": group.incr, "uver": group.versions, "pop": group.pop,
             **group.meta,
         }

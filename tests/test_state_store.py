@@ -66,6 +66,17 @@ class TestRedisStateStore(StateStoreContract):
         finally:
             self.client.delete("foreign-" + self.prefix)
 
+    def test_a_batch_journaled_in_the_format_before_own_events_still_applies(self) -> None:
+        # A cluster journal written by the previous version replays with this script.
+        import msgpack
+
+        store = self.store()
+        old = {"t": T0, "hl": 3600.0, "max_exp": 30.0, "recent_max": 50, "skiplist_min": 0,
+               "recent": [store.keys.recent("u"), 2, "a", "b"], "hist": [], "bought": [],
+               "raw": [], "incr": [], "uver": [], "pop": []}
+        store._apply_script(keys=[], args=[msgpack.packb(old), b""])
+        assert store.recent_items("u") == ["b", "a"]
+
     def test_noted_own_events_expire_with_their_ttl(self) -> None:
         store = self.store()
         store.note_own_events({"u": ["a"]}, ttl_s=60.0)
