@@ -81,14 +81,14 @@ def recommendations() -> Response:
             versions = conditional.versions(user_id, chosen)
         except TemporaryFailure:  # the state store is down: the degraded path below
             versions = None
-        if versions is not None:
-            etag = conditional.etag(rec_request, versions)
-            if request.if_none_match.contains(etag):
-                metrics.observe_rec_cache("not_modified")
-                return _tagged(Response(status=304), etag)
-            if cached is not None and cached.etag == etag:  # the same list and rec_id
-                metrics.observe_rec_cache("hit")
-                return _tagged(Response(cached.body, mimetype="application/json"), etag)
+    if versions is not None:
+        etag = conditional.etag(rec_request, versions)
+        if request.if_none_match.contains(etag):
+            metrics.observe_rec_cache("not_modified")
+            return _tagged(Response(status=304), etag)
+        if cached is not None and cached.etag == etag:  # the same list and rec_id
+            metrics.observe_rec_cache("hit")
+            return _tagged(Response(cached.body, mimetype="application/json"), etag)
     if versions is None:  # in-process versions, read before the list: never newer than it
         versions = conditional.versions(user_id, chosen, user_version=-1)
     fallback = popular_fallback()

@@ -349,3 +349,14 @@ def test_the_fast_path_takes_one_rate_limit_token_per_request() -> None:
     limited = client.get(URL, headers={"If-None-Match": tag})
     assert limited.status_code == 429 and limited.headers["Retry-After"]
     assert limited.get_json()["error"]["code"] == "rate_limited"
+
+
+def test_a_stale_tag_gets_the_cached_list_when_the_versions_did_not_move(
+        client: FlaskClient, runs: list[str]) -> None:
+    """A second tab, or a page that lost its list: the fast path lets the stale tag
+    through, and the view serves this worker's list for the current versions."""
+    first = client.get(URL)
+    again = client.get(URL, headers={"If-None-Match": '"an-old-tag"'})
+    assert again.status_code == 200
+    assert again.get_json()["rec_id"] == first.get_json()["rec_id"]
+    assert runs == ["u1"]
