@@ -46,14 +46,16 @@ from dataclasses import dataclass
 
 from core.ports import RecRequest, UserStateReader
 
-__all__ = ["CACHE_CONTROL", "VERSIONS_READ", "CachedList", "ConditionalRecs", "RecCache",
-           "Versions"]
+__all__ = ["CACHE_CONTROL", "REQUEST_PARSED", "VERSIONS_READ", "CachedList", "ConditionalRecs",
+           "RecCache", "Versions"]
 
 #: Browsers keep the answer but revalidate it on every use; shared caches never keep it.
 CACHE_CONTROL = "private, no-cache"
 #: WSGI environ key: the :class:`Versions` the 304 fast path read for a request it let
 #: through (its tag did not match), so the view does not read them again.
 VERSIONS_READ = "streamrec.versions"
+#: WSGI environ key: the request's :class:`core.ports.RecRequest` as the fast path parsed it.
+REQUEST_PARSED = "streamrec.rec_request"
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,8 @@ WSGI callable and answers exactly those polls itself:
 
 Everything else -- another path or method, no ``If-None-Match``, a tag that does not
 match, a bad parameter, the state store down, any error -- goes to Flask unchanged,
-which answers it as it always did (with the versions read here, when there are some,
-so the view does not read them again).
+which answers it as it always did (with the request parsed and the versions read here,
+when there are some, so the view does neither again).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from flask import Flask
 from werkzeug.datastructures import MultiDict
 from werkzeug.http import parse_etags, quote_etag
 
-from api.conditional import CACHE_CONTROL, VERSIONS_READ
+from api.conditional import CACHE_CONTROL, REQUEST_PARSED, VERSIONS_READ
 from api.metrics import ApiMetrics, api_metrics
 from api.ratelimit import RATE_CHARGED, TokenBucketLimiter
 from api.recommendations import rec_request_of
@@ -108,7 +108,7 @@ class NotModifiedFastPath:
         except Exception:  # a bug here must not cost the poll: Flask answers it as before
             log.exception("304 fast path failed; the request goes to Flask")
             return None
-        environ[VERSIONS_READ] = versions
+        environ[REQUEST_PARSED], environ[VERSIONS_READ] = request, versions
         return svc.conditional.etag(request, versions)
 
 

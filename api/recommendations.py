@@ -9,7 +9,13 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from api.attribution import remember
 from api.auth import require_token
-from api.conditional import CACHE_CONTROL, VERSIONS_READ, CachedList, Versions
+from api.conditional import (
+    CACHE_CONTROL,
+    REQUEST_PARSED,
+    VERSIONS_READ,
+    CachedList,
+    Versions,
+)
 from api.degraded import degraded_body, popular_fallback
 from api.metrics import api_metrics, observe_recommendation
 from api.params import Args, float_arg, int_arg, list_arg, str_arg
@@ -68,7 +74,8 @@ def rec_request_of(args: Mapping[str, str], svc: ApiServices) -> RecRequest:
 @bp.get("/recommendations")
 def recommendations() -> Response:
     svc = services()
-    rec_request = rec_request_of(request.args, svc)
+    # Parsed by the fast path when it let the request through (the same function).
+    rec_request = request.environ.get(REQUEST_PARSED) or rec_request_of(request.args, svc)
     user_id, variant, recommender = rec_request.user_id, rec_request.variant, svc.recommender
     conditional, metrics = svc.conditional, api_metrics()
     chosen = variant or recommender.assigner.variant(user_id)
