@@ -527,7 +527,7 @@ class RedisStateStore:
                      keys.user_vectors(user_id), keys.history(user_id),
                      keys.user_version(user_id), keys.own_events(user_id)]
         with self._failures("user_state"):
-            reply: list[Any] = self._user_state(keys=user_keys, args=args)
+            reply: list[Any] = self._user_state(keys=user_keys, args=[msgpack.packb(args)])
             recent, bought, profile, factors, weights, version = reply[:6]
             if self.router.cluster and covisit_n > 0:
                 reply += self._covisited_per_node(
