@@ -157,8 +157,9 @@ return 0
 
 # One user's state. KEYS: recent list, purchases set, vector hash, history hash, state
 # version, own events. Called with factors field, recent n, co-visit n, recent anchors,
-# history mode, ... (see USER_STATE_LUA). The noted own events not applied yet come first among the recent items
-# (read-your-writes, see NOTE_OWN_LUA); the version is the one of this same read.
+# history mode, ... (see USER_STATE_LUA). The noted own events not applied yet come first
+# among the recent items (read-your-writes, see NOTE_OWN_LUA); the version is the one of
+# this same read.
 _READ_USER = """
 local function read_user(ffield, recent_n, n_anchors, mode)
   local want = math.max(recent_n, n_anchors, 1)
