@@ -207,7 +207,11 @@ class InMemoryStateStore:
                 noted = self._own.get(user)
                 if noted is not None:  # applied: no longer only noted
                     applied = set(items)
-                    self._own[user] = (noted[0], [i for i in noted[1] if i not in applied])
+                    left = [i for i in noted[1] if i not in applied]
+                    if left:
+                        self._own[user] = (noted[0], left)
+                    else:
+                        del self._own[user]
                 newest = unique_newest_first(items)
                 fresh = set(newest)
                 old = [i for i in self._recent.get(user, []) if i not in fresh]
@@ -275,7 +279,10 @@ class InMemoryStateStore:
     def _own_items(self, user_id: str) -> list[str]:
         """The user's noted own items, newest first ([] once expired); under the lock."""
         noted = self._own.get(user_id)
-        if noted is None or noted[0] <= self.clock():
+        if noted is None:
+            return []
+        if noted[0] <= self.clock():  # expired: forgotten, as Redis's TTL does
+            del self._own[user_id]
             return []
         return noted[1]
 
