@@ -83,4 +83,7 @@ def create_app(
                                  variants=settings.variants),
                  token=settings.metrics_token)
     init_dashboard(app, settings)
+    from api.fastpath import install_fast_path
+
+    install_fast_path(app)  # last: it reads the services, metrics and limiter set up above
     return app

@@ -14,9 +14,17 @@ rarely changes between two of a shopper's events. An answer depends on:
 
 Their digest is the response's ``ETag``. ``If-None-Match`` with the current tag gets
 ``304 Not Modified`` (no body, nothing recomputed); without it, an unchanged tag gets the
-list this worker last served for it from a bounded LRU cache (same ``rec_id``, so clicks
-stay attributed to the list on screen); a changed tag gets a fresh list and a new
-``rec_id``.
+list this worker last served for the same request from a bounded LRU cache (same
+``rec_id``, so clicks stay attributed to the list on screen); a changed tag gets a fresh
+list and a new ``rec_id``.
+
+Round trips: a request that has a tag to compare (``If-None-Match``, or a list of this
+worker for the same request) reads the user's version first (one small read); a list
+that is computed reads the user's state once, and the state carries the version of that
+same read (:attr:`core.ports.UserState.version`), which tags the list. So a request with
+nothing to compare costs one round trip, not two, and a list is never tagged with a
+version older or newer than the state it was computed from. The other versions are read
+(in-process) before the list is computed: a tag is never newer than its list.
 
 >>> cache = RecCache(2)
 >>> cache.put("a", CachedList("r1", b"{}")); cache.put("b", CachedList("r2", b"{}"))
@@ -33,15 +41,21 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from core.ports import RecRequest, UserStateReader
 
-__all__ = ["CACHE_CONTROL", "CachedList", "ConditionalRecs", "RecCache", "Versions"]
+__all__ = ["CACHE_CONTROL", "REQUEST_PARSED", "VERSIONS_READ", "CachedList", "ConditionalRecs",
+           "RecCache", "Versions"]
 
 #: Browsers keep the answer but revalidate it on every use; shared caches never keep it.
 CACHE_CONTROL = "private, no-cache"
+#: WSGI environ key: the :class:`Versions` the 304 fast path read for a request it let
+#: through (its tag did not match), so the view does not read them again.
+VERSIONS_READ = "streamrec.versions"
+#: WSGI environ key: the request's :class:`core.ports.RecRequest` as the fast path parsed it.
+REQUEST_PARSED = "streamrec.rec_request"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,36 +71,40 @@ class Versions:
 
 @dataclass(frozen=True, slots=True)
 class CachedList:
-    """A served list: its ``rec_id`` and its JSON body as sent."""
+    """A served list: its ``rec_id``, its JSON body as sent and its ETag."""
 
     rec_id: str
     body: bytes
+    etag: str = ""
 
 
 class RecCache:
-    """The last served lists by ETag, least recently used dropped past ``size`` (thread-safe)."""
+    """The last served list of each request, least recently used dropped past ``size``
+    (thread-safe)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._lists: OrderedDict[str, CachedList] = OrderedDict()
+        self._lists: OrderedDict[Hashable, CachedList] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._lists)
 
-    def get(self, etag: str) -> CachedList | None:
+    def get(self, key: Hashable) -> CachedList | None:
+        if not self._lists:  # no lock for the empty cache (size 0, a fresh worker)
+            return None
         with self._lock:
-            found = self._lists.get(etag)
+            found = self._lists.get(key)
             if found is not None:
-                self._lists.move_to_end(etag)
+                self._lists.move_to_end(key)
             return found
 
-    def put(self, etag: str, served: CachedList) -> None:
+    def put(self, key: Hashable, served: CachedList) -> None:
         if self.size <= 0:
             return
         with self._lock:
-            self._lists[etag] = served
-            self._lists.move_to_end(etag)
+            self._lists[key] = served
+            self._lists.move_to_end(key)
             while len(self._lists) > self.size:
                 self._lists.popitem(last=False)
 
@@ -122,10 +140,14 @@ class ConditionalRecs:
         self.config = json.dumps(config, sort_keys=True)
         self.cache = RecCache(cache_size)
 
-    def versions(self, user_id: str, variant: str) -> Versions:
-        """The current versions (one state-store read; TemporaryFailure when it is down)."""
-        return Versions(self.state.user_version(user_id), self.model_version(),
-                        self.catalog_version(), self.popularity_epoch(user_id), variant)
+    def versions(self, user_id: str, variant: str, user_version: int | None = None) -> Versions:
+        """The current versions: with ``user_version`` None, the user's is read from the
+        state store (one small read; TemporaryFailure when it is down), else it is taken
+        as given (nothing read: the caller reads it with the state)."""
+        if user_version is None:
+            user_version = self.state.user_version(user_id)
+        return Versions(user_version, self.model_version(), self.catalog_version(),
+                        self.popularity_epoch(user_id), variant)
 
     def etag(self, request: RecRequest, versions: Versions) -> str:
         """The ETag (a strong validator, without its quotes) of ``request`` at ``versions``."""

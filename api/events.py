@@ -1,15 +1,24 @@
-"""Event intake: validate, then produce to Kafka (202) or answer 422 with field errors."""
+"""Event intake: validate, then produce to Kafka (202) or answer 422 with field errors.
+
+Read-your-writes: an accepted event's item is also noted in the state store for its
+user (:meth:`core.ports.OwnEvents.note_own_events`, one round trip), so the shopper's
+next recommendation already counts it as seen and anchors on it, and the next
+conditional poll gets a fresh list, without waiting for Kafka and the consumers, which
+still apply the event and own the state.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from collections.abc import Sequence
+
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from api.attribution import attribute, written_before
 from api.auth import require_token
 from api.metrics import observe_events
 from api.params import json_body
 from api.services import services
-from core.errors import InvalidEvent, InvalidRequest
+from core.errors import InvalidEvent, InvalidRequest, TemporaryFailure
 from core.events import (
     EventTimeWindow,
     InteractionEvent,
@@ -23,6 +32,22 @@ __all__ = ["MAX_BATCH", "bp"]
 bp = Blueprint("events", __name__, url_prefix="/api")
 
 MAX_BATCH = 1000
+#: How long a noted own event shows before the consumers apply it. Applying removes it
+#: sooner; this only bounds how long an event that is never applied (dead-lettered,
+#: lost with a broker) shows, and exceeds any consumer lag the project meets.
+OWN_EVENTS_TTL_S = 120.0
+
+
+def _note_own(events: Sequence[InteractionEvent]) -> None:
+    """Note the accepted events' items for their users (read-your-writes, best effort:
+    with the state store down, an event shows once the consumers applied it)."""
+    by_user: dict[str, list[str]] = {}
+    for event in events:
+        by_user.setdefault(event.user_id, []).append(event.item_id)
+    try:
+        services().state.note_own_events(by_user, OWN_EVENTS_TTL_S)
+    except TemporaryFailure as exc:
+        current_app.logger.warning("own events not noted: %s", exc)
 
 
 def _in_time(events: list[InteractionEvent]) -> list[InteractionEvent]:
@@ -43,6 +68,7 @@ def post_events() -> tuple[Response, int]:
             raise InvalidRequest("every event must be a JSON object")
         events = _in_time(parse_interactions(data))
         services().publisher.publish(written_before(events))
+        _note_own(events)
         observe_events(events)
         attribute(events)
         return jsonify({"accepted": len(events), "event_ids": [e.event_id for e in events]}), 202
@@ -50,6 +76,7 @@ def post_events() -> tuple[Response, int]:
         raise InvalidRequest("the body must be an event object or a list of them")
     [event] = _in_time([parse_interaction(data)])
     services().publisher.publish(written_before([event]))
+    _note_own([event])
     observe_events([event])
     attribute([event])
     return jsonify({"accepted": 1, "event_id": event.event_id}), 202
@@ -83,5 +110,6 @@ def post_feedback() -> tuple[Response, int]:
         **body, "event_type": "rating", "item_id": data.get("product_id", data.get("item_id")),
     })])
     services().publisher.publish([event])
+    _note_own([event])
     observe_events([event])
     return jsonify({"accepted": 1, "event_id": event.event_id}), 202

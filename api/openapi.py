@@ -123,6 +123,10 @@ SPEC: dict[str, Any] = {
         }},
         "/api/events": {"post": {
             "summary": "Send one interaction or a batch (up to 1000) to the broker",
+            "description": "Read-your-writes: once accepted, each event's item already "
+                           "counts as seen (and anchors co-visitation) in the user's next "
+                           "recommendations, and their ETag changes, before the consumers "
+                           "have applied the event.",
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "oneOf": [_ref("Event"), {"type": "array", "items": _ref("Event"),
                                           "minItems": 1, "maxItems": 1000}]}}}},

@@ -36,6 +36,7 @@ from core.settings import Settings
 __all__ = [
     "DEFAULT_BURST",
     "DEFAULT_RATE",
+    "RATE_CHARGED",
     "LoginLimiter",
     "TokenBucketLimiter",
     "init_rate_limit",
@@ -49,6 +50,9 @@ DEFAULT_BURST = 200
 #: forgotten client starts again with a full bucket, which only errs on the lenient side).
 MAX_CLIENTS = 10_000
 _LIMITED_PREFIX = "/api/"
+#: WSGI environ key: the wait :meth:`TokenBucketLimiter.acquire` already answered for
+#: this request (the 304 fast path, :mod:`api.fastpath`, takes its token before Flask).
+RATE_CHARGED = "streamrec.rate_charged"
 
 
 class TokenBucketLimiter:
@@ -128,7 +132,9 @@ def init_rate_limit(app: Flask, settings: Settings) -> TokenBucketLimiter | None
     def _rate_limit() -> Response | None:
         if not request.path.startswith(_LIMITED_PREFIX):
             return None
-        wait = limiter.acquire(request.remote_addr or "unknown")
+        charged = request.environ.get(RATE_CHARGED)
+        wait = (limiter.acquire(request.remote_addr or "unknown") if charged is None
+                else float(charged))
         return _too_many(wait, limiter) if wait > 0 else None
 
     return limiter

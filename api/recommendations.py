@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
+
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from api.attribution import remember
 from api.auth import require_token
-from api.conditional import CACHE_CONTROL, CachedList
+from api.conditional import (
+    CACHE_CONTROL,
+    REQUEST_PARSED,
+    VERSIONS_READ,
+    CachedList,
+    Versions,
+)
 from api.degraded import degraded_body, popular_fallback
 from api.metrics import api_metrics, observe_recommendation
 from api.params import Args, float_arg, int_arg, list_arg, str_arg
-from api.services import services
+from api.services import ApiServices, services
 from core.errors import InvalidRequest, NotFound, TemporaryFailure
 from core.ports import RecRequest
 from online_models.rating_mf import OnlineRatingMF
 from online_models.serving.pipeline import Recommendation
 
-__all__ = ["bp"]
+__all__ = ["bp", "rec_request_of"]
 
 bp = Blueprint("recommendations", __name__, url_prefix="/api")
 
@@ -36,22 +45,23 @@ def _k(args: Args = request) -> int:
     return int_arg(args, "k", default=settings.default_k, lo=1, hi=settings.max_k)
 
 
-@bp.get("/recommendations")
-def recommendations() -> Response:
-    args, svc = request.args, services()  # each read through a context-local proxy
+def rec_request_of(args: Mapping[str, str], svc: ApiServices) -> RecRequest:
+    """The request's :class:`RecRequest` from its query ``args`` (InvalidRequest or
+    NotFound for a bad one); the view and the 304 fast path (:mod:`api.fastpath`)
+    share it, so both compute the same ETag."""
     user_id = str_arg(args, "user_id", required=True)
     assert user_id is not None
-    recommender = svc.recommender
     variant = str_arg(args, "variant", max_len=64)
-    if variant is not None and variant not in recommender.assigner.variants:
+    if variant is not None and variant not in svc.recommender.assigner.variants:
         raise InvalidRequest(f"unknown variant '{variant}'",
                              details=[{"field": "variant", "message": "not configured"}])
     context_item = str_arg(args, "context_item")
     if context_item is not None and context_item not in svc.catalog:
         raise NotFound(f"unknown context item '{context_item}'")
-    rec_request = RecRequest(
+    settings = svc.settings
+    return RecRequest(
         user_id=user_id,
-        k=_k(args),
+        k=int_arg(args, "k", default=settings.default_k, lo=1, hi=settings.max_k),
         context_item=context_item,
         category=str_arg(args, "category", max_len=200),
         preferred_categories=tuple(list_arg(args, "preferred_categories")),
@@ -59,39 +69,53 @@ def recommendations() -> Response:
         max_price=float_arg(args, "max_price", lo=0, hi=1e9),
         variant=variant,
     )
+
+
+@bp.get("/recommendations")
+def recommendations() -> Response:
+    svc = services()
+    # Parsed by the fast path when it let the request through (the same function).
+    rec_request = request.environ.get(REQUEST_PARSED) or rec_request_of(request.args, svc)
+    user_id, variant, recommender = rec_request.user_id, rec_request.variant, svc.recommender
     conditional, metrics = svc.conditional, api_metrics()
-    try:  # the one state-store read of an unchanged answer
-        etag: str | None = conditional.etag(rec_request, conditional.versions(
-            user_id, variant or recommender.assigner.variant(user_id)))
-    except TemporaryFailure:  # the state store is down: no tag, the degraded path below
-        etag = None
-    if etag is not None:
+    chosen = variant or recommender.assigner.variant(user_id)
+    key = (rec_request, chosen)
+    cached = conditional.cache.get(key)
+    # Read by the fast path, which let the request through: not read twice.
+    versions: Versions | None = request.environ.get(VERSIONS_READ)
+    if versions is None and (cached is not None or "If-None-Match" in request.headers):
+        try:  # a tag to compare with: the one small read of an unchanged answer
+            versions = conditional.versions(user_id, chosen)
+        except TemporaryFailure:  # the state store is down: the degraded path below
+            versions = None
+    if versions is not None:
+        etag = conditional.etag(rec_request, versions)
         if request.if_none_match.contains(etag):
             metrics.observe_rec_cache("not_modified")
             return _tagged(Response(status=304), etag)
-        cached = conditional.cache.get(etag)
-        if cached is not None:  # the same list (and rec_id) this worker served for the tag
+        if cached is not None and cached.etag == etag:  # the same list and rec_id
             metrics.observe_rec_cache("hit")
             return _tagged(Response(cached.body, mimetype="application/json"), etag)
-        metrics.observe_rec_cache("miss")
+    if versions is None:  # in-process versions, read before the list: never newer than it
+        versions = conditional.versions(user_id, chosen, user_version=-1)
     fallback = popular_fallback()
-    try:
+    try:  # one state read, which carries the user's version
         rec = recommender.run(rec_request)
     except TemporaryFailure as exc:  # the state store is down: popular items, marked so
         current_app.logger.warning("degraded recommendations for %s: %s", user_id, exc)
-        rec = Recommendation(
-            user_id, fallback.items(rec_request.k, rec_request, recommender.filter),
-            variant=variant or recommender.assigner.variant(user_id))
+        rec = Recommendation(user_id, fallback.items(rec_request.k, rec_request,
+                                                     recommender.filter), variant=chosen)
         observe_recommendation(rec)
         return jsonify(degraded_body(rec, f"state store unavailable: {exc.message}"))
+    metrics.observe_rec_cache("miss")
     fallback.maybe_refresh(recommender)
     observe_recommendation(rec)
     remember(rec)
     current_app.logger.debug("recommended %d items to %s", len(rec.items), user_id)
     response = jsonify(rec.to_dict())
-    if etag is None:
-        return response
-    conditional.cache.put(etag, CachedList(rec.rec_id, response.get_data()))
+    # Tagged with the version of the state the list was computed from.
+    etag = conditional.etag(rec_request, replace(versions, user=rec.state_version))
+    conditional.cache.put(key, CachedList(rec.rec_id, response.get_data(), etag))
     return _tagged(response, etag)
 
 

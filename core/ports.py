@@ -37,6 +37,7 @@ __all__ = [
     "HistoryMode",
     "ItemNeighbours",
     "OnlineLearner",
+    "OwnEvents",
     "RatingParams",
     "RecContext",
     "RecRequest",
@@ -99,6 +100,9 @@ class UserState:
     history: dict[str, float]
     #: Items co-visited with each anchor asked for (anchor -> strongest first).
     covisited: dict[str, ScoredItems] = field(default_factory=dict)
+    #: The user's state version this state was read at (:meth:`UserStateReader.user_version`,
+    #: in the same read): what a list computed from it may be tagged with.
+    version: int = 0
 
 
 @dataclass
@@ -234,7 +238,31 @@ class UserStateReader(Protocol):
         reads no more pairs than it can use.
         The history (only needed to fold in a vector) is read ``"always"``, only
         ``"without_factors"`` stored for ``factors_version``, or ``"never"`` (then empty).
+        The state carries the user's version of the same read (:attr:`UserState.version`)
+        and lists the items noted by :meth:`OwnEvents.note_own_events` and not applied
+        yet as the newest recent items.
         """
+        ...
+
+
+@runtime_checkable
+class OwnEvents(Protocol):
+    """Read-your-writes for a shopper's own events, before the consumers apply them.
+
+    The API notes the items of events it has just accepted; until the stream processor
+    applies those events (or ``ttl_s`` passes: an event that never gets applied), the
+    recommendation read :meth:`UserStateReader.user_state` lists them as the newest
+    recent items (seen, and co-visitation anchors). The learners' reads
+    (:meth:`UserStateReader.recent_items_many`) never see them: a learner's "before the
+    batch" must not already hold the batch. Noting moves the user's state version (so a
+    conditional request gets a fresh list at once); applying an event later removes its
+    item from the noted ones. The consumers stay the owners of the state: noting writes
+    nothing else.
+    """
+
+    def note_own_events(self, items_by_user: Mapping[str, Sequence[str]],
+                        ttl_s: float = 120.0) -> None:
+        """Note each user's items, oldest first (one round trip per node involved)."""
         ...
 
 
@@ -334,8 +362,8 @@ class StateMeta(Protocol):
 
 @runtime_checkable
 class StateStore(
-    DedupeLog, BatchWriter, UserStateReader, DecayedCounters, ItemNeighbours, VectorTables,
-    BlobStore, StateMeta, Protocol,
+    DedupeLog, BatchWriter, UserStateReader, OwnEvents, DecayedCounters, ItemNeighbours,
+    VectorTables, BlobStore, StateMeta, Protocol,
 ):
     """All online state roles together: what a store adapter implements."""
 

@@ -181,6 +181,8 @@ class InMemoryStateStore:
         self._counters: dict[str, int] = {}
         self._last_ts: float | None = None
         self._versions: dict[str, int] = {}
+        #: user -> (expiry on ``clock``, noted own items not applied yet, newest first).
+        self._own: dict[str, tuple[float, list[str]]] = {}
 
     def ping(self) -> bool:
         return True
@@ -202,6 +204,14 @@ class InMemoryStateStore:
             for user in update.users():
                 self._versions[user] = self._versions.get(user, 0) + 1
             for user, items in update.recent.items():
+                noted = self._own.get(user)
+                if noted is not None:  # applied: no longer only noted
+                    applied = set(items)
+                    left = [i for i in noted[1] if i not in applied]
+                    if left:
+                        self._own[user] = (noted[0], left)
+                    else:
+                        del self._own[user]
                 newest = unique_newest_first(items)
                 fresh = set(newest)
                 old = [i for i in self._recent.get(user, []) if i not in fresh]
@@ -251,12 +261,44 @@ class InMemoryStateStore:
         with self._lock:
             return self._versions.get(user_id, 0)
 
+    def note_own_events(self, items_by_user: Mapping[str, Sequence[str]],
+                        ttl_s: float = 120.0) -> None:
+        """See :class:`core.ports.OwnEvents`."""
+        expires = self.clock() + ttl_s
+        with self._lock:
+            for user, items in items_by_user.items():
+                if not items:
+                    continue
+                newest = unique_newest_first(items)
+                fresh = set(newest)
+                old = self._own_items(user)
+                self._own[user] = (expires, (newest + [i for i in old if i not in fresh])
+                                   [: self.recent_max])
+                self._versions[user] = self._versions.get(user, 0) + 1
+
+    def _own_items(self, user_id: str) -> list[str]:
+        """The user's noted own items, newest first ([] once expired); under the lock."""
+        noted = self._own.get(user_id)
+        if noted is None:
+            return []
+        if noted[0] <= self.clock():  # expired: forgotten, as Redis's TTL does
+            del self._own[user_id]
+            return []
+        return noted[1]
+
     def user_state(
         self, user_id: str, recent_n: int, factors_version: str, *,
         covisit_n: int = 0, anchors: Sequence[str] = (), recent_anchors: int = 0,
         history: HistoryMode = "always", covisit_skip: CovisitSkip = "nothing",
     ) -> UserState:
-        recent = self.recent_items(user_id, max(recent_n, recent_anchors))
+        want = max(recent_n, recent_anchors)
+        with self._lock:  # recent items, the noted own ones first, and the version at once
+            version = self._versions.get(user_id, 0)
+            recent = self._recent.get(user_id, [])
+            own = self._own_items(user_id) if self._own else []
+            if own:
+                recent = list(dict.fromkeys([*own, *recent]))
+            recent = recent[: max(want, 0)]
         linked = covisit_anchors(anchors, recent[:recent_anchors]) if covisit_n > 0 else []
         factors = self.get_user_factors([user_id], factors_version).get(user_id)
         wanted = history == "always" or (history == "without_factors" and factors is None)
@@ -277,6 +319,7 @@ class InMemoryStateStore:
             factors=factors,
             history=self.get_histories([user_id]).get(user_id, {}) if wanted else {},
             covisited=covisited,
+            version=version,
         )
 
     def recent_items_many(self, user_ids: Sequence[str], n: int = 50) -> dict[str, list[str]]:
@@ -371,3 +414,4 @@ class InMemoryStateStore:
             self._counters = {}
             self._last_ts = None
             self._versions = {}
+            self._own = {}

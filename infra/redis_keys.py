@@ -80,6 +80,11 @@ class KeySpace:
         """Hash: ``p`` profile, ``r`` rating parameters, ``f:<version>`` factors."""
         return self._user("uvec", user_id)
 
+    def own_events(self, user_id: str) -> str:
+        """List: items of the user's events the API accepted and no batch applied yet,
+        newest first (short TTL; see :class:`core.ports.OwnEvents`)."""
+        return self._user("own", user_id)
+
     def user_version(self, user_id: str) -> str:
         """String: the user's state version (INCR by every apply changing their state)."""
         return self._user("uver", user_id)

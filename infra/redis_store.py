@@ -94,6 +94,7 @@ from infra.redis_scripts import (
     APPLY_LUA,
     COVISIT_LUA,
     JOURNAL_LUA,
+    NOTE_OWN_LUA,
     SEEN_LUA,
     USER_LUA,
     USER_STATE_LUA,
@@ -269,6 +270,8 @@ class RedisStateStore:
         self._apply_script = client.register_script(APPLY_LUA)
         self._user_state = client.register_script(
             USER_LUA if self.router.cluster else USER_STATE_LUA)
+        self._note_script = client.register_script(NOTE_OWN_LUA)
+        self._note_cross_slot = cross_slot(NOTE_OWN_LUA)
         self._apply_cross_slot = cross_slot(APPLY_LUA)
         self._covisit_cross_slot = cross_slot(COVISIT_LUA)
         self._journal_cross_slot = cross_slot(JOURNAL_LUA)
@@ -406,7 +409,8 @@ class RedisStateStore:
             newest = unique_newest_first(items)[: self.recent_max] if len(items) > 1 else items
             if newest:
                 key = keys.recent(user)
-                at(key).recent.extend((key, len(newest), *reversed(newest)))
+                at(key).recent.extend((key, keys.own_events(user), len(newest),
+                                       *reversed(newest)))
         for owners, key_of in ((update.history, keys.history),
                                (update.item_history, keys.item_history)):
             for owner, weights in owners.items():
@@ -484,7 +488,9 @@ class RedisStateStore:
             "t": self._clamped(update.popularity_at, now),
             "hl": self.half_life_s, "max_exp": self.max_exponent,
             "recent_max": self.recent_max, "skiplist_min": self.skiplist_min,
-            "recent": group.recent, "hist": group.hist, "bought": group.bought,
+            # "recent_own", not "recent": a journal written before the own-events key
+            # existed still replays with its old section (see APPLY_LUA).
+            "recent_own": group.recent, "hist": group.hist, "bought": group.bought,
             "raw": group.raw, "incr": group.incr, "uver": group.versions, "pop": group.pop,
             **group.meta,
         }
@@ -518,17 +524,18 @@ class RedisStateStore:
             max(recent_anchors, 0), history, covisit_skip, co_head, co_tail, keys.meta,
             *anchors]
         user_keys = [keys.recent(user_id), keys.purchased(user_id),
-                     keys.user_vectors(user_id), keys.history(user_id)]
+                     keys.user_vectors(user_id), keys.history(user_id),
+                     keys.user_version(user_id), keys.own_events(user_id)]
         with self._failures("user_state"):
-            reply: list[Any] = self._user_state(keys=user_keys, args=args)
-            recent, bought, profile, factors, weights = reply[:5]
+            reply: list[Any] = self._user_state(keys=user_keys, args=[msgpack.packb(args)])
+            recent, bought, profile, factors, weights, version = reply[:6]
             if self.router.cluster and covisit_n > 0:
                 reply += self._covisited_per_node(
                     [i.decode() for i in recent], {i.decode() for i in bought}, recent_n,
                     covisit_n, anchors, recent_anchors, covisit_skip)
         covisited: dict[str, ScoredItems] = {}
-        if len(reply) > 5:
-            now, lists = reply[5], reply[6]
+        if len(reply) > 6:
+            now, lists = reply[6], reply[7]
             covisited = {lists[j].decode(): _scored(lists[j + 2],
                                                     self._read_scale(lists[j + 1], now))
                          for j in range(0, len(lists), 3)}
@@ -539,7 +546,28 @@ class RedisStateStore:
             factors=_vector(factors),
             history=_flat_hash(weights),
             covisited=covisited,
+            version=int(version),
         )
+
+    def note_own_events(self, items_by_user: Mapping[str, Sequence[str]],
+                        ttl_s: float = 120.0) -> None:
+        """See :class:`core.ports.OwnEvents`: one script per node (:data:`NOTE_OWN_LUA`)."""
+        per_node: dict[str, tuple[str, list[Any]]] = {}
+        for user, items in items_by_user.items():
+            if items:
+                own = self.keys.own_events(user)
+                # Oldest first, distinct, at most what the list keeps.
+                newest = unique_newest_first(items)[: self.recent_max]
+                per_node.setdefault(self.router.group_of(own), (own, []))[1].extend(
+                    (own, self.keys.user_version(user), len(newest), *reversed(newest)))
+        ttl_ms = max(1, math.ceil(ttl_s * 1000))
+        with self._failures("note_own_events"):
+            for own, users in per_node.values():
+                query = msgpack.packb({"ttl_ms": ttl_ms, "max": self.recent_max, "users": users})
+                if self.router.cluster:
+                    self.router.run_at(own, self._note_cross_slot, query)
+                else:
+                    self._note_script(keys=[], args=[query])
 
     def _covisited_per_node(
         self, recent: list[str], bought: set[str], recent_n: int, covisit_n: int,

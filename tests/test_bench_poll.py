@@ -68,7 +68,8 @@ def test_poll_bench_polls_clicks_and_writes_every_key(
     assert 0 < figures["not_modified_share"] < 1  # 304s, and fresh lists after clicks
     assert figures["events_visible"] >= 1
     for key in ("hello_peak_rps", "server_p50_ms", "server_p99_ms",
-                "event_to_visible_p50_ms", "event_to_visible_p99_ms"):
+                "event_to_visible_p50_ms", "event_to_visible_p99_ms",
+                "server_cpu_us_per_request", "loadgen_cpu_us_per_request"):
         assert math.isfinite(figures[key]) and figures[key] > 0, key
     # The step to 40 shoppers runs when 20 held p99 <= 10 ms (no step below 20 is asked for).
     assert [p["shoppers"] for p in figures["phases"]] in ([20], [20, 40])

@@ -23,6 +23,15 @@ class TestInMemoryStateStore(StateStoreContract):
     def make_store(self, **options: Any) -> InMemoryStateStore:
         return InMemoryStateStore(**options)
 
+    def test_noted_own_events_are_forgotten_after_their_ttl(self) -> None:
+        clock = FakeClock()
+        store = self.store(clock=clock)
+        store.note_own_events({"u": ["a"]}, ttl_s=60.0)
+        clock.advance(59.0)
+        assert store.user_state("u", 5, "").recent == ["a"]
+        clock.advance(2.0)  # never applied (a dead-lettered event): no longer shown
+        assert store.user_state("u", 5, "").recent == []
+
 
 @pytest.mark.integration
 class TestRedisStateStore(StateStoreContract):
@@ -56,6 +65,22 @@ class TestRedisStateStore(StateStoreContract):
             assert self.client.get("foreign-" + self.prefix) == b"1"
         finally:
             self.client.delete("foreign-" + self.prefix)
+
+    def test_a_batch_journaled_in_the_format_before_own_events_still_applies(self) -> None:
+        # A cluster journal written by the previous version replays with this script.
+        import msgpack
+
+        store = self.store()
+        old = {"t": T0, "hl": 3600.0, "max_exp": 30.0, "recent_max": 50, "skiplist_min": 0,
+               "recent": [store.keys.recent("u"), 2, "a", "b"], "hist": [], "bought": [],
+               "raw": [], "incr": [], "uver": [], "pop": []}
+        store._apply_script(keys=[], args=[msgpack.packb(old), b""])
+        assert store.recent_items("u") == ["b", "a"]
+
+    def test_noted_own_events_expire_with_their_ttl(self) -> None:
+        store = self.store()
+        store.note_own_events({"u": ["a"]}, ttl_s=60.0)
+        assert 0 < self.client.pttl(store.keys.own_events("u")) <= 60_000
 
     def test_dedupe_keys_expire_after_the_window(self) -> None:
         ttl = 3600

@@ -66,7 +66,8 @@ from infra.bootstrap import (
 )
 
 __all__ = ["KeepAliveConn", "LoadGenerator", "generated_items", "hello_app", "hello_peak_rps",
-           "latency_buckets", "run_api_bench", "serve_env", "served_run", "server"]
+           "latency_buckets", "run_api_bench", "serve_env", "served_run", "server",
+           "tree_cpu_s"]
 
 _ENDPOINT = "/api/recommendations"
 _LATENCY = "streamrec_api_request_duration_seconds"
@@ -307,7 +308,7 @@ def latency_buckets(url: str) -> dict[float, float]:
     return buckets
 
 
-def _tree_cpu_s(pid: int) -> float | None:
+def tree_cpu_s(pid: int) -> float | None:
     """CPU seconds (user + system) of a process and its children; None off Linux."""
     tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     total, found = 0.0, False
@@ -343,9 +344,9 @@ def hello_peak_rps(gen: LoadGenerator, env: dict[str, str], tmp: Path, *, worker
     hello_url = f"http://127.0.0.1:{hello_port}/hello"
     with server(hello_args, env, tmp / "hello.log", hello_url) as hello_proc:
         gen.run("closed", hello_port, ["/hello"], duration=min(3.0, duration), concurrency=4)
-        cpu_before = _tree_cpu_s(hello_proc.pid)
+        cpu_before = tree_cpu_s(hello_proc.pid)
         peak, levels = gen.peak(hello_port, ["/hello"], duration, concurrency)
-        cpu = _cpu_per_request_us(cpu_before, _tree_cpu_s(hello_proc.pid), levels)
+        cpu = _cpu_per_request_us(cpu_before, tree_cpu_s(hello_proc.pid), levels)
     return peak, levels, cpu
 
 
@@ -444,10 +445,13 @@ def _bench(live: Settings, tmp: Path, say: Any, *, catalog_size: int, users: int
     paths = [f"{_ENDPOINT}?user_id={u}&k={k}"
              for u in sorted({e.user_id for e in stream})]
     paths = [paths[int(i)] for i in rng.permutation(len(paths))]
-    env = serve_env(live)
+    # Every request recomputed (issue 18's bar for this bench): no per-worker list cache,
+    # which would answer a repeated user within a popularity epoch for a version read.
+    env = {**serve_env(live), "STREAMREC_REC_CACHE_SIZE": "0"}
     base = f"http://127.0.0.1:{live.api_port}"
     figures: dict[str, Any] = {"catalog_items": len(catalog), "k": k, "workers": workers,
-                               "threads": threads, "seeded_users": len(paths),
+                               "threads": threads, "rec_cache_size": 0,
+                               "seeded_users": len(paths),
                                "seeded_events": events}
     with LoadGenerator() as gen:
         api_args = ["cli.main", "serve", "--workers", str(workers), "--threads", str(threads)]
@@ -461,9 +465,9 @@ def _bench(live: Settings, tmp: Path, say: Any, *, catalog_size: int, users: int
             after = latency_buckets(f"{base}/metrics")
             delta = {b: after.get(b, 0.0) - before.get(b, 0.0) for b in after}
             say(f"steady: {steady}")
-            cpu_before = _tree_cpu_s(api_proc.pid)
+            cpu_before = tree_cpu_s(api_proc.pid)
             peak, levels = gen.peak(live.api_port, paths, peak_duration, concurrency)
-            api_cpu = _cpu_per_request_us(cpu_before, _tree_cpu_s(api_proc.pid), levels)
+            api_cpu = _cpu_per_request_us(cpu_before, tree_cpu_s(api_proc.pid), levels)
             say(f"api peak: {levels}")
         hello_peak, hello_levels, hello_cpu = hello_peak_rps(
             gen, env, tmp, workers=workers, threads=threads, duration=peak_duration,

@@ -51,6 +51,7 @@ from cli.bench.api import (
     serve_env,
     served_run,
     server,
+    tree_cpu_s,
 )
 from cli.bench.common import (
     machine_info,
@@ -271,7 +272,16 @@ async def _shop(port: int, users: list[str], spec: dict[str, Any]) -> dict[str, 
                                             warm_rate=warm_rate))["errors"]
             warmed = active
         before = await asyncio.to_thread(_scrape, port)
+        server_cpu, own_cpu = tree_cpu_s(spec["api_pid"]), time.process_time()
         found = await crowd.run(active, duration)
+        # CPU per request (polls and clicks) of the API's processes and of this load
+        # generator, which shares the machine with them.
+        requests = max(1, found["polls"] + found["events"])
+        found["loadgen_cpu_us_per_request"] = (time.process_time() - own_cpu) / requests * 1e6
+        server_after = tree_cpu_s(spec["api_pid"])
+        found["server_cpu_us_per_request"] = (
+            None if server_cpu is None or server_after is None
+            else (server_after - server_cpu) / requests * 1e6)
         found["server_p50_ms"], found["server_p99_ms"] = _server_ms(
             before, await asyncio.to_thread(_scrape, port))
         return found
@@ -330,23 +340,25 @@ def run_poll_bench(
         try:
             with LoadGenerator() as gen:
                 with server(serve_args, env, tmp / "api.log",
-                            f"http://127.0.0.1:{run.api_port}/healthz"):
+                            f"http://127.0.0.1:{run.api_port}/healthz") as api_proc:
                     store = build_state_store(run)
                     try:  # the consumer joined its group and applies events
                         _warm_up_consumer(run, store, services.item_ids[0],
                                           lambda: consumer.poll() is None, 180.0)
                     finally:
                         store.client.close()
-                    shop = gen.submit(_shop_in_process, run.api_port, users, spec)
+                    shop = gen.submit(_shop_in_process, run.api_port, users,
+                                      {**spec, "api_pid": api_proc.pid})
                 say(f"api phases: {[_brief(p) for p in shop['phases']]}")
                 _stop(consumer)  # the hello app gets the machine as the API had it
-                hello, hello_levels, _ = hello_peak_rps(
+                hello, hello_levels, hello_cpu = hello_peak_rps(
                     gen, env, tmp, workers=workers, threads=threads,
                     duration=hello_duration, concurrency=hello_concurrency)
                 say(f"hello peak: {hello_levels}")
         finally:
             _stop(consumer)
-    return _figures(shop, hello, shoppers=shoppers, poll_interval_s=poll_interval_s,
+    return _figures(shop, hello, hello_cpu=hello_cpu, shoppers=shoppers,
+                    poll_interval_s=poll_interval_s,
                     popularity_refresh_s=popularity_refresh_s, workers=workers,
                     threads=threads, setup_s=time.perf_counter() - started)
 
@@ -391,6 +403,11 @@ def _figures(shop: dict[str, Any], hello: float, **context: Any) -> dict[str, An
         "popularity_refresh_s": context["popularity_refresh_s"],
         "workers": context["workers"], "threads": context["threads"],
         "events_posted": main["events"], "events_visible": len(visible),
+        # CPU per request of the main phase (polls and clicks): the API's processes, the
+        # load generator beside them, and the hello app's (its peak levels).
+        "server_cpu_us_per_request": main.get("server_cpu_us_per_request"),
+        "loadgen_cpu_us_per_request": main.get("loadgen_cpu_us_per_request"),
+        "hello_server_cpu_us_per_request": context.get("hello_cpu"),
         "phases": [_brief(p) for p in shop["phases"]],
         "setup_s": context["setup_s"],
         "machine": machine_info(),

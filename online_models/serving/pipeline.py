@@ -90,6 +90,9 @@ class Recommendation:
     items: list[ScoredRecommendation]
     rec_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     variant: str | None = None
+    #: The user's state version the list was computed from (:attr:`UserState.version`):
+    #: what the API's ETag says the list reflects.
+    state_version: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"rec_id": self.rec_id}
@@ -225,7 +228,7 @@ class Recommender:
         order = self._rank(ctx, scored, w, variant)
         chosen = self._choose(ctx, scored, order, request.k)
         return Recommendation(request.user_id, self._explain(ctx, w, scored, chosen),
-                              variant=variant)
+                              variant=variant, state_version=ctx.user.version)
 
     def candidates(self, request: RecRequest) -> tuple[RecContext, ScoredCandidates]:
         """The request's context and its scored candidates (before ranking and filters):

@@ -27,6 +27,7 @@ from core.ports import (
     DecayedCounters,
     DedupeLog,
     ItemNeighbours,
+    OwnEvents,
     StateMeta,
     StateStore,
     StateUpdate,
@@ -71,8 +72,8 @@ class StateStoreContract:
 
     def test_store_serves_every_role_port(self) -> None:
         store = self.store()
-        for role in (DedupeLog, BatchWriter, UserStateReader, DecayedCounters, ItemNeighbours,
-                     VectorTables, BlobStore, StateMeta):
+        for role in (DedupeLog, BatchWriter, UserStateReader, OwnEvents, DecayedCounters,
+                     ItemNeighbours, VectorTables, BlobStore, StateMeta):
             assert isinstance(store, role), role.__name__
 
     def test_covisited_reads_each_items_co_visitation_scope(self) -> None:
@@ -415,6 +416,45 @@ class StateStoreContract:
         store.clear()
         assert store.user_version("u1") == 0
 
+    def test_user_state_carries_the_version_of_the_same_read(self) -> None:
+        store = self.store()
+        assert store.user_state("u1", 5, "").version == 0
+        store.apply(StateUpdate(recent={"u1": ["a"]}))
+        store.apply(StateUpdate(history={"u1": {"a": 1.0}}))
+        assert store.user_state("u1", 5, "").version == store.user_version("u1") == 2
+
+    # --- read-your-writes: a shopper's own events before the consumers apply them --------
+    def test_an_accepted_event_shows_in_the_next_read_before_it_is_applied(self) -> None:
+        store = self.store()
+        store.apply(StateUpdate(recent={"u1": ["a", "b"]}))
+        before = store.user_version("u1")
+        store.note_own_events({"u1": ["c", "a"]})
+        # The next read reflects it: newest first, without repeats, and a new version.
+        state = store.user_state("u1", 5, "")
+        assert state.recent == ["a", "c", "b"]
+        assert state.version == store.user_version("u1") > before
+        assert store.user_state("u1", 2, "").recent == ["a", "c"]  # recent_n still bounds
+        # Only the recommendation read: the learners read what was applied.
+        assert store.recent_items_many(["u1"])["u1"] == ["b", "a"]
+        assert store.user_state("u2", 5, "").recent == []
+        assert store.user_version("u2") == 0
+
+    def test_noted_items_anchor_co_visitation_and_are_skipped_as_seen(self) -> None:
+        store = self.store()
+        store.apply(StateUpdate(popularity={"co:c": {"x": 2.0, "a": 1.0}}))
+        store.note_own_events({"u1": ["a", "c"]})
+        state = store.user_state("u1", 5, "", covisit_n=2, recent_anchors=1,
+                                 covisit_skip="seen")
+        assert state.covisited["c"].ids == ["x"]
+
+    def test_applying_a_noted_event_leaves_its_item_where_the_batch_puts_it(self) -> None:
+        store = self.store()
+        store.note_own_events({"u1": ["a"]})
+        store.apply(StateUpdate(recent={"u1": ["a"]}))  # the consumer applied the click
+        store.apply(StateUpdate(recent={"u1": ["b"]}))  # then a later event
+        # "a" is no longer held at the front as a noted item: "b" is the newest.
+        assert store.user_state("u1", 5, "").recent == ["b", "a"]
+
     def test_last_event_ts_is_the_newest_applied_event_time(self) -> None:
         store = self.store()
         store.apply(StateUpdate(counters={"x": 1}, last_event_ts=T0 + 10))
@@ -428,7 +468,9 @@ class StateStoreContract:
             popularity_at=T0, profiles={"u1": np.ones(3, np.float32)}, counters={"c": 1},
             last_event_ts=T0,
         ))
+        store.note_own_events({"u2": ["b"]})
         store.clear()
+        assert store.user_state("u2", 5, "").recent == []
         assert store.seen_events(["e1"]) == set()
         assert store.recent_items("u1") == []
         assert len(store.top_popular(5)) == 0

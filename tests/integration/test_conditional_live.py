@@ -2,6 +2,8 @@
 
 A shopper's own event moves their state version in the consumer's atomic update, so
 the next poll carrying the old ETag gets a fresh list; another shopper's event does not.
+An event posted through the API shows in the very next poll already (read-your-writes:
+the API notes it in Redis before the consumers apply it).
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ def test_a_shoppers_event_through_the_consumers_changes_their_next_poll(
     catalog = sorted(app.extensions["streamrec"].catalog)
     post_view(client, "poller", catalog[0])  # a history, so the list is personal
     deadline = time.monotonic() + 20
-    while app.extensions["streamrec"].state.user_version("poller") == 0:
+    # Applied by the consumer (the learners' read never shows noted events), so that
+    # no later bump by the consumer is mistaken for the other shopper's event below.
+    while not app.extensions["streamrec"].state.recent_items("poller"):
         assert time.monotonic() < deadline, "the consumer never applied the first view"
         time.sleep(0.1)
 
@@ -65,3 +69,18 @@ def test_a_shoppers_event_through_the_consumers_changes_their_next_poll(
     assert fresh["rec_id"] != body["rec_id"]
     assert shown not in [item["item_id"] for item in fresh["items"]]  # seen: never again
     print(f"the view showed in a poll {time.monotonic() - posted:.2f} s after it was posted")
+
+
+def test_a_posted_event_shows_in_the_next_poll_before_any_consumer_applies_it(
+    app: Flask,
+) -> None:
+    client = app.test_client()
+    state = app.extensions["streamrec"].state
+    first = client.get("/api/recommendations?user_id=ryw-shopper&k=8")
+    tag, shown = first.headers["ETag"], first.get_json()["items"][0]["item_id"]
+    post_view(client, "ryw-shopper", shown)  # no consumer runs in this test
+    poll = client.get("/api/recommendations?user_id=ryw-shopper&k=8",
+                      headers={"If-None-Match": tag})
+    assert poll.status_code == 200 and poll.headers["ETag"] != tag
+    assert shown not in [item["item_id"] for item in poll.get_json()["items"]]
+    assert state.recent_items("ryw-shopper") == []  # not applied: only noted
