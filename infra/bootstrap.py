@@ -340,7 +340,8 @@ def build_recommender(
         learned_variants=settings.learned_variants,
         ranker=models.ranker, ranked_variants=settings.ranked_variants,
         known_sources=SOURCES,
-        model_version=lambda: models.version or "", popularity_epoch=popularity.epoch,
+        model_version=lambda: models.current_version() or "",
+        popularity_epoch=popularity.epoch,
     )
 
 

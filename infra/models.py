@@ -73,6 +73,13 @@ class ModelProvider:
     def version(self) -> str | None:
         return self._version
 
+    def current_version(self) -> str | None:
+        """The version being served, after looking for a newer one (at most every
+        ``min_interval_s``): what a response's ETag names, so a new version changes the
+        tags of unchanged users too, not only once some list is computed."""
+        self._poll()
+        return self._version
+
     def foldin(self) -> ALSFoldIn | None:
         """The current model's fold-in, or None when no ALS model was trained."""
         return self.current()[0]

@@ -45,6 +45,20 @@ def test_the_provider_loads_the_latest_version_and_switches_when_a_new_one_lands
     assert provider.foldin().version == "v2"  # type: ignore[union-attr]
 
 
+def test_the_version_an_etag_names_moves_to_a_new_model_without_any_list_computed(
+    tmp_path: Path
+) -> None:
+    """A worker answering only 304s still sees a new model version (so tags change)."""
+    now = [0.0]
+    provider = ModelProvider(tmp_path, min_interval_s=5.0, clock=lambda: now[0])
+    train(tiny(0), tmp_path, ["als"], version="v1")
+    assert provider.current_version() == "v1"
+    train(tiny(5), tmp_path, ["als"], version="v2")
+    assert provider.current_version() == "v1"  # throttled: at most every min_interval_s
+    now[0] = 6.0
+    assert provider.current_version() == "v2" == provider.version
+
+
 def test_a_version_without_an_als_model_turns_collaborative_scores_off(tmp_path: Path) -> None:
     train(tiny(0), tmp_path, ["popularity"], version="pop-only")
     assert ModelProvider(tmp_path, min_interval_s=0).current() == (None, None)
