@@ -78,8 +78,9 @@ def test_a_markup_variant_shows_literally_on_the_dashboard_and_runs_nothing(
         assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
         assert response.headers["x-frame-options"] == "DENY"
         assert response.headers["x-content-type-options"] == "nosniff"
-        page.wait_for_function(
-            "document.querySelectorAll('#variants tbody tr').length >= 2", timeout=10_000)
+        # A locator waits without evaluating a string in the page: under this CSP
+        # (no 'unsafe-eval') Playwright's string predicates can be refused intermittently.
+        page.locator("#variants tbody tr").nth(1).wait_for(timeout=10_000)
         page.wait_for_timeout(700)  # a few more polls redraw the table
         names = page.eval_on_selector_all("#variants tbody tr",
                                           "rows => rows.map(r => r.cells[0].textContent)")
