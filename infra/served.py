@@ -53,8 +53,18 @@ log = logging.getLogger(__name__)
 #: Events per replayed batch. Larger than a consumer's batch (4,000 records): the final
 #: state is the same sums, with fewer fold-ins and trims of the same users' lists.
 REPLAY_BATCH = 10_000
-#: The batch models behind the live sources (``collab``: ALS; ``ease``: its neighbours).
-SERVED_MODELS = ("als", "ease")
+#: The batch models behind the live sources (``collab``: ALS; ``ease``: its neighbours;
+#: ``alltime``: popularity's all-time counts).
+SERVED_MODELS = ("als", "ease", "popularity")
+#: The sequential network's name (``sequential`` source), trained where PyTorch imports.
+SEQUENTIAL_MODEL = "sasrec"
+#: Wall-clock seconds SASRec may train inside ``served`` (its loop stops at the best
+#: epoch so far when spent). It is trained once, on the validation world's log, and the
+#: final world keeps it (as a live system serves a network trained on older events,
+#: reading the shopper's newest clicks at request time), so the combiner learns its
+#: weight from the very network that serves. Why this figure: docs/evaluation.md,
+#: ``served``.
+SEQUENTIAL_BUDGET_S = 240.0
 #: Items asked of the pipeline per evaluated user (the harness scores up to k=50).
 EVAL_K = 60
 #: Folds of the validation users the ways of combining sources are compared on.
@@ -104,16 +114,23 @@ class ServedWorld:
 
     @classmethod
     def build(cls, settings: Settings, log_: Interactions, *, catalog: dict[str, Item],
-              protocol: str = "temporal") -> ServedWorld:
+              protocol: str = "temporal", sequential_budget_s: float = SEQUENTIAL_BUDGET_S
+              ) -> ServedWorld:
         from infra.bootstrap import build_index, build_processor, build_recommender
         from offline.train import train
 
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        train(Dataset("served", log_, list(catalog.values())), settings.artifacts_dir,
-              list(SERVED_MODELS), protocol=protocol)
+        names = list(SERVED_MODELS)
+        if wants_sequential(settings) and sequential_budget_s > 0:
+            names.append(SEQUENTIAL_MODEL)
+        result = train(Dataset("served", log_, list(catalog.values())), settings.artifacts_dir,
+                       names, protocol=protocol,
+                       make=partial(_make_served, sequential_budget_s=sequential_budget_s))
         models = ModelProvider(settings.artifacts_dir, min_interval_s=3600.0)
-        timings["als_s"] = time.perf_counter() - t0
+        for name in names:
+            timings[f"{name}_fit_s"] = float(result.manifest["models"][name]["fit_s"])
+        timings["models_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         index, _ = build_index(settings, catalog)
         timings["index_s"] = time.perf_counter() - t0
@@ -152,11 +169,19 @@ class ServedWorld:
         def make(name: str, **context: Any) -> Any:
             return fixed if name == "ease" and fixed is not None else make_model(name, **context)
 
+        # The sequential network trained on the earlier part goes on serving (see
+        # SEQUENTIAL_BUDGET_S): its files are carried into the new version.
+        extras = {}
+        if latest is not None and (self.settings.artifacts_dir / latest /
+                                   f"{SEQUENTIAL_MODEL}.json").exists():
+            extras[SEQUENTIAL_MODEL] = partial(_carry_files, self.settings.artifacts_dir / latest,
+                                               SEQUENTIAL_MODEL)
         train(Dataset("served", full, list(self.catalog.values())),
               self.settings.artifacts_dir, list(SERVED_MODELS), protocol=self.protocol,
-              make=make)
+              make=make, extras=extras)
         self.models.refresh()
-        self.timings["als_s"] = self.timings.get("als_s", 0.0) + time.perf_counter() - t0
+        self.timings["models_s"] = (self.timings.get("models_s", 0.0)
+                                    + time.perf_counter() - t0)
         self.replay(rest, "b")
 
     def top(self, user_id: str, k: int) -> list[str]:
@@ -170,6 +195,39 @@ class ServedWorld:
             ctx, scored = self.recommender.candidates(RecRequest(user, k))
             if scored.ids:
                 yield user, scored.ids, ranker_features(scored.matrix, ctx)
+
+
+def wants_sequential(settings: Settings) -> bool:
+    """The settings name the ``sequential`` source and PyTorch imports (else the source
+    is absent, as in an API process without the ``neural`` extra)."""
+    from offline.models.neural import torch_missing
+
+    return "sequential" in settings.sources and torch_missing() is None
+
+
+def _make_served(name: str, *, sequential_budget_s: float, **context: Any) -> Any:
+    """The batch models of a world: the registry's, SASRec with served's time budget."""
+    from offline.models.registry import make_model
+
+    if name == SEQUENTIAL_MODEL:
+        from offline.models.sasrec import SASRecScorer
+
+        return SASRecScorer(random_state=int(context.get("random_state", 0)),
+                            max_train_s=sequential_budget_s)
+    return make_model(name, **context)
+
+
+def _carry_files(source: Path, stem: str, staging: Path) -> dict[str, Any]:
+    """Copy a version's ``<stem>.*`` files into a new version's staging folder."""
+    import shutil
+
+    from offline.train import file_sha256
+
+    files = sorted(p.name for p in source.glob(f"{stem}.*"))
+    for name in files:
+        shutil.copyfile(source / name, staging / name)
+    return {"files": files, "format": "arrays", "carried_from": source.name,
+            "sha256": {f: file_sha256(staging / f) for f in files}}
 
 
 @contextmanager
