@@ -64,17 +64,25 @@ SEQUENTIAL_MODEL = "sasrec"
 #: reading the shopper's newest clicks at request time), so the combiner learns its
 #: weight from the very network that serves. Why this figure: docs/evaluation.md,
 #: ``served``.
-SEQUENTIAL_BUDGET_S = 240.0
+SEQUENTIAL_BUDGET_S = 120.0
 #: Items asked of the pipeline per evaluated user (the harness scores up to k=50).
 EVAL_K = 60
 #: Folds of the validation users the ways of combining sources are compared on.
 N_FOLDS = 3
-#: The learned ranker: a binary LightGBM model (is this candidate among the user's next
-#: items?). Fixed rounds and strong leaves: a few thousand validation users at most.
+#: The learned ranker: LightGBM trees over :func:`ranker_features`; strong leaves (a few
+#: thousand validation users at most).
 RANKER_PARAMS: dict[str, Any] = {"objective": "binary", "learning_rate": 0.05,
                                  "num_leaves": 15, "min_data_in_leaf": 100,
                                  "feature_fraction": 0.9, "verbose": -1, "num_threads": 2}
-RANKER_ROUNDS = 200
+#: Objectives the trees may learn (binary: is it a next item; lambdarank: the order of
+#: one user's candidates, NDCG's own), each read at these numbers of rounds; the folds
+#: choose (:func:`fit_combiner`).
+RANKER_OBJECTIVES: dict[str, dict[str, Any]] = {
+    "binary": {"objective": "binary"},
+    "lambdarank": {"objective": "lambdarank", "lambdarank_truncation_level": 20,
+                   "eval_at": [10]},
+}
+RANKER_ROUNDS = (50, 100, 200, 400)
 #: Relative validation gain a step of the weight search must bring to be kept.
 MIN_GAIN = 0.005
 #: Validation users the combiner learns from (a sample when there are more).
@@ -292,37 +300,54 @@ def fit_combiner(world: ServedWorld, holdout: Mapping[str, set[str]], *, k: int 
     base_w = np.array([configured[n] for n in names])
     skip = ~scored_any
 
-    def fit_ranker(part: Sequence[tuple[Any, Any]]) -> Any:
+    def fit_ranker(part: Sequence[tuple[Any, Any]], objective: str, rounds: int) -> Any:
         x = np.vstack([f for f, _ in part])
         y = np.concatenate([lab for _, lab in part])
-        return lightgbm.train({**RANKER_PARAMS, "seed": random_state},
-                              lightgbm.Dataset(x, y), num_boost_round=RANKER_ROUNDS)
+        params = {**RANKER_PARAMS, **RANKER_OBJECTIVES[objective], "seed": random_state}
+        data = lightgbm.Dataset(x, y, group=[len(lab) for _, lab in part]
+                                if objective == "lambdarank" else None)
+        return lightgbm.train(params, data, num_boost_round=rounds)
 
     # Each way of combining is judged on users it did not learn from (k folds), so the
-    # choice rests on every validation user, not on a fifth of them.
-    scores: dict[str, list[float]] = {"configured": [], "tuned": [], "ranker": []}
+    # choice rests on every validation user, not on a fifth of them. The trees' objective
+    # and number of rounds are chosen by the same folds (one fit per objective, read at
+    # each round count of RANKER_ROUNDS): no fixed setting has to suit every shop.
+    scores: dict[str, list[float]] = {"configured": [], "tuned": []}
+    for objective in RANKER_OBJECTIVES:
+        for rounds in RANKER_ROUNDS:
+            scores[f"{objective}:{rounds}"] = []
     for fold in range(N_FOLDS):
         held = [r for r, f in zip(rows, folds.tolist(), strict=True) if f == fold]
         fit = [r for r, f in zip(rows, folds.tolist(), strict=True) if f != fold]
         w = _coordinate_ascent(fit, n_src, skipped_mask=skip, k=k)
-        booster = fit_ranker(fit)
         for name, score_of in (
                 ("configured", lambda feats: np.nan_to_num(feats[:, :n_src]) @ base_w),
-                ("tuned", lambda feats, w=w: np.nan_to_num(feats[:, :n_src]) @ w),
-                ("ranker", lambda feats, b=booster: b.predict(feats, num_threads=1))):
+                ("tuned", lambda feats, w=w: np.nan_to_num(feats[:, :n_src]) @ w)):
             scores[name] += [_ndcg(score_of(feats), lab, k) for feats, lab in held]
+        block = np.vstack([feats for feats, _ in held])  # one predict call per setting
+        bounds = np.cumsum([len(lab) for _, lab in held])[:-1]
+        for objective in RANKER_OBJECTIVES:
+            booster = fit_ranker(fit, objective, max(RANKER_ROUNDS))
+            for rounds in RANKER_ROUNDS:
+                predicted = np.split(booster.predict(block, num_iteration=rounds), bounds)
+                scores[f"{objective}:{rounds}"] += [
+                    _ndcg(p, lab, k) for p, (_, lab) in zip(predicted, held, strict=True)]
     results = {name: float(np.mean(v)) for name, v in scores.items()}
-    best = max(results, key=results.__getitem__)
+    trees = max((n for n in results if ":" in n), key=results.__getitem__)
+    best = max(("configured", "tuned", trees), key=results.__getitem__)
     tuned_w = _coordinate_ascent(rows, n_src, skipped_mask=skip, k=k)
     info.update({"validation_ndcg": {key: round(v, 5) for key, v in results.items()},
                  "folds": N_FOLDS,
                  "tuned_weights": {n: round(float(w), 3) for n, w in zip(names, tuned_w,
                                                                           strict=True)}})
-    info["chosen"] = best
+    info["chosen"] = "ranker" if best == trees else best
     log.info("served: validation NDCG@%d (%d folds) %s -> %s", k, N_FOLDS,
              info["validation_ndcg"], best)
-    if best == "ranker":
-        ranker = GbdtRanker(fit_ranker(rows), names, info)
+    if best == trees:
+        chosen_objective, chosen_rounds = trees.split(":")
+        info["ranker"] = {"objective": chosen_objective, "rounds": int(chosen_rounds)}
+        ranker = GbdtRanker(fit_ranker(rows, chosen_objective, int(chosen_rounds)), names,
+                            info)
         return Combiner(ranker, configured, info)
     weights = configured if best == "configured" else dict(zip(names, tuned_w.tolist(),
                                                                  strict=True))
