@@ -7,7 +7,7 @@ None when the source cannot exist in this process (its model was never trained, 
 optional dependency is missing) -- the source is then absent, said once in the log.
 
 >>> sorted(SOURCES)[:3]
-['collab', 'content', 'context']
+['alltime', 'collab', 'content']
 """
 
 from __future__ import annotations
