@@ -89,7 +89,7 @@ RANKER_OBJECTIVES: dict[str, dict[str, Any]] = {
     "lambdarank": {"objective": "lambdarank", "lambdarank_truncation_level": 20,
                    "eval_at": [10]},
 }
-RANKER_ROUNDS = (50, 100, 200, 400)
+RANKER_ROUNDS = (50, 100, 200)
 #: Relative validation gain a step of the weight search must bring to be kept.
 MIN_GAIN = 0.005
 #: Validation users the combiner learns from (a sample when there are more).
