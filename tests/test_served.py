@@ -120,7 +120,7 @@ def test_the_sequential_network_is_trained_once_and_kept_as_the_world_goes_on(
     assert kept is not None
     np.testing.assert_array_equal(kept.arrays["item_embeddings"],
                                   network.arrays["item_embeddings"])
-    ctx, scored = world.recommender.candidates(RecRequest(str(log.users[0]), 10))
+    _ctx, scored = world.recommender.candidates(RecRequest(str(log.users[0]), 10))
     assert scored.known[:, scored.names.index("sequential")].any()
 
 

@@ -52,7 +52,7 @@ class TestAllTimeSource(SourceContract):
 
 def test_alltime_proposes_best_sellers_unseen_and_leaves_newer_items_out() -> None:
     world = toy_world()
-    ctx, scored = world.recommender(registry.SOURCES["alltime"](world.deps)).candidates(
+    ctx, _scored = world.recommender(registry.SOURCES["alltime"](world.deps)).candidates(
         RecRequest(SHOPPER, 5))
     source = registry.SOURCES["alltime"](world.deps)
     proposed = list(source.candidates(ctx))
@@ -66,7 +66,7 @@ def test_alltime_proposes_best_sellers_unseen_and_leaves_newer_items_out() -> No
 def test_alltime_without_counts_in_the_model_version_proposes_and_scores_nothing() -> None:
     world = toy_world()
     world.deps.artifact = lambda name, load: None
-    ctx, scored = world.recommender(registry.SOURCES["alltime"](world.deps)).candidates(
+    _ctx, scored = world.recommender(registry.SOURCES["alltime"](world.deps)).candidates(
         RecRequest(SHOPPER, 5))
     assert not np.any(scored.known[:, 0])
 
