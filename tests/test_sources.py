@@ -50,11 +50,17 @@ class TestAllTimeSource(SourceContract):
     name = "alltime"
 
 
+def _alltime(world: ToyWorld) -> Source:
+    source = registry.SOURCES["alltime"](world.deps)
+    assert source is not None
+    return source
+
+
 def test_alltime_proposes_best_sellers_unseen_and_leaves_newer_items_out() -> None:
     world = toy_world()
-    ctx, _scored = world.recommender(registry.SOURCES["alltime"](world.deps)).candidates(
+    ctx, _scored = world.recommender(_alltime(world)).candidates(
         RecRequest(SHOPPER, 5))
-    source = registry.SOURCES["alltime"](world.deps)
+    source = _alltime(world)
     proposed = list(source.candidates(ctx))
     # The shopper saw mugs-1..3: the best sellers left are the other mugs, by id on ties.
     assert proposed[:3] == ["mugs-0", "mugs-4", "mugs-5"]
@@ -66,7 +72,7 @@ def test_alltime_proposes_best_sellers_unseen_and_leaves_newer_items_out() -> No
 def test_alltime_without_counts_in_the_model_version_proposes_and_scores_nothing() -> None:
     world = toy_world()
     world.deps.artifact = lambda name, load: None
-    _ctx, scored = world.recommender(registry.SOURCES["alltime"](world.deps)).candidates(
+    _ctx, scored = world.recommender(_alltime(world)).candidates(
         RecRequest(SHOPPER, 5))
     assert not np.any(scored.known[:, 0])
 
