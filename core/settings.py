@@ -112,10 +112,10 @@ class Settings(BaseSettings):
     #: ``online_models.serving.registry.SOURCES``; a source whose model is unavailable in
     #: a process is absent there).
     sources: list[str] = ["covisit", "context", "content", "collab", "ease", "sequential",
-                          "popularity"]
+                          "popularity", "alltime"]
     blend_weights: dict[str, float] = {
         "content": 0.3, "collab": 0.25, "covisit": 0.15, "context": 0.2, "ease": 0.25,
-        "sequential": 0.2, "popularity": 0.1,
+        "sequential": 0.2, "popularity": 0.1, "alltime": 0.05,
     }
     #: Latent factors of the online rating model (River BiasedMF).
     rating_factors: int = Field(10, ge=1, le=512)

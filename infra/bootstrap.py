@@ -326,7 +326,8 @@ def build_recommender(
     popularity = PopularitySnapshot(state, catalog, settings.popularity_refresh_s,
                                     settings.popularity_snapshot_size)
     deps = SourceDeps(state, index, catalog, popularity, collaborative=models.current,
-                      neighbours=models.neighbours, sequential=models.sequential)
+                      neighbours=models.neighbours, sequential=models.sequential,
+                      artifact=models.artifact)
     return Recommender(
         state, index, catalog, build_sources(settings.sources, deps), settings.blend_weights,
         settings.recent_items_max, variants=settings.variants,

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -28,6 +29,8 @@ from online_models.serving.ranker import GbdtRanker
 __all__ = ["ModelProvider"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Batch models are trained on purchase counts: one purchase = one unit of history.
 PURCHASE_WEIGHT = Purchased.weight
@@ -65,6 +68,8 @@ class ModelProvider:
         self._item_index: InnerProductIndex | None = None
         self._ranker: GbdtRanker | None = None
         self._neighbours: ItemNeighbours | None = None
+        #: Data-only artifacts of ``_version`` asked for by name (None: the version has none).
+        self._artifacts: dict[tuple[str, str], Any] = {}
         #: New items' factors as last put into ``_item_index`` (of ``_version``).
         self._added: dict[str, Vector] = {}
         self._lock = threading.Lock()
@@ -131,6 +136,35 @@ class ModelProvider:
         self._poll()
         return self._neighbours
 
+    def artifact(self, name: str, load: Callable[[Path], T]) -> T | None:
+        """The current version's data-only artifact ``name`` (``load`` reads it from
+        ``<version folder>/<name>``), read once per version; None when the version has
+        none or it cannot be read (logged once). A source needing a new kind of trained
+        data asks for it here: nothing else in the wiring changes."""
+        self._poll()
+        version = self._version
+        if version is None:
+            return None
+        key = (version, name)  # never one version's artifact beside another's models
+        if key not in self._artifacts:
+            with self._lock:
+                if key not in self._artifacts:
+                    self._artifacts[key] = self._load_artifact(version, name, load)
+        found: T | None = self._artifacts.get(key)
+        return found
+
+    def _load_artifact(self, version: str, name: str, load: Callable[[Path], T]) -> T | None:
+        try:
+            found = load(self.artifacts_dir / version / name)
+        except DataNotFound:
+            log.info("model version %s has no %s", version, name)
+            return None
+        except (ValueError, OSError, KeyError) as exc:
+            log.warning("model version %s: %s not loaded (%s)", version, name, exc)
+            return None
+        log.info("loaded %s of %s", name, version)
+        return found
+
     def _load_neighbours(self, version: str) -> ItemNeighbours | None:
         base = self.artifacts_dir / version / NEIGHBOURS_FILE
         if not base.with_suffix(".json").exists():
@@ -171,6 +205,7 @@ class ModelProvider:
         # The version is taken: its other artifacts come with it (never one version's ALS
         # beside another's ranker, neighbours or sequential network).
         self._ranker = self._load_ranker(latest)
+        self._artifacts = {}  # read again from the new version when asked
         self._neighbours = self._load_neighbours(latest)
         self._sequential = self._load_sequential(latest)
         if model is None:

@@ -53,18 +53,43 @@ log = logging.getLogger(__name__)
 #: Events per replayed batch. Larger than a consumer's batch (4,000 records): the final
 #: state is the same sums, with fewer fold-ins and trims of the same users' lists.
 REPLAY_BATCH = 10_000
-#: The batch models behind the live sources (``collab``: ALS; ``ease``: its neighbours).
-SERVED_MODELS = ("als", "ease")
+#: The batch models behind the live sources (``collab``: ALS; ``ease``: its neighbours;
+#: ``alltime``: popularity's all-time counts).
+SERVED_MODELS = ("als", "ease", "popularity")
+#: The sequential network's name (``sequential`` source), trained where PyTorch imports.
+SEQUENTIAL_MODEL = "sasrec"
+#: Wall-clock seconds SASRec may train inside ``served`` (its loop stops at the best
+#: epoch so far when spent). It is trained once, on the validation world's log, and the
+#: final world keeps it (as a live system serves a network trained on older events,
+#: reading the shopper's newest clicks at request time), so the combiner learns its
+#: weight from the very network that serves. Why this figure: docs/evaluation.md,
+#: ``served``.
+SEQUENTIAL_BUDGET_S = 120.0
+#: Logs with more events than this get no sequential network inside ``served``: on 2
+#: cores an epoch costs about 0.1 ms per event (Online Retail: 4 epochs of 285k events
+#: in 129 s, validation NDCG 0.05 and still rising; Amazon Scientific: 21 epochs of
+#: 42k events in 100 s, converged), so within the budget a larger log gets too few
+#: epochs to be of use and only costs time. ``streamrec train`` trains the full SASRec
+#: (its own budget) whatever the size.
+SEQUENTIAL_MAX_EVENTS = 100_000
 #: Items asked of the pipeline per evaluated user (the harness scores up to k=50).
 EVAL_K = 60
 #: Folds of the validation users the ways of combining sources are compared on.
 N_FOLDS = 3
-#: The learned ranker: a binary LightGBM model (is this candidate among the user's next
-#: items?). Fixed rounds and strong leaves: a few thousand validation users at most.
+#: The learned ranker: LightGBM trees over :func:`ranker_features`; strong leaves (a few
+#: thousand validation users at most).
 RANKER_PARAMS: dict[str, Any] = {"objective": "binary", "learning_rate": 0.05,
                                  "num_leaves": 15, "min_data_in_leaf": 100,
                                  "feature_fraction": 0.9, "verbose": -1, "num_threads": 2}
-RANKER_ROUNDS = 200
+#: Objectives the trees may learn (binary: is it a next item; lambdarank: the order of
+#: one user's candidates, NDCG's own), each read at these numbers of rounds; the folds
+#: choose (:func:`fit_combiner`).
+RANKER_OBJECTIVES: dict[str, dict[str, Any]] = {
+    "binary": {"objective": "binary"},
+    "lambdarank": {"objective": "lambdarank", "lambdarank_truncation_level": 20,
+                   "eval_at": [10]},
+}
+RANKER_ROUNDS = (50, 100, 200)
 #: Relative validation gain a step of the weight search must bring to be kept.
 MIN_GAIN = 0.005
 #: Validation users the combiner learns from (a sample when there are more).
@@ -104,16 +129,28 @@ class ServedWorld:
 
     @classmethod
     def build(cls, settings: Settings, log_: Interactions, *, catalog: dict[str, Item],
-              protocol: str = "temporal") -> ServedWorld:
+              protocol: str = "temporal", sequential_budget_s: float = SEQUENTIAL_BUDGET_S
+              ) -> ServedWorld:
         from infra.bootstrap import build_index, build_processor, build_recommender
         from offline.train import train
 
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        train(Dataset("served", log_, list(catalog.values())), settings.artifacts_dir,
-              list(SERVED_MODELS), protocol=protocol)
+        names = list(SERVED_MODELS)
+        if wants_sequential(settings) and sequential_budget_s > 0:
+            if len(log_) <= SEQUENTIAL_MAX_EVENTS:
+                names.append(SEQUENTIAL_MODEL)
+            else:
+                log.warning("served: no sequential network for a log of %d events (more than "
+                            "%d: too few epochs in %.0f s to help)", len(log_),
+                            SEQUENTIAL_MAX_EVENTS, sequential_budget_s)
+        result = train(Dataset("served", log_, list(catalog.values())), settings.artifacts_dir,
+                       names, protocol=protocol,
+                       make=partial(_make_served, sequential_budget_s=sequential_budget_s))
         models = ModelProvider(settings.artifacts_dir, min_interval_s=3600.0)
-        timings["als_s"] = time.perf_counter() - t0
+        for name in names:
+            timings[f"{name}_fit_s"] = float(result.manifest["models"][name]["fit_s"])
+        timings["models_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         index, _ = build_index(settings, catalog)
         timings["index_s"] = time.perf_counter() - t0
@@ -152,11 +189,19 @@ class ServedWorld:
         def make(name: str, **context: Any) -> Any:
             return fixed if name == "ease" and fixed is not None else make_model(name, **context)
 
+        # The sequential network trained on the earlier part goes on serving (see
+        # SEQUENTIAL_BUDGET_S): its files are carried into the new version.
+        extras = {}
+        if latest is not None and (self.settings.artifacts_dir / latest /
+                                   f"{SEQUENTIAL_MODEL}.json").exists():
+            extras[SEQUENTIAL_MODEL] = partial(_carry_files, self.settings.artifacts_dir / latest,
+                                               SEQUENTIAL_MODEL)
         train(Dataset("served", full, list(self.catalog.values())),
               self.settings.artifacts_dir, list(SERVED_MODELS), protocol=self.protocol,
-              make=make)
+              make=make, extras=extras)
         self.models.refresh()
-        self.timings["als_s"] = self.timings.get("als_s", 0.0) + time.perf_counter() - t0
+        self.timings["models_s"] = (self.timings.get("models_s", 0.0)
+                                    + time.perf_counter() - t0)
         self.replay(rest, "b")
 
     def top(self, user_id: str, k: int) -> list[str]:
@@ -170,6 +215,39 @@ class ServedWorld:
             ctx, scored = self.recommender.candidates(RecRequest(user, k))
             if scored.ids:
                 yield user, scored.ids, ranker_features(scored.matrix, ctx)
+
+
+def wants_sequential(settings: Settings) -> bool:
+    """The settings name the ``sequential`` source and PyTorch imports (else the source
+    is absent, as in an API process without the ``neural`` extra)."""
+    from offline.models.neural import torch_missing
+
+    return "sequential" in settings.sources and torch_missing() is None
+
+
+def _make_served(name: str, *, sequential_budget_s: float, **context: Any) -> Any:
+    """The batch models of a world: the registry's, SASRec with served's time budget."""
+    from offline.models.registry import make_model
+
+    if name == SEQUENTIAL_MODEL:
+        from offline.models.sasrec import SASRecScorer
+
+        return SASRecScorer(random_state=int(context.get("random_state", 0)),
+                            max_train_s=sequential_budget_s)
+    return make_model(name, **context)
+
+
+def _carry_files(source: Path, stem: str, staging: Path) -> dict[str, Any]:
+    """Copy a version's ``<stem>.*`` files into a new version's staging folder."""
+    import shutil
+
+    from offline.train import file_sha256
+
+    files = sorted(p.name for p in source.glob(f"{stem}.*"))
+    for name in files:
+        shutil.copyfile(source / name, staging / name)
+    return {"files": files, "format": "arrays", "carried_from": source.name,
+            "sha256": {f: file_sha256(staging / f) for f in files}}
 
 
 @contextmanager
@@ -234,37 +312,54 @@ def fit_combiner(world: ServedWorld, holdout: Mapping[str, set[str]], *, k: int 
     base_w = np.array([configured[n] for n in names])
     skip = ~scored_any
 
-    def fit_ranker(part: Sequence[tuple[Any, Any]]) -> Any:
+    def fit_ranker(part: Sequence[tuple[Any, Any]], objective: str, rounds: int) -> Any:
         x = np.vstack([f for f, _ in part])
         y = np.concatenate([lab for _, lab in part])
-        return lightgbm.train({**RANKER_PARAMS, "seed": random_state},
-                              lightgbm.Dataset(x, y), num_boost_round=RANKER_ROUNDS)
+        params = {**RANKER_PARAMS, **RANKER_OBJECTIVES[objective], "seed": random_state}
+        data = lightgbm.Dataset(x, y, group=[len(lab) for _, lab in part]
+                                if objective == "lambdarank" else None)
+        return lightgbm.train(params, data, num_boost_round=rounds)
 
     # Each way of combining is judged on users it did not learn from (k folds), so the
-    # choice rests on every validation user, not on a fifth of them.
-    scores: dict[str, list[float]] = {"configured": [], "tuned": [], "ranker": []}
+    # choice rests on every validation user, not on a fifth of them. The trees' objective
+    # and number of rounds are chosen by the same folds (one fit per objective, read at
+    # each round count of RANKER_ROUNDS): no fixed setting has to suit every shop.
+    scores: dict[str, list[float]] = {"configured": [], "tuned": []}
+    for objective in RANKER_OBJECTIVES:
+        for rounds in RANKER_ROUNDS:
+            scores[f"{objective}:{rounds}"] = []
     for fold in range(N_FOLDS):
         held = [r for r, f in zip(rows, folds.tolist(), strict=True) if f == fold]
         fit = [r for r, f in zip(rows, folds.tolist(), strict=True) if f != fold]
         w = _coordinate_ascent(fit, n_src, skipped_mask=skip, k=k)
-        booster = fit_ranker(fit)
         for name, score_of in (
                 ("configured", lambda feats: np.nan_to_num(feats[:, :n_src]) @ base_w),
-                ("tuned", lambda feats, w=w: np.nan_to_num(feats[:, :n_src]) @ w),
-                ("ranker", lambda feats, b=booster: b.predict(feats, num_threads=1))):
+                ("tuned", lambda feats, w=w: np.nan_to_num(feats[:, :n_src]) @ w)):
             scores[name] += [_ndcg(score_of(feats), lab, k) for feats, lab in held]
+        block = np.vstack([feats for feats, _ in held])  # one predict call per setting
+        bounds = np.cumsum([len(lab) for _, lab in held])[:-1]
+        for objective in RANKER_OBJECTIVES:
+            booster = fit_ranker(fit, objective, max(RANKER_ROUNDS))
+            for rounds in RANKER_ROUNDS:
+                predicted = np.split(booster.predict(block, num_iteration=rounds), bounds)
+                scores[f"{objective}:{rounds}"] += [
+                    _ndcg(p, lab, k) for p, (_, lab) in zip(predicted, held, strict=True)]
     results = {name: float(np.mean(v)) for name, v in scores.items()}
-    best = max(results, key=results.__getitem__)
+    trees = max((n for n in results if ":" in n), key=results.__getitem__)
+    best = max(("configured", "tuned", trees), key=results.__getitem__)
     tuned_w = _coordinate_ascent(rows, n_src, skipped_mask=skip, k=k)
     info.update({"validation_ndcg": {key: round(v, 5) for key, v in results.items()},
                  "folds": N_FOLDS,
                  "tuned_weights": {n: round(float(w), 3) for n, w in zip(names, tuned_w,
                                                                           strict=True)}})
-    info["chosen"] = best
+    info["chosen"] = "ranker" if best == trees else best
     log.info("served: validation NDCG@%d (%d folds) %s -> %s", k, N_FOLDS,
              info["validation_ndcg"], best)
-    if best == "ranker":
-        ranker = GbdtRanker(fit_ranker(rows), names, info)
+    if best == trees:
+        chosen_objective, chosen_rounds = trees.split(":")
+        info["ranker"] = {"objective": chosen_objective, "rounds": int(chosen_rounds)}
+        ranker = GbdtRanker(fit_ranker(rows, chosen_objective, int(chosen_rounds)), names,
+                            info)
         return Combiner(ranker, configured, info)
     weights = configured if best == "configured" else dict(zip(names, tuned_w.tolist(),
                                                                  strict=True))

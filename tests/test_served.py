@@ -95,3 +95,39 @@ def test_the_weight_search_never_ends_below_its_best_single_source() -> None:
 
     assert quality(w) >= quality(np.eye(3)[1]) - 1e-12
     assert w[1] > 0
+
+
+def test_the_sequential_network_is_trained_once_and_kept_as_the_world_goes_on(
+        shop: Dataset, tmp_path: Path) -> None:
+    """Where PyTorch imports and the settings name ``sequential``, the world trains SASRec
+    on its log and the source scores with it; the final world keeps that network (the
+    combiner learnt its weight from it), while ALS and EASE are retrained."""
+    pytest.importorskip("torch")
+    from infra.served import _remainder
+    from offline.evaluation.validation import validation_split
+
+    log = shop.interactions
+    fit_part, _, _ = validation_split(log, "leave-one-out")
+    world = ServedWorld.build(Settings(state_dir=tmp_path), fit_part,
+                              catalog=catalog_of(log, shop.items), protocol="leave-one-out",
+                              sequential_budget_s=20.0)
+    network = world.models.sequential()
+    assert network is not None and "sasrec_fit_s" in world.timings
+    version = world.models.version
+    world.extend(log, _remainder(log, fit_part))
+    assert world.models.version != version
+    kept = world.models.sequential()
+    assert kept is not None
+    np.testing.assert_array_equal(kept.arrays["item_embeddings"],
+                                  network.arrays["item_embeddings"])
+    _ctx, scored = world.recommender.candidates(RecRequest(str(log.users[0]), 10))
+    assert scored.known[:, scored.names.index("sequential")].any()
+
+
+def test_without_the_sequential_source_no_network_is_trained(shop: Dataset,
+                                                             tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path, sources=["covisit", "ease", "popularity"],
+                        blend_weights={"covisit": 1.0})
+    world = ServedWorld.build(settings, shop.interactions,
+                              catalog=catalog_of(shop.interactions, shop.items))
+    assert world.models.sequential() is None and "sasrec_fit_s" not in world.timings

@@ -46,6 +46,37 @@ class TestPopularitySource(SourceContract):
     name = "popularity"
 
 
+class TestAllTimeSource(SourceContract):
+    name = "alltime"
+
+
+def _alltime(world: ToyWorld) -> Source:
+    source = registry.SOURCES["alltime"](world.deps)
+    assert source is not None
+    return source
+
+
+def test_alltime_proposes_best_sellers_unseen_and_leaves_newer_items_out() -> None:
+    world = toy_world()
+    ctx, _scored = world.recommender(_alltime(world)).candidates(
+        RecRequest(SHOPPER, 5))
+    source = _alltime(world)
+    proposed = list(source.candidates(ctx))
+    # The shopper saw mugs-1..3: the best sellers left are the other mugs, by id on ties.
+    assert proposed[:3] == ["mugs-0", "mugs-4", "mugs-5"]
+    assert not set(proposed) & ctx.excluded
+    out = source.score(ctx, ["mugs-0", "bags-0", "candles-0"])
+    assert out[0] == 1.0 and 0 < out[1] < 1 and np.isnan(out[2])  # candles: not in the log
+
+
+def test_alltime_without_counts_in_the_model_version_proposes_and_scores_nothing() -> None:
+    world = toy_world()
+    world.deps.artifact = lambda name, load: None
+    _ctx, scored = world.recommender(_alltime(world)).candidates(
+        RecRequest(SHOPPER, 5))
+    assert not np.any(scored.known[:, 0])
+
+
 def test_every_registered_source_has_a_contract_test() -> None:
     tested = {cls.name for cls in SourceContract.__subclasses__()}
     assert tested == set(registry.SOURCES)
@@ -126,3 +157,29 @@ def test_the_degraded_path_and_the_pipeline_share_one_filter_object() -> None:
     served = rec.run(request).items
     for item in [r.item for r in degraded + served]:
         assert item.category != "Bags" and item.price <= 5.0
+
+
+def test_alltime_reads_the_counts_streamrec_train_ships_with_a_model_version(tmp_path) -> None:
+    """``popularity``'s serving artifact is data only, the model provider reads it from the
+    latest version, and a new version's counts replace the old ones."""
+    from core.scoring import Interactions
+    from infra.models import ModelProvider
+    from offline.datasets import Dataset
+    from offline.train import train
+    from online_models.serving.popularity import COUNTS_FILE, ItemCounts
+
+    first = Interactions.from_records([("u", "a", 1, 0), ("v", "a", 1, 1), ("v", "b", 1, 2)])
+    provider = ModelProvider(tmp_path, min_interval_s=0.0)
+    train(Dataset("t", first, []), tmp_path, ["trending"])  # decayed: the stream has those
+    assert provider.artifact(COUNTS_FILE, ItemCounts.load) is None
+    train(Dataset("t", first, []), tmp_path, ["popularity"])
+    counts = provider.artifact(COUNTS_FILE, ItemCounts.load)
+    assert counts is not None and counts.top(2, set()).ids == ["a", "b"]
+    assert counts.users == 2
+    npz = next(tmp_path.glob(f"*/{COUNTS_FILE}.npz")).read_bytes()
+    assert b"pickle" not in npz
+    second = Interactions.from_records([("u", "b", 1, 0), ("v", "b", 1, 1), ("w", "a", 1, 2)])
+    train(Dataset("t", second, []), tmp_path, ["popularity"])
+    again = provider.artifact(COUNTS_FILE, ItemCounts.load)
+    assert again is not None and again.top(1, set()).ids == ["b"]
+    assert provider.artifact("no_such_artifact", ItemCounts.load) is None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -12,6 +14,7 @@ from core.scoring import Interactions
 from core.types import Item
 from offline.models.base import FloatMatrix, MatrixScorer
 from online_models.decay import decay_scale
+from online_models.serving.popularity import COUNTS_FILE, ItemCounts
 
 __all__ = ["PopularityScorer"]
 
@@ -63,3 +66,13 @@ class PopularityScorer(MatrixScorer):
 
     def _score_rows(self, rows: npt.NDArray[np.int64]) -> FloatMatrix:
         return np.broadcast_to(self.counts_, (len(rows), len(self.counts_))).copy()
+
+    def serving_artifacts(self, folder: Path) -> dict[str, Any]:
+        """Write the all-time counts the live ``alltime`` source reads (data only); a
+        decayed copy (``trending``) writes nothing: the stream keeps decayed counts."""
+        if self.half_life_s is not None:
+            return {}
+        self._check_fitted()
+        ItemCounts(list(self.item_ids_), self.counts_, users=len(self.user_index_)).save(
+            folder / COUNTS_FILE)
+        return {"item_counts": COUNTS_FILE}

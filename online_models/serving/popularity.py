@@ -28,6 +28,7 @@ so it is kept short (about 8 ms for 5,000 items) and rare.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -36,15 +37,16 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from core.errors import TemporaryFailure
+from core.errors import DataNotFound, TemporaryFailure
 from core.ports import DecayedCounters
 from core.types import Item, ScoredItems
 
-__all__ = ["PopularitySnapshot", "Snapshot", "log_scale"]
+__all__ = ["COUNTS_FILE", "ItemCounts", "PopularitySnapshot", "Snapshot", "log_scale"]
 
 log = logging.getLogger(__name__)
 
@@ -200,3 +202,91 @@ class PopularitySnapshot:
             log.warning("popularity snapshot not refreshed: %s", exc)
         finally:
             self._refreshing.release()
+
+
+#: The all-time popularity artifact's base name in a model version folder.
+COUNTS_FILE = "item_counts"
+COUNTS_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class ItemCounts:
+    """All-time popularity of the trained log: distinct users per item, written by
+    ``streamrec train`` (the ``popularity`` model's serving artifact) and read by the
+    ``alltime`` source.
+
+    The stream's popularity decays (a week's half-life): it says what sells now. How
+    many shoppers ever bought an item is another signal, which the learned ranker
+    weighs against the decayed one (an item rising now, or a steady seller); the state
+    store keeps no undecayed count, so it comes with the model version, like the EASE
+    neighbours. Data only: ``<base>.npz`` (ids, counts; read with ``allow_pickle=False``)
+    and ``<base>.json`` (format, number of users).
+
+    >>> import tempfile, pathlib
+    >>> counts = ItemCounts(["a", "b"], np.array([3.0, 1.0]), users=4)
+    >>> base = pathlib.Path(tempfile.mkdtemp()) / COUNTS_FILE
+    >>> counts.save(base)
+    >>> again = ItemCounts.load(base)
+    >>> again.scores(["b", "zz", "a"]).round(3).tolist()
+    [0.5, nan, 1.0]
+    >>> again.top(1, set()).ids
+    ['a']
+    """
+
+    item_ids: list[str]
+    counts: npt.NDArray[np.float64]
+    users: int = 0
+    _index: dict[str, float] = field(init=False, repr=False, compare=False)
+    _scale: float = field(init=False, repr=False, compare=False)
+    _order: list[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.item_ids) != len(self.counts):
+            raise ValueError("one count per item id")
+        log_counts = np.log1p(np.maximum(np.asarray(self.counts, dtype=np.float64), 0.0))
+        object.__setattr__(self, "_scale", float(log_counts.max()) if len(log_counts) else 0.0)
+        object.__setattr__(self, "_index", dict(zip(self.item_ids, log_counts.tolist(),
+                                                    strict=True)))
+        # Best first, ties by id: what the source proposes.
+        order = sorted(range(len(self.item_ids)), key=lambda j: (-self.counts[j],
+                                                                  self.item_ids[j]))
+        object.__setattr__(self, "_order", [self.item_ids[j] for j in order])
+
+    def scores(self, item_ids: Sequence[str]) -> npt.NDArray[np.float64]:
+        """log1p(count) / log1p(top count) in [0, 1]; NaN for an item the log never had
+        (newer than the model: unknown, not unpopular)."""
+        raw = np.fromiter(map(self._index.get, item_ids, repeat(math.nan)), np.float64,
+                          count=len(item_ids))
+        return raw / self._scale if self._scale > 0 else np.full(len(item_ids), math.nan)
+
+    def top(self, n: int, excluded: set[str]) -> ScoredItems:
+        """The ``n`` items most users had, not in ``excluded``, with their scores."""
+        ids: list[str] = []
+        for item in self._order:
+            if len(ids) >= n:
+                break
+            if item not in excluded:
+                ids.append(item)
+        return ScoredItems(ids, self.scores(ids))
+
+    def save(self, base: Path) -> None:
+        """Write ``<base>.npz`` and ``<base>.json`` (data only)."""
+        base.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(base.parent / f"{base.name}.npz",
+                            item_ids=np.array(self.item_ids, dtype=np.str_),
+                            counts=np.asarray(self.counts, dtype=np.float64))
+        (base.parent / f"{base.name}.json").write_text(json.dumps(
+            {"format": COUNTS_FORMAT, "items": len(self.item_ids), "users": self.users}))
+
+    @classmethod
+    def load(cls, base: Path) -> ItemCounts:
+        """Read what :meth:`save` wrote; no code is executed (``allow_pickle=False``)."""
+        npz, info = base.parent / f"{base.name}.npz", base.parent / f"{base.name}.json"
+        if not npz.exists() or not info.exists():
+            raise DataNotFound(f"no item counts at {base} (.npz and .json)")
+        header = json.loads(info.read_text())
+        if header.get("format") != COUNTS_FORMAT:
+            raise DataNotFound(f"{info}: unknown item counts format {header.get('format')!r}")
+        with np.load(npz, allow_pickle=False) as data:
+            return cls(data["item_ids"].tolist(), data["counts"].astype(np.float64),
+                       int(header.get("users", 0)))

@@ -11,12 +11,13 @@ read (no pickle).
 >>> ctx = RecContext(RecRequest("u", 5), 30, StateRead(50),
 ...                  UserState(["a", "b"], set(), None, None, {}))
 >>> ranker_features(np.array([[0.5, np.nan], [1.0, 0.2]]), ctx).round(2).tolist()
-[[0.5, nan, 0.5, nan, 2.0, nan, 1.0, 2.0], [1.0, 0.2, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0]]
+[[0.5, nan, 0.5, nan, 2.0, nan, 1.0, 2.0, 0.0], [1.0, 0.2, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 0.0]]
 """
 
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,14 +33,17 @@ __all__ = ["FILE", "GbdtRanker", "ranker_features"]
 
 #: The ranker's file in an artifact version folder.
 FILE = "ranker.json"
-FORMAT = "streamrec.gbdt-ranker/1"
+#: /2: the features gained the purchase count (a /1 file would read shifted columns).
+FORMAT = "streamrec.gbdt-ranker/2"
 
 
 def ranker_features(matrix: npt.NDArray[np.float64], ctx: RecContext) -> npt.NDArray[np.float64]:
     """Features of each candidate row: each source's score (NaN: cannot score), the score
     relative to that source's best in this request, its rank among the request's
     candidates by that source (1 = best; NaN: not scored), how many sources scored the
-    item, and the user's number of recent items (how much the personal sources know)."""
+    item, the user's number of recent items (how much the personal sources know) and
+    log1p of the number of items they ever bought (how settled their taste is: a long
+    history favours their own neighbourhood over what sells to everyone)."""
     n = matrix.shape[0]
     with warnings.catch_warnings():  # an all-NaN column: its relative scores stay NaN
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -52,8 +56,9 @@ def ranker_features(matrix: npt.NDArray[np.float64], ctx: RecContext) -> npt.NDA
     np.put_along_axis(ranks, order, np.arange(1, n + 1, dtype=np.float64)[:, None], axis=0)
     ranks[missing] = np.nan
     known = np.sum(~missing, axis=1, dtype=np.float64)
-    history = np.full(n, float(len(ctx.user.recent)))
-    return np.column_stack([matrix, relative, ranks, known, history])
+    recent = np.full(n, float(len(ctx.user.recent)))
+    bought = np.full(n, math.log1p(len(ctx.user.purchased)))
+    return np.column_stack([matrix, relative, ranks, known, recent, bought])
 
 
 class GbdtRanker:

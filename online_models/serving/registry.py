@@ -7,7 +7,7 @@ None when the source cannot exist in this process (its model was never trained, 
 optional dependency is missing) -- the source is then absent, said once in the log.
 
 >>> sorted(SOURCES)[:3]
-['collab', 'content', 'context']
+['alltime', 'collab', 'content']
 """
 
 from __future__ import annotations
@@ -15,14 +15,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from core.errors import ConfigurationError
 from core.ports import StateStore, VectorIndex
 from core.types import Item
 from online_models.neighbours import ItemNeighbours
 from online_models.sequential import SequentialModel
-from online_models.serving.popularity import PopularitySnapshot
+from online_models.serving.popularity import COUNTS_FILE, ItemCounts, PopularitySnapshot
 from online_models.serving.sources import (
+    AllTimeSource,
     CollaborativeModels,
     CollabSource,
     ContentSource,
@@ -37,6 +40,9 @@ from online_models.serving.sources import (
 __all__ = ["DEFAULT_SOURCES", "SOURCES", "SourceDeps", "build_sources"]
 
 log = logging.getLogger(__name__)
+
+#: ``artifact(name, load)`` of :class:`infra.models.ModelProvider`.
+Artifacts = Callable[[str, Callable[[Path], Any]], Any]
 
 
 @dataclass
@@ -53,6 +59,14 @@ class SourceDeps:
     neighbours: Callable[[], ItemNeighbours | None] = lambda: None
     #: The current sequential network (None: none was trained, e.g. without PyTorch).
     sequential: Callable[[], SequentialModel | None] = lambda: None
+    #: ``artifact(name, load)``: the current model version's data-only artifact ``name``,
+    #: read by ``load`` from its path (None: the version has none). What a new source
+    #: reads from a model version, with no other change to the wiring.
+    artifact: Artifacts = lambda name, load: None
+
+
+def _alltime(deps: SourceDeps) -> Source:
+    return AllTimeSource(lambda: deps.artifact(COUNTS_FILE, ItemCounts.load))
 
 
 SOURCES: dict[str, Callable[[SourceDeps], Source | None]] = {
@@ -63,10 +77,12 @@ SOURCES: dict[str, Callable[[SourceDeps], Source | None]] = {
     "popularity": lambda d: PopularitySource(d.catalog, d.popularity),
     "ease": lambda d: NeighboursSource(d.neighbours, "ease"),
     "sequential": lambda d: SequentialSource(d.sequential),
+    "alltime": _alltime,
 }
 
 #: The order a response lists sources in (and ties of the leading source break by).
-DEFAULT_SOURCES = ("covisit", "context", "content", "collab", "ease", "sequential", "popularity")
+DEFAULT_SOURCES = ("covisit", "context", "content", "collab", "ease", "sequential", "popularity",
+                   "alltime")
 
 
 def build_sources(names: Sequence[str], deps: SourceDeps) -> list[Source]:

@@ -15,7 +15,10 @@ Every source implements :class:`core.ports.CandidateSource` and
 * ``sequential`` -- the next items after the user's latest ones by the SASRec network
   ``streamrec train`` ships (NumPy inference over the recent items read with the request);
 * ``popularity`` -- decayed popularity, log-scaled to [0, 1] against the most popular
-  item; trending items of the user's favourite (or chosen) categories are proposed too.
+  item; trending items of the user's favourite (or chosen) categories are proposed too;
+* ``alltime`` -- how many shoppers ever had the item in the trained log (not decayed),
+  log-scaled likewise, from the model version (:class:`ItemCounts`); the learned ranker
+  weighs it against ``popularity`` (what rises now, what sells steadily).
 
 A new source is one class here (or in a module of its own), one line in
 :mod:`online_models.serving.registry` and its contract test.
@@ -38,11 +41,12 @@ from core.types import Item, ScoredItems
 from online_models.als_foldin import ALSFoldIn
 from online_models.neighbours import ItemNeighbours
 from online_models.sequential import SequentialModel
-from online_models.serving.popularity import PopularitySnapshot, Snapshot
+from online_models.serving.popularity import ItemCounts, PopularitySnapshot, Snapshot
 
 __all__ = [
     "COVISIT_ANCHORS",
     "FAVOURITE_CATEGORIES",
+    "AllTimeSource",
     "CollabSource",
     "CollaborativeModels",
     "ContentSource",
@@ -293,6 +297,37 @@ class PopularitySource(Source):
         # map/filter/attrgetter: the ~50 lookups and the count run in C.
         counts = Counter(map(_CATEGORY, filter(None, map(self.catalog.get, seen))))
         return [c for c, _ in counts.most_common(self.favourite_categories) if c]
+
+
+class AllTimeSource(Source):
+    """All-time popularity of the trained log (distinct shoppers per item, log-scaled to
+    [0, 1] against the top item): proposes the ``n`` best sellers the user has not
+    seen, scores any item the log had (a newer item is left out, not 0)."""
+
+    name = "alltime"
+    reason = "A best seller"
+
+    def __init__(self, counts: Callable[[], ItemCounts | None]) -> None:
+        self.counts = counts
+
+    def _current(self, ctx: RecContext) -> ItemCounts | None:
+        if "alltime" not in ctx.memo:  # one model version for the whole request
+            ctx.memo["alltime"] = self.counts()
+        found: ItemCounts | None = ctx.memo["alltime"]
+        return found
+
+    def candidates(self, ctx: RecContext) -> Mapping[str, float]:
+        counts = self._current(ctx)
+        if counts is None:
+            return {}
+        top = counts.top(ctx.n, ctx.excluded)
+        return dict(zip(top.ids, top.scores.tolist(), strict=True))
+
+    def score(self, ctx: RecContext, item_ids: Sequence[str]) -> npt.NDArray[np.float64]:
+        counts = self._current(ctx)
+        if counts is None or not item_ids:
+            return np.full(len(item_ids), np.nan)
+        return counts.scores(item_ids)
 
 
 def first(ids: Iterable[str], n: int, excluded: set[str]) -> list[str]:

@@ -2,7 +2,8 @@
 
 Subclass :class:`SourceContract` in a ``Test...`` class and implement ``make_source``
 (from the toy world :func:`toy_world` builds: a catalog, its content index, an in-memory
-state store after a shopper's views and purchases, an ALS fold-in, EASE neighbours).
+state store after a shopper's views and purchases, an ALS fold-in, EASE neighbours, a
+sequential network, all-time item counts).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from online_models.processor import StreamProcessor
 from online_models.profile import ContentProfile
 from online_models.sequential import SequentialModel
 from online_models.serving.pipeline import Recommender
-from online_models.serving.popularity import PopularitySnapshot
+from online_models.serving.popularity import COUNTS_FILE, ItemCounts, PopularitySnapshot
 from online_models.serving.registry import SOURCES, SourceDeps
 from online_models.serving.sources import Source
 from tests.fakes import toy_catalog, toy_index
@@ -71,9 +72,15 @@ def toy_world() -> ToyWorld:
                                       ("b", "mugs-5"), ("c", "candles-1")]):
         events.append(Purchased(user_id=user, item_id=item, timestamp=1_010.0 + n))
     processor.apply(events)
+    # All-time counts of a trained log: mugs sold to most shoppers, candles never.
+    counts = ItemCounts([i for i in ids if not i.startswith("candles")],
+                        np.array([5.0 if i.startswith("mugs") else 1.0 for i in ids
+                                  if not i.startswith("candles")]), users=10)
+    artifacts = {COUNTS_FILE: counts}
     deps = SourceDeps(state, index, catalog, PopularitySnapshot(state, catalog, refresh_s=0),
                       collaborative=lambda: (foldin, factor_index),
-                      neighbours=lambda: neighbours, sequential=lambda: sequential)
+                      neighbours=lambda: neighbours, sequential=lambda: sequential,
+                      artifact=lambda name, load: artifacts.get(name))
     return ToyWorld(catalog, index, state, deps)
 
 
