@@ -149,6 +149,9 @@ class ModelProvider:
         if key not in self._artifacts:
             with self._lock:
                 if key not in self._artifacts:
+                    # An older version's artifacts go with it (no growth per version).
+                    self._artifacts = {k: v for k, v in self._artifacts.items()
+                                       if k[0] == version}
                     self._artifacts[key] = self._load_artifact(version, name, load)
         found: T | None = self._artifacts.get(key)
         return found
