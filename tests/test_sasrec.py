@@ -8,6 +8,7 @@ where it is not importable. CI installs the extra, so they run there.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import logging
 import sys
 from pathlib import Path
@@ -230,3 +231,41 @@ def test_three_clicks_along_a_sequence_lead_the_next_list_with_the_sources_reaso
     assert after[0].item.item_id == "i5" and [r.item.item_id for r in after] != before
     assert after[0].reason == "Often next after what you just viewed"
     assert "sequential" in after[0].sources
+
+
+@needs_torch
+def test_the_validation_ranked_in_pytorch_gives_the_harness_ndcg() -> None:
+    # Early stopping ranks every item with torch.topk; the figure must be the one the
+    # shared NumPy ranking (history masked, NDCG@10) gives for the same scores.
+    from offline.evaluation.ranking import validation_ndcg
+    from offline.models.sasrec import SASRecScorer
+    from offline.models.tuning import make_validation_slice
+    from offline.sequences import user_sequences
+
+    rng = np.random.default_rng(4)
+    log = Interactions.from_records(  # half order, half noise: neither 0 nor 1
+        [(f"u{u}", f"i{(u + t) % 30 if rng.random() < 0.5 else rng.integers(30)}", 1.0,
+          float(t)) for u in range(80) for t in range(6)])
+    model = SASRecScorer(dim=8, max_epochs=2, refit=False)
+    model.fit(log)
+    val = make_validation_slice(log, "leave-one-out", 1000, 0)
+    assert val is not None and model.net_ is not None
+    fit_seqs = user_sequences(val.train)
+    scores = model.score_sequences([fit_seqs.get(u, []) for u in val.users])
+    cols = [model.item_ids_.index(i) for i in val.item_ids]
+    expected = validation_ndcg(scores[:, cols], val.seen, val.relevant)
+    assert 0.0 < expected < 1.0
+    assert model._validate(model.net_, val, fit_seqs, block=7) == pytest.approx(expected,
+                                                                                abs=1e-9)
+
+
+def test_training_windows_make_every_transition_a_target_exactly_once() -> None:
+    from offline.sequences import training_windows
+
+    rng = np.random.default_rng(2)
+    sequences = [[f"{s}-{t}" for t in range(int(rng.integers(0, 30)))] for s in range(50)]
+    rows = training_windows(sequences, max_len=4)
+    pairs = sorted((a, b) for row in rows for a, b in itertools.pairwise(row))
+    expected = sorted((a, b) for seq in sequences for a, b in itertools.pairwise(seq))
+    assert pairs == expected
+    assert all(2 <= len(row) <= 5 for row in rows)  # max_len inputs + 1 target at most
