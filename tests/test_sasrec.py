@@ -50,7 +50,7 @@ def trained() -> SASRecScorer:
     from offline.models.sasrec import SASRecScorer
 
     model = SASRecScorer(dim=16, n_heads=2, dropout=0.1, lr=1e-2, batch_size=32,
-                         max_epochs=12, patience=12, refit=False)
+                         max_epochs=12, patience=12, refit=False, orders=("time",))
     model.fit(cyclic_log())
     return model
 
@@ -269,3 +269,40 @@ def test_training_windows_make_every_transition_a_target_exactly_once() -> None:
     expected = sorted((a, b) for seq in sequences for a, b in itertools.pairwise(seq))
     assert pairs == expected
     assert all(2 <= len(row) <= 5 for row in rows)  # max_len inputs + 1 target at most
+
+
+@needs_torch
+@pytest.mark.parametrize(("figures", "chosen"), [
+    ({"time": 0.5, "time+shuffled": 0.4}, "time"),
+    ({"time": 0.4, "time+shuffled": 0.5}, "time+shuffled"),
+    ({"time": 0.5, "time+shuffled": 0.5}, "time+shuffled"),  # a tie keeps the first listed
+])
+def test_the_row_set_with_the_better_validation_is_kept_and_refitted(
+    monkeypatch: pytest.MonkeyPatch, figures: dict[str, float], chosen: str
+) -> None:
+    from offline.models.sasrec import SASRecScorer
+
+    rows_of: list[str] = []
+    original_rows = SASRecScorer._rows
+
+    def rows(self: SASRecScorer, sequences: dict[str, list[str]], max_len: int
+             ) -> list[list[str]]:
+        rows_of.append(self.order_)
+        return original_rows(self, sequences, max_len)
+
+    monkeypatch.setattr(SASRecScorer, "_validate",
+                        lambda self, *_, **__: figures[self.order_])
+    monkeypatch.setattr(SASRecScorer, "_rows", rows)
+    model = SASRecScorer(dim=8, max_epochs=3, patience=1, orders=("time+shuffled", "time"))
+    model.fit(cyclic_log(40))
+    assert model.order_ == chosen == model.tuning_report()["order"]
+    assert {o: r["val_ndcg@10"] for o, r in model.search_.items()} == figures
+    assert rows_of == ["time+shuffled", "time", chosen]  # both searched, then the refit
+
+
+def test_an_unknown_row_set_is_refused() -> None:
+    pytest.importorskip("torch")
+    from offline.models.sasrec import SASRecScorer
+
+    with pytest.raises(ConfigurationError, match="orders"):
+        SASRecScorer(orders=("time", "backwards"))
