@@ -306,3 +306,14 @@ def test_an_unknown_row_set_is_refused() -> None:
 
     with pytest.raises(ConfigurationError, match="orders"):
         SASRecScorer(orders=("time", "backwards"))
+
+
+def test_the_blocked_item_scores_equal_one_matrix_product() -> None:
+    from online_models.sequential import MATVEC_BLOCK, _matvec
+
+    rng = np.random.default_rng(6)
+    vector = rng.normal(size=128).astype(np.float32)
+    for rows in (3, MATVEC_BLOCK // 128, MATVEC_BLOCK // 128 * 4 + 17):  # one block, many
+        matrix = rng.normal(size=(rows, 128)).astype(np.float32)
+        np.testing.assert_allclose(_matvec(matrix, vector), matrix @ vector, rtol=1e-5,
+                                   atol=1e-5)
