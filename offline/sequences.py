@@ -12,6 +12,8 @@ without repeats): training and serving then see sequences of the same kind.
 {'u': ['b', 'a', 'c'], 'v': ['c']}
 >>> auto_max_len({f"u{n}": ["a"] * n for n in range(1, 101)})   # 95% of users fit
 96
+>>> training_windows([list("abcdefg"), list("xy")], max_len=3)
+[['d', 'e', 'f', 'g'], ['a', 'b', 'c', 'd'], ['x', 'y']]
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 
 from core.scoring import Interactions
 
-__all__ = ["auto_max_len", "has_order", "user_sequences"]
+__all__ = ["auto_max_len", "has_order", "training_windows", "user_sequences"]
 
 #: Sequence-length bounds of :func:`auto_max_len` (attention costs grow with its square).
 MIN_LEN, MAX_LEN = 10, 200
@@ -50,3 +52,22 @@ def auto_max_len(sequences: dict[str, list[str]], quantile: float = 0.95) -> int
 def has_order(log: Interactions) -> bool:
     """False when every timestamp is equal: the log then carries no usable order."""
     return len(log) > 0 and bool(np.ptp(log.timestamps) > 0)
+
+
+def training_windows(sequences: list[list[str]], max_len: int) -> list[list[str]]:
+    """Training sequences that cover every transition of sequences longer than the model.
+
+    The network attends over ``max_len`` items, so one training row holds
+    ``max_len + 1`` items (``max_len`` next-item targets). Cutting a long history
+    to its latest row would never train its older transitions; instead it is
+    split into rows from the newest backwards, each sharing its first item with
+    the last of the row before it, so every transition is a target exactly once.
+    Sequences of fewer than two items hold no transition and are left out.
+    """
+    out: list[list[str]] = []
+    for seq in sequences:
+        end = len(seq)
+        while end > 1:
+            out.append(seq[max(0, end - max_len - 1):end])
+            end -= max_len
+    return out

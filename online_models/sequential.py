@@ -66,6 +66,25 @@ class SequentialConfig:
     format: str = FORMAT
 
 
+#: Most matrix elements one BLAS call gets per request (see :func:`_matvec`).
+MATVEC_BLOCK = 1 << 17
+
+
+def _matvec(matrix: Array, vector: Array) -> Array:
+    """``matrix @ vector`` in row blocks of at most ``MATVEC_BLOCK`` elements.
+
+    OpenBLAS hands a large enough matrix-vector product to its thread pool; for a
+    single request on a busy server waking those threads costs far more than the
+    product: measured on the 2-core machine (load 3), all 4,385 x 128 item
+    embeddings at once took 12 ms per ``top`` (p50), the same product in blocks of
+    1,024 rows 0.37 ms (a 4,385 x 64 matrix stayed under the switch).
+    """
+    rows = max(1, MATVEC_BLOCK // max(matrix.shape[1], 1))
+    if matrix.shape[0] <= rows:
+        return matrix @ vector
+    return np.concatenate([matrix[r:r + rows] @ vector for r in range(0, matrix.shape[0], rows)])
+
+
 def _layer_norm(x: Array, weight: Array, bias: Array, eps: float) -> Array:
     mean = x.mean(axis=-1, keepdims=True)
     var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
@@ -193,7 +212,7 @@ class SequentialModel:
         vector = self.user_vector(recent)
         if vector is None or n <= 0:
             return ScoredItems([])
-        scores = self.item_embeddings @ vector
+        scores = _matvec(self.item_embeddings, vector)
         drop = [self.item_index[i] for i in exclude if i in self.item_index]
         scores[drop] = -np.inf
         k = min(n, int(np.isfinite(scores).sum()))

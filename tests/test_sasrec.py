@@ -8,6 +8,7 @@ where it is not importable. CI installs the extra, so they run there.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import logging
 import sys
 from pathlib import Path
@@ -49,7 +50,7 @@ def trained() -> SASRecScorer:
     from offline.models.sasrec import SASRecScorer
 
     model = SASRecScorer(dim=16, n_heads=2, dropout=0.1, lr=1e-2, batch_size=32,
-                         max_epochs=12, patience=12, refit=False)
+                         max_epochs=12, patience=12, refit=False, orders=("time",))
     model.fit(cyclic_log())
     return model
 
@@ -230,3 +231,89 @@ def test_three_clicks_along_a_sequence_lead_the_next_list_with_the_sources_reaso
     assert after[0].item.item_id == "i5" and [r.item.item_id for r in after] != before
     assert after[0].reason == "Often next after what you just viewed"
     assert "sequential" in after[0].sources
+
+
+@needs_torch
+def test_the_validation_ranked_in_pytorch_gives_the_harness_ndcg() -> None:
+    # Early stopping ranks every item with torch.topk; the figure must be the one the
+    # shared NumPy ranking (history masked, NDCG@10) gives for the same scores.
+    from offline.evaluation.ranking import validation_ndcg
+    from offline.models.sasrec import SASRecScorer
+    from offline.models.tuning import make_validation_slice
+    from offline.sequences import user_sequences
+
+    rng = np.random.default_rng(4)
+    log = Interactions.from_records(  # half order, half noise: neither 0 nor 1
+        [(f"u{u}", f"i{(u + t) % 30 if rng.random() < 0.5 else rng.integers(30)}", 1.0,
+          float(t)) for u in range(80) for t in range(6)])
+    model = SASRecScorer(dim=8, max_epochs=2, refit=False)
+    model.fit(log)
+    val = make_validation_slice(log, "leave-one-out", 1000, 0)
+    assert val is not None and model.net_ is not None
+    fit_seqs = user_sequences(val.train)
+    scores = model.score_sequences([fit_seqs.get(u, []) for u in val.users])
+    cols = [model.item_ids_.index(i) for i in val.item_ids]
+    expected = validation_ndcg(scores[:, cols], val.seen, val.relevant)
+    assert 0.0 < expected < 1.0
+    assert model._validate(model.net_, val, fit_seqs, block=7) == pytest.approx(expected,
+                                                                                abs=1e-9)
+
+
+def test_training_windows_make_every_transition_a_target_exactly_once() -> None:
+    from offline.sequences import training_windows
+
+    rng = np.random.default_rng(2)
+    sequences = [[f"{s}-{t}" for t in range(int(rng.integers(0, 30)))] for s in range(50)]
+    rows = training_windows(sequences, max_len=4)
+    pairs = sorted((a, b) for row in rows for a, b in itertools.pairwise(row))
+    expected = sorted((a, b) for seq in sequences for a, b in itertools.pairwise(seq))
+    assert pairs == expected
+    assert all(2 <= len(row) <= 5 for row in rows)  # max_len inputs + 1 target at most
+
+
+@needs_torch
+@pytest.mark.parametrize(("figures", "chosen"), [
+    ({"time": 0.5, "time+shuffled": 0.4}, "time"),
+    ({"time": 0.4, "time+shuffled": 0.5}, "time+shuffled"),
+    ({"time": 0.5, "time+shuffled": 0.5}, "time+shuffled"),  # a tie keeps the first listed
+])
+def test_the_row_set_with_the_better_validation_is_kept_and_refitted(
+    monkeypatch: pytest.MonkeyPatch, figures: dict[str, float], chosen: str
+) -> None:
+    from offline.models.sasrec import SASRecScorer
+
+    rows_of: list[str] = []
+    original_rows = SASRecScorer._rows
+
+    def rows(self: SASRecScorer, sequences: dict[str, list[str]], max_len: int
+             ) -> list[list[str]]:
+        rows_of.append(self.order_)
+        return original_rows(self, sequences, max_len)
+
+    monkeypatch.setattr(SASRecScorer, "_validate",
+                        lambda self, *_, **__: figures[self.order_])
+    monkeypatch.setattr(SASRecScorer, "_rows", rows)
+    model = SASRecScorer(dim=8, max_epochs=3, patience=1, orders=("time+shuffled", "time"))
+    model.fit(cyclic_log(40))
+    assert model.order_ == chosen == model.tuning_report()["order"]
+    assert {o: r["val_ndcg@10"] for o, r in model.search_.items()} == figures
+    assert rows_of == ["time+shuffled", "time", chosen]  # both searched, then the refit
+
+
+def test_an_unknown_row_set_is_refused() -> None:
+    pytest.importorskip("torch")
+    from offline.models.sasrec import SASRecScorer
+
+    with pytest.raises(ConfigurationError, match="orders"):
+        SASRecScorer(orders=("time", "backwards"))
+
+
+def test_the_blocked_item_scores_equal_one_matrix_product() -> None:
+    from online_models.sequential import MATVEC_BLOCK, _matvec
+
+    rng = np.random.default_rng(6)
+    vector = rng.normal(size=128).astype(np.float32)
+    for rows in (3, MATVEC_BLOCK // 128, MATVEC_BLOCK // 128 * 4 + 17):  # one block, many
+        matrix = rng.normal(size=(rows, 128)).astype(np.float32)
+        np.testing.assert_allclose(_matvec(matrix, vector), matrix @ vector, rtol=1e-5,
+                                   atol=1e-5)
