@@ -20,7 +20,6 @@ the format version, ``k`` and where the weights came from (``meta``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,16 +29,12 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from core.errors import DataNotFound
 from core.types import ScoredItems
+from online_models.artifacts import read_arrays, write_arrays
 
 __all__ = ["FORMAT_VERSION", "ItemNeighbours"]
 
 FORMAT_VERSION = 1
-
-
-def _files(base: Path) -> tuple[Path, Path]:
-    return base.parent / f"{base.name}.npz", base.parent / f"{base.name}.json"
 
 
 @dataclass(frozen=True)
@@ -129,26 +124,14 @@ class ItemNeighbours:
 
     def save(self, path: str | Path) -> None:
         """Write ``<path>.npz`` and ``<path>.json`` (data only)."""
-        base = Path(path)
-        base.parent.mkdir(parents=True, exist_ok=True)
-        npz, info = _files(base)
-        np.savez_compressed(npz,
-                            item_ids=np.array(self.item_ids, dtype=np.str_),
-                            rows=self.rows, weights=self.weights)
-        info.write_text(json.dumps(
-            {"format": FORMAT_VERSION, "k": self.k, "items": len(self.item_ids),
-             "meta": self.meta}, indent=2, sort_keys=True))
+        write_arrays(Path(path), {"format": FORMAT_VERSION, "k": self.k,
+                                  "items": len(self.item_ids), "meta": self.meta},
+                     item_ids=np.array(self.item_ids, dtype=np.str_),
+                     rows=self.rows, weights=self.weights)
 
     @classmethod
     def load(cls, path: str | Path) -> ItemNeighbours:
         """Read what :meth:`save` wrote; no code is executed (``allow_pickle=False``)."""
-        base = Path(path)
-        npz, info = _files(base)
-        if not npz.exists() or not info.exists():
-            raise DataNotFound(f"no item neighbours at {base} (.npz and .json)")
-        header = json.loads(info.read_text())
-        if header.get("format") != FORMAT_VERSION:
-            raise DataNotFound(f"{info}: unknown neighbours format {header.get('format')!r}")
-        with np.load(npz, allow_pickle=False) as data:
-            return cls(data["item_ids"].tolist(), data["rows"].astype(np.int32),
-                       data["weights"].astype(np.float32), dict(header.get("meta", {})))
+        header, data = read_arrays(Path(path), FORMAT_VERSION, "item neighbours")
+        return cls(data["item_ids"].tolist(), data["rows"].astype(np.int32),
+                   data["weights"].astype(np.float32), dict(header.get("meta", {})))

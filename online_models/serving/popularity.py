@@ -28,7 +28,6 @@ so it is kept short (about 8 ms for 5,000 items) and rare.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -42,9 +41,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from core.errors import DataNotFound, TemporaryFailure
+from core.errors import TemporaryFailure
 from core.ports import DecayedCounters
 from core.types import Item, ScoredItems
+from online_models.artifacts import read_arrays, write_arrays
 
 __all__ = ["COUNTS_FILE", "ItemCounts", "PopularitySnapshot", "Snapshot", "log_scale"]
 
@@ -271,22 +271,14 @@ class ItemCounts:
 
     def save(self, base: Path) -> None:
         """Write ``<base>.npz`` and ``<base>.json`` (data only)."""
-        base.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(base.parent / f"{base.name}.npz",
-                            item_ids=np.array(self.item_ids, dtype=np.str_),
-                            counts=np.asarray(self.counts, dtype=np.float64))
-        (base.parent / f"{base.name}.json").write_text(json.dumps(
-            {"format": COUNTS_FORMAT, "items": len(self.item_ids), "users": self.users}))
+        write_arrays(base, {"format": COUNTS_FORMAT, "items": len(self.item_ids),
+                            "users": self.users},
+                     item_ids=np.array(self.item_ids, dtype=np.str_),
+                     counts=np.asarray(self.counts, dtype=np.float64))
 
     @classmethod
     def load(cls, base: Path) -> ItemCounts:
         """Read what :meth:`save` wrote; no code is executed (``allow_pickle=False``)."""
-        npz, info = base.parent / f"{base.name}.npz", base.parent / f"{base.name}.json"
-        if not npz.exists() or not info.exists():
-            raise DataNotFound(f"no item counts at {base} (.npz and .json)")
-        header = json.loads(info.read_text())
-        if header.get("format") != COUNTS_FORMAT:
-            raise DataNotFound(f"{info}: unknown item counts format {header.get('format')!r}")
-        with np.load(npz, allow_pickle=False) as data:
-            return cls(data["item_ids"].tolist(), data["counts"].astype(np.float64),
-                       int(header.get("users", 0)))
+        header, data = read_arrays(base, COUNTS_FORMAT, "item counts")
+        return cls(data["item_ids"].tolist(), data["counts"].astype(np.float64),
+                   int(header.get("users", 0)))
