@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 DEFAULT_REFRESH_S = 10.0
 #: Items kept in the cached list: enough for k=200 after the request filters.
 CACHED_ITEMS = 500
-_EXTENSION = "streamrec.degraded"
 
 
 class PopularFallback:
@@ -121,13 +120,8 @@ class PopularFallback:
 
 
 def popular_fallback() -> PopularFallback:
-    """The current app's fallback (made on first use from its services)."""
-    found = current_app.extensions.get(_EXTENSION)
-    if found is None:
-        svc = current_app.extensions["streamrec"]
-        refresh_s = float(getattr(svc.settings, "degraded_refresh_s", DEFAULT_REFRESH_S))
-        found = current_app.extensions.setdefault(
-            _EXTENSION, PopularFallback(svc.catalog, refresh_s))
+    """The current app's fallback (built with its services)."""
+    found: PopularFallback = current_app.extensions["streamrec"].fallback
     return found
 
 

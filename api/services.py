@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from flask import current_app
 
 from api.conditional import ConditionalRecs
+from api.degraded import PopularFallback
 from api.impressions import ImpressionWriter
 from core.ports import AttemptCounter, EventPublisher, StateStore, UserStateReader, VectorIndex
 from core.settings import Settings
@@ -45,9 +46,12 @@ class ApiServices:
     impressions: ImpressionWriter = field(init=False)
     #: ETags of recommendation lists and the worker's cache of served lists.
     conditional: ConditionalRecs = field(init=False)
+    #: Popular items for degraded answers, when the state store is unreachable.
+    fallback: PopularFallback = field(init=False)
 
     def __post_init__(self) -> None:
         self.impressions = ImpressionWriter(self.state, self.settings.impression_ttl_s)
+        self.fallback = PopularFallback(self.catalog, self.settings.degraded_refresh_s)
         self.conditional = conditional_recs(self.settings, self.state, self.recommender,
                                             self.replica)
 
