@@ -362,9 +362,10 @@ def ensure_trained(settings: Settings) -> str:
         except DataNotFound:
             return latest  # a version without ALS: collaborative scores are off by choice
     dataset = load_dataset("online-retail", settings.data_dir)
-    result = train(dataset, settings.artifacts_dir, ["als", "ease"])
-    log.info("trained ALS and EASE on %d events: version %s", len(dataset.interactions),
-             result.version)
+    # popularity: its all-time item counts are the `alltime` source's data
+    result = train(dataset, settings.artifacts_dir, ["als", "ease", "popularity"])
+    log.info("trained ALS, EASE and popularity on %d events: version %s",
+             len(dataset.interactions), result.version)
     return result.version
 
 

@@ -17,6 +17,7 @@ from core.types import Item
 from infra.models import ModelProvider
 from offline.datasets import Dataset
 from offline.train import load_model, read_manifest, train
+from online_models.serving.popularity import COUNTS_FILE, ItemCounts
 
 
 def tiny(seed_shift: int) -> Dataset:
@@ -156,3 +157,7 @@ def test_a_model_without_a_recorded_hash_is_refused_and_the_demo_retrains(
     fresh = ensure_trained(settings)
     assert fresh != "old"
     assert load_model(tmp_path / "artifacts", fresh, "als") is not None
+    # the demo's version also carries the all-time counts the `alltime` source reads
+    provider = ModelProvider(tmp_path / "artifacts")
+    assert provider.current_version() == fresh
+    assert provider.artifact(COUNTS_FILE, ItemCounts.load) is not None
