@@ -102,17 +102,23 @@ def test_the_users_own_event_changes_the_tag_the_list_and_the_rec_id(
     assert after.get_json()["items"] != first.get_json()["items"]
 
 
-def test_a_request_with_no_tag_to_compare_reads_the_state_once(
-        client: FlaskClient, services: ApiServices, monkeypatch: pytest.MonkeyPatch) -> None:
-    learn_views(services, "u1", ["candles-1"])
-    version_reads: list[str] = []
+def count_version_reads(services: ApiServices, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The users whose state version is read from now on, in order."""
+    reads: list[str] = []
     original = services.state.user_version
 
     def counting(user_id: str) -> int:
-        version_reads.append(user_id)
+        reads.append(user_id)
         return original(user_id)
 
     monkeypatch.setattr(services.state, "user_version", counting)
+    return reads
+
+
+def test_a_request_with_no_tag_to_compare_reads_the_state_once(
+        client: FlaskClient, services: ApiServices, monkeypatch: pytest.MonkeyPatch) -> None:
+    learn_views(services, "u1", ["candles-1"])
+    version_reads = count_version_reads(services, monkeypatch)
     first = client.get(URL)  # nothing cached, no If-None-Match: only the state read
     assert version_reads == []
     # ... and its tag is the one of that read: the next poll gets a 304.
@@ -320,14 +326,7 @@ def test_a_changed_tag_goes_to_the_view_which_reads_the_versions_once(
         client: FlaskClient, services: ApiServices, monkeypatch: pytest.MonkeyPatch) -> None:
     first = client.get(URL)
     learn_views(services, "u1", ["candles-1"])
-    reads: list[str] = []
-    original = services.state.user_version
-
-    def counting(user_id: str) -> int:
-        reads.append(user_id)
-        return original(user_id)
-
-    monkeypatch.setattr(services.state, "user_version", counting)
+    reads = count_version_reads(services, monkeypatch)
     fresh = client.get(URL, headers={"If-None-Match": first.headers["ETag"]})
     assert fresh.status_code == 200 and fresh.headers["ETag"] != first.headers["ETag"]
     assert reads == ["u1"]
