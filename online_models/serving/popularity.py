@@ -35,7 +35,7 @@ import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import islice, repeat
 from pathlib import Path
 
 import numpy as np
@@ -261,12 +261,7 @@ class ItemCounts:
 
     def top(self, n: int, excluded: set[str]) -> ScoredItems:
         """The ``n`` items most users had, not in ``excluded``, with their scores."""
-        ids: list[str] = []
-        for item in self._order:
-            if len(ids) >= n:
-                break
-            if item not in excluded:
-                ids.append(item)
+        ids = list(islice((i for i in self._order if i not in excluded), max(n, 0)))
         return ScoredItems(ids, self.scores(ids))
 
     def save(self, base: Path) -> None:
