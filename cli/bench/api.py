@@ -53,6 +53,7 @@ from cli.bench.common import (
     percentile_ms,
 )
 from cli.bench.freshness import histogram_quantile
+from cli.serve import worker_tmp_dir
 from core.errors import ServiceUnavailable
 from core.settings import Settings
 from core.types import Item
@@ -341,6 +342,9 @@ def hello_peak_rps(gen: LoadGenerator, env: dict[str, str], tmp: Path, *, worker
                   "--worker-class", "gthread", "--reuse-port",
                   "--bind", f"127.0.0.1:{hello_port}",
                   "--log-level", "warning", "cli.bench.api:hello_app()"]
+    tmp_dir = worker_tmp_dir()  # the API's own gunicorn settings (cli/serve.py)
+    if tmp_dir is not None:
+        hello_args[1:1] = ["--worker-tmp-dir", tmp_dir]
     hello_url = f"http://127.0.0.1:{hello_port}/hello"
     with server(hello_args, env, tmp / "hello.log", hello_url) as hello_proc:
         gen.run("closed", hello_port, ["/hello"], duration=min(3.0, duration), concurrency=4)
