@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 import subprocess
 import sys
@@ -74,3 +75,21 @@ def test_streamrec_serve_exits_with_a_clear_message_before_binding(tmp_path: Pat
                           timeout=60, cwd=ROOT)
     assert done.returncode == 2, done.stderr
     assert "refusing to serve on 0.0.0.0: STREAMREC_SECRET_KEY is a known default" in done.stderr
+
+
+
+def test_a_worker_runs_its_blas_on_one_thread() -> None:
+    # In a fresh interpreter: the limit is process-wide, and this one's must stay as it is.
+    code = ("import json, numpy, threadpoolctl\n"
+            "from cli.serve import one_blas_thread\n"
+            "def blas():\n"
+            "    return [i['num_threads'] for i in threadpoolctl.threadpool_info()"
+            " if i['user_api'] == 'blas']\n"
+            "before = blas()\n"
+            "one_blas_thread()\n"
+            "print(json.dumps([before, blas()]))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "OPENBLAS_NUM_THREADS": "2"}).stdout
+    before, after = json.loads(out)
+    assert before and max(before) == 2
+    assert after and set(after) == {1}
