@@ -5,8 +5,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import time
-from functools import partial
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -223,12 +224,20 @@ def train_command(dataset: str, data: str | None, items: str | None, models: str
             metrics = (evaluate(ds, [*names, *serving], protocol=proto, random_state=seed,
                                 progress=False, extra_models=SERVING_MODELS).metrics
                        if run_eval else None)
-            extras = {}
+            extras: dict[str, Callable[[Path], dict[str, Any]]] = {}
             if ranker:
-                from infra.served import train_ranker
+                from infra.served import RankerTraining, world_trains_sequential
 
-                extras["ranker"] = partial(train_ranker, Settings(), ds, protocol=proto,
-                                           random_state=seed)
+                # Where the ranker's world trains the sequential network, that network
+                # ships (see RankerTraining): SASRec is not trained a second time.
+                keep = "sasrec" in names and world_trains_sequential(
+                    Settings(), len(ds.interactions))
+                training = RankerTraining(Settings(), ds, protocol=proto, random_state=seed,
+                                          keep_sequential=keep)
+                extras["ranker"] = training.write_ranker
+                if keep:
+                    names = [n for n in names if n != "sasrec"]
+                    extras["sasrec"] = training.write_sequential
             result = train(ds, artifacts, names, metrics=metrics, protocol=proto,
                            random_state=seed, extras=extras)
     except StreamrecError as exc:

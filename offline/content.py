@@ -8,6 +8,7 @@ which is how a new product gets a vector the moment it is listed.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,8 @@ from core.errors import DataNotFound, InvalidRequest
 from core.types import Item
 
 __all__ = ["ContentEmbedder"]
+
+log = logging.getLogger(__name__)
 
 _FORMAT = "streamrec.content-embedder/2"
 #: The two vectorizers, as built by :meth:`ContentEmbedder.fit` and rebuilt by ``load``.
@@ -118,8 +121,13 @@ class ContentEmbedder:
         try:
             x = sp.hstack([words.fit_transform(texts),
                            _CHAR_WEIGHT * chars.fit_transform(texts)]).tocsr()
-        except ValueError as exc:  # every text empty: no vocabulary at all
-            raise InvalidRequest(f"items have no text to embed: {exc}") from exc
+        except ValueError:  # every text empty (a log without an items file): no vocabulary
+            log.warning("content embedder: none of the %d items has text; every item embeds "
+                        "to the zero vector (no content candidates) until one does",
+                        len(texts))
+            self._words = self._chars = None
+            self._components = np.zeros((1, 0))
+            return
         n_components = min(self.dim, x.shape[0], x.shape[1])
         # ARPACK is exact and, at catalog sizes, faster than the randomised solver,
         # but needs n_components < min(x.shape); tiny catalogs fall back.
@@ -133,8 +141,8 @@ class ContentEmbedder:
         """Unit vectors of ``items`` (seen or new), one row each, shape ``(n, dim_)``."""
         words, chars, components = self._fitted()
         texts = _texts(items)
-        if not texts:
-            return np.zeros((0, self.dim_), dtype=np.float32)
+        if not texts or words is None or chars is None:  # none, or an empty vocabulary
+            return np.zeros((len(texts), self.dim_), dtype=np.float32)
         x = sp.hstack([words.transform(texts), _CHAR_WEIGHT * chars.transform(texts)]).tocsr()
         return np.asarray(normalize(x @ components.T), dtype=np.float32)
 
@@ -155,10 +163,13 @@ class ContentEmbedder:
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = _arrays_path(path)
         tmp = arrays.with_name(arrays.name + ".tmp.npz")
-        np.savez(tmp, word_idf=words.idf_, char_idf=chars.idf_, components=components)
+        none = np.zeros(0)  # an empty vocabulary has no weights
+        np.savez(tmp, word_idf=none if words is None else words.idf_,
+                 char_idf=none if chars is None else chars.idf_, components=components)
         os.replace(tmp, arrays)
         config = {"format": _FORMAT, "dim": self.dim, "random_state": self.random_state,
-                  "words": _terms(words), "chars": _terms(chars)}
+                  "words": [] if words is None else _terms(words),
+                  "chars": [] if chars is None else _terms(chars)}
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(config), encoding="utf-8")
         os.replace(tmp, path)
@@ -183,8 +194,9 @@ class ContentEmbedder:
             if not isinstance(config, dict) or config.get("format") != _FORMAT:
                 raise ValueError(f"not {_FORMAT}")
             embedder = cls(dim=int(config["dim"]), random_state=int(config["random_state"]))
-            words = _vectorizer(_WORD_SETTINGS, config["words"], word_idf)
-            chars = _vectorizer(_CHAR_SETTINGS, config["chars"], char_idf)
+            empty = config["words"] == [] and config["chars"] == []
+            words = None if empty else _vectorizer(_WORD_SETTINGS, config["words"], word_idf)
+            chars = None if empty else _vectorizer(_CHAR_SETTINGS, config["chars"], char_idf)
             if components.shape != (components.shape[0], len(config["words"])
                                     + len(config["chars"])):
                 raise ValueError("the SVD does not match the vocabularies")
@@ -193,8 +205,10 @@ class ContentEmbedder:
         embedder._words, embedder._chars, embedder._components = words, chars, components
         return embedder
 
-    def _fitted(self) -> tuple[TfidfVectorizer, TfidfVectorizer, npt.NDArray[np.float64]]:
-        if self._words is None or self._chars is None or self._components is None:
+    def _fitted(self) -> tuple[TfidfVectorizer | None, TfidfVectorizer | None,
+                               npt.NDArray[np.float64]]:
+        """The vectorizers (both None: the catalog had no text) and the SVD's components."""
+        if self._components is None:
             raise InvalidRequest("the content embedder is not fitted: call fit(items) first")
         return self._words, self._chars, self._components
 
