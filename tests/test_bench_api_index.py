@@ -116,4 +116,7 @@ def test_api_bench_serves_real_requests_and_writes_every_key(
     assert figures["steady_errors"] == 0
     assert figures["server_requests"] == 50  # every steady request reached the histogram
     assert figures["catalog_items"] >= 3700
+    # The API served trained batch models and a ranker, not only its online sources.
+    assert {"als", "ease", "popularity"} <= set(figures["models"]["models"])
+    assert figures["models"]["ranker"]["rounds"] > 0
 

@@ -53,6 +53,7 @@ from cli.bench.common import (
     percentile_ms,
 )
 from cli.bench.freshness import histogram_quantile
+from cli.bench.models import publish_bench_models
 from cli.serve import worker_tmp_dir
 from core.errors import ServiceUnavailable
 from core.settings import Settings
@@ -65,6 +66,7 @@ from infra.bootstrap import (
     build_state_store,
     ensure_catalog,
 )
+from infra.models import ModelProvider
 
 __all__ = ["KeepAliveConn", "LoadGenerator", "generated_items", "hello_app", "hello_peak_rps",
            "latency_buckets", "run_api_bench", "serve_env", "served_run", "server",
@@ -379,14 +381,20 @@ def run_api_bench(
     settings: Settings, *, catalog_size: int = 20_000, users: int = 3_000,
     events: int = 60_000, k: int = 20, rate: float = 200.0, duration: float = 30.0,
     peak_duration: float = 10.0, concurrency: Sequence[int] = (8, 16, 32),
-    workers: int = 2, threads: int = 4, log: Any = None,
+    workers: int = 2, threads: int = 4, log: Any = None, with_models: bool = True,
 ) -> dict[str, Any]:
-    """Serve the API over a ``catalog_size`` catalog and measure it; the figures."""
+    """Serve the API over a ``catalog_size`` catalog and measure it; the figures.
+
+    ``with_models``: the API serves batch models trained on the seeded events
+    (:func:`cli.bench.models.publish_bench_models`), as a trained API does; without
+    them, only the online sources.
+    """
     say = (lambda msg: print(msg, file=log, flush=True)) if log is not None else (lambda _: None)
     with served_run(settings, "api", partitions=1) as (_, live, tmp):
         return _bench(live, tmp, say, catalog_size=catalog_size, users=users, events=events,
                       k=k, rate=rate, duration=duration, peak_duration=peak_duration,
-                      concurrency=concurrency, workers=workers, threads=threads)
+                      concurrency=concurrency, workers=workers, threads=threads,
+                      with_models=with_models)
 
 
 @contextlib.contextmanager
@@ -412,7 +420,8 @@ def served_run(settings: Settings, label: str, *, partitions: int, **update: Any
 
 def _bench(live: Settings, tmp: Path, say: Any, *, catalog_size: int, users: int, events: int,
            k: int, rate: float, duration: float, peak_duration: float,
-           concurrency: Sequence[int], workers: int, threads: int) -> dict[str, Any]:
+           concurrency: Sequence[int], workers: int, threads: int, with_models: bool = True
+           ) -> dict[str, Any]:
     started = time.perf_counter()
     shipped = ensure_catalog(live)
     missing = catalog_size - len(shipped)
@@ -433,10 +442,14 @@ def _bench(live: Settings, tmp: Path, say: Any, *, catalog_size: int, users: int
     accounts.close()
     say(f"catalog: {len(catalog)} items, index built in {index_s:.1f} s")
 
+    stream = make_events(events, users, sorted(catalog), seed=3, span_s=3600.0)
+    t0 = time.perf_counter()
+    trained = publish_bench_models(live, stream, catalog, say=say) if with_models else {}
+    say(f"bench models published in {time.perf_counter() - t0:.1f} s: {trained}")
     store = build_state_store(live)
     try:
-        processor = build_processor(live, store, index, catalog)
-        stream = make_events(events, users, sorted(catalog), seed=3, span_s=3600.0)
+        processor = build_processor(live, store, index, catalog,
+                                    ModelProvider(live.artifacts_dir) if with_models else None)
         t0 = time.perf_counter()
         for start in range(0, len(stream), 1000):
             processor.apply(stream[start:start + 1000])
@@ -456,7 +469,7 @@ def _bench(live: Settings, tmp: Path, say: Any, *, catalog_size: int, users: int
     figures: dict[str, Any] = {"catalog_items": len(catalog), "k": k, "workers": workers,
                                "threads": threads, "rec_cache_size": 0,
                                "seeded_users": len(paths),
-                               "seeded_events": events}
+                               "seeded_events": events, "models": trained or None}
     with LoadGenerator() as gen:
         api_args = ["cli.main", "serve", "--workers", str(workers), "--threads", str(threads)]
         with server(api_args, env, tmp / "api.log", f"{base}/healthz") as api_proc:

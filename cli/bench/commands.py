@@ -210,12 +210,16 @@ def _optional_int_list(ctx: click.Context, param: click.Parameter, value: str | 
               help="Connections of each peak level (comma-separated).")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--models/--no-models", "with_models", default=True, show_default=True,
+              help="Serve batch models (ALS, EASE, popularity counts, SASRec where PyTorch "
+                   "imports, a ranker) trained on the seeded events, as a trained API "
+                   "does; --no-models: the online sources only.")
 @_json_option
 @click.pass_context
 def api_command(
     ctx: click.Context, catalog_size: int, users: int, events: int, k: int, rate: float,
     duration: float, peak_duration: float, concurrency: list[int], workers: int, threads: int,
-    json_path: Path | None,
+    with_models: bool, json_path: Path | None,
 ) -> None:
     """Recommendation latency at a steady rate and peak requests/s under gunicorn.
 
@@ -228,7 +232,7 @@ def api_command(
     figures = run_api_bench(
         _settings(ctx), catalog_size=catalog_size, users=users, events=events, k=k, rate=rate,
         duration=duration, peak_duration=peak_duration, concurrency=concurrency,
-        workers=workers, threads=threads, log=sys.stderr,
+        workers=workers, threads=threads, log=sys.stderr, with_models=with_models,
     )
     print_figures("api", {n: v for n, v in figures.items() if not isinstance(v, list)})
     write_json(json_path, figures)
