@@ -133,7 +133,7 @@ def _known_sources(names: Sequence[str], line: Sequence[float]) -> dict[str, flo
 def zscore_columns(matrix: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Each source's column z-scored over the candidates it scored (NaN: cannot score,
     stays NaN and counts for neither mean nor spread); a column with no spread (one
-    scored candidate, or all alike) scores 0 where it scored.
+    scored candidate, or all alike, up to rounding) scores 0 where it scored.
 
     Sources score on their own scales (a cosine in [0, 1], a sum of EASE weights scaled
     by the request's strongest, log-scaled counts): the z-score puts each request's
@@ -147,7 +147,10 @@ def zscore_columns(matrix: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     safe = np.where(known, matrix, 0.0)
     mean = safe.sum(axis=0) / np.maximum(count, 1)
     spread = np.sqrt(np.where(known, (safe - mean) ** 2, 0.0).sum(axis=0) / np.maximum(count, 1))
-    return (matrix - mean) / np.where(spread > 0, spread, np.inf)
+    # Equal scores leave a rounding error for a spread (0.4 three times: ~6e-17), which
+    # would blow up to +-1: a spread that small next to the scores' size counts as none.
+    flat = spread <= 1e-9 * np.maximum(np.abs(mean), 1.0)
+    return (matrix - mean) / np.where(flat, np.inf, spread)
 
 
 def normalised_columns(matrix: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
