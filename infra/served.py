@@ -519,8 +519,9 @@ def train_ranker(settings: Settings, dataset: Dataset, folder: Path, *,
                  protocol: str = "temporal", random_state: int = 0) -> dict[str, Any]:
     """Learn the combiner on ``dataset`` and write it into a model version's ``folder``.
 
-    Returns the manifest entry. A ranker goes to ``ranker.json`` (data only); tuned blend
-    weights are reported (set ``STREAMREC_BLEND_WEIGHTS`` to serve them).
+    Returns the manifest entry. A ranker (trees, or a normalised blend) goes to
+    ``ranker.json`` (data only, read by :func:`online_models.serving.ranker.load_ranker`);
+    tuned raw blend weights are reported (set ``STREAMREC_BLEND_WEIGHTS`` to serve them).
     """
     from online_models.serving.ranker import FILE
 
