@@ -160,3 +160,35 @@ def test_within_a_tier_the_better_of_the_two_weight_searches_is_chosen() -> None
     chosen, lags = choose_combiner(per_user)
     assert chosen == "normalised"
     assert lags["configured"] > 1.0 and lags["tuned"] <= 1.0
+
+
+def test_served_reports_its_candidates_recall_and_each_fold_and_serves_what_it_chose(
+        shop: Dataset) -> None:
+    """The choice is reported with what it rests on (the share of held-out items among the
+    candidates, every combiner's figure in every fold, each one's lag in standard errors),
+    the chosen one is the least flexible within one standard error, and the evaluated
+    pipeline ranks with it."""
+    from infra.served import COMBINER_TIERS, N_FOLDS, ServedModel
+
+    model = ServedModel(protocol="leave-one-out")
+    model.fit(shop.interactions, shop.items)
+    info = model.tuning_report()
+    assert 0.0 < info["candidate_recall"] <= 1.0
+    assert all(len(v) == N_FOLDS for v in info["fold_ndcg"].values())
+    assert {"configured", "tuned", "normalised"} <= set(info["fold_ndcg"])
+    lags = info["lag_in_standard_errors"]
+    assert set(lags) == {name for tier in COMBINER_TIERS for name in tier}
+    chosen = "trees" if info["chosen"] == "ranker" else info["chosen"]
+    assert lags[chosen] <= 1.0
+    simpler = [name for tier in COMBINER_TIERS[:next(
+        n for n, tier in enumerate(COMBINER_TIERS) if chosen in tier)] for name in tier]
+    assert all(lags[name] > 1.0 for name in simpler)
+    recommender = model._world.recommender if model._world is not None else None
+    assert recommender is not None
+    served = recommender.ranker() if recommender.ranker is not None else None
+    if chosen == "normalised":
+        assert isinstance(served, BlendRanker)
+    elif chosen == "trees":
+        assert isinstance(served, GbdtRanker)
+    else:
+        assert served is None
