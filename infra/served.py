@@ -365,7 +365,9 @@ def fit_combiner(world: ServedWorld, holdout: Mapping[str, set[str]], *, k: int 
     folds = rng.permutation(len(rows)) % N_FOLDS
     base_w = np.array([configured[n] for n in names])
     skip = ~scored_any
+    t_check = time.perf_counter()
     normalised = [(normalised_columns(f[:, :n_src]), lab) for f, lab in rows]
+    t_normalised = time.perf_counter() - t_check  # its share of the check, reported
 
     def fit_ranker(part: Sequence[tuple[Any, Any]], objective: str, rounds: int) -> Any:
         x = np.vstack([f for f, _ in part])
@@ -391,7 +393,9 @@ def fit_combiner(world: ServedWorld, holdout: Mapping[str, set[str]], *, k: int 
         w = _coordinate_ascent(fit, n_src, skipped_mask=skip, k=k)
         norm_fit = [r for r, f in zip(normalised, in_fold, strict=True) if not f]
         norm_held = [r for r, f in zip(normalised, in_fold, strict=True) if f]
+        t0 = time.perf_counter()
         w_norm = _coordinate_ascent(norm_fit, n_src, skipped_mask=skip, k=k)
+        t_normalised += time.perf_counter() - t0
         fold_scores = {
             "configured": [_ndcg(np.nan_to_num(f[:, :n_src]) @ base_w, lab, k)
                            for f, lab in held_rows],
@@ -415,6 +419,8 @@ def fit_combiner(world: ServedWorld, holdout: Mapping[str, set[str]], *, k: int 
     best, lags = choose_combiner(contenders)
     tuned_w = _coordinate_ascent(rows, n_src, skipped_mask=skip, k=k)
     info.update({"validation_ndcg": {key: round(v, 5) for key, v in results.items()},
+                 "check_s": round(time.perf_counter() - t_check, 1),
+                 "normalised_search_s": round(t_normalised, 1),
                  "fold_ndcg": fold_means, "folds": N_FOLDS,
                  "lag_in_standard_errors": lags,
                  "tuned_weights": {n: round(float(w), 3) for n, w in zip(names, tuned_w,
