@@ -444,6 +444,61 @@ def fit_combiner(world: ServedWorld, holdout: Mapping[str, set[str]], *, k: int 
     return Combiner(None, weights, info)
 
 
+class MeanNdcg:
+    """Mean NDCG@k over users of the blend ``matrix @ w``, for many ``w`` (the weight
+    search asks a few hundred): the mean of :func:`_ndcg` per user, in one pass of
+    array operations instead of a sort per user.
+
+    A held-out item's rank is the number of its user's candidates scored above it, plus
+    those scored alike that come earlier (the stable sort of :func:`_ndcg`); so only the
+    (held-out item, candidate of the same user) pairs are compared, once per ``w``.
+
+    >>> judge = MeanNdcg([np.array([[1.0], [2.0], [3.0]])], [np.array([0.0, 1.0, 0.0])], 10)
+    >>> round(judge(np.array([1.0])), 4)  # ranked 2nd: 1 / log2(3)
+    0.6309
+    """
+
+    def __init__(self, matrices: Sequence[npt.NDArray[np.float64]],
+                 labels: Sequence[npt.NDArray[np.float64]], k: int) -> None:
+        sizes = np.array([len(lab) for lab in labels], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self.stack = np.vstack(matrices) if matrices else np.zeros((0, 0))
+        flat = np.concatenate(labels) if labels else np.zeros(0)
+        positive = np.flatnonzero(flat > 0)
+        user = np.repeat(np.arange(len(sizes)), sizes)[positive]
+        self.gain = flat[positive]
+        self.user = user
+        self.n_users = len(sizes)
+        # Each held-out item against every candidate of its user.
+        self.pair_item = np.repeat(positive, sizes[user])
+        self.pair_row = (np.arange(len(self.pair_item))
+                         - np.repeat(np.cumsum(sizes[user]) - sizes[user], sizes[user])
+                         + np.repeat(starts[user], sizes[user]))
+        self.earlier = self.pair_row < self.pair_item
+        self.offsets = np.concatenate([[0], np.cumsum(sizes[user])[:-1]]).astype(np.int64)
+        self.k = k
+        ideal = np.zeros(len(sizes))
+        discount = 1.0 / np.log2(np.arange(2, k + 2))
+        for n, lab in enumerate(labels):
+            top = np.sort(lab)[::-1][:k]
+            ideal[n] = float(top @ discount[:len(top)])
+        self.ideal = ideal
+
+    def __call__(self, w: npt.NDArray[np.float64]) -> float:
+        if self.n_users == 0:
+            return float("nan")
+        scores = self.stack @ w
+        mine, theirs = scores[self.pair_item], scores[self.pair_row]
+        above = (theirs > mine) | ((theirs == mine) & self.earlier)
+        rank = (np.add.reduceat(above.astype(np.int64), self.offsets) if len(self.offsets)
+                else np.zeros(0, dtype=np.int64))
+        dcg = np.where(rank < self.k, self.gain / np.log2(rank + 2.0), 0.0)
+        per_user = np.bincount(self.user, weights=dcg, minlength=self.n_users)
+        ndcg = np.divide(per_user, self.ideal, out=np.zeros(self.n_users),
+                         where=self.ideal > 0)
+        return float(ndcg.mean())
+
+
 def _coordinate_ascent(rows: Sequence[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]],
                        n_src: int, *, skipped_mask: npt.NDArray[np.bool_], k: int,
                        rounds: int = 2) -> npt.NDArray[np.float64]:
@@ -454,13 +509,8 @@ def _coordinate_ascent(rows: Sequence[tuple[npt.NDArray[np.float64], npt.NDArray
     best single source on the users it learns from, and small, noisy gains on a few
     hundred users do not move it (the hybrid's rule in ``offline/models/hybrid.py``).
     """
-    mats = [np.nan_to_num(f[:, :n_src], nan=0.0) for f, _ in rows]
-    labels = [lab for _, lab in rows]
-
-    def quality(w: npt.NDArray[np.float64]) -> float:
-        return float(np.mean([_ndcg(m @ w, lab, k) for m, lab in
-                              zip(mats, labels, strict=True)]))
-
+    quality = MeanNdcg([np.nan_to_num(f[:, :n_src], nan=0.0) for f, _ in rows],
+                       [lab for _, lab in rows], k)
     starts = [np.where(skipped_mask, 0.0, 1.0)]
     starts += [np.eye(n_src)[j] for j in range(n_src) if not skipped_mask[j]]
     scored = [(quality(start), n, start) for n, start in enumerate(starts)]

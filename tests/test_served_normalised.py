@@ -192,3 +192,24 @@ def test_served_reports_its_candidates_recall_and_each_fold_and_serves_what_it_c
         assert isinstance(served, GbdtRanker)
     else:
         assert served is None
+
+
+def test_the_weight_search_s_fast_ndcg_equals_the_per_user_one() -> None:
+    """``MeanNdcg`` (array operations over held-out/candidate pairs) is the mean of
+    ``_ndcg`` per user: ties broken by row order, several held-out items per user, fewer
+    candidates than k, graded labels."""
+    from infra.served import MeanNdcg, _ndcg
+
+    rng = np.random.default_rng(3)
+    matrices, labels = [], []
+    for n in rng.integers(3, 40, size=60).tolist():
+        matrices.append(rng.integers(0, 4, size=(n, 3)).astype(float))  # many ties
+        lab = (rng.random(n) < 0.15).astype(float) * rng.choice([1.0, 2.0], n)
+        lab[rng.integers(n)] = 1.0
+        labels.append(lab)
+    judge = MeanNdcg(matrices, labels, 10)
+    for w in (np.array([1.0, 0.0, 0.0]), np.array([0.3, 0.5, 0.2]), np.zeros(3),
+              rng.random(3)):
+        expected = np.mean([_ndcg(m @ w, lab, 10) for m, lab in
+                            zip(matrices, labels, strict=True)])
+        assert judge(w) == pytest.approx(expected, abs=1e-12)
