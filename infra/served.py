@@ -20,6 +20,7 @@ version (:mod:`online_models.serving.ranker`), so what is served is what was mea
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import time
 from collections import Counter
@@ -44,8 +45,8 @@ from infra.models import ModelProvider
 from offline.datasets import Dataset
 from offline.evaluation.validation import validation_split
 from online_models.processor import StreamProcessor
-from online_models.serving.pipeline import Recommender
-from online_models.serving.ranker import GbdtRanker, ranker_features
+from online_models.serving.pipeline import Recommender, normalised_columns
+from online_models.serving.ranker import BlendRanker, GbdtRanker, ranker_features
 
 __all__ = ["RankerTraining", "ServedModel", "ServedWorld", "fit_combiner", "train_ranker",
            "world_trains_sequential"]
@@ -266,9 +267,10 @@ def world_settings(base: Settings | None) -> Iterator[Settings]:
 
 @dataclass
 class Combiner:
-    """How the sources are combined: a learned ranker, or else blend weights."""
+    """How the sources are combined: a learned ranker (trees, or a normalised blend), or
+    else blend weights."""
 
-    ranker: GbdtRanker | None
+    ranker: GbdtRanker | BlendRanker | None
     weights: dict[str, float]
     info: dict[str, Any]
 
@@ -281,14 +283,61 @@ def _ndcg(order_scores: npt.NDArray[np.float64], labels: npt.NDArray[np.float64]
     return float(gains.sum() / ideal.sum()) if ideal.sum() > 0 else 0.0
 
 
+#: The ways of combining the sources, in tiers of flexibility: the configured weights
+#: (nothing learnt); one weight per source, on the raw scores (``tuned``) or on the
+#: request's normalised columns (``normalised``,
+#: :func:`online_models.serving.pipeline.normalised_blend`: a fixed transform, no more
+#: parameters); trees (hundreds of leaves).
+COMBINER_TIERS: tuple[tuple[str, ...], ...] = (("configured",), ("tuned", "normalised"),
+                                               ("trees",))
+
+
+def choose_combiner(per_user: Mapping[str, Sequence[float]],
+                    tiers: Sequence[Sequence[str]] = COMBINER_TIERS
+                    ) -> tuple[str, dict[str, float]]:
+    """The best combiner of the least flexible tier that comes within one standard error
+    of the best overall.
+
+    ``per_user`` holds each combiner's out-of-fold NDCG per validation user, in the same
+    user order. A combiner is within reach when its users' NDCG lags the best's by no more
+    than the standard error of that paired difference. Near-equal combiners (on Amazon
+    the four lie within 1-2 % of each other on validation) would otherwise be chosen by
+    noise, and the choice flip with the seed or a retrained network; a more flexible
+    combiner must beat a less flexible one by more than the users' noise to be served
+    (the "one-standard-error rule"). Returns the choice and, per combiner, its mean lag
+    behind the best in standard errors.
+
+    >>> choose_combiner({"a": [0.5, 0.0, 0.5, 0.0], "b": [0.5, 0.1, 0.5, 0.0]}, [["a"], ["b"]])
+    ('a', {'a': 1.0, 'b': 0.0})
+    >>> choose_combiner({"a": [0.0, 0.0, 0.0, 0.1], "b": [0.5, 0.1, 0.5, 0.2]}, [["a"], ["b"]])[0]
+    'b'
+    """
+    names = [name for tier in tiers for name in tier]
+    means = {name: float(np.mean(per_user[name])) for name in names}
+    best = max(names, key=lambda name: (means[name], -names.index(name)))
+    lags: dict[str, float] = {}
+    for name in names:
+        diff = np.asarray(per_user[best], dtype=np.float64) - np.asarray(per_user[name])
+        se = float(np.std(diff, ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+        mean = float(diff.mean())
+        lags[name] = round(mean / se, 3) if se > 0 else (0.0 if mean <= 0 else math.inf)
+    for tier in tiers:
+        within = [name for name in tier if lags[name] <= 1.0]
+        if within:
+            return max(within, key=lambda name: (means[name], -names.index(name))), lags
+    return best, lags  # not reached: the best is within reach of itself
+
+
 def fit_combiner(world: ServedWorld, holdout: Mapping[str, set[str]], *, k: int = 10,
                  random_state: int = 0) -> Combiner:
     """Learn how to combine the sources on held-out items of ``holdout``'s users.
 
-    Three ways are compared by NDCG@k over :data:`N_FOLDS` folds of the validation users
-    (each judged on users it did not learn from): the configured blend weights, blend
-    weights tuned by coordinate ascent, and a LightGBM model over :func:`ranker_features`;
-    the best is refitted on every validation user.
+    The ways of :data:`COMBINER_TIERS` are compared by NDCG@k over :data:`N_FOLDS` folds of
+    the validation users (each judged on users it did not learn from): the configured
+    blend weights, blend weights tuned by coordinate ascent on the raw scores, the same
+    on the request's normalised columns (:func:`normalised_columns`), and a LightGBM
+    model over :func:`ranker_features`; :func:`choose_combiner` takes the simplest
+    within noise of the best, refitted on every validation user.
     Sources that scored nothing for any validation user are dropped (logged and
     reported), so a source that cannot work on a shop does not blur the others.
     """
@@ -301,12 +350,17 @@ def fit_combiner(world: ServedWorld, holdout: Mapping[str, set[str]], *, k: int 
     names = world.recommender.names
     n_src = len(names)
     rows: list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]] = []
+    in_candidates = 0
     for user, ids, features in world.matrices(users, EVAL_K):
         labels = np.fromiter((i in holdout[user] for i in ids), np.float64, count=len(ids))
+        in_candidates += int(labels.sum())
         if labels.any():
             rows.append((features, labels))
+    held = sum(len(holdout[u]) for u in users)
     configured = {n: world.settings.blend_weights.get(n, 0.0) for n in names}
-    info: dict[str, Any] = {"validation_users": len(users), "users_with_a_hit": len(rows)}
+    # How many held-out items the candidates hold at all: the ceiling of any combiner.
+    info: dict[str, Any] = {"validation_users": len(users), "users_with_a_hit": len(rows),
+                            "candidate_recall": round(in_candidates / held, 4) if held else 0.0}
     if len(rows) < 20:
         info["chosen"] = "configured weights (too few validation users with a candidate hit)"
         return Combiner(None, configured, info)
@@ -318,6 +372,9 @@ def fit_combiner(world: ServedWorld, holdout: Mapping[str, set[str]], *, k: int 
     folds = rng.permutation(len(rows)) % N_FOLDS
     base_w = np.array([configured[n] for n in names])
     skip = ~scored_any
+    t_check = time.perf_counter()
+    normalised = [(normalised_columns(f[:, :n_src]), lab) for f, lab in rows]
+    t_normalised = time.perf_counter() - t_check  # its share of the check, reported
 
     def fit_ranker(part: Sequence[tuple[Any, Any]], objective: str, rounds: int) -> Any:
         x = np.vstack([f for f, _ in part])
@@ -331,46 +388,122 @@ def fit_combiner(world: ServedWorld, holdout: Mapping[str, set[str]], *, k: int 
     # choice rests on every validation user, not on a fifth of them. The trees' objective
     # and number of rounds are chosen by the same folds (one fit per objective, read at
     # each round count of RANKER_ROUNDS): no fixed setting has to suit every shop.
-    scores: dict[str, list[float]] = {"configured": [], "tuned": []}
+    scores: dict[str, list[float]] = {"configured": [], "tuned": [], "normalised": []}
     for objective in RANKER_OBJECTIVES:
         for rounds in RANKER_ROUNDS:
             scores[f"{objective}:{rounds}"] = []
+    fold_means: dict[str, list[float]] = {name: [] for name in scores}
     for fold in range(N_FOLDS):
-        held = [r for r, f in zip(rows, folds.tolist(), strict=True) if f == fold]
-        fit = [r for r, f in zip(rows, folds.tolist(), strict=True) if f != fold]
+        in_fold = [f == fold for f in folds.tolist()]
+        held_rows = [r for r, f in zip(rows, in_fold, strict=True) if f]
+        fit = [r for r, f in zip(rows, in_fold, strict=True) if not f]
         w = _coordinate_ascent(fit, n_src, skipped_mask=skip, k=k)
-        for name, score_of in (
-                ("configured", lambda feats: np.nan_to_num(feats[:, :n_src]) @ base_w),
-                ("tuned", lambda feats, w=w: np.nan_to_num(feats[:, :n_src]) @ w)):
-            scores[name] += [_ndcg(score_of(feats), lab, k) for feats, lab in held]
-        block = np.vstack([feats for feats, _ in held])  # one predict call per setting
-        bounds = np.cumsum([len(lab) for _, lab in held])[:-1]
+        norm_fit = [r for r, f in zip(normalised, in_fold, strict=True) if not f]
+        norm_held = [r for r, f in zip(normalised, in_fold, strict=True) if f]
+        t0 = time.perf_counter()
+        w_norm = _coordinate_ascent(norm_fit, n_src, skipped_mask=skip, k=k)
+        t_normalised += time.perf_counter() - t0
+        fold_scores = {
+            "configured": [_ndcg(np.nan_to_num(f[:, :n_src]) @ base_w, lab, k)
+                           for f, lab in held_rows],
+            "tuned": [_ndcg(np.nan_to_num(f[:, :n_src]) @ w, lab, k) for f, lab in held_rows],
+            "normalised": [_ndcg(m @ w_norm, lab, k) for m, lab in norm_held]}
+        block = np.vstack([feats for feats, _ in held_rows])  # one predict call per setting
+        bounds = np.cumsum([len(lab) for _, lab in held_rows])[:-1]
         for objective in RANKER_OBJECTIVES:
             booster = fit_ranker(fit, objective, max(RANKER_ROUNDS))
             for rounds in RANKER_ROUNDS:
                 predicted = np.split(booster.predict(block, num_iteration=rounds), bounds)
-                scores[f"{objective}:{rounds}"] += [
-                    _ndcg(p, lab, k) for p, (_, lab) in zip(predicted, held, strict=True)]
+                fold_scores[f"{objective}:{rounds}"] = [
+                    _ndcg(p, lab, k) for p, (_, lab) in zip(predicted, held_rows, strict=True)]
+        for name, values in fold_scores.items():
+            scores[name] += values
+            fold_means[name].append(round(float(np.mean(values)), 5))
     results = {name: float(np.mean(v)) for name, v in scores.items()}
     trees = max((n for n in results if ":" in n), key=results.__getitem__)
-    best = max(("configured", "tuned", trees), key=results.__getitem__)
+    contenders = {name: scores[trees if name == "trees" else name]
+                  for tier in COMBINER_TIERS for name in tier}
+    best, lags = choose_combiner(contenders)
     tuned_w = _coordinate_ascent(rows, n_src, skipped_mask=skip, k=k)
     info.update({"validation_ndcg": {key: round(v, 5) for key, v in results.items()},
-                 "folds": N_FOLDS,
+                 "check_s": round(time.perf_counter() - t_check, 1),
+                 "normalised_search_s": round(t_normalised, 1),
+                 "fold_ndcg": fold_means, "folds": N_FOLDS,
+                 "lag_in_standard_errors": lags,
                  "tuned_weights": {n: round(float(w), 3) for n, w in zip(names, tuned_w,
                                                                           strict=True)}})
-    info["chosen"] = "ranker" if best == trees else best
-    log.info("served: validation NDCG@%d (%d folds) %s -> %s", k, N_FOLDS,
-             info["validation_ndcg"], best)
-    if best == trees:
+    info["chosen"] = "ranker" if best == "trees" else best
+    log.info("served: validation NDCG@%d (%d folds) %s; lag behind the best in standard "
+             "errors %s -> %s", k, N_FOLDS, info["validation_ndcg"], lags, best)
+    if best == "trees":
         chosen_objective, chosen_rounds = trees.split(":")
         info["ranker"] = {"objective": chosen_objective, "rounds": int(chosen_rounds)}
         ranker = GbdtRanker(fit_ranker(rows, chosen_objective, int(chosen_rounds)), names,
                             info)
         return Combiner(ranker, configured, info)
+    if best == "normalised":
+        norm_w = _coordinate_ascent(normalised, n_src, skipped_mask=skip, k=k)
+        info["normalised_weights"] = {n: round(float(w), 3) for n, w in
+                                      zip(names, norm_w, strict=True)}
+        return Combiner(BlendRanker(norm_w.tolist(), names, info), configured, info)
     weights = configured if best == "configured" else dict(zip(names, tuned_w.tolist(),
                                                                  strict=True))
     return Combiner(None, weights, info)
+
+
+class MeanNdcg:
+    """Mean NDCG@k over users of the blend ``matrix @ w``, for many ``w`` (the weight
+    search asks a few hundred): the mean of :func:`_ndcg` per user, in one pass of
+    array operations instead of a sort per user.
+
+    A held-out item's rank is the number of its user's candidates scored above it, plus
+    those scored alike that come earlier (the stable sort of :func:`_ndcg`); so only the
+    (held-out item, candidate of the same user) pairs are compared, once per ``w``.
+
+    >>> judge = MeanNdcg([np.array([[1.0], [2.0], [3.0]])], [np.array([0.0, 1.0, 0.0])], 10)
+    >>> round(judge(np.array([1.0])), 4)  # ranked 2nd: 1 / log2(3)
+    0.6309
+    """
+
+    def __init__(self, matrices: Sequence[npt.NDArray[np.float64]],
+                 labels: Sequence[npt.NDArray[np.float64]], k: int) -> None:
+        sizes = np.array([len(lab) for lab in labels], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self.stack = np.vstack(matrices) if matrices else np.zeros((0, 0))
+        flat = np.concatenate(labels) if labels else np.zeros(0)
+        positive = np.flatnonzero(flat > 0)
+        user = np.repeat(np.arange(len(sizes)), sizes)[positive]
+        self.gain = flat[positive]
+        self.user = user
+        self.n_users = len(sizes)
+        # Each held-out item against every candidate of its user.
+        self.pair_item = np.repeat(positive, sizes[user])
+        self.pair_row = (np.arange(len(self.pair_item))
+                         - np.repeat(np.cumsum(sizes[user]) - sizes[user], sizes[user])
+                         + np.repeat(starts[user], sizes[user]))
+        self.earlier = self.pair_row < self.pair_item
+        self.offsets = np.concatenate([[0], np.cumsum(sizes[user])[:-1]]).astype(np.int64)
+        self.k = k
+        ideal = np.zeros(len(sizes))
+        discount = 1.0 / np.log2(np.arange(2, k + 2))
+        for n, lab in enumerate(labels):
+            top = np.sort(lab)[::-1][:k]
+            ideal[n] = float(top @ discount[:len(top)])
+        self.ideal = ideal
+
+    def __call__(self, w: npt.NDArray[np.float64]) -> float:
+        if self.n_users == 0:
+            return float("nan")
+        scores = self.stack @ w
+        mine, theirs = scores[self.pair_item], scores[self.pair_row]
+        above = (theirs > mine) | ((theirs == mine) & self.earlier)
+        rank = (np.add.reduceat(above.astype(np.int64), self.offsets) if len(self.offsets)
+                else np.zeros(0, dtype=np.int64))
+        dcg = np.where(rank < self.k, self.gain / np.log2(rank + 2.0), 0.0)
+        per_user = np.bincount(self.user, weights=dcg, minlength=self.n_users)
+        ndcg = np.divide(per_user, self.ideal, out=np.zeros(self.n_users),
+                         where=self.ideal > 0)
+        return float(ndcg.mean())
 
 
 def _coordinate_ascent(rows: Sequence[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]],
@@ -383,13 +516,8 @@ def _coordinate_ascent(rows: Sequence[tuple[npt.NDArray[np.float64], npt.NDArray
     best single source on the users it learns from, and small, noisy gains on a few
     hundred users do not move it (the hybrid's rule in ``offline/models/hybrid.py``).
     """
-    mats = [np.nan_to_num(f[:, :n_src], nan=0.0) for f, _ in rows]
-    labels = [lab for _, lab in rows]
-
-    def quality(w: npt.NDArray[np.float64]) -> float:
-        return float(np.mean([_ndcg(m @ w, lab, k) for m, lab in
-                              zip(mats, labels, strict=True)]))
-
+    quality = MeanNdcg([np.nan_to_num(f[:, :n_src], nan=0.0) for f, _ in rows],
+                       [lab for _, lab in rows], k)
     starts = [np.where(skipped_mask, 0.0, 1.0)]
     starts += [np.eye(n_src)[j] for j in range(n_src) if not skipped_mask[j]]
     scored = [(quality(start), n, start) for n, start in enumerate(starts)]
@@ -486,8 +614,9 @@ class RankerTraining:
     def write_ranker(self, folder: Path) -> dict[str, Any]:
         """Learn the combiner and write it into a model version's ``folder``.
 
-        Returns the manifest entry. A ranker goes to ``ranker.json`` (data only); tuned
-        blend weights are reported (set ``STREAMREC_BLEND_WEIGHTS`` to serve them).
+        Returns the manifest entry. A ranker (trees, or a normalised blend) goes to
+        ``ranker.json`` (data only, read by :func:`online_models.serving.ranker.load_ranker`);
+        tuned raw blend weights are reported (set ``STREAMREC_BLEND_WEIGHTS`` to serve them).
         """
         from online_models.serving.ranker import FILE
 

@@ -49,6 +49,9 @@ __all__ = [
     "ScoredCandidates",
     "ScoredRecommendation",
     "SourceRanker",
+    "normalised_blend",
+    "normalised_columns",
+    "zscore_columns",
 ]
 
 
@@ -125,6 +128,59 @@ class ScoredCandidates:
 def _known_sources(names: Sequence[str], line: Sequence[float]) -> dict[str, float]:
     """Source name -> score of one matrix row, the sources that could score it only."""
     return {name: v for name, v in zip(names, line, strict=True) if v == v}  # NaN != NaN
+
+
+def zscore_columns(matrix: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Each source's column z-scored over the candidates it scored (NaN: cannot score,
+    stays NaN and counts for neither mean nor spread); a column with no spread (one
+    scored candidate, or all alike, up to rounding) scores 0 where it scored.
+
+    Sources score on their own scales (a cosine in [0, 1], a sum of EASE weights scaled
+    by the request's strongest, log-scaled counts): the z-score puts each request's
+    column on one scale, so a weight says how much the source's *order* counts.
+
+    >>> zscore_columns(np.array([[1.0, 2.0], [3.0, np.nan], [5.0, np.nan]])).tolist()
+    [[-1.224744871391589, 0.0], [0.0, nan], [1.224744871391589, nan]]
+    """
+    known = ~np.isnan(matrix)
+    count = known.sum(axis=0)
+    safe = np.where(known, matrix, 0.0)
+    mean = safe.sum(axis=0) / np.maximum(count, 1)
+    spread = np.sqrt(np.where(known, (safe - mean) ** 2, 0.0).sum(axis=0) / np.maximum(count, 1))
+    # Equal scores leave a rounding error for a spread (0.4 three times: ~6e-17), which
+    # would blow up to +-1: a spread that small next to the scores' size counts as none.
+    flat = spread <= 1e-9 * np.maximum(np.abs(mean), 1.0)
+    return (matrix - mean) / np.where(flat, np.inf, spread)
+
+
+def normalised_columns(matrix: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """What a normalised blend weighs: the request's z-scored columns
+    (:func:`zscore_columns`), where a source could not score a candidate left out of the
+    sum (0 added, so that candidate's blend is that of the sources that could score it
+    -- as in the raw blend, never a made-up score); a source that scored no candidate of
+    the request adds nothing to any.
+
+    >>> normalised_columns(np.array([[1.0, 1.0], [3.0, np.nan], [5.0, np.nan]])).round(3).tolist()
+    [[-1.225, 0.0], [0.0, 0.0], [1.225, 0.0]]
+    """
+    z = zscore_columns(matrix)
+    out: npt.NDArray[np.float64] = np.where(np.isnan(z), 0.0, z)
+    return out
+
+
+def normalised_blend(matrix: npt.NDArray[np.float64], w: npt.NDArray[np.float64]
+                     ) -> npt.NDArray[np.float64]:
+    """The weighted sum of the request's normalised columns (:func:`normalised_columns`):
+    one score per candidate row. The learned combiner's "normalised" blend, the same
+    function in training (``infra/served.py``) and in serving
+    (:class:`online_models.serving.ranker.BlendRanker`).
+
+    >>> normalised_blend(np.array([[1.0, 1.0], [3.0, np.nan], [5.0, np.nan]]),
+    ...                  np.array([0.5, 0.5])).round(3).tolist()
+    [-0.612, 0.0, 0.612]
+    """
+    out: npt.NDArray[np.float64] = normalised_columns(matrix) @ w
+    return out
 
 
 class Recommender:

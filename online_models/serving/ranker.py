@@ -28,13 +28,16 @@ import numpy.typing as npt
 
 from core.errors import DataNotFound
 from core.ports import RecContext
+from online_models.serving.pipeline import normalised_blend
 
-__all__ = ["FILE", "GbdtRanker", "ranker_features"]
+__all__ = ["BLEND_FORMAT", "FILE", "BlendRanker", "GbdtRanker", "load_ranker", "ranker_features"]
 
 #: The ranker's file in an artifact version folder.
 FILE = "ranker.json"
 #: /2: the features gained the purchase count (a /1 file would read shifted columns).
 FORMAT = "streamrec.gbdt-ranker/2"
+#: A normalised blend (:class:`BlendRanker`) in the same file.
+BLEND_FORMAT = "streamrec.normalised-blend/1"
 
 
 def ranker_features(matrix: npt.NDArray[np.float64], ctx: RecContext) -> npt.NDArray[np.float64]:
@@ -100,11 +103,72 @@ class GbdtRanker:
         """Read a saved ranker (plain JSON and LightGBM text: nothing executes)."""
         import lightgbm
 
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise DataNotFound(f"no readable ranker at {path}: {exc}") from exc
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise DataNotFound(f"{path} is not a {FORMAT} file")
+        data = _read(path, FORMAT)
         booster = lightgbm.Booster(model_str=str(data["model"]))
         return cls(booster, [str(s) for s in data["sources"]], dict(data.get("info", {})))
+
+
+class BlendRanker:
+    """Blend weights over the request's z-scored source columns
+    (:func:`online_models.serving.pipeline.normalised_blend`): the combiner
+    ``infra/served.py`` may choose instead of trees, shipped in the same file.
+
+    Parameters
+    ----------
+    weights
+        Weight per source, in the order of ``sources``.
+    sources
+        The source names of the matrix columns, in order.
+    info
+        What training reported, kept in the file.
+
+    >>> ranker = BlendRanker([1.0, 0.0], ["ease", "alltime"])
+    >>> ranker.rank(np.array([[0.2, 1.0], [0.9, np.nan]]), None).round(3).tolist()
+    [-1.0, 1.0]
+    """
+
+    def __init__(self, weights: Sequence[float], sources: Sequence[str],
+                 info: dict[str, Any] | None = None) -> None:
+        self.weights = np.asarray(weights, dtype=np.float64)
+        self.sources = tuple(sources)
+        if len(self.weights) != len(self.sources):
+            raise ValueError(f"{len(self.weights)} weights for {len(self.sources)} sources")
+        self.info = dict(info or {})
+
+    def __repr__(self) -> str:
+        return f"BlendRanker({dict(zip(self.sources, self.weights.tolist(), strict=True))})"
+
+    def rank(self, matrix: npt.NDArray[np.float64], ctx: RecContext | None
+             ) -> npt.NDArray[np.float64]:
+        return normalised_blend(matrix, self.weights)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps({
+            "format": BLEND_FORMAT, "sources": list(self.sources),
+            "weights": self.weights.tolist(), "info": self.info}))
+
+    @classmethod
+    def load(cls, path: Path) -> BlendRanker:
+        """Read a saved blend (plain JSON)."""
+        data = _read(path, BLEND_FORMAT)
+        return cls([float(w) for w in data["weights"]], [str(s) for s in data["sources"]],
+                   dict(data.get("info", {})))
+
+
+def _read(path: Path, fmt: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataNotFound(f"no readable ranker at {path}: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise DataNotFound(f"{path} is not a {fmt} file")
+    return data
+
+
+def load_ranker(path: Path) -> GbdtRanker | BlendRanker:
+    """Read ``ranker.json`` of either kind (trees or a normalised blend), by its format."""
+    try:
+        fmt = json.loads(path.read_text()).get("format")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise DataNotFound(f"no readable ranker at {path}: {exc}") from exc
+    return BlendRanker.load(path) if fmt == BLEND_FORMAT else GbdtRanker.load(path)
