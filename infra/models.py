@@ -24,7 +24,7 @@ from online_models.als_foldin import ALSFoldIn
 from online_models.neighbours import ItemNeighbours
 from online_models.sequential import SequentialModel
 from online_models.serving.ranker import FILE as RANKER_FILE
-from online_models.serving.ranker import GbdtRanker
+from online_models.serving.ranker import BlendRanker, GbdtRanker, load_ranker
 
 __all__ = ["ModelProvider"]
 
@@ -66,7 +66,7 @@ class ModelProvider:
         self._foldin: ALSFoldIn | None = None
         self._sequential: SequentialModel | None = None
         self._item_index: InnerProductIndex | None = None
-        self._ranker: GbdtRanker | None = None
+        self._ranker: GbdtRanker | BlendRanker | None = None
         self._neighbours: ItemNeighbours | None = None
         #: Data-only artifacts of ``_version`` asked for by name (None: the version has none).
         self._artifacts: dict[tuple[str, str], Any] = {}
@@ -113,7 +113,7 @@ class ModelProvider:
         self._checked_at = -math.inf
         self._poll()
 
-    def ranker(self) -> GbdtRanker | None:
+    def ranker(self) -> GbdtRanker | BlendRanker | None:
         """The learned ranker of the current version, or None when none was trained."""
         self._poll()
         return self._ranker
@@ -181,12 +181,12 @@ class ModelProvider:
                  found.k)
         return found
 
-    def _load_ranker(self, version: str) -> GbdtRanker | None:
+    def _load_ranker(self, version: str) -> GbdtRanker | BlendRanker | None:
         path = self.artifacts_dir / version / RANKER_FILE
         if not path.exists():
             return None
         try:
-            ranker = GbdtRanker.load(path)
+            ranker = load_ranker(path)
         except DataNotFound as exc:
             log.warning("model version %s: ranker not loaded (%s)", version, exc)
             return None

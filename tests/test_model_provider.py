@@ -161,3 +161,17 @@ def test_a_model_without_a_recorded_hash_is_refused_and_the_demo_retrains(
     provider = ModelProvider(tmp_path / "artifacts")
     assert provider.current_version() == fresh
     assert provider.artifact(COUNTS_FILE, ItemCounts.load) is not None
+
+
+def test_a_version_whose_check_chose_the_normalised_blend_serves_it(tmp_path: Path) -> None:
+    from online_models.serving.ranker import FILE, BlendRanker
+
+    def write_blend(folder: Path) -> dict[str, str]:
+        BlendRanker([1.0, 0.5], ["ease", "covisit"], {"chosen": "normalised"}).save(
+            folder / FILE)
+        return {"file": FILE}
+
+    train(tiny(0), tmp_path, ["als"], version="v1", extras={"ranker": write_blend})
+    ranker = ModelProvider(tmp_path).ranker()
+    assert isinstance(ranker, BlendRanker)
+    assert ranker.sources == ("ease", "covisit") and ranker.weights.tolist() == [1.0, 0.5]
