@@ -1,0 +1,176 @@
+"""SASRec ensembles: the member networks' scores combined as validated, served in NumPy
+with PyTorch's scores, saved and reloaded as data, an old single-network format refused
+cleanly, and the ensemble kept only where validation says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+
+from core.errors import DataNotFound
+from core.scoring import Interactions
+from online_models.sequential import FORMAT, SequentialConfig, SequentialModel
+
+if TYPE_CHECKING:
+    from offline.models.sasrec import SASRecScorer
+
+N_ITEMS = 12
+
+
+def mixed_log(n_users: int = 90, seed: int = 0) -> Interactions:
+    """Users walk a cycle of the items, with one in three steps a random item."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for u in range(n_users):
+        start, length = int(rng.integers(N_ITEMS)), int(rng.integers(4, 9))
+        for t in range(length):
+            item = (start + t) % N_ITEMS if rng.random() < 0.67 else int(rng.integers(N_ITEMS))
+            records.append((f"u{u}", f"i{item}", 1.0, float(t)))
+    return Interactions.from_records(records)
+
+
+@pytest.fixture(scope="module")
+def ensemble() -> SASRecScorer:
+    pytest.importorskip("torch")
+    from offline.models.sasrec import SASRecScorer
+
+    model = SASRecScorer(dim=16, n_heads=2, dropout=0.1, lr=1e-2, batch_size=32,
+                         max_epochs=4, patience=4, ensemble=True)
+    model.fit(mixed_log())
+    return model
+
+
+def test_the_ensemble_holds_one_refitted_network_per_row_set(ensemble: SASRecScorer) -> None:
+    assert ensemble.members_ == sorted(
+        ensemble.orders, key=lambda o: -ensemble.search_[o]["val_ndcg@10"])
+    assert len(ensemble.nets_) == 2 and ensemble.net_ is ensemble.nets_[0]
+    # Refitted on the whole log: not the validated networks of the search.
+    assert all(net is not ensemble.searched_[o]
+               for net, o in zip(ensemble.nets_, ensemble.members_, strict=True))
+
+
+def test_numpy_serves_the_ensemble_with_the_pytorch_scores(ensemble: SASRecScorer) -> None:
+    served = ensemble.to_numpy()
+    assert served.config.members == 2
+    rng = np.random.default_rng(1)
+    for length in (1, 2, 5, served.config.max_len, N_ITEMS - 1):
+        seq = [f"i{j}" for j in rng.permutation(N_ITEMS)[:length]]
+        expected = ensemble.score_sequences([seq])[0]
+        got = served.score(["new-item", *seq[::-1]], [*ensemble.item_ids_, "new-item"])
+        assert got.ids == ensemble.item_ids_
+        np.testing.assert_allclose(got.scores, expected, rtol=1e-4, atol=1e-4)
+        # top ranks by the same combined scores, history left out.
+        top = served.top(seq[::-1], 5, exclude=set(seq))
+        masked = expected.copy()
+        masked[[ensemble.item_ids_.index(i) for i in seq]] = -np.inf
+        order = np.argsort(-masked, kind="stable")[:len(top)]
+        np.testing.assert_allclose(top.scores, masked[order], rtol=1e-4, atol=1e-4)
+        assert set(top.ids) <= {ensemble.item_ids_[r] for r in np.flatnonzero(
+            masked >= masked[order[-1]] - 1e-4)}
+
+
+def test_the_combined_scores_are_the_members_standardised_scores_averaged(
+    ensemble: SASRecScorer,
+) -> None:
+    import torch
+
+    from offline.models.sasrec import combine_logits
+
+    rng = np.random.default_rng(2)
+    one = torch.as_tensor(rng.normal(3.0, 2.0, (4, 50)))
+    assert torch.equal(combine_logits([one]), one)  # one member: its own logits
+    # A member shifted and stretched per user ranks as before in the combination.
+    two = torch.as_tensor(rng.normal(0.0, 1.0, (4, 50)))
+    stretched = two * torch.as_tensor([[5.0], [0.5], [2.0], [9.0]]) + 7.0
+    z = [(x - x.mean(1, keepdim=True)) / x.std(1, unbiased=False, keepdim=True)
+         for x in (one, two)]
+    expected_rank = torch.argsort(z[0] + z[1], dim=1)
+    assert torch.equal(torch.argsort(combine_logits([one, stretched]), dim=1), expected_rank)
+
+
+def test_the_ensemble_export_round_trips_as_data(ensemble: SASRecScorer,
+                                                 tmp_path: Path) -> None:
+    exported = ensemble.to_numpy()
+    assert exported.save(tmp_path, "sasrec") == ["sasrec.npz", "sasrec.json"]
+    config = json.loads((tmp_path / "sasrec.json").read_text())
+    assert config["format"] == FORMAT == "streamrec-sasrec-npz/2" and config["members"] == 2
+    with np.load(tmp_path / "sasrec.npz", allow_pickle=False) as arrays:
+        assert {"member0.item_embeddings", "member1.item_embeddings"} <= set(arrays.files)
+    reread = SequentialModel.load(tmp_path, "sasrec")
+    recent = ["i3", "i2", "i1"]
+    assert reread.top(recent, 5).ids == exported.top(recent, 5).ids
+    assert reread.score(recent, ["i4", "i5"]).scores.tolist() == \
+        exported.score(recent, ["i4", "i5"]).scores.tolist()
+
+
+def test_a_single_network_export_of_format_1_is_refused_saying_retrain(
+    tmp_path: Path,
+) -> None:
+    from offline.train import load_sequential
+
+    SequentialModel.random(["a", "b", "c"], dim=4, n_blocks=1, max_len=5).save(
+        tmp_path, "sasrec")
+    config = json.loads((tmp_path / "sasrec.json").read_text())
+    config["format"] = "streamrec-sasrec-npz/1"
+    del config["members"]
+    (tmp_path / "sasrec.json").write_text(json.dumps(config))
+    with pytest.raises(DataNotFound, match="retrain"):
+        SequentialModel.load(tmp_path, "sasrec")
+    # DataNotFound is what the model provider reads as "no sequential model": source off.
+    with pytest.raises(DataNotFound, match="format"):
+        load_sequential(tmp_path.parent, tmp_path.name)
+
+
+def test_random_ensembles_score_one_sequence_as_their_members_combined() -> None:
+    # Without PyTorch: the NumPy combination equals standardising each member's
+    # scores over all items, averaging, and rescaling by the members' mean scale.
+    items = [f"i{n}" for n in range(40)]
+    model = SequentialModel.random(items, dim=8, n_blocks=2, n_heads=2, max_len=6,
+                                   members=3, rng=np.random.default_rng(5))
+    recent = ["i7", "i3", "i30"]
+    members = [SequentialModel(SequentialConfig(8, 2, 2, 6), items, [arrays])
+               for arrays in model.members]
+    logits = np.array([m.score(recent, items).scores for m in members])
+    mean, std = logits.mean(axis=1, keepdims=True), logits.std(axis=1, keepdims=True)
+    expected = ((logits - mean) / std).mean(axis=0) * std.mean() + mean.mean()
+    np.testing.assert_allclose(model.score(recent, items).scores, expected, rtol=1e-4,
+                               atol=1e-4)
+    assert model.top(recent, 3, exclude={"i7"}).ids == [
+        items[r] for r in np.argsort(-np.where(np.arange(40) == 7, -np.inf, expected))[:3]]
+
+
+def test_a_member_whose_refit_the_budget_cannot_cover_keeps_its_validated_network(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pytest.importorskip("torch")
+    from offline.models.sasrec import SASRecScorer
+
+    model = SASRecScorer(dim=8, max_epochs=2, ensemble=True, max_train_s=0.0)
+    with caplog.at_level(logging.WARNING, logger="offline.models.sasrec"):
+        model.fit(mixed_log(40))
+    assert [net is model.searched_[o] for net, o in zip(model.nets_, model.members_,
+                                                         strict=True)] == [True, True]
+    assert sum("no refit" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_the_ensemble_is_kept_only_where_it_validates_better_than_the_best_network(
+) -> None:
+    pytest.importorskip("torch")
+    from offline.models.sasrec import SASRecScorer
+
+    for seed in (0, 1):
+        model = SASRecScorer(dim=8, max_epochs=3, patience=3, refit=False, random_state=seed)
+        model.fit(mixed_log(60, seed))
+        best = max(r["val_ndcg@10"] for r in model.search_.values())
+        assert model.ensemble_val_ is not None
+        assert len(model.nets_) == (2 if model.ensemble_val_ > best else 1)
+        never = SASRecScorer(dim=8, max_epochs=3, patience=3, refit=False,
+                             random_state=seed, ensemble=False)
+        never.fit(mixed_log(60, seed))
+        assert never.ensemble_val_ is None and len(never.nets_) == 1
