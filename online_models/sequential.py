@@ -145,9 +145,9 @@ class SequentialModel:
         self._items = np.ascontiguousarray(np.concatenate(list(self._embeddings), axis=1))
         # Per member: the item embeddings' mean and covariance over all items (float64),
         # so that a sequence's logit mean is mean . h and its variance h' C h.
-        self._means = [e.astype(np.float64).mean(axis=0) for e in self._embeddings]
-        self._covs = [np.cov(e.astype(np.float64), rowvar=False, bias=True)
-                      for e in self._embeddings]
+        self._means = np.stack([e.astype(np.float64).mean(axis=0) for e in self._embeddings])
+        self._covs = np.stack([np.cov(e.astype(np.float64), rowvar=False, bias=True)
+                               for e in self._embeddings])
 
     # -- storage (data only: NumPy arrays + JSON, never a pickle) ------------------------
     def save(self, folder: Path, stem: str) -> list[str]:
@@ -253,10 +253,9 @@ class SequentialModel:
         hidden = self._hidden(rows)
         if len(self.members) == 1:
             return hidden[0], 0.0
-        h64 = hidden.astype(np.float64)
-        mu = np.array([mean @ h for mean, h in zip(self._means, h64, strict=True)])
-        sd = np.sqrt(np.maximum([h @ cov @ h for cov, h in zip(self._covs, h64, strict=True)],
-                                1e-24))
+        h64 = hidden.astype(np.float64)[:, None, :]  # (members, 1, dim)
+        mu = (h64 @ self._means[:, :, None]).ravel()
+        sd = np.sqrt(np.maximum((h64 @ self._covs @ h64.transpose(0, 2, 1)).ravel(), 1e-24))
         weights = sd.mean() / (len(sd) * sd)
         vector = (hidden * weights[:, None].astype(np.float32)).reshape(-1)
         return vector, float(mu.mean() - sd.mean() * (mu / sd).mean())

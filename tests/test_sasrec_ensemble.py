@@ -46,18 +46,23 @@ def ensemble() -> SASRecScorer:
     return model
 
 
-def test_the_ensemble_holds_one_refitted_network_per_row_set(ensemble: SASRecScorer) -> None:
+def test_the_ensemble_holds_each_row_sets_refit_and_the_best_ones_validated_network(
+    ensemble: SASRecScorer,
+) -> None:
+    best, other = ensemble.members_
     assert ensemble.members_ == sorted(
         ensemble.orders, key=lambda o: -ensemble.search_[o]["val_ndcg@10"])
-    assert len(ensemble.nets_) == 2 and ensemble.net_ is ensemble.nets_[0]
+    assert ensemble.served_ == [f"{best}:refit", f"{best}:validated", f"{other}:refit"]
+    assert len(ensemble.nets_) == 3 and ensemble.net_ is ensemble.nets_[0]
     # Refitted on the whole log: not the validated networks of the search.
-    assert all(net is not ensemble.searched_[o]
-               for net, o in zip(ensemble.nets_, ensemble.members_, strict=True))
+    assert ensemble.nets_[0] is not ensemble.searched_[best]
+    assert ensemble.nets_[1] is ensemble.searched_[best]
+    assert ensemble.nets_[2] is not ensemble.searched_[other]
 
 
 def test_numpy_serves_the_ensemble_with_the_pytorch_scores(ensemble: SASRecScorer) -> None:
     served = ensemble.to_numpy()
-    assert served.config.members == 2
+    assert served.config.members == 3
     rng = np.random.default_rng(1)
     for length in (1, 2, 5, served.config.max_len, N_ITEMS - 1):
         seq = [f"i{j}" for j in rng.permutation(N_ITEMS)[:length]]
@@ -99,9 +104,9 @@ def test_the_ensemble_export_round_trips_as_data(ensemble: SASRecScorer,
     exported = ensemble.to_numpy()
     assert exported.save(tmp_path, "sasrec") == ["sasrec.npz", "sasrec.json"]
     config = json.loads((tmp_path / "sasrec.json").read_text())
-    assert config["format"] == FORMAT == "streamrec-sasrec-npz/2" and config["members"] == 2
+    assert config["format"] == FORMAT == "streamrec-sasrec-npz/2" and config["members"] == 3
     with np.load(tmp_path / "sasrec.npz", allow_pickle=False) as arrays:
-        assert {"member0.item_embeddings", "member1.item_embeddings"} <= set(arrays.files)
+        assert {f"member{m}.item_embeddings" for m in range(3)} <= set(arrays.files)
     reread = SequentialModel.load(tmp_path, "sasrec")
     recent = ["i3", "i2", "i1"]
     assert reread.top(recent, 5).ids == exported.top(recent, 5).ids
@@ -174,3 +179,32 @@ def test_the_ensemble_is_kept_only_where_it_validates_better_than_the_best_netwo
                              random_state=seed, ensemble=False)
         never.fit(mixed_log(60, seed))
         assert never.ensemble_val_ is None and len(never.nets_) == 1
+
+
+def test_the_masked_row_set_hides_about_a_fifth_of_the_inputs_and_keeps_the_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("torch")
+    import torch
+
+    from offline.models.sasrec import MASK_RATE, SASRecNet, SASRecScorer
+
+    seen: dict[str, list[torch.Tensor]] = {}
+    original = SASRecNet.forward
+
+    def forward(self: SASRecNet, seq: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            seen.setdefault(current, []).append(seq.clone())
+        return original(self, seq)
+
+    monkeypatch.setattr(SASRecNet, "forward", forward)
+    for current in ("time+shuffled", "time+shuffled+masked"):
+        SASRecScorer(dim=8, max_epochs=1, refit=False, orders=(current,)).fit(mixed_log(60))
+    plain, masked = seen["time+shuffled"], seen["time+shuffled+masked"]
+    assert len(plain) == len(masked)
+    items = hidden = 0
+    for a, b in zip(plain, masked, strict=True):
+        # The same rows; only some real items turned into padding.
+        assert torch.equal(torch.where(b == 0, 0, a), b)
+        items, hidden = items + int((a > 0).sum()), hidden + int(((a > 0) & (b == 0)).sum())
+    assert abs(hidden / items - MASK_RATE) < 0.05

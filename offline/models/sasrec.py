@@ -19,8 +19,14 @@ Settings adapt to the log instead of being fitted to one data set:
   better -- on logs whose order carries little (reviews, baskets), the shuffled
   copies teach every co-occurring pair in both directions; on logs where the
   order is the signal, time order alone wins;
+* an ensemble: the searched row sets' networks, their scores combined
+  (:func:`combine_logits`), are validated too; where the combination beats the
+  best single network, every row set is refitted and served together. Beside the
+  best row set's refit its validated network is served too (``keep_searched``: a
+  second run of the same settings, trained anyway);
 * a wall-clock budget (``max_train_s``) that stops training at the best epoch
-  so far on logs much larger than the shipped ones.
+  so far on logs much larger than the shipped ones; a member whose refit the
+  budget left does not cover keeps its validated network.
 
 The trained network is exported as NumPy arrays + JSON (:meth:`SASRecScorer.export`)
 and served by ``online_models.sequential.SequentialModel`` without PyTorch.
@@ -66,8 +72,14 @@ log = logging.getLogger(__name__)
 #: ``time+reversed`` -- those plus each sequence reversed (every co-occurring pair
 #: taught in both directions: on logs whose order says little, what came before
 #: an item predicts it as well as what came after); ``time+shuffled`` -- plus a
-#: fresh random order of every row at every epoch.
-ORDERS = ("time", "time+reversed", "time+shuffled")
+#: fresh random order of every row at every epoch; ``time+shuffled+masked`` -- as
+#: ``time+shuffled``, and at every epoch each input item of every row is hidden from
+#: the network (replaced by padding) with probability ``MASK_RATE`` (CL4SRec-style
+#: item masking: the targets stay).
+ORDERS = ("time", "time+reversed", "time+shuffled", "time+shuffled+masked")
+
+#: Share of input items hidden per epoch by ``time+shuffled+masked``.
+MASK_RATE = 0.2
 
 def combine_logits(logits: Sequence[torch.Tensor]) -> torch.Tensor:
     """The members' item scores (each (batch, items), over ALL items) as one.
@@ -229,6 +241,10 @@ class SASRecScorer(MatrixScorer):
         validated too, and where the combination beats the best single network
         every row set is refitted and served as one ensemble (a tie keeps the
         single network); True: always the ensemble; False: never.
+    keep_searched
+        Where the best row set was refitted, serve its validated network too, beside
+        the refits (a second run of the same settings, trained anyway: averaging
+        independently trained networks reduces their variance).
     """
 
     name = "sasrec"
@@ -240,7 +256,8 @@ class SASRecScorer(MatrixScorer):
                  weight_decay: float = 0.0, label_smoothing: float = 0.0, ffn_mult: int = 1,
                  all_transitions: bool = True,
                  orders: Sequence[str] = ("time", "time+shuffled"), shuffles: int = 1,
-                 ensemble: bool | None = None, random_state: int = 0) -> None:
+                 ensemble: bool | None = None, keep_searched: bool = True,
+                 random_state: int = 0) -> None:
         super().__init__()
         self.dim, self.n_blocks, self.n_heads, self.dropout = dim, n_blocks, n_heads, dropout
         self.max_len, self.lr, self.batch_size = max_len, lr, batch_size
@@ -252,6 +269,7 @@ class SASRecScorer(MatrixScorer):
         if not orders or unknown:
             raise ConfigurationError(f"sasrec orders must be among {ORDERS}, not {list(orders)}")
         self.orders, self.shuffles, self.ensemble = tuple(orders), shuffles, ensemble
+        self.keep_searched = keep_searched
         self.order_ = self.orders[0]
         self.search_: dict[str, dict[str, float]] = {}
         # The validated networks of the search, by row set, and the ensemble's figure.
@@ -259,6 +277,7 @@ class SASRecScorer(MatrixScorer):
         self.ensemble_val_: float | None = None
         self.members_: list[str] = []
         self.nets_: list[SASRecNet] = []
+        self.served_: list[str] = []  # what each network of nets_ is: "<rows>:refit" ...
         # item_index_ maps an item to its 1-based embedding row (row 0 is padding).
         self.sequences_: dict[str, list[str]] = {}
         self.net_: SASRecNet | None = None
@@ -331,6 +350,7 @@ class SASRecScorer(MatrixScorer):
         self.order_ = ranked[0]
         self.history_, self.best_epoch_ = runs[self.order_]
         self.nets_ = [self.searched_[o] for o in self.members_]
+        self.served_ = [f"{o}:validated" for o in self.members_]
         if len(orders) > 1:
             log.info("sasrec: training rows %s chosen on validation: %s, ensemble of all %s",
                      self.members_, self.search_, self.ensemble_val_)
@@ -343,12 +363,20 @@ class SASRecScorer(MatrixScorer):
                                        best_epoch)
                 if refitted is not None:
                     self.nets_[m] = refitted
+                    self.served_[m] = f"{order}:refit"
+            if self.keep_searched and self.served_[0].endswith(":refit"):
+                # The best row set's validated network is a second, independently
+                # trained network of the same settings: averaging it with the refit
+                # is an ensemble of two runs, trained anyway.
+                self.nets_.insert(1, self.searched_[self.order_])
+                self.served_.insert(1, f"{self.order_}:validated")
         self.net_ = self.nets_[0]
 
     def tuning_report(self) -> dict[str, object]:
         """What the validation chose: the row set, the epoch count, each set's figures."""
         return {"order": self.order_, "best_epoch": self.best_epoch_, "search": self.search_,
                 "ensemble_val_ndcg@10": self.ensemble_val_, "members": self.members_,
+                "served": self.served_,
                 "max_len": self.net_.max_len if self.net_ is not None else None}
 
     def _rows(self, sequences: dict[str, list[str]], max_len: int, order: str
@@ -368,7 +396,7 @@ class SASRecScorer(MatrixScorer):
                rng: np.random.Generator, order: str) -> float:
         """One pass over ``sequences`` (next-item cross-entropy at every position)."""
         net.train()
-        if order == "time+shuffled":  # a fresh order of every row, every epoch
+        if order.startswith("time+shuffled"):  # a fresh order of every row, every epoch
             sequences = sequences + [[s[j] for j in rng.permutation(len(s))]
                                      for _ in range(self.shuffles) for s in sequences]
         lengths = np.array([len(s) for s in sequences])
@@ -380,6 +408,9 @@ class SASRecScorer(MatrixScorer):
             length = min(int(lengths[batch].max()), net.max_len + 1)
             ids = self._encode([sequences[i] for i in batch], length)
             inputs, targets = ids[:, :-1], ids[:, 1:]
+            if order.endswith("+masked"):
+                hide = torch.rand(inputs.shape, device=inputs.device) < MASK_RATE
+                inputs = inputs.masked_fill(hide, 0)
             real = targets > 0
             loss = F.cross_entropy(net.item_logits(net(inputs)[real]), targets[real] - 1,
                                    label_smoothing=self.label_smoothing)
