@@ -288,8 +288,7 @@ def test_the_row_set_with_the_better_validation_is_kept_and_refitted(
     members: list[str]
 ) -> None:
     """Each row set is searched; the best is refitted alone, or all of them (best first)
-    where their combined scores validate better than the best alone; the best row set's
-    validated network is served beside its refit."""
+    where their combined scores validate better than the best alone."""
     from offline.models.sasrec import SASRecScorer
 
     rows_of: list[str] = []
@@ -314,13 +313,11 @@ def test_the_row_set_with_the_better_validation_is_kept_and_refitted(
         o: f for o, f in figures.items() if o != "ensemble"}
     assert report["ensemble_val_ndcg@10"] == figures["ensemble"]
     assert rows_of == ["time+shuffled", "time", *members]  # both searched, then the refits
-    # Served: the refits, and beside the best one's refit its validated network.
-    assert report["served"] == [f"{chosen}:refit", f"{chosen}:validated",
-                                *(f"{o}:refit" for o in members[1:])]
-    assert len(model.nets_) == len(members) + 1 == model.to_numpy().config.members
-    assert model.nets_[1] is model.searched_[chosen]
-    assert all(net is not model.searched_[o] for net, o in zip(
-        model.nets_[:1] + model.nets_[2:], members, strict=True))
+    # Served: the refits, not the validated networks of the search.
+    assert report["served"] == [f"{o}:refit" for o in members]
+    assert len(model.nets_) == len(members) == model.to_numpy().config.members
+    assert all(net is not model.searched_[o] for net, o in zip(model.nets_, members,
+                                                                strict=True))
 
 def test_an_unknown_row_set_is_refused() -> None:
     pytest.importorskip("torch")

@@ -46,23 +46,32 @@ def ensemble() -> SASRecScorer:
     return model
 
 
-def test_the_ensemble_holds_each_row_sets_refit_and_the_best_ones_validated_network(
-    ensemble: SASRecScorer,
-) -> None:
-    best, other = ensemble.members_
+def test_the_ensemble_holds_each_row_sets_refit(ensemble: SASRecScorer) -> None:
     assert ensemble.members_ == sorted(
         ensemble.orders, key=lambda o: -ensemble.search_[o]["val_ndcg@10"])
-    assert ensemble.served_ == [f"{best}:refit", f"{best}:validated", f"{other}:refit"]
-    assert len(ensemble.nets_) == 3 and ensemble.net_ is ensemble.nets_[0]
+    assert ensemble.served_ == [f"{o}:refit" for o in ensemble.members_]
+    assert len(ensemble.nets_) == 2 and ensemble.net_ is ensemble.nets_[0]
     # Refitted on the whole log: not the validated networks of the search.
-    assert ensemble.nets_[0] is not ensemble.searched_[best]
-    assert ensemble.nets_[1] is ensemble.searched_[best]
-    assert ensemble.nets_[2] is not ensemble.searched_[other]
+    assert all(net is not ensemble.searched_[o]
+               for net, o in zip(ensemble.nets_, ensemble.members_, strict=True))
+
+
+def test_kept_searched_the_best_row_sets_validated_network_is_served_beside_its_refit(
+) -> None:
+    pytest.importorskip("torch")
+    from offline.models.sasrec import SASRecScorer
+
+    model = SASRecScorer(dim=8, max_epochs=2, ensemble=True, keep_searched=True)
+    model.fit(mixed_log(40))
+    best, other = model.members_
+    assert model.served_ == [f"{best}:refit", f"{best}:validated", f"{other}:refit"]
+    assert model.nets_[1] is model.searched_[best]
+    assert model.to_numpy().config.members == 3
 
 
 def test_numpy_serves_the_ensemble_with_the_pytorch_scores(ensemble: SASRecScorer) -> None:
     served = ensemble.to_numpy()
-    assert served.config.members == 3
+    assert served.config.members == 2
     rng = np.random.default_rng(1)
     for length in (1, 2, 5, served.config.max_len, N_ITEMS - 1):
         seq = [f"i{j}" for j in rng.permutation(N_ITEMS)[:length]]
@@ -104,9 +113,9 @@ def test_the_ensemble_export_round_trips_as_data(ensemble: SASRecScorer,
     exported = ensemble.to_numpy()
     assert exported.save(tmp_path, "sasrec") == ["sasrec.npz", "sasrec.json"]
     config = json.loads((tmp_path / "sasrec.json").read_text())
-    assert config["format"] == FORMAT == "streamrec-sasrec-npz/2" and config["members"] == 3
+    assert config["format"] == FORMAT == "streamrec-sasrec-npz/2" and config["members"] == 2
     with np.load(tmp_path / "sasrec.npz", allow_pickle=False) as arrays:
-        assert {f"member{m}.item_embeddings" for m in range(3)} <= set(arrays.files)
+        assert {f"member{m}.item_embeddings" for m in range(2)} <= set(arrays.files)
     reread = SequentialModel.load(tmp_path, "sasrec")
     recent = ["i3", "i2", "i1"]
     assert reread.top(recent, 5).ids == exported.top(recent, 5).ids
@@ -150,7 +159,7 @@ def test_random_ensembles_score_one_sequence_as_their_members_combined() -> None
         items[r] for r in np.argsort(-np.where(np.arange(40) == 7, -np.inf, expected))[:3]]
 
 
-def test_a_member_whose_refit_the_budget_cannot_cover_keeps_its_validated_network(
+def test_where_the_budget_covers_no_refit_only_the_best_validated_network_is_served(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     pytest.importorskip("torch")
@@ -159,8 +168,9 @@ def test_a_member_whose_refit_the_budget_cannot_cover_keeps_its_validated_networ
     model = SASRecScorer(dim=8, max_epochs=2, ensemble=True, max_train_s=0.0)
     with caplog.at_level(logging.WARNING, logger="offline.models.sasrec"):
         model.fit(mixed_log(40))
-    assert [net is model.searched_[o] for net, o in zip(model.nets_, model.members_,
-                                                         strict=True)] == [True, True]
+    assert len(model.members_) == 2
+    assert model.served_ == [f"{model.order_}:validated"]
+    assert model.nets_ == [model.searched_[model.order_]]
     assert sum("no refit" in r.getMessage() for r in caplog.records) == 2
 
 

@@ -21,12 +21,11 @@ Settings adapt to the log instead of being fitted to one data set:
   order is the signal, time order alone wins;
 * an ensemble: the searched row sets' networks, their scores combined
   (:func:`combine_logits`), are validated too; where the combination beats the
-  best single network, every row set is refitted and served together. Beside the
-  best row set's refit its validated network is served too (``keep_searched``: a
-  second run of the same settings, trained anyway);
+  best single network, every row set is refitted and the refits are served
+  together;
 * a wall-clock budget (``max_train_s``) that stops training at the best epoch
   so far on logs much larger than the shipped ones; a member whose refit the
-  budget left does not cover keeps its validated network.
+  budget left does not cover is left out (the best one keeps its validated network).
 
 The trained network is exported as NumPy arrays + JSON (:meth:`SASRecScorer.export`)
 and served by ``online_models.sequential.SequentialModel`` without PyTorch.
@@ -243,8 +242,10 @@ class SASRecScorer(MatrixScorer):
         single network); True: always the ensemble; False: never.
     keep_searched
         Where the best row set was refitted, serve its validated network too, beside
-        the refits (a second run of the same settings, trained anyway: averaging
-        independently trained networks reduces their variance).
+        the refits (a second run of the same settings, trained anyway). Off: the
+        whole fit run on a validation part and scored on the validation slice
+        showed the validated network far weaker than the refit (it never learnt
+        each user's latest transition) and adding nothing to the ensemble.
     """
 
     name = "sasrec"
@@ -256,7 +257,7 @@ class SASRecScorer(MatrixScorer):
                  weight_decay: float = 0.0, label_smoothing: float = 0.0, ffn_mult: int = 1,
                  all_transitions: bool = True,
                  orders: Sequence[str] = ("time", "time+shuffled"), shuffles: int = 1,
-                 ensemble: bool | None = None, keep_searched: bool = True,
+                 ensemble: bool | None = None, keep_searched: bool = False,
                  random_state: int = 0) -> None:
         super().__init__()
         self.dim, self.n_blocks, self.n_heads, self.dropout = dim, n_blocks, n_heads, dropout
@@ -355,8 +356,10 @@ class SASRecScorer(MatrixScorer):
             log.info("sasrec: training rows %s chosen on validation: %s, ensemble of all %s",
                      self.members_, self.search_, self.ensemble_val_)
         if self.refit and val is not None:
-            # Best member first: where the budget runs out, the rest keep their
-            # validated networks.
+            # Best member first. Where the budget runs out, the best keeps its
+            # validated network, the others are dropped: a validated network never
+            # learnt each user's latest transition, and scored far below the refits
+            # (the whole fit run on a validation part).
             for m, order in enumerate(self.members_):
                 history, best_epoch = runs[order]
                 refitted = self._refit(max_len, time.perf_counter() - t0, order, history,
@@ -364,6 +367,10 @@ class SASRecScorer(MatrixScorer):
                 if refitted is not None:
                     self.nets_[m] = refitted
                     self.served_[m] = f"{order}:refit"
+            keep = [m for m, label in enumerate(self.served_)
+                    if m == 0 or label.endswith(":refit")]
+            self.nets_ = [self.nets_[m] for m in keep]
+            self.served_ = [self.served_[m] for m in keep]
             if self.keep_searched and self.served_[0].endswith(":refit"):
                 # The best row set's validated network is a second, independently
                 # trained network of the same settings: averaging it with the refit
