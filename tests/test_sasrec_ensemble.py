@@ -159,7 +159,7 @@ def test_random_ensembles_score_one_sequence_as_their_members_combined() -> None
         items[r] for r in np.argsort(-np.where(np.arange(40) == 7, -np.inf, expected))[:3]]
 
 
-def test_where_the_budget_covers_no_refit_only_the_best_validated_network_is_served(
+def test_where_the_budget_covers_no_refit_the_validated_ensemble_is_served(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     pytest.importorskip("torch")
@@ -168,10 +168,52 @@ def test_where_the_budget_covers_no_refit_only_the_best_validated_network_is_ser
     model = SASRecScorer(dim=8, max_epochs=2, ensemble=True, max_train_s=0.0)
     with caplog.at_level(logging.WARNING, logger="offline.models.sasrec"):
         model.fit(mixed_log(40))
-    assert len(model.members_) == 2
-    assert model.served_ == [f"{model.order_}:validated"]
-    assert model.nets_ == [model.searched_[model.order_]]
-    assert sum("no refit" in r.getMessage() for r in caplog.records) == 2
+    # The networks validation scored together, not a mix of refits and validated ones.
+    assert model.served_ == [f"{o}:validated" for o in model.members_]
+    assert model.nets_ == [model.searched_[o] for o in model.members_]
+    assert sum("no refit" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_later_member_whose_refit_the_budget_cannot_cover_is_left_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("torch")
+    from offline.models.sasrec import SASRecScorer
+
+    original = SASRecScorer._refit
+    calls: list[str] = []
+
+    def refit(self: SASRecScorer, max_len: int, spent_s: float, order: str,
+              *args: object) -> object:
+        calls.append(order)
+        return original(self, max_len, spent_s, order, *args) if len(calls) == 1 else None
+
+    monkeypatch.setattr(SASRecScorer, "_refit", refit)
+    model = SASRecScorer(dim=8, max_epochs=2, ensemble=True)
+    model.fit(mixed_log(40))
+    assert calls == model.members_ and len(calls) == 2
+    assert model.served_ == [f"{model.order_}:refit"]
+    assert model.nets_[0] is not model.searched_[model.order_]
+
+
+@pytest.mark.parametrize(("ensemble", "share"), [(None, 25.0), (True, 25.0), (False, 100 / 3)])
+def test_the_searches_leave_half_the_budget_to_the_refits_where_an_ensemble_may_be_refitted(
+    monkeypatch: pytest.MonkeyPatch, ensemble: bool | None, share: float,
+) -> None:
+    pytest.importorskip("torch")
+    from offline.models.sasrec import SASRecScorer
+
+    budgets: list[float] = []
+    original = SASRecScorer._train
+
+    def train(self: SASRecScorer, net: object, order: str, rows: object, val: object,
+              fit_seqs: object, budget_s: float) -> None:
+        budgets.append(budget_s)
+        original(self, net, order, rows, val, fit_seqs, budget_s)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SASRecScorer, "_train", train)
+    SASRecScorer(dim=8, max_epochs=1, ensemble=ensemble, max_train_s=100.0).fit(mixed_log(40))
+    assert budgets == pytest.approx([share, share])
 
 
 def test_the_ensemble_is_kept_only_where_it_validates_better_than_the_best_network(

@@ -24,8 +24,10 @@ Settings adapt to the log instead of being fitted to one data set:
   best single network, every row set is refitted and the refits are served
   together;
 * a wall-clock budget (``max_train_s``) that stops training at the best epoch
-  so far on logs much larger than the shipped ones; a member whose refit the
-  budget left does not cover is left out (the best one keeps its validated network).
+  so far on logs much larger than the shipped ones; where the budget left does
+  not cover the best member's refit, the validated networks are served (as
+  validation scored them), and a later member whose refit it does not cover is
+  left out.
 
 The trained network is exported as NumPy arrays + JSON (:meth:`SASRecScorer.export`)
 and served by ``online_models.sequential.SequentialModel`` without PyTorch.
@@ -217,9 +219,10 @@ class SASRecScorer(MatrixScorer):
         Early stopping: stop after ``patience`` epochs without a better
         validation NDCG@10, keep the best epoch's weights.
     max_train_s
-        Wall-clock budget of the whole training (searches + refit): each row set's
-        search gets an equal share, the refit what is left (the best epoch so far
-        is kept when a share is spent).
+        Wall-clock budget of the whole training (searches + refits): each row set's
+        search gets an equal share -- a third of it with one refit, a quarter where
+        both row sets may be refitted (an ensemble) --, the refits what is left
+        (the best epoch so far is kept when a share is spent).
     max_val_users
         Users sampled for the validation slice.
     refit
@@ -321,8 +324,13 @@ class SASRecScorer(MatrixScorer):
         fit_seqs = user_sequences(val.train) if val is not None else self.sequences_
         max_len = self.max_len or auto_max_len(self.sequences_)
         orders = self.orders if val is not None else self.orders[:1]
-        # The search shares the budget with the refit: each row set gets an equal share.
-        share = self.max_train_s / (len(orders) + (1 if self.refit else 0))
+        # The searches share the budget with the refits: each row set gets an equal
+        # share. Where every row set may be refitted (an ensemble), half the budget
+        # is kept for the refits: a refit costs about its search's epochs up to the
+        # best one, so at most what the search cost.
+        refits = 0 if not self.refit else (
+            len(orders) if len(orders) > 1 and self.ensemble is not False else 1)
+        share = self.max_train_s / (len(orders) + refits)
         t0 = time.perf_counter()
         self.search_, self.searched_, self.ensemble_val_ = {}, {}, None
         runs: dict[str, tuple[list[dict[str, float]], int]] = {}
@@ -356,21 +364,22 @@ class SASRecScorer(MatrixScorer):
             log.info("sasrec: training rows %s chosen on validation: %s, ensemble of all %s",
                      self.members_, self.search_, self.ensemble_val_)
         if self.refit and val is not None:
-            # Best member first. Where the budget runs out, the best keeps its
-            # validated network, the others are dropped: a validated network never
-            # learnt each user's latest transition, and scored far below the refits
-            # (the whole fit run on a validation part).
-            for m, order in enumerate(self.members_):
-                history, best_epoch = runs[order]
-                refitted = self._refit(max_len, time.perf_counter() - t0, order, history,
-                                       best_epoch)
-                if refitted is not None:
-                    self.nets_[m] = refitted
-                    self.served_[m] = f"{order}:refit"
-            keep = [m for m, label in enumerate(self.served_)
-                    if m == 0 or label.endswith(":refit")]
-            self.nets_ = [self.nets_[m] for m in keep]
-            self.served_ = [self.served_[m] for m in keep]
+            # Best member first. Refits and validated networks are not mixed: a
+            # validated network never learnt each user's latest transition and scored
+            # far below the refits (the whole fit run on a validation part). So where
+            # the best member was refitted, the refitted members are served; where it
+            # was not, the validated networks, as validation scored them.
+            refitted: list[SASRecNet | None] = []
+            for order in self.members_:
+                if refitted and refitted[0] is None:
+                    break  # the validated networks are served: no use refitting the rest
+                refitted.append(self._refit(max_len, time.perf_counter() - t0, order,
+                                            *runs[order]))
+            if refitted[0] is not None:
+                self.served_ = [f"{o}:refit" for o, net in zip(self.members_, refitted,
+                                                                 strict=True)
+                                if net is not None]
+                self.nets_ = [net for net in refitted if net is not None]
             if self.keep_searched and self.served_[0].endswith(":refit"):
                 # The best row set's validated network is a second, independently
                 # trained network of the same settings: averaging it with the refit
@@ -475,8 +484,7 @@ class SASRecScorer(MatrixScorer):
         """
         per_epoch = history[-1].get("train_s", 0.0) / max(len(history), 1)
         if per_epoch * best_epoch > self.max_train_s - spent_s:
-            log.warning("sasrec: no refit of %r on the whole log (budget); keeping its "
-                        "validated network", order)
+            log.warning("sasrec: no refit of %r on the whole log (budget)", order)
             return None
         torch.manual_seed(self.random_state)
         net = SASRecNet(len(self.item_ids_), self.dim, self.n_blocks, self.n_heads, max_len,
