@@ -196,9 +196,10 @@ def test_a_later_member_whose_refit_the_budget_cannot_cover_is_left_out(
     assert model.nets_[0] is not model.searched_[model.order_]
 
 
-@pytest.mark.parametrize(("ensemble", "share"), [(None, 25.0), (True, 25.0), (False, 100 / 3)])
-def test_the_searches_leave_half_the_budget_to_the_refits_where_an_ensemble_may_be_refitted(
-    monkeypatch: pytest.MonkeyPatch, ensemble: bool | None, share: float,
+@pytest.mark.parametrize(("ensemble", "refits"), [(None, 2), (True, 2), (False, 1)])
+@pytest.mark.parametrize("cut", [False, True])
+def test_each_search_gets_its_share_of_what_is_left_and_a_cut_search_leaves_no_room_to_refits(
+    monkeypatch: pytest.MonkeyPatch, ensemble: bool | None, refits: int, cut: bool,
 ) -> None:
     pytest.importorskip("torch")
     from offline.models.sasrec import SASRecScorer
@@ -210,53 +211,12 @@ def test_the_searches_leave_half_the_budget_to_the_refits_where_an_ensemble_may_
               fit_seqs: object, budget_s: float) -> None:
         budgets.append(budget_s)
         original(self, net, order, rows, val, fit_seqs, budget_s)  # type: ignore[arg-type]
+        if cut and len(budgets) == 1:  # as if the first search ran past its share
+            self.history_[-1]["seconds"] = budget_s + 1.0
 
     monkeypatch.setattr(SASRecScorer, "_train", train)
     SASRecScorer(dim=8, max_epochs=1, ensemble=ensemble, max_train_s=100.0).fit(mixed_log(40))
-    assert budgets == pytest.approx([share, share])
-
-
-def test_the_ensemble_is_kept_only_where_it_validates_better_than_the_best_network(
-) -> None:
-    pytest.importorskip("torch")
-    from offline.models.sasrec import SASRecScorer
-
-    for seed in (0, 1):
-        model = SASRecScorer(dim=8, max_epochs=3, patience=3, refit=False, random_state=seed)
-        model.fit(mixed_log(60, seed))
-        best = max(r["val_ndcg@10"] for r in model.search_.values())
-        assert model.ensemble_val_ is not None
-        assert len(model.nets_) == (2 if model.ensemble_val_ > best else 1)
-        never = SASRecScorer(dim=8, max_epochs=3, patience=3, refit=False,
-                             random_state=seed, ensemble=False)
-        never.fit(mixed_log(60, seed))
-        assert never.ensemble_val_ is None and len(never.nets_) == 1
-
-
-def test_the_masked_row_set_hides_about_a_fifth_of_the_inputs_and_keeps_the_rows(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    pytest.importorskip("torch")
-    import torch
-
-    from offline.models.sasrec import MASK_RATE, SASRecNet, SASRecScorer
-
-    seen: dict[str, list[torch.Tensor]] = {}
-    original = SASRecNet.forward
-
-    def forward(self: SASRecNet, seq: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            seen.setdefault(current, []).append(seq.clone())
-        return original(self, seq)
-
-    monkeypatch.setattr(SASRecNet, "forward", forward)
-    for current in ("time+shuffled", "time+shuffled+masked"):
-        SASRecScorer(dim=8, max_epochs=1, refit=False, orders=(current,)).fit(mixed_log(60))
-    plain, masked = seen["time+shuffled"], seen["time+shuffled+masked"]
-    assert len(plain) == len(masked)
-    items = hidden = 0
-    for a, b in zip(plain, masked, strict=True):
-        # The same rows; only some real items turned into padding.
-        assert torch.equal(torch.where(b == 0, 0, a), b)
-        items, hidden = items + int((a > 0).sum()), hidden + int(((a > 0) & (b == 0)).sum())
-    assert abs(hidden / items - MASK_RATE) < 0.05
+    assert budgets[0] == pytest.approx(100.0 / (2 + refits), abs=0.5)
+    # The second search: the rest, shared with the refits still planned (none after a cut).
+    expected = (100.0 - 5.0) / (1 + (0 if cut else refits)), 100.0 / (1 + (0 if cut else refits))
+    assert expected[0] <= budgets[1] <= expected[1]

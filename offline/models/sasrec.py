@@ -219,10 +219,12 @@ class SASRecScorer(MatrixScorer):
         Early stopping: stop after ``patience`` epochs without a better
         validation NDCG@10, keep the best epoch's weights.
     max_train_s
-        Wall-clock budget of the whole training (searches + refits): each row set's
-        search gets an equal share -- a third of it with one refit, a quarter where
-        both row sets may be refitted (an ensemble) --, the refits what is left
-        (the best epoch so far is kept when a share is spent).
+        Wall-clock budget of the whole training (searches + refits): each search
+        gets an equal share of what is left among the searches to come and the
+        refits planned (one, or one per row set where an ensemble may be refitted:
+        a quarter each for two row sets); once a search is cut by its share, no
+        refit is planned and the searches left share the rest. The refits get what
+        is left (the best epoch so far is kept when a share is spent).
     max_val_users
         Users sampled for the validation slice.
     refit
@@ -324,22 +326,27 @@ class SASRecScorer(MatrixScorer):
         fit_seqs = user_sequences(val.train) if val is not None else self.sequences_
         max_len = self.max_len or auto_max_len(self.sequences_)
         orders = self.orders if val is not None else self.orders[:1]
-        # The searches share the budget with the refits: each row set gets an equal
-        # share. Where every row set may be refitted (an ensemble), half the budget
-        # is kept for the refits: a refit costs about its search's epochs up to the
-        # best one, so at most what the search cost.
+        # The searches share the budget with the refits planned: where every row set
+        # may be refitted (an ensemble), one refit per row set (a refit costs about
+        # its search's epochs up to the best one, so at most what the search cost).
         refits = 0 if not self.refit else (
             len(orders) if len(orders) > 1 and self.ensemble is not False else 1)
-        share = self.max_train_s / (len(orders) + refits)
         t0 = time.perf_counter()
         self.search_, self.searched_, self.ensemble_val_ = {}, {}, None
         runs: dict[str, tuple[list[dict[str, float]], int]] = {}
-        for order in orders:
+        for i, order in enumerate(orders):
+            # An equal share of what is left, among the searches still to run and the
+            # refits planned. A search cut by its share says that refits will not fit
+            # this log in this budget: the searches left then share all of it.
+            left = max(self.max_train_s - (time.perf_counter() - t0), 0.0)
+            share = left / (len(orders) - i + refits)
             torch.manual_seed(self.random_state)
             net = SASRecNet(len(self.item_ids_), self.dim, self.n_blocks, self.n_heads,
                             max_len, self.dropout, self.ffn_mult * self.dim).to(self.device_)
             self._train(net, order, self._rows(fit_seqs, max_len, order), val, fit_seqs,
                         share)
+            if self.history_[-1]["seconds"] > share:
+                refits = 0
             score = max((r.get("val_ndcg@10", -np.inf) for r in self.history_),
                         default=-np.inf)
             self.search_[order] = {"val_ndcg@10": float(score),
