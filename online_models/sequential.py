@@ -7,6 +7,10 @@ runs the network for ONE sequence per request, so serving needs neither PyTorch 
 pickle: a 50-item sequence through two 64-dim blocks costs a fraction of a
 millisecond, and a new click changes the next list at once, without retraining.
 
+The export may hold an ensemble: several member networks of the same shape over the
+same items (``member{m}.`` array prefixes), run together as one batched forward pass;
+their scores are combined as training validated them (see :meth:`SequentialModel.top`).
+
 The network (pre-norm transformer blocks, causal self-attention):
 
     x_t = E[item_t] * sqrt(d) + P[position_t]
@@ -42,8 +46,9 @@ from core.types import ScoredItems
 
 __all__ = ["FORMAT", "SequentialConfig", "SequentialModel"]
 
-#: Written into the JSON config; bumped when the array layout changes.
-FORMAT = "streamrec-sasrec-npz/1"
+#: Written into the JSON config; bumped when the array layout changes (2: member
+#: networks, arrays prefixed ``member{m}.``; format 1 is refused: retrain).
+FORMAT = "streamrec-sasrec-npz/2"
 
 Array = npt.NDArray[np.float32]
 
@@ -63,6 +68,7 @@ class SequentialConfig:
     n_heads: int
     max_len: int
     layer_norm_eps: float = 1e-5
+    members: int = 1
     format: str = FORMAT
 
 
@@ -92,70 +98,112 @@ def _layer_norm(x: Array, weight: Array, bias: Array, eps: float) -> Array:
 
 
 class SequentialModel:
-    """A trained sequential network, run in NumPy one sequence at a time.
+    """A trained sequential network (or an ensemble of them), run in NumPy one sequence
+    at a time.
 
-    ``item_embeddings`` has one row per entry of ``item_ids`` (the padding row of
-    training is not kept); weight matrices are stored as ``y = x @ W + b``.
-    Scoring only reads: the model never learns online (a new version comes from
-    ``streamrec train``).
+    ``members`` holds each member network's arrays: ``item_embeddings`` with one row
+    per entry of ``item_ids`` (the padding row of training is not kept); weight
+    matrices stored as ``y = x @ W + b``. With several members, an item's score is
+    ``offline.models.sasrec.combine_logits`` of the members' logits: each member's
+    logits standardised per sequence over all items, averaged, and put back on the
+    members' mean scale -- computed without scoring every item, from each member's
+    item-embedding mean and covariance (precomputed here). One member's scores are
+    its logits. Scoring only reads: the model never learns online (a new version
+    comes from ``streamrec train``).
     """
 
     def __init__(self, config: SequentialConfig, item_ids: Sequence[str],
-                 arrays: Mapping[str, npt.NDArray[np.floating]]) -> None:
+                 members: Sequence[Mapping[str, npt.NDArray[np.floating]]]) -> None:
+        if len(members) != config.members or not members:
+            raise ValueError(f"{len(members)} member networks, the config says "
+                             f"{config.members}")
         self.config = config
         self.item_ids = list(item_ids)
         self.item_index = {item: row for row, item in enumerate(self.item_ids)}
-        self.arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}
-        self.item_embeddings = self.arrays["item_embeddings"]
-        if self.item_embeddings.shape != (len(self.item_ids), config.dim):
-            raise ValueError(f"item_embeddings {self.item_embeddings.shape} do not match "
-                             f"{len(self.item_ids)} items x dim {config.dim}")
+        self.members = [{k: np.ascontiguousarray(v, dtype=np.float32) for k, v in m.items()}
+                        for m in members]
+        #: The first member's arrays (the single network of a one-member export).
+        self.arrays = self.members[0]
+        for m in self.members:
+            if m["item_embeddings"].shape != (len(self.item_ids), config.dim):
+                raise ValueError(f"item_embeddings {m['item_embeddings'].shape} do not "
+                                 f"match {len(self.item_ids)} items x dim {config.dim}")
         self._scale = np.float32(np.sqrt(config.dim))
-        self._blocks = [[self.arrays[f"block{b}.{name}"] for name in BLOCK_ARRAYS]
+        # Every array stacked over the members (leading axis): the members run as one
+        # batched forward pass, which costs about what one member does (per request the
+        # cost is NumPy's per-call overhead, not the arithmetic).
+        stacked = {k: np.stack([m[k] for m in self.members]) for k in self.arrays}
+        self._embeddings = stacked["item_embeddings"]
+        self._positions = stacked["positions"]
+        self._final_ln = stacked["final_ln.weight"][:, None], stacked["final_ln.bias"][:, None]
+        self._blocks = [[stacked[f"block{b}.{name}"] for name in BLOCK_ARRAYS]
                         for b in range(config.n_blocks)]
+        # Biases and layer-norm weights broadcast over the positions of a sequence.
+        self._blocks = [[a if a.ndim == 3 else a[:, None] for a in block]
+                        for block in self._blocks]
+        # Item scores of all members at once: [E_1 | E_2 | ...] @ [w_1 h_1; w_2 h_2; ...].
+        self._items = np.ascontiguousarray(np.concatenate(list(self._embeddings), axis=1))
+        # Per member: the item embeddings' mean and covariance over all items (float64),
+        # so that a sequence's logit mean is mean . h and its variance h' C h.
+        self._means = np.stack([e.astype(np.float64).mean(axis=0) for e in self._embeddings])
+        self._covs = np.stack([np.cov(e.astype(np.float64), rowvar=False, bias=True)
+                               for e in self._embeddings])
 
     # -- storage (data only: NumPy arrays + JSON, never a pickle) ------------------------
     def save(self, folder: Path, stem: str) -> list[str]:
         """Write ``<stem>.npz`` and ``<stem>.json`` into ``folder``; the file names written."""
-        payload: dict[str, Any] = {"item_ids": np.array(self.item_ids, dtype=np.str_),
-                                   **self.arrays}
+        payload: dict[str, Any] = {"item_ids": np.array(self.item_ids, dtype=np.str_)}
+        for m, arrays in enumerate(self.members):
+            payload.update({f"member{m}.{k}": v for k, v in arrays.items()})
         np.savez(folder / f"{stem}.npz", **payload)
         (folder / f"{stem}.json").write_text(json.dumps(asdict(self.config), indent=2))
         return [f"{stem}.npz", f"{stem}.json"]
 
     @classmethod
     def load(cls, folder: Path, stem: str) -> SequentialModel:
-        """The model saved by :meth:`save` (raises DataNotFound when it is not there)."""
+        """The model saved by :meth:`save` (raises DataNotFound when it is not there or
+        is in another format, such as format 1 of single networks: retrain to serve it)."""
         config_path, arrays_path = folder / f"{stem}.json", folder / f"{stem}.npz"
         if not (config_path.exists() and arrays_path.exists()):
             raise DataNotFound(f"no sequential model {stem!r} in {folder}",
                                details={"path": str(folder)})
         raw = json.loads(config_path.read_text())
         if raw.get("format") != FORMAT:
-            raise DataNotFound(f"{config_path} is format {raw.get('format')!r}, not {FORMAT!r}")
+            raise DataNotFound(f"{config_path} is format {raw.get('format')!r}, not {FORMAT!r}"
+                               "; retrain (streamrec train) to serve the sequential model",
+                               details={"path": str(folder)})
         config = SequentialConfig(**raw)
+        members: list[dict[str, npt.NDArray[np.floating]]] = [{} for _ in range(config.members)]
         with np.load(arrays_path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files if k != "item_ids"}
+            for key in data.files:
+                if key != "item_ids":
+                    prefix, name = key.split(".", 1)
+                    members[int(prefix.removeprefix("member"))][name] = data[key]
             item_ids = data["item_ids"].tolist()
-        return cls(config, item_ids, arrays)
+        return cls(config, item_ids, members)
 
     @classmethod
     def random(cls, item_ids: Sequence[str], *, dim: int = 16, n_blocks: int = 2,
-               n_heads: int = 1, max_len: int = 20,
+               n_heads: int = 1, max_len: int = 20, members: int = 1,
                rng: np.random.Generator | None = None) -> SequentialModel:
-        """An untrained network of the given shape (tests and examples)."""
+        """An untrained network (or ``members`` of them) of the given shape (tests and
+        examples)."""
         rng = rng or np.random.default_rng(0)
-        arrays: dict[str, npt.NDArray[np.floating]] = {
-            "item_embeddings": rng.normal(0, 0.1, (len(item_ids), dim)),
-            "positions": rng.normal(0, 0.1, (max_len, dim)),
-            "final_ln.weight": np.ones(dim), "final_ln.bias": np.zeros(dim),
-        }
-        for b in range(n_blocks):
-            for name in BLOCK_ARRAYS:
-                shape = (dim, dim) if name.split(".")[1] in MATRICES else (dim,)
-                base = 1.0 if name.endswith("weight") else 0.0
-                arrays[f"block{b}.{name}"] = base + rng.normal(0, 0.1, shape)
-        return cls(SequentialConfig(dim, n_blocks, n_heads, max_len), item_ids, arrays)
+        nets: list[dict[str, npt.NDArray[np.floating]]] = []
+        for _ in range(members):
+            arrays: dict[str, npt.NDArray[np.floating]] = {
+                "item_embeddings": rng.normal(0, 0.1, (len(item_ids), dim)),
+                "positions": rng.normal(0, 0.1, (max_len, dim)),
+                "final_ln.weight": np.ones(dim), "final_ln.bias": np.zeros(dim),
+            }
+            for b in range(n_blocks):
+                for name in BLOCK_ARRAYS:
+                    shape = (dim, dim) if name.split(".")[1] in MATRICES else (dim,)
+                    base = 1.0 if name.endswith("weight") else 0.0
+                    arrays[f"block{b}.{name}"] = base + rng.normal(0, 0.1, shape)
+            nets.append(arrays)
+        return cls(SequentialConfig(dim, n_blocks, n_heads, max_len, members=members),
+                   item_ids, nets)
 
     # -- forward ---------------------------------------------------------------------------
     def _rows(self, recent: Sequence[str]) -> list[int]:
@@ -163,56 +211,83 @@ class SequentialModel:
         rows = [self.item_index[i] for i in recent if i in self.item_index]
         return rows[: self.config.max_len][::-1]
 
-    def user_vector(self, recent: Sequence[str]) -> Array | None:
-        """The sequence's representation (dim,), or None when no item of it is known.
-
-        ``recent`` is newest first without repeats, as ``StateStore.recent_items``
-        hands it; unknown items (newer than the model) are skipped.
-        """
-        rows = self._rows(recent)
-        if not rows:
-            return None
+    def _hidden(self, rows: list[int]) -> Array:
+        """Each member's last hidden state (members, dim) after the item rows."""
         cfg = self.config
-        a = self.arrays
-        n = len(rows)
+        n, m = len(rows), len(self.members)
         # Sequences are right-aligned in training (left padding): the newest item
         # always sits at the last position.
-        x = self.item_embeddings[rows] * self._scale + a["positions"][cfg.max_len - n:]
+        x = self._embeddings[:, rows] * self._scale + self._positions[:, cfg.max_len - n:]
         heads, head_dim = cfg.n_heads, cfg.dim // cfg.n_heads
         future = np.triu(np.ones((n, n), dtype=bool), k=1)
         for (ln1_w, ln1_b, wq, bq, wk, bk, wv, bv, wo, bo,
              ln2_w, ln2_b, w1, b1, w2, b2) in self._blocks:
             h = _layer_norm(x, ln1_w, ln1_b, cfg.layer_norm_eps)
-            q = (h @ wq + bq).reshape(n, heads, head_dim).transpose(1, 0, 2)
-            k = (h @ wk + bk).reshape(n, heads, head_dim).transpose(1, 0, 2)
-            v = (h @ wv + bv).reshape(n, heads, head_dim).transpose(1, 0, 2)
-            logits = q @ k.transpose(0, 2, 1) / np.float32(np.sqrt(head_dim))
-            logits[:, future] = -np.inf
+            q = (h @ wq + bq).reshape(m, n, heads, head_dim).transpose(0, 2, 1, 3)
+            k = (h @ wk + bk).reshape(m, n, heads, head_dim).transpose(0, 2, 1, 3)
+            v = (h @ wv + bv).reshape(m, n, heads, head_dim).transpose(0, 2, 1, 3)
+            logits = q @ k.transpose(0, 1, 3, 2) / np.float32(np.sqrt(head_dim))
+            logits[:, :, future] = -np.inf
             logits -= logits.max(axis=-1, keepdims=True)
             weights = np.exp(logits)
             weights /= weights.sum(axis=-1, keepdims=True)
-            attended = (weights @ v).transpose(1, 0, 2).reshape(n, cfg.dim)
+            attended = (weights @ v).transpose(0, 2, 1, 3).reshape(m, n, cfg.dim)
             x = x + attended @ wo + bo
             h = _layer_norm(x, ln2_w, ln2_b, cfg.layer_norm_eps)
             x = x + np.maximum(h @ w1 + b1, 0) @ w2 + b2
-        last = _layer_norm(x[-1], a["final_ln.weight"], a["final_ln.bias"], cfg.layer_norm_eps)
+        last = _layer_norm(x[:, -1:], *self._final_ln, cfg.layer_norm_eps)[:, 0]
         return np.asarray(last, dtype=np.float32)
+
+    def _query(self, recent: Sequence[str]) -> tuple[Array, float] | None:
+        """``(vector, offset)``: an item's score is its concatenated member embeddings
+        (``[E_1 | E_2 | ...]``) @ vector + offset; None when no item of ``recent`` is known.
+
+        Member m's logits ``E_m h_m`` have mean ``mean_m . h_m`` and variance
+        ``h_m' C_m h_m`` over all items, so :func:`combine_logits`' figure
+        ``mean_m((s_m - mu_m) / sd_m) * mean(sd) + mean(mu)`` is linear in the
+        concatenated embeddings, with weight ``mean(sd) / (M sd_m)`` on member m.
+        """
+        rows = self._rows(recent)
+        if not rows:
+            return None
+        hidden = self._hidden(rows)
+        if len(self.members) == 1:
+            return hidden[0], 0.0
+        h64 = hidden.astype(np.float64)[:, None, :]  # (members, 1, dim)
+        mu = (h64 @ self._means[:, :, None]).ravel()
+        sd = np.sqrt(np.maximum((h64 @ self._covs @ h64.transpose(0, 2, 1)).ravel(), 1e-24))
+        weights = sd.mean() / (len(sd) * sd)
+        vector = (hidden * weights[:, None].astype(np.float32)).reshape(-1)
+        return vector, float(mu.mean() - sd.mean() * (mu / sd).mean())
+
+    def user_vector(self, recent: Sequence[str]) -> Array | None:
+        """The sequence's representation, or None when no item of it is known.
+
+        ``recent`` is newest first without repeats, as ``StateStore.recent_items``
+        hands it; unknown items (newer than the model) are skipped. One member: its
+        last hidden state (dim,); an ensemble: the members' states, each weighted by
+        the combination, end to end (members * dim,).
+        """
+        query = self._query(recent)
+        return None if query is None else query[0]
 
     def score(self, recent: Sequence[str], item_ids: Sequence[str]) -> ScoredItems:
         """Scores of the known ``item_ids`` (unknown ones left out; none when no known item)."""
-        vector = self.user_vector(recent)
+        query = self._query(recent)
         known = [i for i in item_ids if i in self.item_index]
-        if vector is None or not known:
+        if query is None or not known:
             return ScoredItems([])
         rows = np.fromiter((self.item_index[i] for i in known), dtype=np.int64, count=len(known))
-        return ScoredItems(known, (self.item_embeddings[rows] @ vector).astype(np.float64))
+        vector, offset = query
+        return ScoredItems(known, (self._items[rows] @ vector).astype(np.float64) + offset)
 
     def top(self, recent: Sequence[str], n: int, exclude: Collection[str] = ()) -> ScoredItems:
         """The ``n`` best next items, best first, leaving out ``exclude``."""
-        vector = self.user_vector(recent)
-        if vector is None or n <= 0:
+        query = self._query(recent)
+        if query is None or n <= 0:
             return ScoredItems([])
-        scores = _matvec(self.item_embeddings, vector)
+        vector, offset = query
+        scores = _matvec(self._items, vector)
         drop = [self.item_index[i] for i in exclude if i in self.item_index]
         scores[drop] = -np.inf
         k = min(n, int(np.isfinite(scores).sum()))
@@ -220,4 +295,5 @@ class SequentialModel:
             return ScoredItems([])
         best = np.argpartition(-scores, k - 1)[:k]
         best = best[np.argsort(-scores[best], kind="stable")]
-        return ScoredItems([self.item_ids[r] for r in best], scores[best].astype(np.float64))
+        return ScoredItems([self.item_ids[r] for r in best],
+                           scores[best].astype(np.float64) + offset)

@@ -120,7 +120,7 @@ def test_training_writes_a_data_only_artifact_the_provider_loads(
     assert files == ["manifest.json", "sasrec.json", "sasrec.npz"]  # no pickle
     assert read_manifest(tmp_path, "v2")["models"]["sasrec"]["format"] == "arrays"
     with np.load(result.path / "sasrec.npz", allow_pickle=False) as arrays:
-        assert "item_embeddings" in arrays.files
+        assert "member0.item_embeddings" in arrays.files
     loaded = provider.sequential()
     assert loaded is not None and loaded.config.n_blocks == 2
 
@@ -156,7 +156,8 @@ def test_early_stopping_stops_when_validation_stops_improving_then_refits_that_l
     best = max(r["val_ndcg@10"] for r in model.history_)
     assert model.history_[model.best_epoch_ - 1]["val_ndcg@10"] == best
     # The served network is refitted on the whole log for the best epoch count.
-    refits = [r for r in caplog.records if "refit epoch" in r.getMessage()]
+    refits = [r for r in caplog.records
+              if "refit epoch" in r.getMessage() and f"of {model.order_!r}" in r.getMessage()]
     assert len(refits) == model.best_epoch_
 
 
@@ -246,17 +247,19 @@ def test_the_validation_ranked_in_pytorch_gives_the_harness_ndcg() -> None:
     log = Interactions.from_records(  # half order, half noise: neither 0 nor 1
         [(f"u{u}", f"i{(u + t) % 30 if rng.random() < 0.5 else rng.integers(30)}", 1.0,
           float(t)) for u in range(80) for t in range(6)])
-    model = SASRecScorer(dim=8, max_epochs=2, refit=False)
+    # An ensemble of both row sets: its combined scores are what is validated.
+    model = SASRecScorer(dim=8, max_epochs=2, refit=False, ensemble=True)
     model.fit(log)
     val = make_validation_slice(log, "leave-one-out", 1000, 0)
-    assert val is not None and model.net_ is not None
+    assert val is not None and len(model.nets_) == 2
     fit_seqs = user_sequences(val.train)
     scores = model.score_sequences([fit_seqs.get(u, []) for u in val.users])
     cols = [model.item_ids_.index(i) for i in val.item_ids]
     expected = validation_ndcg(scores[:, cols], val.seen, val.relevant)
     assert 0.0 < expected < 1.0
-    assert model._validate(model.net_, val, fit_seqs, block=7) == pytest.approx(expected,
-                                                                                abs=1e-9)
+    assert model._validate(model.nets_, val, fit_seqs, block=7) == pytest.approx(expected,
+                                                                                 abs=1e-9)
+    assert model.ensemble_val_ == pytest.approx(expected, abs=1e-9)
 
 
 def test_training_windows_make_every_transition_a_target_exactly_once() -> None:
@@ -272,33 +275,49 @@ def test_training_windows_make_every_transition_a_target_exactly_once() -> None:
 
 
 @needs_torch
-@pytest.mark.parametrize(("figures", "chosen"), [
-    ({"time": 0.5, "time+shuffled": 0.4}, "time"),
-    ({"time": 0.4, "time+shuffled": 0.5}, "time+shuffled"),
-    ({"time": 0.5, "time+shuffled": 0.5}, "time+shuffled"),  # a tie keeps the first listed
+@pytest.mark.parametrize(("figures", "chosen", "members"), [
+    ({"time": 0.5, "time+shuffled": 0.4, "ensemble": 0.45}, "time", ["time"]),
+    ({"time": 0.4, "time+shuffled": 0.5, "ensemble": 0.3}, "time+shuffled", ["time+shuffled"]),
+    # a tie keeps the first listed, and the ensemble must beat it, not tie
+    ({"time": 0.5, "time+shuffled": 0.5, "ensemble": 0.5}, "time+shuffled", ["time+shuffled"]),
+    ({"time": 0.4, "time+shuffled": 0.5, "ensemble": 0.6}, "time+shuffled",
+     ["time+shuffled", "time"]),
 ])
 def test_the_row_set_with_the_better_validation_is_kept_and_refitted(
-    monkeypatch: pytest.MonkeyPatch, figures: dict[str, float], chosen: str
+    monkeypatch: pytest.MonkeyPatch, figures: dict[str, float], chosen: str,
+    members: list[str]
 ) -> None:
+    """Each row set is searched; the best is refitted alone, or all of them (best first)
+    where their combined scores validate better than the best alone."""
     from offline.models.sasrec import SASRecScorer
 
     rows_of: list[str] = []
     original_rows = SASRecScorer._rows
 
-    def rows(self: SASRecScorer, sequences: dict[str, list[str]], max_len: int
+    def rows(self: SASRecScorer, sequences: dict[str, list[str]], max_len: int, order: str
              ) -> list[list[str]]:
-        rows_of.append(self.order_)
-        return original_rows(self, sequences, max_len)
+        rows_of.append(order)
+        return original_rows(self, sequences, max_len, order)
 
-    monkeypatch.setattr(SASRecScorer, "_validate",
-                        lambda self, *_, **__: figures[self.order_])
+    def validate(self: SASRecScorer, nets: list[object], *_: object, **__: object) -> float:
+        return figures["ensemble" if len(nets) > 1 else rows_of[-1]]
+
+    monkeypatch.setattr(SASRecScorer, "_validate", validate)
     monkeypatch.setattr(SASRecScorer, "_rows", rows)
     model = SASRecScorer(dim=8, max_epochs=3, patience=1, orders=("time+shuffled", "time"))
     model.fit(cyclic_log(40))
-    assert model.order_ == chosen == model.tuning_report()["order"]
-    assert {o: r["val_ndcg@10"] for o, r in model.search_.items()} == figures
-    assert rows_of == ["time+shuffled", "time", chosen]  # both searched, then the refit
-
+    report = model.tuning_report()
+    assert model.order_ == chosen == report["order"]
+    assert report["members"] == model.members_ == members
+    assert {o: r["val_ndcg@10"] for o, r in model.search_.items()} == {
+        o: f for o, f in figures.items() if o != "ensemble"}
+    assert report["ensemble_val_ndcg@10"] == figures["ensemble"]
+    assert rows_of == ["time+shuffled", "time", *members]  # both searched, then the refits
+    # Served: the refits, not the validated networks of the search.
+    assert report["served"] == [f"{o}:refit" for o in members]
+    assert len(model.nets_) == len(members) == model.to_numpy().config.members
+    assert all(net is not model.searched_[o] for net, o in zip(model.nets_, members,
+                                                                strict=True))
 
 def test_an_unknown_row_set_is_refused() -> None:
     pytest.importorskip("torch")

@@ -19,8 +19,15 @@ Settings adapt to the log instead of being fitted to one data set:
   better -- on logs whose order carries little (reviews, baskets), the shuffled
   copies teach every co-occurring pair in both directions; on logs where the
   order is the signal, time order alone wins;
+* an ensemble: the searched row sets' networks, their scores combined
+  (:func:`combine_logits`), are validated too; where the combination beats the
+  best single network, every row set is refitted and the refits are served
+  together;
 * a wall-clock budget (``max_train_s``) that stops training at the best epoch
-  so far on logs much larger than the shipped ones.
+  so far on logs much larger than the shipped ones; where the budget left does
+  not cover the best member's refit, the validated networks are served (as
+  validation scored them), and a later member whose refit it does not cover is
+  left out.
 
 The trained network is exported as NumPy arrays + JSON (:meth:`SASRecScorer.export`)
 and served by ``online_models.sequential.SequentialModel`` without PyTorch.
@@ -58,7 +65,7 @@ from offline.models.tuning import ValidationSlice, make_validation_slice
 from offline.sequences import auto_max_len, has_order, training_windows, user_sequences
 from online_models.sequential import SequentialConfig, SequentialModel
 
-__all__ = ["ORDERS", "SASRecNet", "SASRecScorer", "training_threads"]
+__all__ = ["ORDERS", "SASRecNet", "SASRecScorer", "combine_logits", "training_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +73,34 @@ log = logging.getLogger(__name__)
 #: ``time+reversed`` -- those plus each sequence reversed (every co-occurring pair
 #: taught in both directions: on logs whose order says little, what came before
 #: an item predicts it as well as what came after); ``time+shuffled`` -- plus a
-#: fresh random order of every row at every epoch.
-ORDERS = ("time", "time+reversed", "time+shuffled")
+#: fresh random order of every row at every epoch; ``time+shuffled+masked`` -- as
+#: ``time+shuffled``, and at every epoch each input item of every row is hidden from
+#: the network (replaced by padding) with probability ``MASK_RATE`` (CL4SRec-style
+#: item masking: the targets stay).
+ORDERS = ("time", "time+reversed", "time+shuffled", "time+shuffled+masked")
+
+#: Share of input items hidden per epoch by ``time+shuffled+masked``.
+MASK_RATE = 0.2
+
+def combine_logits(logits: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The members' item scores (each (batch, items), over ALL items) as one.
+
+    Each member's scores are standardised per user (mean 0, standard deviation 1
+    over every item), the standardised scores averaged, and the average put back
+    on the members' mean scale (their per-user means and standard deviations
+    averaged): the ranking is that of the averaged standardised scores, the values
+    stay on a logit scale, and one member's scores come back unchanged. Scores
+    from separately trained networks differ in offset and spread, so a plain mean
+    would let the widest network rank alone. ``online_models.sequential`` computes
+    the same figure in NumPy.
+    """
+    if len(logits) == 1:
+        return logits[0]
+    stacked = torch.stack(list(logits))
+    mean = stacked.mean(dim=-1, keepdim=True)
+    std = stacked.std(dim=-1, unbiased=False, keepdim=True).clamp(min=1e-12)
+    return ((stacked - mean) / std).mean(dim=0) * std.mean(dim=0) + mean.mean(dim=0)
+
 
 class _Block(nn.Module):
     """Pre-norm transformer block: causal self-attention, then a position-wise ReLU FFN."""
@@ -146,6 +179,28 @@ def training_threads() -> int:
     return max(1, min(cores, cores - busy))
 
 
+def _arrays(net: SASRecNet) -> dict[str, npt.NDArray[np.floating]]:
+    """One network's weights under ``online_models.sequential``'s array names."""
+    state = {k: v.detach().float().cpu().numpy() for k, v in net.state_dict().items()}
+    arrays: dict[str, npt.NDArray[np.floating]] = {
+        "item_embeddings": state["items.weight"][1:],
+        "positions": state["positions.weight"],
+        "final_ln.weight": state["final_ln.weight"], "final_ln.bias": state["final_ln.bias"],
+    }
+    linear = {"attn.wq": "wq", "attn.wk": "wk", "attn.wv": "wv", "attn.wo": "wo",
+              "ffn.w1": "w1", "ffn.w2": "w2"}
+    for b in range(len(net.blocks)):
+        p = f"blocks.{b}."
+        for name in ("ln1", "ln2"):
+            arrays[f"block{b}.{name}.weight"] = state[f"{p}{name}.weight"]
+            arrays[f"block{b}.{name}.bias"] = state[f"{p}{name}.bias"]
+        for name, layer in linear.items():
+            # nn.Linear computes x @ W.T + b; the NumPy model stores W.T.
+            arrays[f"block{b}.{name}"] = state[f"{p}{layer}.weight"].T
+            arrays[f"block{b}.{name[:-2]}b{name[-1]}"] = state[f"{p}{layer}.bias"]
+    return arrays
+
+
 class SASRecScorer(MatrixScorer):
     """A sequential batch scorer: a user's training sequence -> scores of every item.
 
@@ -164,9 +219,12 @@ class SASRecScorer(MatrixScorer):
         Early stopping: stop after ``patience`` epochs without a better
         validation NDCG@10, keep the best epoch's weights.
     max_train_s
-        Wall-clock budget of the whole training (searches + refit): each row set's
-        search gets an equal share, the refit what is left (the best epoch so far
-        is kept when a share is spent).
+        Wall-clock budget of the whole training (searches + refits): each search
+        gets an equal share of what is left among the searches to come and the
+        refits planned (one, or one per row set where an ensemble may be refitted:
+        a quarter each for two row sets); once a search is cut by its share, no
+        refit is planned and the searches left share the rest. The refits get what
+        is left (the best epoch so far is kept when a share is spent).
     max_val_users
         Users sampled for the validation slice.
     refit
@@ -182,6 +240,17 @@ class SASRecScorer(MatrixScorer):
         The training row sets searched (see :data:`ORDERS`); the one with the best
         validation NDCG@10 is refitted (a tie keeps the first listed).
         ``shuffles``: shuffled copies per row and epoch for ``time+shuffled``.
+    ensemble
+        None: the searched networks' scores combined (:func:`combine_logits`) are
+        validated too, and where the combination beats the best single network
+        every row set is refitted and served as one ensemble (a tie keeps the
+        single network); True: always the ensemble; False: never.
+    keep_searched
+        Where the best row set was refitted, serve its validated network too, beside
+        the refits (a second run of the same settings, trained anyway). Off: the
+        whole fit run on a validation part and scored on the validation slice
+        showed the validated network far weaker than the refit (it never learnt
+        each user's latest transition) and adding nothing to the ensemble.
     """
 
     name = "sasrec"
@@ -193,6 +262,7 @@ class SASRecScorer(MatrixScorer):
                  weight_decay: float = 0.0, label_smoothing: float = 0.0, ffn_mult: int = 1,
                  all_transitions: bool = True,
                  orders: Sequence[str] = ("time", "time+shuffled"), shuffles: int = 1,
+                 ensemble: bool | None = None, keep_searched: bool = False,
                  random_state: int = 0) -> None:
         super().__init__()
         self.dim, self.n_blocks, self.n_heads, self.dropout = dim, n_blocks, n_heads, dropout
@@ -204,9 +274,16 @@ class SASRecScorer(MatrixScorer):
         unknown = set(orders) - set(ORDERS)
         if not orders or unknown:
             raise ConfigurationError(f"sasrec orders must be among {ORDERS}, not {list(orders)}")
-        self.orders, self.shuffles = tuple(orders), shuffles
+        self.orders, self.shuffles, self.ensemble = tuple(orders), shuffles, ensemble
+        self.keep_searched = keep_searched
         self.order_ = self.orders[0]
         self.search_: dict[str, dict[str, float]] = {}
+        # The validated networks of the search, by row set, and the ensemble's figure.
+        self.searched_: dict[str, SASRecNet] = {}
+        self.ensemble_val_: float | None = None
+        self.members_: list[str] = []
+        self.nets_: list[SASRecNet] = []
+        self.served_: list[str] = []  # what each network of nets_ is: "<rows>:refit" ...
         # item_index_ maps an item to its 1-based embedding row (row 0 is padding).
         self.sequences_: dict[str, list[str]] = {}
         self.net_: SASRecNet | None = None
@@ -249,42 +326,87 @@ class SASRecScorer(MatrixScorer):
         fit_seqs = user_sequences(val.train) if val is not None else self.sequences_
         max_len = self.max_len or auto_max_len(self.sequences_)
         orders = self.orders if val is not None else self.orders[:1]
-        # The search shares the budget with the refit: each row set gets an equal share.
-        share = self.max_train_s / (len(orders) + (1 if self.refit else 0))
+        # The searches share the budget with the refits planned: where every row set
+        # may be refitted (an ensemble), one refit per row set (a refit costs about
+        # its search's epochs up to the best one, so at most what the search cost).
+        refits = 0 if not self.refit else (
+            len(orders) if len(orders) > 1 and self.ensemble is not False else 1)
         t0 = time.perf_counter()
-        best: tuple[float, str, SASRecNet, list[dict[str, float]], int] | None = None
-        for order in orders:
-            self.order_ = order
+        self.search_, self.searched_, self.ensemble_val_ = {}, {}, None
+        runs: dict[str, tuple[list[dict[str, float]], int]] = {}
+        for i, order in enumerate(orders):
+            # An equal share of what is left, among the searches still to run and the
+            # refits planned. A search cut by its share says that refits will not fit
+            # this log in this budget: the searches left then share all of it.
+            left = max(self.max_train_s - (time.perf_counter() - t0), 0.0)
+            share = left / (len(orders) - i + refits)
             torch.manual_seed(self.random_state)
             net = SASRecNet(len(self.item_ids_), self.dim, self.n_blocks, self.n_heads,
                             max_len, self.dropout, self.ffn_mult * self.dim).to(self.device_)
-            self._train(net, self._rows(fit_seqs, max_len), val, fit_seqs, share)
+            self._train(net, order, self._rows(fit_seqs, max_len, order), val, fit_seqs,
+                        share)
+            if self.history_[-1]["seconds"] > share:
+                refits = 0
             score = max((r.get("val_ndcg@10", -np.inf) for r in self.history_),
                         default=-np.inf)
             self.search_[order] = {"val_ndcg@10": float(score),
                                    "best_epoch": float(self.best_epoch_),
                                    "epochs": float(len(self.history_)),
                                    "seconds": self.history_[-1]["seconds"]}
-            # Ties keep the earlier (simpler) row set.
-            if best is None or score > best[0]:
-                best = (score, order, net, self.history_, self.best_epoch_)
-        assert best is not None
-        _, self.order_, self.net_, self.history_, self.best_epoch_ = best
+            self.searched_[order] = net
+            runs[order] = (self.history_, self.best_epoch_)
+        # Best first; the sort is stable, so a tie keeps the earlier (simpler) row set.
+        ranked = sorted(orders, key=lambda o: -self.search_[o]["val_ndcg@10"])
+        self.members_ = ranked[:1]
+        if len(orders) > 1 and self.ensemble is not False and val is not None:
+            self.ensemble_val_ = self._validate([self.searched_[o] for o in ranked], val,
+                                                fit_seqs)
+            if self.ensemble or self.ensemble_val_ > self.search_[ranked[0]]["val_ndcg@10"]:
+                self.members_ = ranked
+        self.order_ = ranked[0]
+        self.history_, self.best_epoch_ = runs[self.order_]
+        self.nets_ = [self.searched_[o] for o in self.members_]
+        self.served_ = [f"{o}:validated" for o in self.members_]
         if len(orders) > 1:
-            log.info("sasrec: training rows %r chosen on validation: %s", self.order_,
-                     self.search_)
+            log.info("sasrec: training rows %s chosen on validation: %s, ensemble of all %s",
+                     self.members_, self.search_, self.ensemble_val_)
         if self.refit and val is not None:
-            self.net_ = self._refit(max_len, time.perf_counter() - t0) or self.net_
+            # Best member first. Refits and validated networks are not mixed: a
+            # validated network never learnt each user's latest transition and scored
+            # far below the refits (the whole fit run on a validation part). So where
+            # the best member was refitted, the refitted members are served; where it
+            # was not, the validated networks, as validation scored them.
+            refitted: list[SASRecNet | None] = []
+            for order in self.members_:
+                if refitted and refitted[0] is None:
+                    break  # the validated networks are served: no use refitting the rest
+                refitted.append(self._refit(max_len, time.perf_counter() - t0, order,
+                                            *runs[order]))
+            if refitted[0] is not None:
+                self.served_ = [f"{o}:refit" for o, net in zip(self.members_, refitted,
+                                                                 strict=True)
+                                if net is not None]
+                self.nets_ = [net for net in refitted if net is not None]
+            if self.keep_searched and self.served_[0].endswith(":refit"):
+                # The best row set's validated network is a second, independently
+                # trained network of the same settings: averaging it with the refit
+                # is an ensemble of two runs, trained anyway.
+                self.nets_.insert(1, self.searched_[self.order_])
+                self.served_.insert(1, f"{self.order_}:validated")
+        self.net_ = self.nets_[0]
 
     def tuning_report(self) -> dict[str, object]:
         """What the validation chose: the row set, the epoch count, each set's figures."""
         return {"order": self.order_, "best_epoch": self.best_epoch_, "search": self.search_,
+                "ensemble_val_ndcg@10": self.ensemble_val_, "members": self.members_,
+                "served": self.served_,
                 "max_len": self.net_.max_len if self.net_ is not None else None}
 
-    def _rows(self, sequences: dict[str, list[str]], max_len: int) -> list[list[str]]:
-        """The training rows of each user's sequence (``training_windows``)."""
+    def _rows(self, sequences: dict[str, list[str]], max_len: int, order: str
+              ) -> list[list[str]]:
+        """The training rows of each user's sequence for row set ``order``."""
         seqs = list(sequences.values())
-        if self.order_ == "time+reversed":
+        if order == "time+reversed":
             seqs += [s[::-1] for s in seqs]
         if self.all_transitions:
             return training_windows(seqs, max_len)
@@ -294,21 +416,24 @@ class SASRecScorer(MatrixScorer):
         return torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
 
     def _epoch(self, net: SASRecNet, opt: torch.optim.Optimizer, sequences: list[list[str]],
-               rng: np.random.Generator) -> float:
+               rng: np.random.Generator, order: str) -> float:
         """One pass over ``sequences`` (next-item cross-entropy at every position)."""
         net.train()
-        if self.order_ == "time+shuffled":  # a fresh order of every row, every epoch
+        if order.startswith("time+shuffled"):  # a fresh order of every row, every epoch
             sequences = sequences + [[s[j] for j in rng.permutation(len(s))]
                                      for _ in range(self.shuffles) for s in sequences]
         lengths = np.array([len(s) for s in sequences])
         total, steps = 0.0, 0
-        order = rng.permutation(len(sequences))
+        shuffled = rng.permutation(len(sequences))
         for start in range(0, len(sequences), self.batch_size):
-            batch = order[start:start + self.batch_size]
+            batch = shuffled[start:start + self.batch_size]
             # Pad a batch only to its longest sequence (most histories are short).
             length = min(int(lengths[batch].max()), net.max_len + 1)
             ids = self._encode([sequences[i] for i in batch], length)
             inputs, targets = ids[:, :-1], ids[:, 1:]
+            if order.endswith("+masked"):
+                hide = torch.rand(inputs.shape, device=inputs.device) < MASK_RATE
+                inputs = inputs.masked_fill(hide, 0)
             real = targets > 0
             loss = F.cross_entropy(net.item_logits(net(inputs)[real]), targets[real] - 1,
                                    label_smoothing=self.label_smoothing)
@@ -318,8 +443,9 @@ class SASRecScorer(MatrixScorer):
             total, steps = total + loss.item(), steps + 1
         return total / max(steps, 1)
 
-    def _train(self, net: SASRecNet, sequences: list[list[str]], val: ValidationSlice | None,
-               fit_seqs: dict[str, list[str]], budget_s: float) -> None:
+    def _train(self, net: SASRecNet, order: str, sequences: list[list[str]],
+               val: ValidationSlice | None, fit_seqs: dict[str, list[str]],
+               budget_s: float) -> None:
         """Early stopping on ``val`` within ``budget_s`` seconds; ends with the best
         epoch's weights in ``net``."""
         opt = self._optimizer(net)
@@ -330,11 +456,12 @@ class SASRecScorer(MatrixScorer):
         train_s = 0.0  # without the validations: what a refit epoch costs
         for epoch in range(1, self.max_epochs + 1):
             t_epoch = time.perf_counter()
-            record = {"epoch": float(epoch), "loss": self._epoch(net, opt, sequences, rng)}
+            record = {"epoch": float(epoch),
+                      "loss": self._epoch(net, opt, sequences, rng, order)}
             train_s += time.perf_counter() - t_epoch
             record["train_s"] = train_s
             if val is not None:
-                record["val_ndcg@10"] = self._validate(net, val, fit_seqs)
+                record["val_ndcg@10"] = self._validate([net], val, fit_seqs)
             record["seconds"] = time.perf_counter() - t0
             self.history_.append(record)
             log.info("sasrec epoch %d: %s", epoch, record)
@@ -353,41 +480,44 @@ class SASRecScorer(MatrixScorer):
         net.load_state_dict(best_state)
         net.eval()
 
-    def _refit(self, max_len: int, spent_s: float) -> SASRecNet | None:
-        """A fresh network trained on the whole training log for the best epoch count.
+    def _refit(self, max_len: int, spent_s: float, order: str,
+               history: list[dict[str, float]], best_epoch: int) -> SASRecNet | None:
+        """A fresh network trained on the whole training log with row set ``order``
+        for its search's best epoch count.
 
         The validated network never learnt from each user's latest transition (the
         validation item); the refit does. Skipped (None) when the budget left
-        would not cover it.
+        would not cover it (the search's epochs, ``history``, tell its cost).
         """
-        per_epoch = self.history_[-1].get("train_s", 0.0) / max(len(self.history_), 1)
-        if per_epoch * self.best_epoch_ > self.max_train_s - spent_s:
-            log.warning("sasrec: no refit on the whole log (budget); keeping the validated "
-                        "network")
+        per_epoch = history[-1].get("train_s", 0.0) / max(len(history), 1)
+        if per_epoch * best_epoch > self.max_train_s - spent_s:
+            log.warning("sasrec: no refit of %r on the whole log (budget)", order)
             return None
         torch.manual_seed(self.random_state)
         net = SASRecNet(len(self.item_ids_), self.dim, self.n_blocks, self.n_heads, max_len,
                         self.dropout, self.ffn_mult * self.dim).to(self.device_)
         opt = self._optimizer(net)
         rng = np.random.default_rng(self.random_state)
-        sequences = self._rows(self.sequences_, max_len)
-        for epoch in range(1, self.best_epoch_ + 1):
-            log.info("sasrec refit epoch %d: loss %.4f", epoch,
-                     self._epoch(net, opt, sequences, rng))
+        sequences = self._rows(self.sequences_, max_len, order)
+        for epoch in range(1, best_epoch + 1):
+            log.info("sasrec refit epoch %d of %r: loss %.4f", epoch, order,
+                     self._epoch(net, opt, sequences, rng, order))
         net.eval()
         return net
 
     @torch.no_grad()
-    def _validate(self, net: SASRecNet, val: ValidationSlice,
+    def _validate(self, nets: Sequence[SASRecNet], val: ValidationSlice,
                   fit_seqs: dict[str, list[str]], k: int = 10, block: int = 1024) -> float:
-        """Mean NDCG@k of ``val`` (``validation_ndcg``'s figure), ranked in PyTorch.
+        """Mean NDCG@k of ``val`` (``validation_ndcg``'s figure), ranked in PyTorch, of
+        the networks' combined scores (:func:`combine_logits`; one network: its own).
 
         Full-ranking validation is a top-k over every item per user; done with
         ``torch.topk`` on float32 blocks it costs well under a second for all the
         users of a shop-sized log, so early stopping can watch many users (a
         less noisy signal) at every epoch.
         """
-        net.eval()
+        for net in nets:
+            net.eval()
         cols = torch.as_tensor([self.item_index_[i] for i in val.item_ids], dtype=torch.long,
                                device=self.device_)
         discount = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float64))
@@ -395,9 +525,9 @@ class SASRecScorer(MatrixScorer):
         total = 0.0
         for start in range(0, len(val.users), block):
             users = val.users[start:start + block]
-            ids = self._encode([fit_seqs.get(u, []) for u in users], net.max_len)
+            ids = self._encode([fit_seqs.get(u, []) for u in users], nets[0].max_len)
             # Column j of the slice is item val.item_ids[j]: row item_index_ of E.
-            scores = net(ids)[:, -1] @ net.items.weight[cols].T
+            scores = self._logits(nets, ids)[:, cols - 1]
             seen = val.seen[start:start + block].tocoo()
             scores[torch.as_tensor(seen.row, device=self.device_),
                    torch.as_tensor(seen.col, device=self.device_)] = -torch.inf
@@ -412,63 +542,51 @@ class SASRecScorer(MatrixScorer):
         return total / max(len(val.users), 1)
 
     # -- scoring ---------------------------------------------------------------------------
+    @staticmethod
+    def _logits(nets: Sequence[SASRecNet], ids: torch.Tensor) -> torch.Tensor:
+        """Combined scores (batch, items) of every real item after encoded sequences."""
+        return combine_logits([net.item_logits(net(ids)[:, -1]) for net in nets])
+
     @torch.no_grad()
-    def _score_sequences(self, net: SASRecNet, sequences: Sequence[list[str]],
+    def _score_sequences(self, nets: Sequence[SASRecNet], sequences: Sequence[list[str]],
                          block: int = 1024) -> npt.NDArray[np.float64]:
-        net.eval()
+        for net in nets:
+            net.eval()
         out = np.empty((len(sequences), len(self.item_ids_)))
         for start in range(0, len(sequences), block):
-            ids = self._encode(sequences[start:start + block], net.max_len)
-            hidden = net(ids)[:, -1]
-            out[start:start + block] = net.item_logits(hidden).double().cpu().numpy()
+            ids = self._encode(sequences[start:start + block], nets[0].max_len)
+            out[start:start + block] = self._logits(nets, ids).double().cpu().numpy()
         return out
 
-    def _network(self) -> SASRecNet:
-        if self.net_ is None:
+    def _networks(self) -> list[SASRecNet]:
+        if not self.nets_:
             raise NotFound("sasrec is not fitted")
-        return self.net_
+        return self.nets_
 
     def score_sequences(self, sequences: Sequence[list[str]]) -> npt.NDArray[np.float64]:
         """Scores (len(sequences), len(item_ids_)) of sequences given oldest first."""
-        return self._score_sequences(self._network(), sequences)
+        return self._score_sequences(self._networks(), sequences)
 
     def score_many(self, user_ids: Sequence[str], item_ids: Sequence[str]
                    ) -> npt.NDArray[np.float64]:
-        net = self._network()
+        nets = self._networks()
         out = np.full((len(user_ids), len(item_ids)), np.nan)
         rows = np.array([r for r, u in enumerate(user_ids) if self.sequences_.get(u)],
                         dtype=np.int64)
         cols = np.array([self.item_index_.get(i, 0) - 1 for i in item_ids], dtype=np.int64)
         known = cols >= 0
         if len(rows) and known.any():
-            scores = self._score_sequences(net, [self.sequences_[user_ids[r]] for r in rows])
+            scores = self._score_sequences(nets, [self.sequences_[user_ids[r]] for r in rows])
             out[np.ix_(rows, np.flatnonzero(known))] = scores[:, cols[known]]
         return out
 
     # -- export ----------------------------------------------------------------------------
     def to_numpy(self) -> SequentialModel:
-        """The trained network as arrays for ``online_models.sequential`` (no PyTorch)."""
-        net = self._network()
-        state = {k: v.detach().float().cpu().numpy() for k, v in net.state_dict().items()}
-        arrays: dict[str, npt.NDArray[np.floating]] = {
-            "item_embeddings": state["items.weight"][1:],
-            "positions": state["positions.weight"],
-            "final_ln.weight": state["final_ln.weight"], "final_ln.bias": state["final_ln.bias"],
-        }
-        linear = {"attn.wq": "wq", "attn.wk": "wk", "attn.wv": "wv", "attn.wo": "wo",
-                  "ffn.w1": "w1", "ffn.w2": "w2"}
-        for b in range(len(net.blocks)):
-            p = f"blocks.{b}."
-            for name in ("ln1", "ln2"):
-                arrays[f"block{b}.{name}.weight"] = state[f"{p}{name}.weight"]
-                arrays[f"block{b}.{name}.bias"] = state[f"{p}{name}.bias"]
-            for name, layer in linear.items():
-                # nn.Linear computes x @ W.T + b; the NumPy model stores W.T.
-                arrays[f"block{b}.{name}"] = state[f"{p}{layer}.weight"].T
-                arrays[f"block{b}.{name[:-2]}b{name[-1]}"] = state[f"{p}{layer}.bias"]
+        """The trained network(s) as arrays for ``online_models.sequential`` (no PyTorch)."""
+        nets = self._networks()
         config = SequentialConfig(dim=self.dim, n_blocks=self.n_blocks, n_heads=self.n_heads,
-                                  max_len=net.max_len)
-        return SequentialModel(config, self.item_ids_, arrays)
+                                  max_len=nets[0].max_len, members=len(nets))
+        return SequentialModel(config, self.item_ids_, [_arrays(net) for net in nets])
 
     def export(self, folder: Path) -> list[str]:
         """Write the network into an artifact folder (NumPy + JSON); the file names."""
