@@ -238,7 +238,7 @@ class SequentialModel:
         last = _layer_norm(x[:, -1:], *self._final_ln, cfg.layer_norm_eps)[:, 0]
         return np.asarray(last, dtype=np.float32)
 
-    def _query(self, recent: Sequence[str]) -> tuple[Array, float] | None:
+    def query(self, recent: Sequence[str]) -> tuple[Array, float] | None:
         """``(vector, offset)``: an item's score is its concatenated member embeddings
         (``[E_1 | E_2 | ...]``) @ vector + offset; None when no item of ``recent`` is known.
 
@@ -268,12 +268,17 @@ class SequentialModel:
         last hidden state (dim,); an ensemble: the members' states, each weighted by
         the combination, end to end (members * dim,).
         """
-        query = self._query(recent)
+        query = self.query(recent)
         return None if query is None else query[0]
 
     def score(self, recent: Sequence[str], item_ids: Sequence[str]) -> ScoredItems:
         """Scores of the known ``item_ids`` (unknown ones left out; none when no known item)."""
-        query = self._query(recent)
+        return self.score_query(self.query(recent), item_ids)
+
+    def score_query(self, query: tuple[Array, float] | None, item_ids: Sequence[str]
+                    ) -> ScoredItems:
+        """:meth:`score` for a :meth:`query` already computed (one forward pass serves
+        both the candidates and the scores of a request)."""
         known = [i for i in item_ids if i in self.item_index]
         if query is None or not known:
             return ScoredItems([])
@@ -283,7 +288,11 @@ class SequentialModel:
 
     def top(self, recent: Sequence[str], n: int, exclude: Collection[str] = ()) -> ScoredItems:
         """The ``n`` best next items, best first, leaving out ``exclude``."""
-        query = self._query(recent)
+        return self.top_query(self.query(recent), n, exclude)
+
+    def top_query(self, query: tuple[Array, float] | None, n: int,
+                  exclude: Collection[str] = ()) -> ScoredItems:
+        """:meth:`top` for a :meth:`query` already computed."""
         if query is None or n <= 0:
             return ScoredItems([])
         vector, offset = query

@@ -183,3 +183,28 @@ def test_alltime_reads_the_counts_streamrec_train_ships_with_a_model_version(tmp
     again = provider.artifact(COUNTS_FILE, ItemCounts.load)
     assert again is not None and again.top(1, set()).ids == ["b"]
     assert provider.artifact("no_such_artifact", ItemCounts.load) is None
+
+
+def test_the_sequential_network_runs_once_per_request() -> None:
+    """Its forward pass is most of the source's cost: candidates and scores share it."""
+    world = toy_world()
+    model = world.deps.sequential()
+    assert model is not None
+    calls = []
+    real_query = model.query
+
+    def counted(recent: Sequence[str]) -> object:
+        calls.append(list(recent))
+        return real_query(recent)
+
+    model.query = counted  # type: ignore[method-assign]
+    sources = [registry.SOURCES[name](world.deps) for name in ("sequential", "alltime")]
+    assert all(s is not None for s in sources)
+    recommender = Recommender(world.state, world.index, world.catalog, sources,
+                              {"sequential": 1.0, "alltime": 1.0},
+                              known_sources=registry.SOURCES)
+    _ctx, scored = recommender.candidates(RecRequest(SHOPPER, 5))
+    col = scored.names.index("sequential")
+    # It proposed items and scored those the other source proposed ...
+    assert scored.known[:, col].all() and len(scored.ids) > 5
+    assert len(calls) == 1  # ... from one forward pass

@@ -400,29 +400,31 @@ class SequentialSource(Source):
     def __init__(self, model: Callable[[], SequentialModel | None]) -> None:
         self.model = model
 
-    def _vector(self, ctx: RecContext) -> tuple[SequentialModel, npt.NDArray[Any]] | None:
+    def _query(self, ctx: RecContext) -> tuple[SequentialModel, Any] | None:
+        """The model and the sequence's query, computed once per request: the network's
+        forward pass is most of this source's cost, and candidates and scores share it."""
         if "sequential" not in ctx.memo:
             model = self.model()
-            vector = model.user_vector(ctx.user.recent) if model is not None else None
-            ctx.memo["sequential"] = (model, vector) if vector is not None else None
-        found: tuple[SequentialModel, npt.NDArray[Any]] | None = ctx.memo["sequential"]
+            query = model.query(ctx.user.recent) if model is not None else None
+            ctx.memo["sequential"] = (model, query) if query is not None else None
+        found: tuple[SequentialModel, Any] | None = ctx.memo["sequential"]
         return found
 
     def candidates(self, ctx: RecContext) -> Mapping[str, float]:
-        found = self._vector(ctx)
+        found = self._query(ctx)
         if found is None:
             return {}
-        model, _ = found
-        top = model.top(ctx.user.recent, ctx.n, exclude=ctx.excluded)
+        model, query = found
+        top = model.top_query(query, ctx.n, exclude=ctx.excluded)
         return dict(zip(top.ids, _squash(top.scores).tolist(), strict=True))
 
     def score(self, ctx: RecContext, item_ids: Sequence[str]) -> npt.NDArray[np.float64]:
         out = np.full(len(item_ids), np.nan)
-        found = self._vector(ctx)
+        found = self._query(ctx)
         if found is None or not item_ids:
             return out
-        model, _ = found
-        scored = model.score(ctx.user.recent, item_ids)
+        model, query = found
+        scored = model.score_query(query, item_ids)
         if len(scored):
             at = {item: j for j, item in enumerate(item_ids)}
             out[[at[i] for i in scored.ids]] = _squash(scored.scores)
