@@ -17,6 +17,7 @@ from flask.testing import FlaskClient
 
 from api import create_app
 from core.settings import Settings
+from online_models.serving.popularity import PopularitySnapshot
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -24,8 +25,12 @@ URL = "/api/recommendations?user_id=poller&k=8"
 
 
 @pytest.fixture
-def app(live_settings: Settings) -> Iterator[Flask]:
-    # Popularity epochs of a minute: within the test only the shopper's own events count.
+def app(live_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask]:
+    # Within the test only the shopper's own events may move their tag. Popularity epochs
+    # follow the wall clock (a boundary per user every refresh_s, at a phase hashed from
+    # the id), so a test spanning one would see its tag move for that reason: a run
+    # under load met one (about a 2-3 % chance with a 60 s epoch); the epoch is held.
+    monkeypatch.setattr(PopularitySnapshot, "epoch", lambda self, key: 0)
     app = create_app(live_settings.model_copy(update={"popularity_refresh_s": 60.0}))
     yield app
     app.extensions["streamrec"].close()
