@@ -14,8 +14,7 @@ from core.settings import Settings
 from infra.process import die_with_parent
 
 __all__ = ["MIN_SECRET_LENGTH", "check_exposed_secrets", "gunicorn_options", "one_blas_thread",
-           "serve",
-           "worker_tmp_dir"]
+           "serve", "worker_tmp_dir"]
 
 #: Shortest secret key / API token accepted on an address other hosts can reach.
 MIN_SECRET_LENGTH = 32

@@ -36,6 +36,7 @@ from core.ports import RecRequest
 from core.scoring import Interactions, Scorer
 from core.settings import Settings
 from core.types import Item
+from offline.train import Fitted
 
 __all__ = ["BENCH_RANKER_ROUNDS", "publish_bench_models"]
 
@@ -47,11 +48,10 @@ RANKER_USERS = 300
 
 
 def _fit_all(names: Sequence[str], log: Interactions, items: Sequence[Item],
-             sequential_s: float) -> dict[str, Any]:
+             sequential_s: float) -> dict[str, Fitted]:
     from offline.models.ease import EASEScorer
     from offline.models.neural import torch_missing
     from offline.models.registry import make_model
-    from offline.train import Fitted
 
     fitted: dict[str, Fitted] = {}
     wanted = [*names, *(["sasrec"] if torch_missing() is None else [])]
