@@ -147,7 +147,7 @@ def test_early_stopping_stops_when_validation_stops_improving_then_refits_that_l
     rng = np.random.default_rng(3)
     noise = Interactions.from_records(
         [(f"u{u}", f"i{rng.integers(40)}", 1.0, float(t)) for u in range(60) for t in range(5)])
-    model = SASRecScorer(dim=8, batch_size=64, max_epochs=100, patience=2)
+    model = SASRecScorer(dim=8, batch_size=64, max_epochs=100, patience=2, seeds=0)
     with caplog.at_level(logging.INFO, logger="offline.models.sasrec"):
         model.fit(noise)
     epochs = len(model.history_)
@@ -248,7 +248,7 @@ def test_the_validation_ranked_in_pytorch_gives_the_harness_ndcg() -> None:
         [(f"u{u}", f"i{(u + t) % 30 if rng.random() < 0.5 else rng.integers(30)}", 1.0,
           float(t)) for u in range(80) for t in range(6)])
     # An ensemble of both row sets: its combined scores are what is validated.
-    model = SASRecScorer(dim=8, max_epochs=2, refit=False, ensemble=True)
+    model = SASRecScorer(dim=8, max_epochs=2, refit=False, ensemble=True, seeds=0)
     model.fit(log)
     val = make_validation_slice(log, "leave-one-out", 1000, 0)
     assert val is not None and len(model.nets_) == 2
@@ -295,7 +295,7 @@ def test_the_row_set_with_the_better_validation_is_kept_and_refitted(
     original_rows = SASRecScorer._rows
 
     def rows(self: SASRecScorer, sequences: dict[str, list[str]], max_len: int, order: str
-             ) -> list[list[str]]:
+             ) -> object:
         rows_of.append(order)
         return original_rows(self, sequences, max_len, order)
 
@@ -304,7 +304,8 @@ def test_the_row_set_with_the_better_validation_is_kept_and_refitted(
 
     monkeypatch.setattr(SASRecScorer, "_validate", validate)
     monkeypatch.setattr(SASRecScorer, "_rows", rows)
-    model = SASRecScorer(dim=8, max_epochs=3, patience=1, orders=("time+shuffled", "time"))
+    model = SASRecScorer(dim=8, max_epochs=3, patience=1, orders=("time+shuffled", "time"),
+                         seeds=0)
     model.fit(cyclic_log(40))
     report = model.tuning_report()
     assert model.order_ == chosen == report["order"]
@@ -318,6 +319,61 @@ def test_the_row_set_with_the_better_validation_is_kept_and_refitted(
     assert len(model.nets_) == len(members) == model.to_numpy().config.members
     assert all(net is not model.searched_[o] for net, o in zip(model.nets_, members,
                                                                 strict=True))
+
+def test_each_step_takes_rows_of_about_one_length_and_every_row_once_per_epoch() -> None:
+    pytest.importorskip("torch")
+    from offline.models.sasrec import length_batches
+
+    rng = np.random.default_rng(8)
+    lengths = rng.choice([2, 2, 2, 3, 4, 7, 13], size=1000)
+    batches = length_batches(lengths, 32, rng)
+    taken = np.concatenate(batches)
+    assert sorted(taken.tolist()) == list(range(1000))
+    # As many steps as batches of 32 random rows, each about as many targets.
+    assert abs(len(batches) - 1000 / 32) <= 1
+    budget = 32 * (lengths - 1).mean()
+    assert all((lengths[b] - 1).sum() < budget + 12 for b in batches)
+    # Padded to its longest row, a step is nearly all items, not padding.
+    padded = sum(len(b) * lengths[b].max() for b in batches)
+    assert padded < 1.05 * lengths.sum()  # random batches of these rows: 2.8x
+    # The steps come in a fresh random order, not shortest first.
+    firsts = [int(lengths[b].max()) for b in batches]
+    assert firsts != sorted(firsts)
+    assert [b.tolist() for b in length_batches(lengths, 32, rng)] != [b.tolist()
+                                                                       for b in batches]
+
+
+def test_a_shuffled_row_holds_its_items_in_a_new_order_after_its_padding() -> None:
+    pytest.importorskip("torch")
+    from offline.models.sasrec import shuffle_rows
+
+    rng = np.random.default_rng(9)
+    ids = np.zeros((200, 8), dtype=np.int64)
+    for r in range(200):
+        n = int(rng.integers(2, 9))
+        ids[r, 8 - n:] = rng.choice(np.arange(1, 50), size=n, replace=False)
+    shuffled = shuffle_rows(ids, rng)
+    assert ((shuffled > 0).sum(axis=1) == (ids > 0).sum(axis=1)).all()
+    assert (np.diff(shuffled > 0, axis=1) >= 0).all()  # padding stays on the left
+    assert all(sorted(a) == sorted(b) for a, b in zip(shuffled.tolist(), ids.tolist(),
+                                                       strict=True))
+    assert (shuffled != ids).any(axis=1).mean() > 0.5
+
+
+@needs_torch
+def test_a_sequence_scores_the_same_alone_or_in_a_block_of_other_lengths(
+    trained: SASRecScorer,
+) -> None:
+    # Blocks are padded only to their longest sequence: the scores must not depend on it.
+    rng = np.random.default_rng(10)
+    sequences = [[f"i{j}" for j in rng.permutation(N_ITEMS)[:n]] for n in (1, 9, 3, 1, 6, 2)]
+    together = trained.score_sequences(sequences)
+    for seq, scores in zip(sequences, together, strict=True):
+        np.testing.assert_allclose(trained.score_sequences([seq])[0], scores, rtol=1e-5,
+                                   atol=1e-5)
+    np.testing.assert_allclose(trained._score_sequences(trained.nets_, sequences, block=2),
+                               together, rtol=1e-5, atol=1e-5)
+
 
 def test_an_unknown_row_set_is_refused() -> None:
     pytest.importorskip("torch")

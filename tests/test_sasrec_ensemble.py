@@ -41,7 +41,7 @@ def ensemble() -> SASRecScorer:
     from offline.models.sasrec import SASRecScorer
 
     model = SASRecScorer(dim=16, n_heads=2, dropout=0.1, lr=1e-2, batch_size=32,
-                         max_epochs=4, patience=4, ensemble=True)
+                         max_epochs=4, patience=4, ensemble=True, seeds=0)
     model.fit(mixed_log())
     return model
 
@@ -61,7 +61,7 @@ def test_kept_searched_the_best_row_sets_validated_network_is_served_beside_its_
     pytest.importorskip("torch")
     from offline.models.sasrec import SASRecScorer
 
-    model = SASRecScorer(dim=8, max_epochs=2, ensemble=True, keep_searched=True)
+    model = SASRecScorer(dim=8, max_epochs=2, ensemble=True, keep_searched=True, seeds=0)
     model.fit(mixed_log(40))
     best, other = model.members_
     assert model.served_ == [f"{best}:refit", f"{best}:validated", f"{other}:refit"]
@@ -189,7 +189,7 @@ def test_a_later_member_whose_refit_the_budget_cannot_cover_is_left_out(
         return original(self, max_len, spent_s, order, *args) if len(calls) == 1 else None
 
     monkeypatch.setattr(SASRecScorer, "_refit", refit)
-    model = SASRecScorer(dim=8, max_epochs=2, ensemble=True)
+    model = SASRecScorer(dim=8, max_epochs=2, ensemble=True, seeds=0)
     model.fit(mixed_log(40))
     assert calls == model.members_ and len(calls) == 2
     assert model.served_ == [f"{model.order_}:refit"]
@@ -220,3 +220,63 @@ def test_each_search_gets_its_share_of_what_is_left_and_a_cut_search_leaves_no_r
     # The second search: the rest, shared with the refits still planned (none after a cut).
     expected = (100.0 - 5.0) / (1 + (0 if cut else refits)), 100.0 / (1 + (0 if cut else refits))
     assert expected[0] <= budgets[1] <= expected[1]
+
+
+def _figures_by_size(monkeypatch: pytest.MonkeyPatch, figures: dict[int, float]) -> None:
+    """Make validation give ``figures[number of networks scored together]``."""
+    from offline.models.sasrec import SASRecScorer
+
+    def validate(self: SASRecScorer, nets: list[object], *_: object, **__: object) -> float:
+        return figures[len(nets)]
+
+    monkeypatch.setattr(SASRecScorer, "_validate", validate)
+
+
+@pytest.mark.parametrize(("figures", "kept"), [
+    ({1: 0.5, 2: 0.6, 3: 0.7, 4: 0.65}, 1),  # the first seed gains, the second does not
+    ({1: 0.5, 2: 0.6, 3: 0.6}, 0),  # a tie is no gain
+    ({1: 0.5, 2: 0.6, 3: 0.7, 4: 0.8}, 2),
+])
+def test_a_seed_of_the_best_row_set_is_served_only_where_the_ensemble_validates_better(
+    monkeypatch: pytest.MonkeyPatch, figures: dict[int, float], kept: int,
+) -> None:
+    pytest.importorskip("torch")
+    import torch
+
+    from offline.models.sasrec import SASRecScorer
+
+    _figures_by_size(monkeypatch, figures)
+    model = SASRecScorer(dim=8, max_epochs=2, seeds=2)
+    model.fit(mixed_log(40))
+    best = model.order_
+    row_sets = [f"{o}:refit" for o in model.members_[:2]]
+    seeds = [f"{best}#{k}" for k in range(1, kept + 1)]
+    assert model.served_ == row_sets + [f"{s}:refit" for s in seeds]
+    assert model.members_[2:] == seeds
+    assert model.to_numpy().config.members == len(model.nets_) == 2 + kept
+    # Tried until one did not gain (or the seeds ran out), each scored with those before.
+    tried = min(kept + 1, 2)
+    assert list(model.tuning_report()["seeds"]) == [f"{best}#{k}" for k in range(1, tried + 1)]
+    assert [r["ensemble_val_ndcg@10"] for r in model.seeds_.values()] == [
+        figures[3 + k] for k in range(tried)]
+    # Another seed: another network than the row set's own refit.
+    if kept:
+        first = model.nets_[model.members_.index(best)].items.weight
+        assert not torch.equal(model.nets_[2].items.weight, first)
+
+
+def test_no_seed_is_tried_where_the_budget_left_cannot_cover_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    pytest.importorskip("torch")
+    from offline.models import sasrec
+
+    _figures_by_size(monkeypatch, {1: 0.5, 2: 0.6, 3: 0.9})
+    # As if one validation took longer than the whole budget: the refits still fit.
+    monkeypatch.setattr(sasrec, "_validation_s", lambda history: 1e6)
+    model = sasrec.SASRecScorer(dim=8, max_epochs=2)
+    with caplog.at_level(logging.INFO, logger="offline.models.sasrec"):
+        model.fit(mixed_log(40))
+    assert model.served_ == [f"{o}:refit" for o in model.members_]
+    assert len(model.nets_) == 2 and model.seeds_ == {}
+    assert any("no further seed" in r.getMessage() for r in caplog.records)

@@ -48,7 +48,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +100,51 @@ def combine_logits(logits: Sequence[torch.Tensor]) -> torch.Tensor:
     mean = stacked.mean(dim=-1, keepdim=True)
     std = stacked.std(dim=-1, unbiased=False, keepdim=True).clamp(min=1e-12)
     return ((stacked - mean) / std).mean(dim=0) * std.mean(dim=0) + mean.mean(dim=0)
+
+
+def _epoch_s(history: list[dict[str, float]]) -> float:
+    """Seconds per training epoch (validation left out) of a search's ``history``."""
+    return history[-1].get("train_s", 0.0) / max(len(history), 1) if history else 0.0
+
+
+def _validation_s(history: list[dict[str, float]]) -> float:
+    """Seconds per validation of a search's ``history``."""
+    if not history:
+        return 0.0
+    return (history[-1]["seconds"] - history[-1].get("train_s", 0.0)) / len(history)
+
+
+def _targets(sequences: dict[str, list[str]]) -> int:
+    """Next-item targets (transitions) of the sequences."""
+    return sum(max(len(s) - 1, 0) for s in sequences.values())
+
+
+def length_batches(lengths: npt.NDArray[np.int64], batch_size: int,
+                   rng: np.random.Generator) -> list[npt.NDArray[np.int64]]:
+    """Row indices of each training step: rows of about one length together.
+
+    A batch is padded to its longest row, and the network's layers run over every
+    padded position; random batches of a shop's log (most histories short, a few
+    long) are mostly padding. Rows are sorted by length (ties in random order),
+    cut into steps of about as many next-item targets as ``batch_size`` random
+    rows hold on average -- the step count, and each target's share of a step's
+    loss, stay those of random batches -- and the steps are taken in random order.
+    """
+    targets = lengths - 1
+    budget = batch_size * max(float(targets.mean()), 1.0)
+    order = np.lexsort((rng.random(len(lengths)), lengths))
+    step = np.floor((np.cumsum(targets[order]) - 1) / budget)
+    batches = np.split(order, np.flatnonzero(np.diff(step)) + 1)
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def shuffle_rows(ids: npt.NDArray[np.int64], rng: np.random.Generator
+                 ) -> npt.NDArray[np.int64]:
+    """Each right-aligned row of ``ids`` with its items in a fresh random order
+    (the padding, 0, stays on the left)."""
+    keys = rng.random(ids.shape)
+    keys[ids == 0] = -1.0
+    return np.take_along_axis(ids, np.argsort(keys, axis=1), axis=1)
 
 
 class _Block(nn.Module):
@@ -245,6 +290,12 @@ class SASRecScorer(MatrixScorer):
         validated too, and where the combination beats the best single network
         every row set is refitted and served as one ensemble (a tie keeps the
         single network); True: always the ensemble; False: never.
+    seeds
+        Further networks of the best row set, each from another seed, tried after
+        the row sets' refits where the budget left covers them; each is served only
+        where adding it to the served networks beats their validation figure
+        (``tuning_report()["seeds"]``). 0: none. Each costs its training twice
+        (on the validation's fit part, then refitted) and a share of every request.
     keep_searched
         Where the best row set was refitted, serve its validated network too, beside
         the refits (a second run of the same settings, trained anyway). Off: the
@@ -262,7 +313,7 @@ class SASRecScorer(MatrixScorer):
                  weight_decay: float = 0.0, label_smoothing: float = 0.0, ffn_mult: int = 1,
                  all_transitions: bool = True,
                  orders: Sequence[str] = ("time", "time+shuffled"), shuffles: int = 1,
-                 ensemble: bool | None = None, keep_searched: bool = False,
+                 ensemble: bool | None = None, keep_searched: bool = False, seeds: int = 1,
                  random_state: int = 0) -> None:
         super().__init__()
         self.dim, self.n_blocks, self.n_heads, self.dropout = dim, n_blocks, n_heads, dropout
@@ -275,7 +326,9 @@ class SASRecScorer(MatrixScorer):
         if not orders or unknown:
             raise ConfigurationError(f"sasrec orders must be among {ORDERS}, not {list(orders)}")
         self.orders, self.shuffles, self.ensemble = tuple(orders), shuffles, ensemble
-        self.keep_searched = keep_searched
+        self.keep_searched, self.seeds = keep_searched, seeds
+        # Validation figures of the further seeds tried, by name ("<rows>#<k>").
+        self.seeds_: dict[str, dict[str, float]] = {}
         self.order_ = self.orders[0]
         self.search_: dict[str, dict[str, float]] = {}
         # The validated networks of the search, by row set, and the ensemble's figure.
@@ -294,12 +347,16 @@ class SASRecScorer(MatrixScorer):
     # -- data ------------------------------------------------------------------------------
     def _encode(self, sequences: Sequence[list[str]], length: int) -> torch.Tensor:
         """Right-aligned id matrix (len(sequences), length) of each sequence's latest items."""
+        return torch.from_numpy(self._ids(sequences, length)).to(self.device_)
+
+    def _ids(self, sequences: Sequence[list[str]], length: int) -> npt.NDArray[np.int64]:
+        """:meth:`_encode` in NumPy, on the CPU."""
         out = np.zeros((len(sequences), length), dtype=np.int64)
         for r, seq in enumerate(sequences):
             ids = [self.item_index_[i] for i in seq[-length:] if i in self.item_index_]
             if ids:
                 out[r, length - len(ids):] = ids
-        return torch.from_numpy(out).to(self.device_)
+        return out
 
     def _ordered(self, train: Interactions) -> Interactions:
         if has_order(train):
@@ -340,9 +397,7 @@ class SASRecScorer(MatrixScorer):
             # this log in this budget: the searches left then share all of it.
             left = max(self.max_train_s - (time.perf_counter() - t0), 0.0)
             share = left / (len(orders) - i + refits)
-            torch.manual_seed(self.random_state)
-            net = SASRecNet(len(self.item_ids_), self.dim, self.n_blocks, self.n_heads,
-                            max_len, self.dropout, self.ffn_mult * self.dim).to(self.device_)
+            net = self._net(max_len, self.random_state)
             self._train(net, order, self._rows(fit_seqs, max_len, order), val, fit_seqs,
                         share)
             if self.history_[-1]["seconds"] > share:
@@ -393,43 +448,49 @@ class SASRecScorer(MatrixScorer):
                 # is an ensemble of two runs, trained anyway.
                 self.nets_.insert(1, self.searched_[self.order_])
                 self.served_.insert(1, f"{self.order_}:validated")
+        self.seeds_ = {}
+        if self.seeds and val is not None and self.ensemble is not False:
+            self._add_seeds(max_len, t0, val, fit_seqs, runs)
         self.net_ = self.nets_[0]
 
     def tuning_report(self) -> dict[str, object]:
         """What the validation chose: the row set, the epoch count, each set's figures."""
         return {"order": self.order_, "best_epoch": self.best_epoch_, "search": self.search_,
                 "ensemble_val_ndcg@10": self.ensemble_val_, "members": self.members_,
-                "served": self.served_,
+                "served": self.served_, "seeds": self.seeds_,
                 "max_len": self.net_.max_len if self.net_ is not None else None}
 
     def _rows(self, sequences: dict[str, list[str]], max_len: int, order: str
-              ) -> list[list[str]]:
-        """The training rows of each user's sequence for row set ``order``."""
+              ) -> npt.NDArray[np.int64]:
+        """The training rows of each user's sequence for row set ``order``, encoded once:
+        right-aligned item rows of ``max_len + 1`` columns (the inputs and one target
+        more)."""
         seqs = list(sequences.values())
         if order == "time+reversed":
             seqs += [s[::-1] for s in seqs]
-        if self.all_transitions:
-            return training_windows(seqs, max_len)
-        return [s for s in seqs if len(s) > 1]
+        rows = (training_windows(seqs, max_len) if self.all_transitions
+                else [s for s in seqs if len(s) > 1])
+        return self._ids(rows, max_len + 1)
 
     def _optimizer(self, net: SASRecNet) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        # fused: one kernel per step instead of a handful of calls per parameter.
+        return torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay,
+                                 fused=True)
 
-    def _epoch(self, net: SASRecNet, opt: torch.optim.Optimizer, sequences: list[list[str]],
+    def _epoch(self, net: SASRecNet, opt: torch.optim.Optimizer, rows: npt.NDArray[np.int64],
                rng: np.random.Generator, order: str) -> float:
-        """One pass over ``sequences`` (next-item cross-entropy at every position)."""
+        """One pass over the encoded ``rows`` (next-item cross-entropy at every position)."""
         net.train()
         if order.startswith("time+shuffled"):  # a fresh order of every row, every epoch
-            sequences = sequences + [[s[j] for j in rng.permutation(len(s))]
-                                     for _ in range(self.shuffles) for s in sequences]
-        lengths = np.array([len(s) for s in sequences])
+            rows = np.concatenate([rows, *(shuffle_rows(rows, rng)
+                                           for _ in range(self.shuffles))])
+        lengths = (rows > 0).sum(axis=1)
+        data = torch.from_numpy(rows).to(self.device_)
         total, steps = 0.0, 0
-        shuffled = rng.permutation(len(sequences))
-        for start in range(0, len(sequences), self.batch_size):
-            batch = shuffled[start:start + self.batch_size]
-            # Pad a batch only to its longest sequence (most histories are short).
-            length = min(int(lengths[batch].max()), net.max_len + 1)
-            ids = self._encode([sequences[i] for i in batch], length)
+        for batch in length_batches(lengths, self.batch_size, rng):
+            # Padded only to the batch's longest row: its rows are of about one length.
+            length = int(lengths[batch].max())
+            ids = data[torch.from_numpy(batch).to(self.device_), -length:]
             inputs, targets = ids[:, :-1], ids[:, 1:]
             if order.endswith("+masked"):
                 hide = torch.rand(inputs.shape, device=inputs.device) < MASK_RATE
@@ -443,7 +504,7 @@ class SASRecScorer(MatrixScorer):
             total, steps = total + loss.item(), steps + 1
         return total / max(steps, 1)
 
-    def _train(self, net: SASRecNet, order: str, sequences: list[list[str]],
+    def _train(self, net: SASRecNet, order: str, rows: npt.NDArray[np.int64],
                val: ValidationSlice | None, fit_seqs: dict[str, list[str]],
                budget_s: float) -> None:
         """Early stopping on ``val`` within ``budget_s`` seconds; ends with the best
@@ -457,7 +518,7 @@ class SASRecScorer(MatrixScorer):
         for epoch in range(1, self.max_epochs + 1):
             t_epoch = time.perf_counter()
             record = {"epoch": float(epoch),
-                      "loss": self._epoch(net, opt, sequences, rng, order)}
+                      "loss": self._epoch(net, opt, rows, rng, order)}
             train_s += time.perf_counter() - t_epoch
             record["train_s"] = train_s
             if val is not None:
@@ -480,8 +541,27 @@ class SASRecScorer(MatrixScorer):
         net.load_state_dict(best_state)
         net.eval()
 
+    def _net(self, max_len: int, seed: int) -> SASRecNet:
+        """A freshly initialised network (its initial weights drawn from ``seed``)."""
+        torch.manual_seed(seed)
+        return SASRecNet(len(self.item_ids_), self.dim, self.n_blocks, self.n_heads, max_len,
+                         self.dropout, self.ffn_mult * self.dim).to(self.device_)
+
+    def _fixed(self, max_len: int, order: str, rows: npt.NDArray[np.int64], epochs: int,
+               seed: int, what: str) -> SASRecNet:
+        """A fresh network trained on ``rows`` for ``epochs`` epochs (no validation)."""
+        net = self._net(max_len, seed)
+        opt = self._optimizer(net)
+        rng = np.random.default_rng(seed)
+        for epoch in range(1, epochs + 1):
+            log.info("sasrec %s epoch %d of %r: loss %.4f", what, epoch, order,
+                     self._epoch(net, opt, rows, rng, order))
+        net.eval()
+        return net
+
     def _refit(self, max_len: int, spent_s: float, order: str,
-               history: list[dict[str, float]], best_epoch: int) -> SASRecNet | None:
+               history: list[dict[str, float]], best_epoch: int, seed: int | None = None
+               ) -> SASRecNet | None:
         """A fresh network trained on the whole training log with row set ``order``
         for its search's best epoch count.
 
@@ -489,21 +569,66 @@ class SASRecScorer(MatrixScorer):
         validation item); the refit does. Skipped (None) when the budget left
         would not cover it (the search's epochs, ``history``, tell its cost).
         """
-        per_epoch = history[-1].get("train_s", 0.0) / max(len(history), 1)
-        if per_epoch * best_epoch > self.max_train_s - spent_s:
+        if _epoch_s(history) * best_epoch > self.max_train_s - spent_s:
             log.warning("sasrec: no refit of %r on the whole log (budget)", order)
             return None
-        torch.manual_seed(self.random_state)
-        net = SASRecNet(len(self.item_ids_), self.dim, self.n_blocks, self.n_heads, max_len,
-                        self.dropout, self.ffn_mult * self.dim).to(self.device_)
-        opt = self._optimizer(net)
-        rng = np.random.default_rng(self.random_state)
-        sequences = self._rows(self.sequences_, max_len, order)
-        for epoch in range(1, best_epoch + 1):
-            log.info("sasrec refit epoch %d of %r: loss %.4f", epoch, order,
-                     self._epoch(net, opt, sequences, rng, order))
-        net.eval()
-        return net
+        return self._fixed(max_len, order, self._rows(self.sequences_, max_len, order),
+                           best_epoch, self.random_state if seed is None else seed, "refit")
+
+    def _add_seeds(self, max_len: int, t0: float, val: ValidationSlice,
+                   fit_seqs: dict[str, list[str]],
+                   runs: dict[str, tuple[list[dict[str, float]], int]]) -> None:
+        """Further networks of the best row set, each from another seed, added to the
+        served networks while the ensemble validates better and the budget covers them.
+
+        Averaging independently trained networks is the surest gain measured; a seed
+        costs a network trained on the validation's fit part for the best row set's
+        best epoch count (no early stopping: that count was chosen already), scored
+        with the served networks' validated counterparts, then -- where refits are
+        served -- its refit on the whole log. It is tried only where the budget left
+        covers both (the row set's search tells the epoch cost), and kept only where
+        the combined validation figure beats the ensemble's without it; the first
+        seed that does not stops the search.
+        """
+        history, best_epoch = runs[self.order_]
+        refit = self.served_[0].endswith(":refit")
+        served = list(dict.fromkeys(s.rsplit(":", 1)[0] for s in self.served_))
+        if served == [self.order_]:
+            figure = self.search_[self.order_]["val_ndcg@10"]
+        elif served == self.members_ and self.ensemble_val_ is not None:
+            figure = self.ensemble_val_
+        else:
+            figure = self._validate([self.searched_[m] for m in served], val, fit_seqs)
+        # A refit trains on every transition; the search's epochs on the fit part only.
+        scale = _targets(self.sequences_) / max(_targets(fit_seqs), 1)
+        for k in range(1, self.seeds + 1):
+            epoch_s = _epoch_s(history)
+            cost = epoch_s * best_epoch * (1 + scale * refit) + _validation_s(history)
+            if cost > self.max_train_s - (time.perf_counter() - t0):
+                log.info("sasrec: no further seed (budget: %.0f s needed)", cost)
+                return
+            name, seed = f"{self.order_}#{k}", self.random_state + k
+            net = self._fixed(max_len, self.order_, self._rows(fit_seqs, max_len, self.order_),
+                              best_epoch, seed, "seed")
+            score = self._validate([*(self.searched_[m] for m in served), net], val, fit_seqs)
+            self.seeds_[name] = {"ensemble_val_ndcg@10": score, "before": figure,
+                                 "epochs": float(best_epoch)}
+            log.info("sasrec: seed %s validated %.4f with the served networks (%.4f without)",
+                     name, score, figure)
+            if not score > figure:
+                return
+            self.searched_[name] = net
+            self.members_.append(name)
+            served.append(name)
+            figure = score
+            if refit:
+                self.nets_.append(self._fixed(max_len, self.order_,
+                                              self._rows(self.sequences_, max_len, self.order_),
+                                              best_epoch, seed, "refit"))
+                self.served_.append(f"{name}:refit")
+            else:
+                self.nets_.append(net)
+                self.served_.append(f"{name}:validated")
 
     @torch.no_grad()
     def _validate(self, nets: Sequence[SASRecNet], val: ValidationSlice,
@@ -523,16 +648,15 @@ class SASRecScorer(MatrixScorer):
         discount = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float64))
         ideal = torch.cat([torch.zeros(1, dtype=torch.float64), discount.cumsum(0)])
         total = 0.0
-        for start in range(0, len(val.users), block):
-            users = val.users[start:start + block]
-            ids = self._encode([fit_seqs.get(u, []) for u in users], nets[0].max_len)
+        sequences = [fit_seqs.get(u, []) for u in val.users]
+        for users, ids in self._blocks(sequences, nets[0].max_len, block):
             # Column j of the slice is item val.item_ids[j]: row item_index_ of E.
             scores = self._logits(nets, ids)[:, cols - 1]
-            seen = val.seen[start:start + block].tocoo()
+            seen = val.seen[users].tocoo()
             scores[torch.as_tensor(seen.row, device=self.device_),
                    torch.as_tensor(seen.col, device=self.device_)] = -torch.inf
             top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
-            relevant = val.relevant[start:start + block]
+            relevant = val.relevant[users]
             dense = torch.as_tensor(relevant.toarray() > 0)
             hits = torch.gather(dense, 1, top.indices.cpu()) & torch.isfinite(top.values.cpu())
             dcg = (hits.double() * discount[:hits.shape[1]]).sum(1)
@@ -540,6 +664,24 @@ class SASRecScorer(MatrixScorer):
             best = ideal[n_rel.long()]
             total += float(torch.where(best > 0, dcg / best.clamp(min=1e-12), 0.0).sum())
         return total / max(len(val.users), 1)
+
+    def _blocks(self, sequences: Sequence[list[str]], max_len: int, block: int
+                ) -> Iterator[tuple[npt.NDArray[np.int64], torch.Tensor]]:
+        """The sequences in blocks of at most ``block``, shortest first: each block's
+        indices into ``sequences`` and its encoded ids, padded only to its longest.
+
+        The network runs over every padded position and most histories are short,
+        so blocks of about one length cost a fraction of blocks padded to
+        ``max_len``; right-aligned, with padding never attended to, a sequence's
+        scores do not depend on its block.
+        """
+        ids = self._ids(sequences, max_len)
+        lengths = (ids > 0).sum(axis=1)
+        order = np.argsort(lengths, kind="stable")
+        for start in range(0, len(order), block):
+            rows = order[start:start + block]
+            width = max(int(lengths[rows].max()), 1)
+            yield rows, torch.from_numpy(ids[rows, max_len - width:]).to(self.device_)
 
     # -- scoring ---------------------------------------------------------------------------
     @staticmethod
@@ -553,9 +695,8 @@ class SASRecScorer(MatrixScorer):
         for net in nets:
             net.eval()
         out = np.empty((len(sequences), len(self.item_ids_)))
-        for start in range(0, len(sequences), block):
-            ids = self._encode(sequences[start:start + block], nets[0].max_len)
-            out[start:start + block] = self._logits(nets, ids).double().cpu().numpy()
+        for rows, ids in self._blocks(sequences, nets[0].max_len, block):
+            out[rows] = self._logits(nets, ids).double().cpu().numpy()
         return out
 
     def _networks(self) -> list[SASRecNet]:
