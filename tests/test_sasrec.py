@@ -155,10 +155,13 @@ def test_early_stopping_stops_when_validation_stops_improving_then_refits_that_l
     assert epochs == model.best_epoch_ + model.patience
     best = max(r["val_ndcg@10"] for r in model.history_)
     assert model.history_[model.best_epoch_ - 1]["val_ndcg@10"] == best
-    # The served network is refitted on the whole log for the best epoch count.
+    # The served network is refitted on the whole log for the epochs chosen: the fewest
+    # not measurably worse than the best.
+    assert 1 <= model.epochs_ <= model.best_epoch_
+    assert model.tuning_report()["refit_epochs"] == model.epochs_
     refits = [r for r in caplog.records
               if "refit epoch" in r.getMessage() and f"of {model.order_!r}" in r.getMessage()]
-    assert len(refits) == model.best_epoch_
+    assert len(refits) == model.epochs_
 
 
 @needs_torch
@@ -299,10 +302,11 @@ def test_the_row_set_with_the_better_validation_is_kept_and_refitted(
         rows_of.append(order)
         return original_rows(self, sequences, max_len, order)
 
-    def validate(self: SASRecScorer, nets: list[object], *_: object, **__: object) -> float:
-        return figures["ensemble" if len(nets) > 1 else rows_of[-1]]
+    def user_ndcg(self: SASRecScorer, nets: list[object], *_: object, **__: object
+                  ) -> np.ndarray:
+        return np.full(1, figures["ensemble" if len(nets) > 1 else rows_of[-1]])
 
-    monkeypatch.setattr(SASRecScorer, "_validate", validate)
+    monkeypatch.setattr(SASRecScorer, "_user_ndcg", user_ndcg)
     monkeypatch.setattr(SASRecScorer, "_rows", rows)
     model = SASRecScorer(dim=8, max_epochs=3, patience=1, orders=("time+shuffled", "time"),
                          seeds=0)
@@ -373,6 +377,25 @@ def test_a_sequence_scores_the_same_alone_or_in_a_block_of_other_lengths(
                                    atol=1e-5)
     np.testing.assert_allclose(trained._score_sequences(trained.nets_, sequences, block=2),
                                together, rtol=1e-5, atol=1e-5)
+
+
+def test_the_refit_trains_the_fewest_epochs_within_one_paired_standard_error_of_the_best(
+) -> None:
+    pytest.importorskip("torch")
+    from offline.models.sasrec import fewest_epochs
+
+    rng = np.random.default_rng(11)
+    users = 5000
+    base = rng.random(users)
+    # Epoch 1 clearly worse; epochs 2 and 3 differ from the best (4) by noise of mean 0.
+    curve = [base - 0.05, base + rng.normal(0, 0.05, users) - 0.0005,
+             base + rng.normal(0, 0.05, users), base]
+    assert fewest_epochs(curve, best=4) == 2
+    # A steady gain, small beside the spread across users but not beside the paired
+    # differences: every epoch before the best is measurably worse.
+    steady = [base + 0.002 * e for e in range(4)]
+    assert fewest_epochs(steady, best=4) == 4
+    assert fewest_epochs([], best=3) == 3  # no validation (the loss was watched)
 
 
 def test_an_unknown_row_set_is_refused() -> None:

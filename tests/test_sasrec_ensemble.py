@@ -226,10 +226,11 @@ def _figures_by_size(monkeypatch: pytest.MonkeyPatch, figures: dict[int, float])
     """Make validation give ``figures[number of networks scored together]``."""
     from offline.models.sasrec import SASRecScorer
 
-    def validate(self: SASRecScorer, nets: list[object], *_: object, **__: object) -> float:
-        return figures[len(nets)]
+    def user_ndcg(self: SASRecScorer, nets: list[object], *_: object, **__: object
+                  ) -> np.ndarray:
+        return np.full(1, figures[len(nets)])
 
-    monkeypatch.setattr(SASRecScorer, "_validate", validate)
+    monkeypatch.setattr(SASRecScorer, "_user_ndcg", user_ndcg)
 
 
 @pytest.mark.parametrize(("figures", "kept"), [

@@ -119,6 +119,27 @@ def _targets(sequences: dict[str, list[str]]) -> int:
     return sum(max(len(s) - 1, 0) for s in sequences.values())
 
 
+def fewest_epochs(per_user: Sequence[npt.NDArray[np.float64]], best: int) -> int:
+    """The fewest epochs whose validation is within one paired standard error of the best.
+
+    ``per_user[e - 1]``: each validation user's NDCG@10 after epoch ``e``; ``best``:
+    the epoch of the highest mean. Validation curves flatten long before early
+    stopping ends, and the highest epoch of a flat, noisy curve is often far out;
+    the one-standard-error rule (Breiman et al., 1984) takes the smallest model not
+    measurably worse. The comparison is paired (the same users at both epochs), so
+    the standard error is that of the per-user differences, much tighter than the
+    spread of NDCG across users.
+    """
+    if best < 1 or len(per_user) < best or len(per_user[best - 1]) < 2:
+        return best
+    top = per_user[best - 1]
+    for epoch in range(1, best):
+        diff = top - per_user[epoch - 1]
+        if diff.mean() <= diff.std(ddof=1) / math.sqrt(len(diff)):
+            return epoch
+    return best
+
+
 def length_batches(lengths: npt.NDArray[np.int64], batch_size: int,
                    rng: np.random.Generator) -> list[npt.NDArray[np.int64]]:
     """Row indices of each training step: rows of about one length together.
@@ -342,6 +363,7 @@ class SASRecScorer(MatrixScorer):
         self.net_: SASRecNet | None = None
         self.history_: list[dict[str, float]] = []
         self.best_epoch_ = 0
+        self.epochs_ = 0  # what a refit trains: fewest_epochs(...) of the search
         self.device_ = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     # -- data ------------------------------------------------------------------------------
@@ -390,7 +412,9 @@ class SASRecScorer(MatrixScorer):
             len(orders) if len(orders) > 1 and self.ensemble is not False else 1)
         t0 = time.perf_counter()
         self.search_, self.searched_, self.ensemble_val_ = {}, {}, None
+        # Each row set's search history and the epochs a network of it is trained for.
         runs: dict[str, tuple[list[dict[str, float]], int]] = {}
+        best_epochs: dict[str, int] = {}
         for i, order in enumerate(orders):
             # An equal share of what is left, among the searches still to run and the
             # refits planned. A search cut by its share says that refits will not fit
@@ -406,10 +430,12 @@ class SASRecScorer(MatrixScorer):
                         default=-np.inf)
             self.search_[order] = {"val_ndcg@10": float(score),
                                    "best_epoch": float(self.best_epoch_),
+                                   "refit_epochs": float(self.epochs_),
                                    "epochs": float(len(self.history_)),
                                    "seconds": self.history_[-1]["seconds"]}
             self.searched_[order] = net
-            runs[order] = (self.history_, self.best_epoch_)
+            runs[order] = (self.history_, self.epochs_)
+            best_epochs[order] = self.best_epoch_
         # Best first; the sort is stable, so a tie keeps the earlier (simpler) row set.
         ranked = sorted(orders, key=lambda o: -self.search_[o]["val_ndcg@10"])
         self.members_ = ranked[:1]
@@ -419,7 +445,8 @@ class SASRecScorer(MatrixScorer):
             if self.ensemble or self.ensemble_val_ > self.search_[ranked[0]]["val_ndcg@10"]:
                 self.members_ = ranked
         self.order_ = ranked[0]
-        self.history_, self.best_epoch_ = runs[self.order_]
+        self.history_, self.epochs_ = runs[self.order_]
+        self.best_epoch_ = best_epochs[self.order_]
         self.nets_ = [self.searched_[o] for o in self.members_]
         self.served_ = [f"{o}:validated" for o in self.members_]
         if len(orders) > 1:
@@ -455,7 +482,8 @@ class SASRecScorer(MatrixScorer):
 
     def tuning_report(self) -> dict[str, object]:
         """What the validation chose: the row set, the epoch count, each set's figures."""
-        return {"order": self.order_, "best_epoch": self.best_epoch_, "search": self.search_,
+        return {"order": self.order_, "best_epoch": self.best_epoch_,
+                "refit_epochs": self.epochs_, "search": self.search_,
                 "ensemble_val_ndcg@10": self.ensemble_val_, "members": self.members_,
                 "served": self.served_, "seeds": self.seeds_,
                 "max_len": self.net_.max_len if self.net_ is not None else None}
@@ -515,6 +543,7 @@ class SASRecScorer(MatrixScorer):
         t0 = time.perf_counter()
         self.history_ = []
         train_s = 0.0  # without the validations: what a refit epoch costs
+        per_user: list[npt.NDArray[np.float64]] = []
         for epoch in range(1, self.max_epochs + 1):
             t_epoch = time.perf_counter()
             record = {"epoch": float(epoch),
@@ -522,7 +551,8 @@ class SASRecScorer(MatrixScorer):
             train_s += time.perf_counter() - t_epoch
             record["train_s"] = train_s
             if val is not None:
-                record["val_ndcg@10"] = self._validate([net], val, fit_seqs)
+                per_user.append(self._user_ndcg([net], val, fit_seqs))
+                record["val_ndcg@10"] = float(per_user[-1].mean())
             record["seconds"] = time.perf_counter() - t0
             self.history_.append(record)
             log.info("sasrec epoch %d: %s", epoch, record)
@@ -540,6 +570,7 @@ class SASRecScorer(MatrixScorer):
                 break
         net.load_state_dict(best_state)
         net.eval()
+        self.epochs_ = fewest_epochs(per_user, self.best_epoch_)
 
     def _net(self, max_len: int, seed: int) -> SASRecNet:
         """A freshly initialised network (its initial weights drawn from ``seed``)."""
@@ -560,20 +591,20 @@ class SASRecScorer(MatrixScorer):
         return net
 
     def _refit(self, max_len: int, spent_s: float, order: str,
-               history: list[dict[str, float]], best_epoch: int, seed: int | None = None
+               history: list[dict[str, float]], epochs: int, seed: int | None = None
                ) -> SASRecNet | None:
         """A fresh network trained on the whole training log with row set ``order``
-        for its search's best epoch count.
+        for the epochs its search chose (:func:`fewest_epochs`).
 
         The validated network never learnt from each user's latest transition (the
         validation item); the refit does. Skipped (None) when the budget left
         would not cover it (the search's epochs, ``history``, tell its cost).
         """
-        if _epoch_s(history) * best_epoch > self.max_train_s - spent_s:
+        if _epoch_s(history) * epochs > self.max_train_s - spent_s:
             log.warning("sasrec: no refit of %r on the whole log (budget)", order)
             return None
         return self._fixed(max_len, order, self._rows(self.sequences_, max_len, order),
-                           best_epoch, self.random_state if seed is None else seed, "refit")
+                           epochs, self.random_state if seed is None else seed, "refit")
 
     def _add_seeds(self, max_len: int, t0: float, val: ValidationSlice,
                    fit_seqs: dict[str, list[str]],
@@ -582,15 +613,15 @@ class SASRecScorer(MatrixScorer):
         served networks while the ensemble validates better and the budget covers them.
 
         Averaging independently trained networks is the surest gain measured; a seed
-        costs a network trained on the validation's fit part for the best row set's
-        best epoch count (no early stopping: that count was chosen already), scored
+        costs a network trained on the validation's fit part for the epochs the best
+        row set's search chose (no early stopping: that count was chosen already), scored
         with the served networks' validated counterparts, then -- where refits are
         served -- its refit on the whole log. It is tried only where the budget left
         covers both (the row set's search tells the epoch cost), and kept only where
         the combined validation figure beats the ensemble's without it; the first
         seed that does not stops the search.
         """
-        history, best_epoch = runs[self.order_]
+        history, epochs = runs[self.order_]
         refit = self.served_[0].endswith(":refit")
         served = list(dict.fromkeys(s.rsplit(":", 1)[0] for s in self.served_))
         if served == [self.order_]:
@@ -603,16 +634,16 @@ class SASRecScorer(MatrixScorer):
         scale = _targets(self.sequences_) / max(_targets(fit_seqs), 1)
         for k in range(1, self.seeds + 1):
             epoch_s = _epoch_s(history)
-            cost = epoch_s * best_epoch * (1 + scale * refit) + _validation_s(history)
+            cost = epoch_s * epochs * (1 + scale * refit) + _validation_s(history)
             if cost > self.max_train_s - (time.perf_counter() - t0):
                 log.info("sasrec: no further seed (budget: %.0f s needed)", cost)
                 return
             name, seed = f"{self.order_}#{k}", self.random_state + k
             net = self._fixed(max_len, self.order_, self._rows(fit_seqs, max_len, self.order_),
-                              best_epoch, seed, "seed")
+                              epochs, seed, "seed")
             score = self._validate([*(self.searched_[m] for m in served), net], val, fit_seqs)
             self.seeds_[name] = {"ensemble_val_ndcg@10": score, "before": figure,
-                                 "epochs": float(best_epoch)}
+                                 "epochs": float(epochs)}
             log.info("sasrec: seed %s validated %.4f with the served networks (%.4f without)",
                      name, score, figure)
             if not score > figure:
@@ -624,13 +655,12 @@ class SASRecScorer(MatrixScorer):
             if refit:
                 self.nets_.append(self._fixed(max_len, self.order_,
                                               self._rows(self.sequences_, max_len, self.order_),
-                                              best_epoch, seed, "refit"))
+                                              epochs, seed, "refit"))
                 self.served_.append(f"{name}:refit")
             else:
                 self.nets_.append(net)
                 self.served_.append(f"{name}:validated")
 
-    @torch.no_grad()
     def _validate(self, nets: Sequence[SASRecNet], val: ValidationSlice,
                   fit_seqs: dict[str, list[str]], k: int = 10, block: int = 1024) -> float:
         """Mean NDCG@k of ``val`` (``validation_ndcg``'s figure), ranked in PyTorch, of
@@ -641,13 +671,20 @@ class SASRecScorer(MatrixScorer):
         users of a shop-sized log, so early stopping can watch many users (a
         less noisy signal) at every epoch.
         """
+        return float(self._user_ndcg(nets, val, fit_seqs, k, block).mean())
+
+    @torch.no_grad()
+    def _user_ndcg(self, nets: Sequence[SASRecNet], val: ValidationSlice,
+                   fit_seqs: dict[str, list[str]], k: int = 10, block: int = 1024
+                   ) -> npt.NDArray[np.float64]:
+        """Each validation user's NDCG@k (in ``val.users`` order); see :meth:`_validate`."""
         for net in nets:
             net.eval()
         cols = torch.as_tensor([self.item_index_[i] for i in val.item_ids], dtype=torch.long,
                                device=self.device_)
         discount = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float64))
         ideal = torch.cat([torch.zeros(1, dtype=torch.float64), discount.cumsum(0)])
-        total = 0.0
+        out = np.zeros(len(val.users))
         sequences = [fit_seqs.get(u, []) for u in val.users]
         for users, ids in self._blocks(sequences, nets[0].max_len, block):
             # Column j of the slice is item val.item_ids[j]: row item_index_ of E.
@@ -662,8 +699,8 @@ class SASRecScorer(MatrixScorer):
             dcg = (hits.double() * discount[:hits.shape[1]]).sum(1)
             n_rel = torch.as_tensor(np.asarray(relevant.sum(axis=1)).ravel()).clamp(max=k)
             best = ideal[n_rel.long()]
-            total += float(torch.where(best > 0, dcg / best.clamp(min=1e-12), 0.0).sum())
-        return total / max(len(val.users), 1)
+            out[users] = torch.where(best > 0, dcg / best.clamp(min=1e-12), 0.0).numpy()
+        return out
 
     def _blocks(self, sequences: Sequence[list[str]], max_len: int, block: int
                 ) -> Iterator[tuple[npt.NDArray[np.int64], torch.Tensor]]:
