@@ -398,6 +398,23 @@ def test_the_refit_trains_the_fewest_epochs_within_one_paired_standard_error_of_
     assert fewest_epochs([], best=3) == 3  # no validation (the loss was watched)
 
 
+def test_dropout_keeps_each_value_with_probability_1_minus_p_scaled_up_and_only_in_training(
+) -> None:
+    pytest.importorskip("torch")
+    import torch
+
+    from offline.models.sasrec import Dropout
+
+    torch.manual_seed(0)
+    drop, x = Dropout(0.3), torch.ones(200_000)
+    out = drop(x)
+    kept = out != 0
+    assert kept.float().mean().item() == pytest.approx(0.7, abs=0.005)
+    assert torch.allclose(out[kept], torch.full_like(out[kept], 1 / 0.7))
+    drop.eval()
+    assert drop(x) is x
+
+
 def test_an_unknown_row_set_is_refused() -> None:
     pytest.importorskip("torch")
     from offline.models.sasrec import SASRecScorer
