@@ -13,7 +13,9 @@ Settings adapt to the log instead of being fitted to one data set:
 * epochs: early stopping on a validation slice carved from the training log
   only -- each user's last training item (by time; equal timestamps keep file
   order). A log without usable order (all timestamps equal) is said so in the
-  log, and a random item per user (fixed seed) is held out instead;
+  log, and a random item per user (fixed seed) is held out instead. The epoch
+  count kept is the fewest not measurably worse (one paired standard error)
+  than the best (``fewest_epochs``);
 * the training rows: each user's sequence in time order, alone or with a
   freshly shuffled copy of it at every epoch (``ORDERS``), whichever validates
   better -- on logs whose order carries little (reviews, baskets), the shuffled
@@ -23,6 +25,8 @@ Settings adapt to the log instead of being fitted to one data set:
   (:func:`combine_logits`), are validated too; where the combination beats the
   best single network, every row set is refitted and the refits are served
   together;
+* further seeds: networks of the best row set from other seeds, each served only
+  where it makes the ensemble validate better, while the budget covers them;
 * a wall-clock budget (``max_train_s``) that stops training at the best epoch
   so far on logs much larger than the shipped ones; where the budget left does
   not cover the best member's refit, the validated networks are served (as
@@ -300,8 +304,10 @@ class SASRecScorer(MatrixScorer):
     lr, batch_size
         Adam learning rate and sequences per step.
     max_epochs, patience
-        Early stopping: stop after ``patience`` epochs without a better
-        validation NDCG@10, keep the best epoch's weights.
+        Early stopping: the epochs a refit trains are the fewest whose validation
+        NDCG@10 is within one paired standard error of the best epoch's
+        (:func:`fewest_epochs`); the search stops ``patience`` epochs after that
+        count and keeps the best epoch's weights.
     max_train_s
         Wall-clock budget of the whole training (searches + refits): each search
         gets an equal share of what is left among the searches to come and the
@@ -554,10 +560,10 @@ class SASRecScorer(MatrixScorer):
                val: ValidationSlice | None, fit_seqs: dict[str, list[str]],
                budget_s: float) -> None:
         """Early stopping on ``val`` within ``budget_s`` seconds; ends with the best
-        epoch's weights in ``net``."""
+        epoch's weights in ``net``, and the epochs a refit trains in ``epochs_``."""
         opt = self._optimizer(net)
         rng = np.random.default_rng(self.random_state)
-        best, best_state, bad = -np.inf, copy.deepcopy(net.state_dict()), 0
+        best, best_state = -np.inf, copy.deepcopy(net.state_dict())
         t0 = time.perf_counter()
         self.history_ = []
         train_s = 0.0  # without the validations: what a refit epoch costs
@@ -576,11 +582,11 @@ class SASRecScorer(MatrixScorer):
             log.info("sasrec epoch %d: %s", epoch, record)
             score = record.get("val_ndcg@10", -record["loss"])
             if score > best:
-                best, best_state, bad, self.best_epoch_ = score, copy.deepcopy(
-                    net.state_dict()), 0, epoch
-            else:
-                bad += 1
-            if bad >= self.patience:
+                best, best_state, self.best_epoch_ = score, copy.deepcopy(net.state_dict()), epoch
+            # Patience runs from the epoch a refit would train to: once the curve is
+            # flat, epochs that are not measurably better than it stop the search
+            # (without validation: from the lowest loss).
+            if epoch - fewest_epochs(per_user, self.best_epoch_) >= self.patience:
                 break
             if record["seconds"] > budget_s:
                 log.warning("sasrec: training budget of %.0f s spent after %d epochs",
