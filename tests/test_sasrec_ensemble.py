@@ -281,3 +281,14 @@ def test_no_seed_is_tried_where_the_budget_left_cannot_cover_it(
     assert model.served_ == [f"{o}:refit" for o in model.members_]
     assert len(model.nets_) == 2 and model.seeds_ == {}
     assert any("no further seed" in r.getMessage() for r in caplog.records)
+
+
+def test_a_seed_trains_the_chosen_epochs_or_as_many_as_the_budget_left_covers() -> None:
+    pytest.importorskip("torch")
+    from offline.models.sasrec import seed_epochs
+
+    assert seed_epochs(10, left_s=1000.0, epoch_s=20.0) == 10
+    assert seed_epochs(10, left_s=130.0, epoch_s=20.0) == 6
+    assert seed_epochs(10, left_s=19.0, epoch_s=20.0) == 0
+    assert seed_epochs(10, left_s=-5.0, epoch_s=20.0) == 0
+    assert seed_epochs(10, left_s=5.0, epoch_s=0.0) == 10  # a cost not measured

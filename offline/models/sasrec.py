@@ -144,6 +144,15 @@ def fewest_epochs(per_user: Sequence[npt.NDArray[np.float64]], best: int) -> int
     return best
 
 
+def seed_epochs(epochs: int, left_s: float, epoch_s: float) -> int:
+    """Epochs a further seed trains: the row set's ``epochs``, or as many as the
+    ``left_s`` seconds cover at ``epoch_s`` each (its validation network and its
+    refit together); 0: none."""
+    if epoch_s <= 0.0:
+        return epochs if left_s > 0.0 else 0
+    return max(0, min(epochs, int(left_s // epoch_s)))
+
+
 def length_batches(lengths: npt.NDArray[np.int64], batch_size: int,
                    rng: np.random.Generator) -> list[npt.NDArray[np.int64]]:
     """Row indices of each training step: rows of about one length together.
@@ -640,10 +649,12 @@ class SASRecScorer(MatrixScorer):
         costs a network trained on the validation's fit part for the epochs the best
         row set's search chose (no early stopping: that count was chosen already), scored
         with the served networks' validated counterparts, then -- where refits are
-        served -- its refit on the whole log. It is tried only where the budget left
-        covers both (the row set's search tells the epoch cost), and kept only where
-        the combined validation figure beats the ensemble's without it; the first
-        seed that does not stops the search.
+        served -- its refit on the whole log. Where the budget left does not cover
+        those epochs twice, the seed trains as many as it covers (:func:`seed_epochs`;
+        the row set's search tells the epoch cost): a partly trained network still
+        differs from the others, and validation says whether it adds. It is kept
+        only where the combined validation figure beats the ensemble's without it;
+        the first seed that does not stops the search.
         """
         history, epochs = runs[self.order_]
         refit = self.served_[0].endswith(":refit")
@@ -657,17 +668,17 @@ class SASRecScorer(MatrixScorer):
         # A refit trains on every transition; the search's epochs on the fit part only.
         scale = _targets(self.sequences_) / max(_targets(fit_seqs), 1)
         for k in range(1, self.seeds + 1):
-            epoch_s = _epoch_s(history)
-            cost = epoch_s * epochs * (1 + scale * refit) + _validation_s(history)
-            if cost > self.max_train_s - (time.perf_counter() - t0):
-                log.info("sasrec: no further seed (budget: %.0f s needed)", cost)
+            left = self.max_train_s - (time.perf_counter() - t0) - _validation_s(history)
+            n = seed_epochs(epochs, left, _epoch_s(history) * (1 + scale * refit))
+            if n < 1:
+                log.info("sasrec: no further seed (budget: %.0f s left)", left)
                 return
             name, seed = f"{self.order_}#{k}", self.random_state + k
             net = self._fixed(max_len, self.order_, self._rows(fit_seqs, max_len, self.order_),
-                              epochs, seed, "seed")
+                              n, seed, "seed")
             score = self._validate([*(self.searched_[m] for m in served), net], val, fit_seqs)
             self.seeds_[name] = {"ensemble_val_ndcg@10": score, "before": figure,
-                                 "epochs": float(epochs)}
+                                 "epochs": float(n)}
             log.info("sasrec: seed %s validated %.4f with the served networks (%.4f without)",
                      name, score, figure)
             if not score > figure:
@@ -679,7 +690,7 @@ class SASRecScorer(MatrixScorer):
             if refit:
                 self.nets_.append(self._fixed(max_len, self.order_,
                                               self._rows(self.sequences_, max_len, self.order_),
-                                              epochs, seed, "refit"))
+                                              n, seed, "refit"))
                 self.served_.append(f"{name}:refit")
             else:
                 self.nets_.append(net)
