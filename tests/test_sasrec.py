@@ -141,7 +141,7 @@ def test_training_writes_a_data_only_artifact_the_provider_loads(
 def test_early_stopping_stops_when_validation_stops_improving_then_refits_that_long(
     caplog: pytest.LogCaptureFixture
 ) -> None:
-    from offline.models.sasrec import SASRecScorer
+    from offline.models.sasrec import SASRecScorer, warm_epochs
 
     # A log without any order to learn: validation cannot keep improving.
     rng = np.random.default_rng(3)
@@ -160,7 +160,7 @@ def test_early_stopping_stops_when_validation_stops_improving_then_refits_that_l
     assert model.tuning_report()["refit_epochs"] == model.epochs_
     refits = [r for r in caplog.records
               if "refit epoch" in r.getMessage() and f"of {model.order_!r}" in r.getMessage()]
-    assert len(refits) == model.epochs_
+    assert len(refits) == warm_epochs(model.epochs_)
 
 
 @needs_torch
@@ -412,6 +412,34 @@ def test_dropout_keeps_each_value_with_probability_1_minus_p_scaled_up_and_only_
     assert torch.allclose(out[kept], torch.full_like(out[kept], 1 / 0.7))
     drop.eval()
     assert drop(x) is x
+
+
+@needs_torch
+@pytest.mark.parametrize("warm", [True, False])
+def test_a_warm_refit_continues_the_searched_network_for_half_its_epochs(
+    monkeypatch: pytest.MonkeyPatch, warm: bool,
+) -> None:
+    from offline.models.sasrec import SASRecScorer, warm_epochs
+
+    calls: list[tuple[str, int, object]] = []
+    original = SASRecScorer._fixed
+
+    def fixed(self: SASRecScorer, max_len: int, order: str, rows: object, epochs: int,
+              seed: int, what: str, start: object = None) -> object:
+        calls.append((order, epochs, start))
+        return original(self, max_len, order, rows, epochs, seed, what,  # type: ignore[arg-type]
+                        start)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SASRecScorer, "_fixed", fixed)
+    model = SASRecScorer(dim=8, max_epochs=6, patience=2, seeds=0, warm_refit=warm)
+    model.fit(cyclic_log(40))
+    expected = [(o, warm_epochs(int(model.search_[o]["refit_epochs"])) if warm
+                 else int(model.search_[o]["refit_epochs"]),
+                 model.searched_[o] if warm else None) for o in model.members_]
+    assert calls == expected
+    assert all(net is not model.searched_[o] for net, o in zip(model.nets_, model.members_,
+                                                                strict=True))
+    assert [warm_epochs(n) for n in (1, 2, 7, 13)] == [1, 1, 4, 7]
 
 
 def test_an_unknown_row_set_is_refused() -> None:

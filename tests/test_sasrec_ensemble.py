@@ -184,9 +184,10 @@ def test_a_later_member_whose_refit_the_budget_cannot_cover_is_left_out(
     calls: list[str] = []
 
     def refit(self: SASRecScorer, max_len: int, spent_s: float, order: str,
-              *args: object) -> object:
+              *args: object, **kwargs: object) -> object:
         calls.append(order)
-        return original(self, max_len, spent_s, order, *args) if len(calls) == 1 else None
+        return (original(self, max_len, spent_s, order, *args, **kwargs)  # type: ignore[arg-type]
+                if len(calls) == 1 else None)
 
     monkeypatch.setattr(SASRecScorer, "_refit", refit)
     model = SASRecScorer(dim=8, max_epochs=2, ensemble=True, seeds=0)
