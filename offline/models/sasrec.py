@@ -24,7 +24,8 @@ Settings adapt to the log instead of being fitted to one data set:
 * an ensemble: the searched row sets' networks, their scores combined
   (:func:`combine_logits`), are validated too; where the combination beats the
   best single network, every row set is refitted and the refits are served
-  together;
+  together (a refit: the searched network trained on over the whole log for
+  half its epochs, ``warm_epochs``);
 * further seeds: networks of the best row set from other seeds, each served only
   where it makes the ensemble validate better, while the budget covers them;
 * a wall-clock budget (``max_train_s``) that stops training at the best epoch
@@ -69,7 +70,8 @@ from offline.models.tuning import ValidationSlice, make_validation_slice
 from offline.sequences import auto_max_len, has_order, training_windows, user_sequences
 from online_models.sequential import SequentialConfig, SequentialModel
 
-__all__ = ["ORDERS", "SASRecNet", "SASRecScorer", "combine_logits", "training_threads"]
+__all__ = ["ORDERS", "Dropout", "SASRecNet", "SASRecScorer", "combine_logits", "fewest_epochs",
+           "length_batches", "seed_epochs", "shuffle_rows", "training_threads", "warm_epochs"]
 
 log = logging.getLogger(__name__)
 
