@@ -459,3 +459,16 @@ def test_the_blocked_item_scores_equal_one_matrix_product() -> None:
         matrix = rng.normal(size=(rows, 128)).astype(np.float32)
         np.testing.assert_allclose(_matvec(matrix, vector), matrix @ vector, rtol=1e-5,
                                    atol=1e-5)
+
+
+@needs_torch
+def test_a_log_of_one_item_histories_trains_without_a_step_and_still_scores() -> None:
+    """No history holds a transition: training takes no step (it used to crash on the
+    empty batch list) and the network still scores the items it knows."""
+    from offline.models.sasrec import SASRecScorer, length_batches
+
+    assert length_batches(np.array([], dtype=np.int64), 16, np.random.default_rng(0)) == []
+    log = Interactions.from_records([(f"u{u}", f"i{u % 5}", 1, u) for u in range(30)])
+    model = SASRecScorer(dim=8, max_epochs=2, batch_size=16)
+    model.fit(log)
+    assert sorted(model.score("u0", ["i1", "i2", "unknown"]).ids) == ["i1", "i2"]

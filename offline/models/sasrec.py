@@ -178,6 +178,8 @@ def length_batches(lengths: npt.NDArray[np.int64], batch_size: int,
     rows hold on average -- the step count, and each target's share of a step's
     loss, stay those of random batches -- and the steps are taken in random order.
     """
+    if len(lengths) == 0:  # no row holds a transition (every history one item long)
+        return []
     targets = lengths - 1
     budget = batch_size * max(float(targets.mean()), 1.0)
     order = np.lexsort((rng.random(len(lengths)), lengths))
@@ -420,12 +422,9 @@ class SASRecScorer(MatrixScorer):
         self.device_ = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     # -- data ------------------------------------------------------------------------------
-    def _encode(self, sequences: Sequence[list[str]], length: int) -> torch.Tensor:
-        """Right-aligned id matrix (len(sequences), length) of each sequence's latest items."""
-        return torch.from_numpy(self._ids(sequences, length)).to(self.device_)
-
     def _ids(self, sequences: Sequence[list[str]], length: int) -> npt.NDArray[np.int64]:
-        """:meth:`_encode` in NumPy, on the CPU."""
+        """Right-aligned id matrix (len(sequences), length) of each sequence's latest items
+        (0: padding), in NumPy on the CPU."""
         out = np.zeros((len(sequences), length), dtype=np.int64)
         for r, seq in enumerate(sequences):
             ids = [self.item_index_[i] for i in seq[-length:] if i in self.item_index_]
@@ -657,12 +656,21 @@ class SASRecScorer(MatrixScorer):
         cover it (the search's epochs, ``history``, tell its cost).
         """
         warm = self.warm_refit and start is not None
-        n = warm_epochs(epochs) if warm else epochs
-        if _epoch_s(history) * n > self.max_train_s - spent_s:
+        if _epoch_s(history) * (warm_epochs(epochs) if warm else epochs) \
+                > self.max_train_s - spent_s:
             log.warning("sasrec: no refit of %r on the whole log (budget)", order)
             return None
-        return self._fixed(max_len, order, self._rows(self.sequences_, max_len, order), n,
-                           self.random_state if seed is None else seed, "refit",
+        return self._refit_net(max_len, order, epochs,
+                               self.random_state if seed is None else seed, start)
+
+    def _refit_net(self, max_len: int, order: str, epochs: int, seed: int,
+                   start: SASRecNet | None) -> SASRecNet:
+        """The refit of a network searched (or seeded) for ``epochs`` epochs: ``start``
+        trained on over the whole log for :func:`warm_epochs` epochs (``warm_refit``),
+        else a fresh network trained for all ``epochs``."""
+        warm = self.warm_refit and start is not None
+        return self._fixed(max_len, order, self._rows(self.sequences_, max_len, order),
+                           warm_epochs(epochs) if warm else epochs, seed, "refit",
                            start if warm else None)
 
     def _add_seeds(self, max_len: int, t0: float, val: ValidationSlice,
@@ -716,10 +724,7 @@ class SASRecScorer(MatrixScorer):
             served.append(name)
             figure = score
             if refit:
-                self.nets_.append(self._fixed(
-                    max_len, self.order_, self._rows(self.sequences_, max_len, self.order_),
-                    warm_epochs(n) if self.warm_refit else n, seed, "refit",
-                    net if self.warm_refit else None))
+                self.nets_.append(self._refit_net(max_len, self.order_, n, seed, net))
                 self.served_.append(f"{name}:refit")
             else:
                 self.nets_.append(net)
